@@ -1,0 +1,93 @@
+"""The ``rdmacheck`` command line.
+
+Each sub-command lives in ``rdmacheck/commands/<name>.py`` and exposes
+``add_arguments(parser)`` and ``run(args) -> int``.  Command modules import
+their heavy dependencies (torch, pandas, ray) inside ``run`` so that
+``rdmacheck preflight`` starts fast and never imports torch.
+
+Exit codes, for every command: 0 all gates passed, 1 a gate failed,
+2 usage or input error (one line on stderr, no traceback).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from . import __version__
+from .errors import UsageError
+
+# (name, module, one-line help).  Order is the order --help shows.
+COMMANDS = [
+    ("preflight", "preflight", "check this node's RDMA, network, limits, GPU and NCCL setup (exit 0 only if every gate passes)"),
+    ("snapshot", "snapshot", "capture what preflight reads into a .tar.gz, to replay later with --root"),
+    ("bench", "bench", "NCCL/gloo collective bandwidth sweeps (nccl-tests numbers) with a bus-bandwidth gate"),
+    ("report", "report", "render evidence JSON (and nccl-tests output) into one self-contained HTML report"),
+    ("launch", "launch", "start the Ray head/worker container only after every gate has passed"),
+    ("cluster", "cluster", "fleet acceptance through Ray: every node's gates, pairwise links and the bench, one report"),
+]
+
+EPILOG = """\
+exit codes: 0 every gate passed, 1 a gate failed, 2 usage or input error.
+
+quick start:
+  rdmacheck preflight --env docker/.env            gate this node
+  rdmacheck bench --sizes 1K..1G                   measure collective bandwidth
+  rdmacheck report reports/*.json -o reports/acceptance.html
+
+Run 'rdmacheck COMMAND --help' for each command's options.
+"""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that raises UsageError instead of printing usage and exiting."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise UsageError(f"{message} (see '{self.prog} --help')")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="rdmacheck",
+        description="Pre-flight diagnostics and RDMA/NCCL benchmarks for multi-node GPU inference clusters.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"rdmacheck {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    for name, module, help_ in COMMANDS:
+        try:
+            mod = importlib.import_module(f".commands.{module}", __package__)
+        except ModuleNotFoundError as e:
+            if e.name and e.name.endswith(f"commands.{module}"):
+                continue  # command not built yet
+            raise
+        p = sub.add_parser(
+            name,
+            help=help_,
+            description=getattr(mod, "DESCRIPTION", help_),
+            epilog=getattr(mod, "EPILOG", None),
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        mod.add_arguments(p)
+        p.set_defaults(_run=mod.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        parser = build_parser()
+        args = parser.parse_args(argv)
+        if not getattr(args, "_run", None):
+            parser.print_help()
+            return 2
+        return int(args._run(args) or 0)
+    except UsageError as e:
+        print(f"rdmacheck: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("rdmacheck: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 1

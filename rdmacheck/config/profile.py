@@ -1,0 +1,162 @@
+"""Expectations that are not environment variables: the cluster profile.
+
+A profile is a small TOML file; every key is optional and the built-in
+defaults describe the reference cluster (two DGX Spark-class nodes, one GPU
+each, RoCE over a 192.168.100.0/24 mesh at MTU 9000).  ``--expect KEY=VALUE``
+overrides one value from the command line.
+
+Example (docs/profile.md lists every key)::
+
+    mtu = 9000
+    subnet = "192.168.100.0/24"
+    memlock = "unlimited"
+    stack_min = "64MiB"
+    gpus_per_node = 1
+    nodes = 2
+    min_busbw = "12GB/s"
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import re
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib  # type: ignore[no-redef]
+from pathlib import Path
+from typing import Any
+
+from ..errors import UsageError
+
+_BIN = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
+
+
+def parse_bytes(text: str | int, what: str = "size") -> int:
+    """``64MiB``, ``64M``, ``1G``, ``4096`` -> bytes.  K/M/G are binary (as nccl-tests)."""
+    if isinstance(text, bool):
+        raise UsageError(f"{what}: expected a size such as 64MiB, got {text!r}")
+    if isinstance(text, int):
+        if text < 0:
+            raise UsageError(f"{what}: must not be negative")
+        return text
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([kKmMgGtT]?)(?:i?[bB])?\s*", str(text))
+    if not m:
+        raise UsageError(f"{what}: {text!r} is not a size; write e.g. 64MiB, 1G or 4096")
+    return int(float(m.group(1)) * _BIN[m.group(2).lower()])
+
+
+def parse_bandwidth(text: str | int | float, what: str = "bandwidth") -> float:
+    """``12GB/s``, ``12``, ``12.5 GB/s`` -> GB/s (1e9 bytes/s, as nccl-tests prints)."""
+    if isinstance(text, bool):
+        raise UsageError(f"{what}: expected e.g. 12GB/s, got {text!r}")
+    if isinstance(text, (int, float)):
+        v = float(text)
+    else:
+        m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(GB/s|GB|G)?\s*", str(text), re.IGNORECASE)
+        if not m:
+            raise UsageError(f"{what}: {text!r} is not a bandwidth; write e.g. 12GB/s")
+        v = float(m.group(1))
+    if v < 0:
+        raise UsageError(f"{what}: must not be negative")
+    return v
+
+
+@dataclasses.dataclass
+class Profile:
+    # Network
+    mtu: int = 9000
+    # RoCE active MTU expected on each selected port (ibv enum value in bytes).
+    active_mtu: int = 4096
+    subnet: str = "192.168.100.0/24"
+    roce_version: int = 2
+    # Limits: "unlimited" or a byte size.
+    memlock: str = "unlimited"
+    stack_min: int = 64 << 20
+    shm_min: int = 1 << 30
+    # Cluster shape
+    nodes: int = 2
+    gpus_per_node: int = 1
+    # Bench
+    min_busbw: float = 12.0
+    plateau_min_bytes: int = 64 << 20
+    # "auto", "none" (expect no GPU), or a platform tag such as "dgx-spark".
+    gpu_platform: str = "auto"
+
+    def network(self) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
+        return ipaddress.ip_network(self.subnet, strict=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+_FIELDS = {f.name: f for f in dataclasses.fields(Profile)}
+
+
+def _coerce(key: str, value: Any) -> Any:
+    where = f"profile key {key!r}"
+    if key in ("stack_min", "shm_min", "plateau_min_bytes"):
+        return parse_bytes(value, where)
+    if key == "min_busbw":
+        return parse_bandwidth(value, where)
+    if key == "memlock":
+        s = str(value).strip().lower()
+        if s in ("unlimited", "-1", "infinity"):
+            return "unlimited"
+        return str(parse_bytes(value, where))
+    if key == "subnet":
+        try:
+            ipaddress.ip_network(str(value), strict=False)
+        except ValueError:
+            raise UsageError(f"{where}: {value!r} is not a subnet; write e.g. 192.168.100.0/24") from None
+        return str(value)
+    if key in ("mtu", "active_mtu", "roce_version", "nodes", "gpus_per_node"):
+        try:
+            v = int(str(value).strip())
+        except ValueError:
+            raise UsageError(f"{where}: {value!r} is not a whole number") from None
+        if v < 0 or (key == "mtu" and not 68 <= v <= 65535):
+            raise UsageError(f"{where}: {v} is out of range")
+        if key == "active_mtu" and v not in (256, 512, 1024, 2048, 4096):
+            raise UsageError(f"{where}: {v} is not a RoCE MTU; use 256, 512, 1024, 2048 or 4096")
+        if key == "roce_version" and v not in (1, 2):
+            raise UsageError(f"{where}: RoCE version must be 1 or 2")
+        return v
+    if key == "gpu_platform":
+        return str(value).strip().lower()
+    return value
+
+
+def build_profile(data: dict[str, Any] | None = None, overrides: list[str] | None = None) -> Profile:
+    p = Profile()
+    for key, value in (data or {}).items():
+        if key not in _FIELDS:
+            raise UsageError(f"unknown profile key {key!r}; known keys: {', '.join(sorted(_FIELDS))}")
+        setattr(p, key, _coerce(key, value))
+    for item in overrides or []:
+        if "=" not in item:
+            raise UsageError(f"--expect {item!r}: write KEY=VALUE, e.g. --expect mtu=1500")
+        key, _, value = item.partition("=")
+        key = key.strip()
+        if key not in _FIELDS:
+            raise UsageError(f"--expect: unknown key {key!r}; known keys: {', '.join(sorted(_FIELDS))}")
+        setattr(p, key, _coerce(key, value.strip()))
+    return p
+
+
+def load_profile(path: str | Path | None, overrides: list[str] | None = None) -> Profile:
+    data: dict[str, Any] = {}
+    if path:
+        p = Path(path)
+        try:
+            data = tomllib.loads(p.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise UsageError(f"profile {p} not found; pass an existing TOML file or drop --profile") from None
+        except (OSError, UnicodeDecodeError) as e:
+            raise UsageError(f"cannot read profile {p}: {e}") from None
+        except tomllib.TOMLDecodeError as e:
+            raise UsageError(f"profile {p} is not valid TOML ({e}); fix the line named") from None
+        if isinstance(data.get("expect"), dict):  # allow an [expect] table too
+            data = {**{k: v for k, v in data.items() if k != "expect"}, **data["expect"]}
+    return build_profile(data, overrides)

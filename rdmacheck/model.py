@@ -1,0 +1,181 @@
+"""The result model every command shares.
+
+A *Result* is one gate's verdict: a stable id (``rdma.gid``), a status, what
+was observed, what was expected and what to do about it.  An *Evidence*
+document wraps the results of one run (preflight, bench, launch, cluster) with
+enough context (host, time, tool version, schema version) to be read back
+months later by ``rdmacheck report``.
+
+Nothing in here reads the host: checks build Results from facts, outputs
+render them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as _dt
+import enum
+import getpass
+import json
+import os
+import socket
+from typing import Any, Iterable
+
+from . import __version__
+
+SCHEMA_VERSION = 1
+
+
+class Status(str, enum.Enum):
+    """Gate outcome.  Order matters: ``worst()`` picks the highest."""
+
+    PASS = "pass"
+    SKIP = "skip"
+    WARN = "warn"
+    FAIL = "fail"
+
+    @property
+    def rank(self) -> int:
+        return _RANK[self]
+
+
+_RANK = {Status.PASS: 0, Status.SKIP: 1, Status.WARN: 2, Status.FAIL: 3}
+
+
+def worst(statuses: Iterable[Status]) -> Status:
+    """The most severe status (PASS for an empty input)."""
+    out = Status.PASS
+    for s in statuses:
+        if s.rank > out.rank:
+            out = s
+    return out
+
+
+@dataclasses.dataclass
+class Result:
+    """One gate's verdict.
+
+    ``observed``/``expected`` are short human strings; ``details`` carries
+    structured data (per-port rows, the predicted GID ...) that the JSON and
+    HTML outputs keep and the console may summarise.
+    """
+
+    id: str
+    status: Status
+    observed: str = ""
+    expected: str = ""
+    remedy: str = ""
+    details: dict[str, Any] = dataclasses.field(default_factory=dict)
+    # Set by the launcher when an operator accepts a failing gate explicitly.
+    waiver: dict[str, Any] | None = None
+
+    def __post_init__(self) -> None:
+        self.status = Status(self.status)
+
+    @property
+    def effective_status(self) -> Status:
+        """A waived failure counts as a warning for the exit code."""
+        if self.waiver and self.status is Status.FAIL:
+            return Status.WARN
+        return self.status
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["status"] = self.status.value
+        if d["waiver"] is None:
+            del d["waiver"]
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "Result":
+        return cls(
+            id=str(d["id"]),
+            status=Status(d["status"]),
+            observed=str(d.get("observed", "")),
+            expected=str(d.get("expected", "")),
+            remedy=str(d.get("remedy", "")),
+            details=dict(d.get("details") or {}),
+            waiver=d.get("waiver"),
+        )
+
+
+def exit_code(results: Iterable[Result]) -> int:
+    """0 when nothing failed, 1 when any gate failed (waived failures don't)."""
+    return 1 if any(r.effective_status is Status.FAIL for r in results) else 0
+
+
+def now_iso() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def current_user() -> str:
+    try:
+        return getpass.getuser()
+    except Exception:  # no passwd entry inside some containers
+        return str(os.getuid())
+
+
+@dataclasses.dataclass
+class Evidence:
+    """One run's document: what ran, where, when, and every result.
+
+    ``kind`` is ``preflight``, ``bench``, ``launch`` or ``cluster``.
+    ``context`` holds run-wide facts (env used, profile, versions, the
+    per-rank hosts of a bench ...); ``records`` holds tabular data such as
+    bench rows (one dict per size and op).
+    """
+
+    kind: str
+    results: list[Result] = dataclasses.field(default_factory=list)
+    host: str = dataclasses.field(default_factory=socket.gethostname)
+    time: str = dataclasses.field(default_factory=now_iso)
+    tool_version: str = __version__
+    schema_version: int = SCHEMA_VERSION
+    context: dict[str, Any] = dataclasses.field(default_factory=dict)
+    records: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+
+    @property
+    def status(self) -> Status:
+        return worst(r.effective_status for r in self.results)
+
+    @property
+    def exit_code(self) -> int:
+        return exit_code(self.results)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "schema_version": self.schema_version,
+            "tool": "rdmacheck",
+            "tool_version": self.tool_version,
+            "kind": self.kind,
+            "host": self.host,
+            "time": self.time,
+            "status": self.status.value,
+            "context": self.context,
+            "results": [r.to_dict() for r in self.results],
+            "records": self.records,
+        }
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=False, default=str)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "Evidence":
+        if d.get("tool") != "rdmacheck" or "kind" not in d:
+            raise ValueError("not an rdmacheck evidence document")
+        version = int(d.get("schema_version", 0))
+        if version > SCHEMA_VERSION:
+            raise ValueError(
+                f"evidence schema {version} is newer than this rdmacheck understands "
+                f"({SCHEMA_VERSION}); upgrade rdmacheck"
+            )
+        return cls(
+            kind=str(d["kind"]),
+            results=[Result.from_dict(r) for r in d.get("results", [])],
+            host=str(d.get("host", "")),
+            time=str(d.get("time", "")),
+            tool_version=str(d.get("tool_version", "")),
+            schema_version=version,
+            context=dict(d.get("context") or {}),
+            records=list(d.get("records") or []),
+        )

@@ -1,0 +1,1 @@
+"""Renderers for results: console table, JSON evidence, JUnit XML, HTML (report)."""

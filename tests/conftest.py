@@ -1,0 +1,110 @@
+"""Shared test helpers.
+
+Test beds (network namespaces, Docker, the soft-RoCE guest, Chromium, Ray) are
+started by .ci/run.  Locally a missing bed skips with its reason; under CI
+(CI=true) it fails, so CI can never go green by skipping what it must prove.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+CAPTURES = REPO.parent / "shared" / "captures"
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def require(condition: bool, reason: str) -> None:
+    """Skip (locally) or fail (in CI) when a test bed is missing."""
+    if condition:
+        return
+    if IN_CI:
+        pytest.fail(f"test bed missing in CI: {reason}")
+    pytest.skip(reason)
+
+
+@pytest.fixture
+def captures() -> Path:
+    """../shared/captures: real sysfs trees and tool outputs (never copied into the repo)."""
+    if not CAPTURES.is_dir():
+        pytest.skip(f"real captures not found at {CAPTURES} (they live beside the checkout in shared/captures)")
+    return CAPTURES
+
+
+def run_cli(*args: str, env: dict | None = None, timeout: float = 60, cwd: str | Path | None = None):
+    """Run the real `rdmacheck` CLI in a subprocess; returns CompletedProcess (text)."""
+    e = dict(os.environ)
+    e.pop("NO_COLOR", None)
+    e["PYTHONPATH"] = str(REPO) + os.pathsep + e.get("PYTHONPATH", "")
+    if env:
+        e.update(env)
+    return subprocess.run(
+        [sys.executable, "-m", "rdmacheck", *args],
+        capture_output=True, text=True, timeout=timeout, env=e, cwd=cwd or REPO,
+    )
+
+
+def _can_netns() -> bool:
+    if os.geteuid() != 0 or not shutil.which("ip"):
+        return False
+    name = f"rc-probe-{uuid.uuid4().hex[:6]}"
+    ok = subprocess.run(["ip", "netns", "add", name], capture_output=True).returncode == 0
+    if ok:
+        subprocess.run(["ip", "netns", "del", name], capture_output=True)
+    return ok
+
+
+class NetnsPair:
+    """Two namespaces ``a`` and ``b`` joined by veth ``va``/``vb`` (names unique per test)."""
+
+    def __init__(self, mtu: int = 9000, subnet_prefix: str = "10.199.0", prefix_len: int = 24):
+        tag = uuid.uuid4().hex[:6]
+        self.a, self.b = f"rca-{tag}", f"rcb-{tag}"
+        self.va, self.vb = f"va{tag}", f"vb{tag}"
+        self.ip_a, self.ip_b = f"{subnet_prefix}.1", f"{subnet_prefix}.2"
+        self.prefix_len = prefix_len
+        self.mtu = mtu
+
+    def sh(self, *cmd: str, check: bool = True):
+        return subprocess.run(list(cmd), capture_output=True, text=True, check=check, timeout=30)
+
+    def ns(self, which: str, *cmd: str, check: bool = True):
+        return self.sh("ip", "netns", "exec", which, *cmd, check=check)
+
+    def up(self) -> "NetnsPair":
+        self.sh("ip", "netns", "add", self.a)
+        self.sh("ip", "netns", "add", self.b)
+        self.sh("ip", "link", "add", self.va, "netns", self.a, "type", "veth", "peer", "name", self.vb, "netns", self.b)
+        for ns, dev, ip in ((self.a, self.va, self.ip_a), (self.b, self.vb, self.ip_b)):
+            self.ns(ns, "ip", "link", "set", "lo", "up")
+            self.ns(ns, "ip", "link", "set", dev, "mtu", str(self.mtu))
+            self.ns(ns, "ip", "addr", "add", f"{ip}/{self.prefix_len}", "dev", dev)
+            self.ns(ns, "ip", "link", "set", dev, "up")
+        return self
+
+    def set_mtu(self, mtu: int) -> None:
+        self.mtu = mtu
+        self.ns(self.a, "ip", "link", "set", self.va, "mtu", str(mtu))
+        self.ns(self.b, "ip", "link", "set", self.vb, "mtu", str(mtu))
+
+    def down(self) -> None:
+        for ns in (self.a, self.b):
+            self.sh("ip", "netns", "del", ns, check=False)
+
+
+@pytest.fixture
+def netns_pair():
+    """Two real network namespaces joined by a veth pair at MTU 9000."""
+    require(_can_netns(), "network namespaces need root and iproute2 (ip netns add)")
+    pair = NetnsPair().up()
+    try:
+        yield pair
+    finally:
+        pair.down()
