@@ -35,10 +35,46 @@ class HostRoot:
 
     def path(self, host_path: str) -> Path:
         """Map an absolute host path (``/sys/class/net``) into this root."""
-        return self.root / host_path.lstrip("/")
+        if self.live:
+            return self.root / host_path.lstrip("/")
+        return self._resolve(host_path)
+
+    # Captured trees sometimes store a sysfs symlink as a small regular file
+    # holding the link's target text ("../../devices/pci0000:00/.../net/eth0"):
+    # archive formats such as ttar and copies through tools without symlink
+    # support do that.  When a path has to go *through* such a file we follow
+    # it like the link it was, so those captures replay like live sysfs.
+    @staticmethod
+    def _text_link(p: Path) -> str | None:
+        try:
+            if p.is_symlink() or not p.is_file() or p.stat().st_size > 512:
+                return None
+            t = p.read_text(encoding="utf-8", errors="strict").strip()
+        except (OSError, UnicodeDecodeError):
+            return None
+        if t.startswith(("../", "./")) and not any(c.isspace() for c in t):
+            return t
+        return None
+
+    def _resolve(self, host_path: str, follow_last: bool = True) -> Path:
+        parts = [x for x in host_path.split("/") if x]
+        cur: list[str] = []
+        i = hops = 0
+        while i < len(parts):
+            cur.append(parts[i])
+            i += 1
+            if (i < len(parts) or follow_last) and hops < 40:
+                t = self._text_link(self.root.joinpath(*cur))
+                if t:
+                    hops += 1
+                    joined = os.path.normpath(os.path.join("/" + "/".join(cur[:-1]), t))
+                    cur = [x for x in joined.split("/") if x]
+        return self.root.joinpath(*cur) if cur else self.root
 
     def exists(self, host_path: str) -> bool:
-        return os.path.lexists(self.path(host_path))
+        if self.live:
+            return os.path.lexists(self.path(host_path))
+        return os.path.lexists(self._resolve(host_path, follow_last=False))
 
     def is_dir(self, host_path: str) -> bool:
         return self.path(host_path).is_dir()
@@ -71,10 +107,11 @@ class HostRoot:
             return []
 
     def readlink(self, host_path: str) -> str | None:
+        p = self.path(host_path) if self.live else self._resolve(host_path, follow_last=False)
         try:
-            return os.readlink(self.path(host_path))
+            return os.readlink(p)
         except OSError:
-            return None
+            return None if self.live else self._text_link(p)
 
     def link_basename(self, host_path: str) -> str | None:
         """Last component of a symlink's target (``device/driver`` -> ``mlx5_core``)."""

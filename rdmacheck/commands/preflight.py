@@ -1,0 +1,61 @@
+"""`rdmacheck preflight`: gate this node before its container starts."""
+
+from __future__ import annotations
+
+import argparse
+
+from ..errors import UsageError
+
+DESCRIPTION = """\
+Check this node's RDMA devices, ports, GIDs, MTU, QoS settings, device files and
+resource limits (plus GPU, GPUDirect, NCCL env and peer gates where built) against
+the cluster's .env and profile. Reads the host through one root, so a snapshot
+(`rdmacheck snapshot`) replays exactly like the live host. Never changes the host.
+"""
+
+EPILOG = """\
+examples:
+  rdmacheck preflight                              defaults + auto-detected RDMA devices
+  rdmacheck preflight --env docker/.env --json reports/node1-preflight.json
+  rdmacheck preflight --expect mtu=1500 --only rdma.mtu,rdma.gid
+  rdmacheck preflight --root /tmp/node2-snapshot   replay a captured node
+
+exit codes: 0 every gate passed (warnings allowed), 1 a gate failed, 2 usage/input error.
+Gate ids and remedies: docs/checks.md.
+"""
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    from ..preflight import add_config_arguments
+
+    add_config_arguments(p)
+    o = p.add_argument_group("output")
+    o.add_argument("--json", metavar="FILE", help="write the evidence document (JSON, atomically) to FILE")
+    o.add_argument("--only", metavar="IDS", help="comma-separated gate ids to run, e.g. rdma.gid,rdma.mtu")
+    o.add_argument("--quiet", "-q", action="store_true", help="print only the verdict line")
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..checks import GATE_IDS
+    from ..output.console import render_results
+    from ..output.jsonout import write_evidence
+    from ..preflight import _gates, context_from_args, preflight_evidence, run_preflight
+
+    ctx = context_from_args(args)
+    only = None
+    if args.only:
+        _gates()  # import every gate module so GATE_IDS is complete
+        only = {s.strip() for s in args.only.split(",") if s.strip()}
+        unknown = sorted(only - set(GATE_IDS))
+        if unknown:
+            raise UsageError(f"--only: unknown gate id(s) {', '.join(unknown)}; known: {', '.join(GATE_IDS)}")
+    results = run_preflight(ctx, only)
+    ev = preflight_evidence(ctx, results)
+    if args.json:
+        write_evidence(ev, args.json)
+    if args.quiet:
+        print(f"{ev.status.value.upper()}: {sum(r.status.value == 'fail' for r in results)} failed of {len(results)}")
+    else:
+        title = f"rdmacheck preflight — {ev.host}" + ("" if ctx.root.live else f" (root {ctx.root.root})")
+        render_results(results, title=title)
+    return ev.exit_code

@@ -1,0 +1,157 @@
+"""NCCL's list syntax for NCCL_IB_HCA and NCCL_SOCKET_IFNAME, and its GID selection rule.
+
+List syntax (NCCL's parseStringList/matchIfList): a leading ``^`` excludes the
+listed entries, a leading ``=`` (after an optional ``^``) asks for exact names
+instead of prefixes, entries are comma separated and NCCL_IB_HCA entries may
+carry ``:port``.
+
+GID selection reproduces ``ncclIbGetGidIndex``/``ncclUpdateGidIndex`` from
+NCCL's net_ib (2.21+): start at index 0, walk 1..gid_tbl_len-1 and move to a
+candidate when it is of the wanted address family and inside
+NCCL_IB_ADDR_RANGE while the current one is of another family; or when both
+are of the same family, the candidate is valid (configured, not fe80
+link-local) and in range, and it has the wanted RoCE version while the current
+one has a different version or is not valid.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+from typing import Callable, Iterable
+
+from .errors import UsageError
+
+
+@dataclasses.dataclass
+class SpecEntry:
+    name: str
+    port: int | None = None
+
+
+@dataclasses.dataclass
+class ListSpec:
+    entries: list[SpecEntry]
+    exclude: bool = False
+    exact: bool = False
+    raw: str = ""
+
+    def matches(self, name: str, port: int | None = None) -> bool:
+        """Would NCCL use ``name`` (and ``port``) under this spec?"""
+        if not self.entries:
+            return True
+        hit = any(self._entry_matches(e, name, port) for e in self.entries)
+        return not hit if self.exclude else hit
+
+    def _entry_matches(self, e: SpecEntry, name: str, port: int | None) -> bool:
+        ok = name == e.name if self.exact else name.startswith(e.name)
+        if ok and e.port is not None and port is not None:
+            ok = e.port == port
+        return ok
+
+    def unmatched(self, names: Iterable[str]) -> list[SpecEntry]:
+        names = list(names)
+        return [e for e in self.entries if not any(
+            (n == e.name if self.exact else n.startswith(e.name)) for n in names)]
+
+
+def parse_list_spec(text: str | None, what: str, with_ports: bool = False) -> ListSpec:
+    if text is None or not text.strip():
+        return ListSpec(entries=[], raw=text or "")
+    s = text.strip()
+    exclude = s.startswith("^")
+    if exclude:
+        s = s[1:]
+    exact = s.startswith("=")
+    if exact:
+        s = s[1:]
+    entries: list[SpecEntry] = []
+    for part in s.split(","):
+        part = part.strip()
+        if not part:
+            continue
+        port = None
+        if with_ports and ":" in part:
+            part, _, p = part.partition(":")
+            if not p.isdigit() or int(p) < 1:
+                raise UsageError(f"{what}={text!r}: port {p!r} is not a port number; write e.g. mlx5_0:1")
+            port = int(p)
+        if not part:
+            raise UsageError(f"{what}={text!r}: empty device name; write e.g. roceP2p1s0f0 or =mlx5_0:1")
+        entries.append(SpecEntry(part, port))
+    return ListSpec(entries=entries, exclude=exclude, exact=exact, raw=text)
+
+
+# ---------------------------------------------------------------- GID selection
+
+def _words(b: bytes) -> list[int]:
+    return [int.from_bytes(b[i:i + 4], "big") for i in range(0, 16, 4)]
+
+
+def gid_family(b: bytes) -> str:
+    """"inet" for IPv4-mapped (and IPv4-mapped multicast) GIDs, else "inet6" (getGidAddrFamily)."""
+    w = _words(b)
+    mapped = (w[0] | w[1]) == 0 and w[2] == 0x0000FFFF
+    mapped_mc = w[0] == 0xFF0E0000 and w[1] == 0 and w[2] == 0x0000FFFF
+    return "inet" if mapped or mapped_mc else "inet6"
+
+
+def gid_configured(b: bytes) -> bool:
+    w = _words(b)
+    trailer = w[1] | w[2] | w[3]
+    return not ((w[0] | trailer) == 0 or (w[0] == 0xFE800000 and trailer == 0))
+
+
+def gid_link_local(b: bytes) -> bool:
+    w = _words(b)
+    return w[0] == 0xFE800000 and w[1] == 0
+
+
+def gid_valid(b: bytes) -> bool:
+    return gid_configured(b) and not gid_link_local(b)
+
+
+def parse_addr_range(text: str | None, family: str):
+    """NCCL_IB_ADDR_RANGE (e.g. 192.168.100.0/24) -> network, None when unset."""
+    if not text:
+        return None
+    try:
+        net = ipaddress.ip_network(text.strip(), strict=False)
+    except ValueError:
+        raise UsageError(f"NCCL_IB_ADDR_RANGE={text!r} is not a network; write e.g. 192.168.100.0/24") from None
+    if (net.version == 4) != (family == "inet"):
+        raise UsageError(f"NCCL_IB_ADDR_RANGE={text!r} does not match NCCL_IB_ADDR_FAMILY; use an IPv4 range with AF_INET")
+    return net
+
+
+def gid_in_range(b: bytes, family: str, net) -> bool:
+    """matchGidAddrPrefix: no range matches everything; IPv4 compares the last 4 bytes."""
+    if net is None:
+        return True
+    if family == "inet":
+        return ipaddress.IPv4Address(b[12:]) in net
+    return ipaddress.IPv6Address(b) in net
+
+
+def predict_gid_index(
+    table_len: int,
+    gid_at: Callable[[int], bytes],
+    version_at: Callable[[int], int | None],
+    family: str = "inet",
+    addr_range=None,
+    roce_version: int = 2,
+) -> int:
+    """The GID index NCCL auto-selects on a RoCE port (NCCL_IB_GID_INDEX unset)."""
+    idx = 0
+    for cand in range(1, table_len):
+        g, c = gid_at(idx), gid_at(cand)
+        cfam, gfam = gid_family(c), gid_family(g)
+        in_range = gid_in_range(c, family, addr_range)
+        if cfam != gfam and cfam == family and in_range:
+            idx = cand
+            continue
+        if cfam != family or not gid_valid(c) or not in_range:
+            continue
+        if (version_at(idx) != version_at(cand) or not gid_valid(g)) and version_at(cand) == roce_version:
+            idx = cand
+    return idx
