@@ -1,0 +1,280 @@
+"""`rdmacheck launch`: every gate first, then compose.
+
+    up:   parse the .env (exit 2 on a malformed line) -> check the compose file's
+          variables against it (exit 2 naming the line) -> preflight gates (the
+          same code as `rdmacheck preflight`) + docker.* gates -> waivers ->
+          refuse (exit 1, Docker untouched) if any gate fails unwaived ->
+          [pull] -> compose up -d -> wait (bounded) for healthy -> evidence.
+    down: compose down for this role's project.
+
+Evidence (kind="launch") is written whether the launch went ahead or was
+refused, so a refusal leaves a record of why.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import socket
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+from ..config import DEFAULT_ENV_FILE, load_env_file
+from ..errors import UsageError
+from ..model import Evidence, Result, Status, now_iso
+from . import proc, waivers as waivers_mod
+from .compose import (DEFAULT_COMPOSE_FILE, SERVICE, ComposeDriver, ComposeInvocation, check_variables,
+                      detect_driver, read_compose_file)
+from .gates import IMAGE, UNWAIVABLE, container_gates
+
+ROLES = ("head", "worker")
+UP_TIMEOUT = 600.0      # creating the container; image pulls have their own bound
+PULL_TIMEOUT = 3600.0   # the vLLM image is ~20 GB
+DOWN_TIMEOUT = 120.0
+DEFAULT_REPORTS = Path("reports")
+
+
+@dataclasses.dataclass
+class LaunchOptions:
+    role: str
+    action: str = "up"                    # "up" or "down"
+    env_file: str | None = None
+    compose_file: str | None = None
+    project: str | None = None
+    dry_run: bool = False
+    pull: bool = False
+    waivers: list = dataclasses.field(default_factory=list)
+    json_path: str | None = None
+    health_timeout: float = 300.0
+    docker: str = "docker"
+    compose_v1: str = "docker-compose"
+
+
+@dataclasses.dataclass
+class Prepared:
+    env_file: Path
+    env: dict[str, str]
+    compose_file: Path
+    inv: ComposeInvocation | None
+    driver: ComposeDriver | None
+
+
+def _say(msg: str) -> None:
+    print(msg, flush=True)
+
+
+def prepare(opts: LaunchOptions) -> Prepared:
+    """Input checks that end in exit 2: role, .env syntax, compose variables."""
+    if opts.role not in ROLES:
+        raise UsageError(f"--role {opts.role!r}: use head or worker")
+    env_path = Path(opts.env_file) if opts.env_file else DEFAULT_ENV_FILE
+    if not env_path.is_file():
+        raise UsageError(f"env file {env_path} not found; copy docker/.env.example to {env_path} and edit it, "
+                         "or pass --env FILE")
+    file_env = load_env_file(env_path)  # EnvFileError (a UsageError) names the bad line
+    compose_path = Path(opts.compose_file) if opts.compose_file else DEFAULT_COMPOSE_FILE
+    text = read_compose_file(compose_path)
+    # What compose will substitute: the .env, overlaid by the process environment (compose's precedence),
+    # plus the two values the launcher sets itself.
+    env = {**file_env, **os.environ}
+    env.update({"RAY_MODE": opts.role, "RDMACHECK_ENV_FILE": str(env_path.resolve())})
+    check_variables(text, env, str(compose_path), str(env_path))
+    file_mode = file_env.get("RAY_MODE")
+    if file_mode and file_mode != opts.role:
+        _say(f"note: {env_path} sets RAY_MODE={file_mode}; --role {opts.role} wins for this launch")
+    driver = detect_driver(opts.docker, opts.compose_v1)
+    project = opts.project or f"rdmacheck-{opts.role}"
+    inv = None
+    if driver is not None:
+        inv = ComposeInvocation(driver, compose_path.resolve(), env_path.resolve(), project, opts.role)
+    return Prepared(env_path, file_env, compose_path, inv, driver)
+
+
+def _default_evidence_path(role: str) -> Path:
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    return DEFAULT_REPORTS / f"launch-{socket.gethostname()}-{role}-{stamp}.json"
+
+
+def _container_info(docker: str, ref: str) -> dict | None:
+    p = proc.run([docker, "inspect", "--type", "container", "--format", "{{json .}}", ref], 20)
+    if not p.ok:
+        return None
+    try:
+        return json.loads(p.stdout)
+    except ValueError:
+        return None
+
+
+def wait_healthy(docker: str, ref: str, timeout: float, poll: float = 0.5,
+                 clock: Callable[[], float] = time.monotonic) -> Result:
+    """Poll the container until healthy (or running, without a healthcheck); bounded by ``timeout``."""
+    expected = f"healthy within {timeout:g} s"
+    deadline = clock() + timeout
+    last = "not found"
+    while True:
+        info = _container_info(docker, ref)
+        if info is not None:
+            st = info.get("State") or {}
+            health = (st.get("Health") or {}).get("Status")
+            status = st.get("Status", "?")
+            last = f"{status}" + (f", health {health}" if health else "")
+            if status in ("exited", "dead"):
+                return Result("launch.health", Status.FAIL, observed=f"container {status} (exit code {st.get('ExitCode')})",
+                              expected=expected, remedy=f"read its log: docker logs {ref}",
+                              details={"state": st})
+            if health == "healthy" or (health is None and status == "running"):
+                return Result("launch.health", Status.PASS,
+                              observed=last if health else "running (no healthcheck defined)",
+                              expected=expected, details={"health": health, "status": status})
+            if health == "unhealthy":
+                log = (st.get("Health") or {}).get("Log") or []
+                out = (log[-1].get("Output", "") if log else "").strip().replace("\n", " | ")[-300:]
+                return Result("launch.health", Status.FAIL, observed=f"unhealthy: {out}", expected=expected,
+                              remedy=f"docker logs {ref}; the healthcheck is `ray status` (is the head reachable?)")
+        if clock() >= deadline:
+            return Result("launch.health", Status.FAIL, observed=f"still {last} after {timeout:g} s", expected=expected,
+                          remedy=f"docker logs {ref}; raise --health-timeout if the image is slow to start")
+        time.sleep(poll)
+
+
+def _print_results(results: list[Result], title: str) -> None:
+    from ..output.console import render_results
+
+    render_results(results, title=title)
+
+
+def launch(opts: LaunchOptions, preflight_ctx) -> int:
+    """The `up` path; ``preflight_ctx`` is a PreflightContext built from the same arguments."""
+    from ..preflight import collect_facts, run_preflight
+
+    prep = prepare(opts)
+    wv = waivers_mod.validate(opts.waivers)
+    results = run_preflight(preflight_ctx)
+    docker_results, state = container_gates(prep.inv, prep.driver, opts.docker, opts.pull)
+    results += docker_results
+    notes = waivers_mod.apply(results, wv, UNWAIVABLE)
+    for n in notes:
+        _say(f"note: {n}")
+
+    ev = Evidence(kind="launch", results=results)
+    ctx: dict = {
+        "role": opts.role,
+        "project": prep.inv.project if prep.inv else None,
+        "env_file": str(prep.env_file),
+        "compose_file": str(prep.compose_file),
+        "compose_driver": prep.driver.describe() if prep.driver else None,
+        "compose_command": prep.inv.argv("up", "-d") if prep.inv else None,
+        "image": state.image,
+        "image_id": state.image_id,
+        "container_name": state.container_name,
+        "container_id": None,
+        "root": str(preflight_ctx.root.root),
+        "config": preflight_ctx.config.to_dict(),
+        "dry_run": opts.dry_run,
+        "launched": False,
+        "waivers": [{"gate": w.gate, "reason": w.reason} for w in wv],
+    }
+    ev.context = ctx
+    try:
+        ctx["facts"] = collect_facts(preflight_ctx)
+    except Exception as e:  # facts are context, not a gate: never let them stop the record
+        ctx["facts"] = {"error": f"{type(e).__name__}: {e}"}
+    evidence_path = Path(opts.json_path) if opts.json_path else _default_evidence_path(opts.role)
+
+    def finish(code: int, title: str) -> int:
+        ev.time = now_iso()
+        if not (opts.dry_run and not opts.json_path):
+            from ..output.jsonout import write_evidence
+
+            write_evidence(ev, evidence_path)
+            _say(f"evidence: {evidence_path}")
+        return code
+
+    title = f"rdmacheck launch --role {opts.role} — {ev.host}" + (
+        "" if preflight_ctx.root.live else f" (host gates from {preflight_ctx.root.root})")
+    blocking = [r for r in results if r.effective_status is Status.FAIL
+                and not (r.id == IMAGE and state.pull_pending)]
+    _print_results(results, title)
+    waived = [r for r in results if r.waiver and r.status is Status.FAIL]
+    for r in waived:
+        _say(f"WAIVED {r.id}: {r.waiver['reason']} (by {r.waiver['user']} at {r.waiver['time']})")
+    if blocking:
+        ctx["refused"] = sorted({r.id for r in blocking})
+        _say(f"REFUSED: not launching the {opts.role} container; {len(blocking)} gate(s) failed:")
+        for r in blocking:
+            _say(f"  [{r.id}] {r.observed}\n      remedy: {r.remedy or '-'}")
+        _say("Fix them, or accept one explicitly with --waive ID --reason TEXT (recorded in the evidence).")
+        return finish(1, title)
+
+    assert prep.inv is not None  # docker.compose passed
+    up_argv = prep.inv.argv("up", "-d")
+    if opts.dry_run:
+        if state.pull_pending:
+            _say(f"would run: {proc.display([opts.docker, 'pull', state.image or '?'])}")
+        _say(f"would run: {proc.display(up_argv)}")
+        _say(f"  with RAY_MODE={opts.role} RDMACHECK_ENV_FILE={prep.inv.env_file} in its environment")
+        _say(f"then wait up to {opts.health_timeout:g} s for {state.container_name or SERVICE} to be healthy")
+        return finish(0, title)
+
+    if state.pull_pending and state.image:
+        _say(f"pulling {state.image} ...")
+        p = proc.run([opts.docker, "pull", state.image], PULL_TIMEOUT)
+        pulled = Result(IMAGE, Status.PASS if p.ok else Status.FAIL,
+                        observed=f"{state.image} pulled" if p.ok else f"pull failed: {p.tail(300)}",
+                        expected="image present locally or pullable (--pull)",
+                        remedy="" if p.ok else "check registry access and credentials (docker login)")
+        idx = next(i for i, r in enumerate(results) if r.id == IMAGE)
+        pulled.waiver = results[idx].waiver
+        results[idx] = pulled
+        if pulled.effective_status is Status.FAIL:
+            ctx["refused"] = [IMAGE]
+            _say(f"REFUSED: {pulled.observed}")
+            return finish(1, title)
+
+    _say(f"running: {proc.display(up_argv)}")
+    up = prep.inv.run("up", "-d", timeout=UP_TIMEOUT)
+    ctx["compose_up"] = {"rc": up.rc, "output": (up.stderr + up.stdout)[-2000:]}
+    if not up.ok:
+        results.append(Result("launch.up", Status.FAIL, observed=f"compose up failed: {up.tail(400)}",
+                              expected="container created and started",
+                              remedy="read the error above; the project was taken down again so nothing half-started remains"))
+        # compose leaves a Created-but-not-started container behind on a start error: remove it.
+        prep.inv.run("down", "--timeout", "10", timeout=DOWN_TIMEOUT)
+        _print_results(results[-1:], "compose up")
+        return finish(1, title)
+    ctx["launched"] = True
+    ref = state.container_name or ""
+    if not ref:
+        ps = prep.inv.run("ps", "-q", SERVICE, timeout=30)
+        ref = ps.stdout.strip().splitlines()[0] if ps.ok and ps.stdout.strip() else ""
+    info = _container_info(opts.docker, ref) if ref else None
+    ctx["container_id"] = info.get("Id") if info else None
+    results.append(Result("launch.up", Status.PASS, observed=f"started {ref} ({(ctx['container_id'] or '?')[:12]})",
+                          expected="container created and started"))
+    _say(f"started {ref} ({(ctx['container_id'] or '?')[:12]}); waiting up to {opts.health_timeout:g} s for healthy ...")
+    health = wait_healthy(opts.docker, ctx["container_id"] or ref, opts.health_timeout)
+    results.append(health)
+    _say(f"[{health.id}] {health.status.value.upper()}: {health.observed}")
+    if health.status is Status.FAIL:
+        _say(f"the container was left as it is for inspection; remove it with: rdmacheck launch --role {opts.role} down")
+    return finish(1 if health.status is Status.FAIL else 0, title)
+
+
+def down(opts: LaunchOptions) -> int:
+    prep = prepare(opts)
+    if prep.inv is None:
+        raise UsageError("neither `docker compose` (v2) nor `docker-compose` (v1) found; install one to run down")
+    argv = prep.inv.argv("down", "--timeout", "30")
+    if opts.dry_run:
+        _say(f"would run: {proc.display(argv)}")
+        return 0
+    _say(f"running: {proc.display(argv)}")
+    p = prep.inv.run("down", "--timeout", "30", timeout=DOWN_TIMEOUT)
+    if not p.ok:
+        print(f"rdmacheck: compose down failed: {p.tail(600)}", file=sys.stderr)
+        return 1
+    _say(f"{prep.inv.project}: down")
+    return 0
