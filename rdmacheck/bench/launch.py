@@ -1,0 +1,159 @@
+"""``--nproc N``: start N local ranks and watch them; never imports torch.
+
+Each rank is ``python -m rdmacheck.bench.child`` with the environment torchrun
+would give it (RANK, WORLD_SIZE, LOCAL_RANK, LOCAL_WORLD_SIZE, MASTER_ADDR,
+MASTER_PORT), so the rank code is the same under torchrun and here.
+
+The parent is the watchdog of last resort: when a rank dies (killed, crashed)
+it gives the others a short grace to report, stops them, names the rank that
+died first and the phase it was in (each rank publishes its phase to a status
+folder), records that cause in the evidence file and exits 1.  When no rank
+exits but none makes progress, it stops them all after --timeout plus a grace.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from .runner import STATUS_DIR_ENV, BenchOptions
+
+GRACE_S = 3.0
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _describe(rc: int) -> str:
+    if rc < 0:
+        try:
+            return f"was killed by {signal.Signals(-rc).name}"
+        except ValueError:
+            return f"was killed by signal {-rc}"
+    return f"exited with status {rc}"
+
+
+def _phase(status_dir: Path, rank: int) -> str:
+    try:
+        return (status_dir / f"rank{rank}").read_text().strip() or "start"
+    except OSError:
+        return "start (before importing torch)"
+
+
+def _record_cause(json_path: str | None, cause: str) -> None:
+    """Put the launcher's cause into rank 0's evidence (finished sizes kept)."""
+    if not json_path:
+        return
+    from ..model import Evidence, Result, Status
+    from ..output.jsonout import read_evidence, write_evidence
+
+    try:
+        ev = read_evidence(json_path)
+    except Exception:
+        ev = Evidence(kind="bench")
+    ev.results = [r for r in ev.results if r.id != "bench.run"]
+    ev.results.append(Result("bench.run", Status.FAIL, observed=cause, expected="every rank finishes the sweep",
+                             remedy="see the cause named; the sizes finished before it are kept in the records"))
+    ev.context["complete"] = False
+    try:
+        write_evidence(ev, json_path)
+    except Exception:
+        pass
+
+
+def spawn(opts: BenchOptions, nproc: int, env_extra: dict[str, str] | None = None) -> int:
+    status_dir = Path(tempfile.mkdtemp(prefix="rdmacheck-bench-"))
+    pkg_root = str(Path(__file__).resolve().parents[2])
+    base = dict(os.environ)
+    base.update(env_extra or {})
+    base["PYTHONPATH"] = pkg_root + (os.pathsep + base["PYTHONPATH"] if base.get("PYTHONPATH") else "")
+    base.setdefault("OMP_NUM_THREADS", "1")  # as torchrun does: N ranks must not each take every core
+    base.update({
+        "WORLD_SIZE": str(nproc), "LOCAL_WORLD_SIZE": str(nproc), "MASTER_ADDR": "127.0.0.1",
+        "MASTER_PORT": str(_free_port()), STATUS_DIR_ENV: str(status_dir), "RDMACHECK_BENCH_OPTIONS": opts.to_json(),
+    })
+    procs: list[subprocess.Popen] = []
+    try:
+        for r in range(nproc):
+            env = dict(base, RANK=str(r), LOCAL_RANK=str(r))
+            procs.append(subprocess.Popen([sys.executable, "-m", "rdmacheck.bench.child"], env=env))
+        return _watch(procs, status_dir, opts)
+    except KeyboardInterrupt:
+        _stop(procs)
+        raise
+    finally:
+        _stop(procs)
+        shutil.rmtree(status_dir, ignore_errors=True)
+
+
+def _watch(procs: list[subprocess.Popen], status_dir: Path, opts: BenchOptions) -> int:
+    n = len(procs)
+    last_phase = {r: "" for r in range(n)}
+    last_change = time.monotonic()
+    killed: tuple[int, int] | None = None     # first rank killed by a signal or crashed: the cause
+    reacted: tuple[int, int, float] | None = None  # first rank that exited 1/2 by itself while others run
+    while True:
+        rcs = [p.poll() for p in procs]
+        now = time.monotonic()
+        for r in range(n):
+            ph = _phase(status_dir, r)
+            if ph != last_phase[r]:
+                last_phase[r] = ph
+                last_change = now
+        for r, rc in enumerate(rcs):
+            if rc is not None and rc not in (0, 1, 2) and killed is None:
+                killed = (r, rc)
+                killed_at = now
+            elif rc in (1, 2) and reacted is None:
+                reacted = (r, rc, now)
+        if all(rc is not None for rc in rcs) and killed is None:
+            # every rank ended by itself: 2 usage error, 1 a gate failed, 0 all passed
+            return 2 if 2 in rcs else (1 if any(rcs) else 0)
+        if killed is not None and (all(rc is not None for rc in rcs) or now - killed_at > GRACE_S):
+            r, rc = killed
+            break
+        if killed is None and reacted is not None and now - reacted[2] > GRACE_S:
+            # a rank gave up (it printed why) and the others did not follow: stop them
+            r, rc = reacted[0], reacted[1]
+            if rc == 2:
+                _stop(procs)
+                return 2
+            break
+        if killed is None and reacted is None and now - last_change > opts.timeout + 2 * GRACE_S:
+            stuck = ", ".join(f"rank {q} in '{last_phase[q]}'" for q in range(n) if rcs[q] is None)
+            cause = f"no rank made progress for {opts.timeout:g} s ({stuck}); stopped them all"
+            _stop(procs)
+            print(f"rdmacheck: bench: {cause}", file=sys.stderr)
+            _record_cause(opts.json_path, cause)
+            return 1
+        time.sleep(0.1)
+    cause = f"rank {r} {_describe(rc)} in phase '{last_phase[r] or _phase(status_dir, r)}'"
+    if any(p.poll() is None for p in procs):
+        cause += "; the other ranks were stopped"
+    _stop(procs)
+    print(f"rdmacheck: bench: {cause}", file=sys.stderr)
+    _record_cause(opts.json_path, cause)
+    return 1
+
+
+def _stop(procs: list[subprocess.Popen]) -> None:
+    alive = [p for p in procs if p.poll() is None]
+    for p in alive:
+        p.terminate()
+    deadline = time.monotonic() + 3
+    for p in alive:
+        try:
+            p.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()

@@ -1,0 +1,597 @@
+"""The one runner every collective shares: init, warm up, time, check, record.
+
+It runs inside each rank: under torchrun (RANK/WORLD_SIZE/LOCAL_RANK/
+MASTER_ADDR/MASTER_PORT in the environment), under ``--nproc N`` (the
+launcher sets the same variables), or alone (world size 1).
+
+Timing, per (op, size, variant):
+
+* warm up, then estimate the time per call from a few calls; all ranks agree
+  on the iteration count (the largest estimate wins) so that small sizes run
+  thousands of iterations (``--time-per-size``, default 20 ms) and 1 GiB runs
+  the nccl-tests default of 20;
+* GPU: CUDA events around the timed loop; with ``--graph`` (default on for
+  NCCL) the loop is captured in a CUDA graph and replayed, so per-call Python
+  and launch overhead (about 20 us in torch.distributed) leaves the numbers;
+* CPU: ``time.perf_counter`` around the loop after a barrier;
+* the time reported is the MAX over ranks of each rank's mean time per call,
+  so a slow rank is never averaged away;
+* ``--check``: refill deterministic inputs, run once, compare every element
+  with the expected result on every rank; #wrong is the sum over ranks.
+
+Robustness: a watchdog thread ends the rank (exit 1) with its rank and phase
+when a phase outlasts ``--timeout``; torch.distributed's own timeout is set a
+little longer so our message, not a stack trace, comes first.  Rank 0 rewrites
+the evidence JSON after every size, so a crash keeps the finished sizes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import socket
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from ..errors import UsageError
+from ..model import Evidence, Result, Status, exit_code
+from .collectives import COLLECTIVES, DTYPES
+from .gate import busbw_gate, check_result, memory_verdict
+from .hooks import HOOKS, BenchHooks, RunInfo, load_hook
+from .plan import PlanRow, build_plan
+from .sizes import human_bytes
+from .table import header, row_line, write_csv
+
+STATUS_DIR_ENV = "RDMACHECK_BENCH_STATUS_DIR"
+# TEST HOOK ONLY: when set to a rank number, that rank adds 1 to one element of
+# its result after the --check call, i.e. it behaves like a reduction that got
+# one element wrong.  It exists so CI can prove --check catches a wrong result;
+# nothing sets it outside tests/test_bench*.py.
+TEST_CORRUPT_ENV = "RDMACHECK_BENCH_TEST_CORRUPT_RANK"
+# TEST HOOK ONLY: "RANK:INDEX" makes RANK SIGKILL itself when it reaches plan
+# row INDEX, so CI can prove a rank dying mid-sweep ends the run with a named
+# cause.  A real kill -9, not a simulation of one.
+TEST_DIE_ENV = "RDMACHECK_BENCH_TEST_DIE"
+
+
+@dataclasses.dataclass
+class BenchOptions:
+    ops: list[str]
+    sizes: list[int]
+    dtype: str = "float"
+    iters: int | None = None          # None: time-based
+    warmup: int = 5
+    time_per_size: float = 0.02
+    min_iters: int = 20
+    max_iters: int = 10000
+    graph: bool | None = None         # None: on for NCCL on CUDA
+    check: bool = True
+    backend: str | None = None        # None: nccl with CUDA, else gloo
+    timeout: float = 120.0
+    json_path: str | None = None
+    csv_path: str | None = None
+    expect_busbw: float = 12.0
+    plateau_min_bytes: int = 64 << 20
+    max_memory: int | None = None
+    hooks: list[str] = dataclasses.field(default_factory=list)
+    config: dict[str, Any] = dataclasses.field(default_factory=dict)
+    progress: bool | None = None      # None: when stderr is a tty
+    argv: list[str] = dataclasses.field(default_factory=list)
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str) -> "BenchOptions":
+        return cls(**json.loads(text))
+
+
+class RankFailure(Exception):
+    """A rank cannot go on; the message names rank and phase."""
+
+
+# ---------------------------------------------------------------------------------------------
+class Watchdog:
+    """Ends this rank when a phase outlasts its deadline, naming rank and phase.
+
+    Also publishes the current phase to ``$RDMACHECK_BENCH_STATUS_DIR/rankN``
+    so the ``--nproc`` launcher can say where a rank that died was.
+    """
+
+    def __init__(self, rank: int, timeout: float, on_fire) -> None:
+        self.rank = rank
+        self.timeout = timeout
+        self.on_fire = on_fire
+        self.phase = "start"
+        self.deadline: float | None = None
+        self.status_dir = os.environ.get(STATUS_DIR_ENV)
+        self._stop = threading.Event()
+        self._t = threading.Thread(target=self._loop, name="rdmacheck-bench-watchdog", daemon=True)
+        self._t.start()
+
+    def enter(self, phase: str, timeout: float | None = None) -> None:
+        self.phase = phase
+        self.deadline = time.monotonic() + (timeout or self.timeout)
+        if self.status_dir:
+            p = Path(self.status_dir) / f"rank{self.rank}"
+            tmp = p.with_suffix(".tmp")
+            try:
+                tmp.write_text(phase)
+                os.replace(tmp, p)
+            except OSError:
+                pass
+
+    def stop(self) -> None:
+        self.deadline = None
+        self._stop.set()
+
+    def _loop(self) -> None:
+        while not self._stop.wait(0.2):
+            d = self.deadline
+            if d is not None and time.monotonic() > d:
+                msg = (f"rank {self.rank}: no progress for {self.timeout:g} s in phase '{self.phase}'; "
+                       f"a peer rank has not joined, is stuck or has died (raise --timeout if the sizes are huge)")
+                try:
+                    self.on_fire(msg)
+                finally:
+                    sys.stderr.write(f"rdmacheck: bench: {msg}\n")
+                    sys.stderr.flush()
+                    os._exit(1)
+
+
+# ---------------------------------------------------------------------------------------------
+def _env_int(name: str, default: int) -> int:
+    v = os.environ.get(name)
+    if v is None or v == "":
+        return default
+    try:
+        return int(v)
+    except ValueError:
+        raise UsageError(f"environment variable {name}={v!r} is not a whole number (set by torchrun or --nproc)") from None
+
+
+def detect_memory(torch, device, local_world: int) -> tuple[int, str]:
+    """(bytes one rank may allocate, where that number came from).
+
+    GPU: NVML's free memory of this device (torch's mem_get_info when NVML is
+    not there).  On unified-memory GPUs (DGX Spark's GB10) NVML reports no
+    framebuffer (NotSupported), the GPU allocates system RAM, and running out
+    freezes the machine: use psutil's available system memory, shared by the
+    ranks of this node.  CPU: the same system-memory share.
+    """
+    import psutil
+
+    def system_share() -> tuple[int, str]:
+        avail = psutil.virtual_memory().available
+        return int(avail * 0.9) // max(local_world, 1), f"90% of available system memory / {local_world} local rank(s)"
+
+    if device.type != "cuda":
+        return system_share()
+    try:
+        import pynvml
+
+        pynvml.nvmlInit()
+        try:
+            props = torch.cuda.get_device_properties(device)
+            bus = "%08x:%02x:%02x.0" % (getattr(props, "pci_domain_id", 0), props.pci_bus_id, props.pci_device_id)
+            h = pynvml.nvmlDeviceGetHandleByPciBusId(bus)
+            try:
+                info = pynvml.nvmlDeviceGetMemoryInfo(h)
+                return int(info.free * 0.95), "95% of NVML free GPU memory"
+            except pynvml.NVMLError_NotSupported:
+                # unified memory: no framebuffer to report
+                return system_share()[0], "unified-memory GPU (NVML reports no memory): " + system_share()[1]
+        finally:
+            pynvml.nvmlShutdown()
+    except Exception:
+        pass
+    free, _total = torch.cuda.mem_get_info(device)
+    return int(free * 0.95), "95% of free GPU memory (cudaMemGetInfo)"
+
+
+def _rank_info(torch, device, rank: int, local_rank: int, mem: tuple[int, str], verdict: str | None) -> dict[str, Any]:
+    from ..root import HostRoot
+
+    info: dict[str, Any] = {"rank": rank, "local_rank": local_rank, "host": socket.gethostname(), "pid": os.getpid(),
+                            "device": str(device), "memory_limit": mem[0], "memory_source": mem[1], "memory_refusal": verdict}
+    if device.type == "cuda":
+        props = torch.cuda.get_device_properties(device)
+        info["gpu"] = props.name
+        info["gpu_bus_id"] = "%08x:%02x:%02x.0" % (getattr(props, "pci_domain_id", 0), props.pci_bus_id, props.pci_device_id)
+    hcas = HostRoot("/").listdir("/sys/class/infiniband")
+    info["hcas"] = sorted(hcas) if hcas else []
+    for k in ("NCCL_IB_HCA", "NCCL_SOCKET_IFNAME", "GLOO_SOCKET_IFNAME", "NCCL_NET_GDR_LEVEL"):
+        if os.environ.get(k):
+            info.setdefault("env", {})[k] = os.environ[k]
+    return info
+
+
+class _Timer:
+    """Mean seconds per call of ``fn`` over ``n`` calls on this rank."""
+
+    def __init__(self, torch, device) -> None:
+        self.torch = torch
+        self.cuda = device.type == "cuda"
+
+    def sync(self) -> None:
+        if self.cuda:
+            self.torch.cuda.synchronize()
+
+    def run(self, fn, n: int) -> float:
+        if self.cuda:
+            t = self.torch
+            a, b = t.cuda.Event(enable_timing=True), t.cuda.Event(enable_timing=True)
+            a.record()
+            for _ in range(n):
+                fn()
+            b.record()
+            b.synchronize()
+            return a.elapsed_time(b) / 1e3 / n
+        t0 = time.perf_counter()
+        for _ in range(n):
+            fn()
+        return (time.perf_counter() - t0) / n
+
+
+class Runner:
+    def __init__(self, opts: BenchOptions, hooks: BenchHooks | None = None) -> None:
+        self.opts = opts
+        self.hooks = BenchHooks()
+        self.hooks.extend(HOOKS)
+        if hooks:
+            self.hooks.extend(hooks)
+        for spec in opts.hooks:
+            load_hook(spec, self.hooks)
+        self.rank = _env_int("RANK", 0)
+        self.world = _env_int("WORLD_SIZE", 1)
+        self.local_rank = _env_int("LOCAL_RANK", 0)
+        self.local_world = _env_int("LOCAL_WORLD_SIZE", 1)
+        self.records: list[dict[str, Any]] = []
+        self.context: dict[str, Any] = {}
+        self.notes: list[str] = []
+        self.plan: list[PlanRow] = []
+        self.failure: str | None = None
+        self._lock = threading.Lock()
+        self.wd = Watchdog(self.rank, opts.timeout, self._abort)
+
+    # -- evidence ------------------------------------------------------------------------------
+    def _results(self, complete: bool) -> list[Result]:
+        o = self.opts
+        res = [busbw_gate(self.records, o.expect_busbw, o.plateau_min_bytes), check_result(self.records, o.check)]
+        done = len({(r["op"], r["bytes"]) for r in self.records})
+        if self.failure:
+            res.append(Result("bench.run", Status.FAIL, observed=self.failure,
+                              expected=f"all {len(self.plan)} sizes measured on {self.world} ranks",
+                              remedy="see the cause named; the sizes finished before it are kept in the records",
+                              details={"finished_sizes": done}))
+        elif complete:
+            res.append(Result("bench.run", Status.PASS, observed=f"{done} of {len(self.plan)} sizes on {self.world} ranks",
+                              expected=f"all {len(self.plan)} sizes measured"))
+        else:
+            res.append(Result("bench.run", Status.FAIL, observed=f"in progress: {done} of {len(self.plan)} sizes",
+                              expected=f"all {len(self.plan)} sizes measured",
+                              remedy="the run ended before finishing (killed or crashed); the finished sizes are kept"))
+        return res
+
+    def _write(self, complete: bool, extra: list[Result] | None = None) -> list[Result]:
+        results = self._results(complete) + list(extra or [])
+        if self.rank != 0:
+            return results
+        with self._lock:
+            ctx = dict(self.context, complete=complete and not self.failure)
+            if self.opts.json_path:
+                from ..output.jsonout import write_evidence
+
+                write_evidence(Evidence(kind="bench", results=results, context=ctx, records=list(self.records)),
+                               self.opts.json_path)
+        return results
+
+    def _abort(self, cause: str) -> None:
+        """Called from the watchdog thread: keep the finished sizes with the cause."""
+        self.failure = cause
+        try:
+            self._write(complete=False)
+        except Exception:
+            pass
+
+    # -- main ----------------------------------------------------------------------------------
+    def run(self) -> int:
+        try:
+            return self._run()
+        except UsageError as e:
+            # printed by each rank would be noise: rank 0 speaks
+            if self.rank == 0:
+                print(f"rdmacheck: error: {e}", file=sys.stderr)
+            return 2
+        except RankFailure as e:
+            self.failure = str(e)
+            self._write(complete=False)
+            print(f"rdmacheck: bench: {e}", file=sys.stderr)
+            return 1
+        finally:
+            self.wd.stop()
+
+    def _run(self) -> int:
+        o = self.opts
+        wd = self.wd
+        wd.enter("init: import torch")
+        import datetime
+
+        import torch
+        import torch.distributed as dist
+
+        backend = o.backend or ("nccl" if torch.cuda.is_available() else "gloo")
+        if backend == "nccl" and not torch.cuda.is_available():
+            raise UsageError("--backend nccl needs CUDA, and torch sees no GPU; use --backend gloo")
+        if backend == "nccl":
+            if self.local_rank >= torch.cuda.device_count():
+                raise UsageError(f"LOCAL_RANK {self.local_rank} but only {torch.cuda.device_count()} GPU(s) visible; "
+                                 f"start at most {torch.cuda.device_count()} ranks per node")
+            torch.cuda.set_device(self.local_rank)
+            device = torch.device("cuda", self.local_rank)
+        else:
+            device = torch.device("cpu")
+        graph = o.graph if o.graph is not None else (device.type == "cuda")
+        if graph and device.type != "cuda":
+            raise UsageError("--graph needs CUDA (gloo collectives cannot be captured); drop --graph")
+        if self.world > 1 or not dist.is_initialized():
+            addr = os.environ.get("MASTER_ADDR")
+            port = os.environ.get("MASTER_PORT")
+            if self.world == 1 and not (addr and port):
+                os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
+                os.environ.setdefault("MASTER_PORT", str(_free_port()))
+            elif not (addr and port):
+                raise UsageError("WORLD_SIZE > 1 but MASTER_ADDR/MASTER_PORT are not set; launch with torchrun or use --nproc N")
+            wd.enter(f"init: rendezvous of {self.world} ranks at {os.environ['MASTER_ADDR']}:{os.environ['MASTER_PORT']} ({backend})")
+            kw: dict[str, Any] = {}
+            if backend == "nccl":
+                kw["device_id"] = device  # eager communicator init: a bad fabric fails here, named
+            # torch's own timeout a little after ours, so our named cause wins
+            dist.init_process_group(backend, init_method="env://", rank=self.rank, world_size=self.world,
+                                    timeout=datetime.timedelta(seconds=o.timeout + 15), **kw)
+        self.backend = backend
+        self.plan, self.notes = build_plan(o.ops, o.sizes, o.dtype, self.world)
+        if not self.plan:
+            raise UsageError("nothing to run: " + "; ".join(self.notes or ["no sizes"]))
+
+        # memory guard: every rank decides, everybody learns everybody's verdict
+        wd.enter("init: memory guard and rank facts")
+        need = max(r.memory_need() for r in self.plan)
+        mem = (o.max_memory, "--max-memory") if o.max_memory is not None else detect_memory(torch, device, self.local_world)
+        verdict = memory_verdict(need, mem[0], mem[1], o.max_memory)
+        info = _rank_info(torch, device, self.rank, self.local_rank, mem, verdict)
+        infos: list[Any] = [None] * self.world
+        dist.all_gather_object(infos, info)
+        for i in infos:
+            if i and i.get("memory_refusal"):
+                raise UsageError(f"rank {i['rank']} on {i['host']}: {i['memory_refusal']}")
+        nccl_version = None
+        if backend == "nccl":
+            try:
+                v = torch.cuda.nccl.version()
+                nccl_version = ".".join(map(str, v)) if isinstance(v, tuple) else str(v)
+            except Exception:
+                pass
+        self.context = {
+            "world_size": self.world, "backend": backend, "dtype": o.dtype, "ops": o.ops,
+            "sizes": o.sizes, "graph": graph, "check": o.check,
+            "iters": o.iters if o.iters else f"time-based: {o.time_per_size * 1e3:g} ms per size, {o.min_iters}..{o.max_iters} calls",
+            "warmup": o.warmup, "timing": ("CUDA events" if device.type == "cuda" else "perf_counter after a barrier")
+            + "; time = max over ranks of the mean time per call",
+            "expect_busbw": o.expect_busbw, "plateau_min_bytes": o.plateau_min_bytes,
+            "ranks": infos, "torch_version": torch.__version__, "nccl_version": nccl_version,
+            "notes": self.notes, "argv": o.argv, "config": o.config,
+        }
+        self._write(complete=False)
+        timer = _Timer(torch, device)
+        tdtype = getattr(torch, DTYPES[o.dtype][0])
+        progress = o.progress if o.progress is not None else sys.stderr.isatty()
+        if self.rank == 0:
+            self._print_preamble(infos, graph, device)
+        die = os.environ.get(TEST_DIE_ENV, "")
+        corrupt_rank = os.environ.get(TEST_CORRUPT_ENV)
+        current_op = None
+
+        for row in self.plan:
+            if die and die == f"{self.rank}:{row.index}":
+                import signal
+
+                os.kill(os.getpid(), signal.SIGKILL)
+            tag = f"{row.op} {human_bytes(row.nbytes)}"
+            if self.rank == 0 and row.op != current_op:
+                current_op = row.op
+                print(f"#\n# Collective: {row.op}  (dtype {row.dtype}, {self.world} ranks)", flush=True)
+                for line in header():
+                    print(line, flush=True)
+            if progress and self.rank == 0:
+                _progress(row, tag)
+            wd.enter(f"{tag}: before_size hooks")
+            for h in self.hooks.before_size:
+                h(row)
+            by_variant: dict[bool, dict[str, Any]] = {}
+            for in_place in row.variants:
+                phase = f"{tag} {'in-place' if in_place else 'out-of-place'}"
+                wd.enter(f"{phase}: measure")
+                try:
+                    rec = self._measure(torch, dist, device, tdtype, timer, row, in_place, graph, phase,
+                                        corrupt=(corrupt_rank == str(self.rank)))
+                except (UsageError, RankFailure):
+                    raise
+                except Exception as e:  # a peer died, NCCL/gloo error, OOM ...
+                    msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+                    raise RankFailure(f"rank {self.rank}: {type(e).__name__} in phase '{self.wd.phase}': {msg[:300]}") from None
+                by_variant[in_place] = rec
+            main = by_variant.get(False) or by_variant[True]
+            wd.enter(f"{tag}: after_size hooks")
+            for h in self.hooks.after_size:
+                h(row, main)
+            self.records.extend(by_variant[v] for v in row.variants)
+            if self.rank == 0:
+                if progress:
+                    sys.stderr.write("\r\033[K")
+                print(row_line(row, by_variant), flush=True)
+            self._write(complete=False)
+
+        wd.enter("finish: after_run hooks")
+        info_run = RunInfo(self.rank, self.world, backend, self.records, self.context, self._results(True))
+        extra: list[Result] = []
+        for h in self.hooks.after_run:
+            extra.extend(h(info_run) or [])
+        results = self._write(complete=True, extra=extra)
+        if self.rank == 0:
+            if o.csv_path:
+                write_csv(self.records, o.csv_path)
+            self._print_summary(results)
+        wd.enter("finish: destroy process group", timeout=min(o.timeout, 30))
+        try:
+            dist.destroy_process_group()
+        except Exception:
+            pass
+        return exit_code(results)
+
+    # -- one measurement --------------------------------------------------------------------------
+    def _measure(self, torch, dist, device, tdtype, timer: _Timer, row: PlanRow, in_place: bool, graph: bool,
+                 phase: str, corrupt: bool) -> dict[str, Any]:
+        o = self.opts
+        wd = self.wd
+        coll = COLLECTIVES[row.op]
+        from .collectives import Layout
+
+        lay = Layout(row.count, row.send, row.recv)
+        wd.enter(f"{phase}: allocate")
+        b = coll.make(torch, dist, lay, self.rank, self.world, tdtype, device, in_place)
+        b.fill()
+        wd.enter(f"{phase}: warmup")
+        for _ in range(o.warmup):
+            b.call()
+        timer.sync()
+        if o.iters:
+            iters = o.iters
+        else:
+            wd.enter(f"{phase}: estimate")
+            est = timer.run(b.call, 3)
+            est = self._allreduce_max(torch, dist, device, est)
+            iters = int(min(o.max_iters, max(o.min_iters, o.time_per_size / max(est, 1e-7))))
+        fn, calls_per_fn = b.call, 1
+        g = None
+        if graph:
+            wd.enter(f"{phase}: capture CUDA graph")
+            per_graph = min(iters, 100)
+            try:
+                s = torch.cuda.Stream()
+                s.wait_stream(torch.cuda.current_stream())
+                with torch.cuda.stream(s):
+                    b.call()
+                torch.cuda.current_stream().wait_stream(s)
+                torch.cuda.synchronize()
+                g = torch.cuda.CUDAGraph()
+                with torch.cuda.graph(g):
+                    for _ in range(per_graph):
+                        b.call()
+                g.replay()
+                torch.cuda.synchronize()
+                fn, calls_per_fn = g.replay, per_graph
+            except Exception as e:  # capture unsupported here: measure eagerly and say so
+                g = None
+                self.context.setdefault("graph_fallback", f"{row.op}: {type(e).__name__}: {str(e)[:200]}")
+        reps = max(1, -(-iters // calls_per_fn))
+        wd.enter(f"{phase}: timed loop ({reps * calls_per_fn} calls)")
+        self._barrier(torch, dist, device)
+        t = timer.run(fn, reps) / calls_per_fn
+        t = self._allreduce_max(torch, dist, device, t)
+        del g
+        wrong = None
+        if o.check:
+            wd.enter(f"{phase}: check")
+            b.fill()
+            timer.sync()
+            self._barrier(torch, dist, device)
+            b.call()
+            timer.sync()
+            out = b.out
+            if corrupt:  # TEST HOOK ONLY (see TEST_CORRUPT_ENV)
+                flat = out.view(-1)
+                flat[flat.numel() // 2] += 1
+            local = int((out != b.expected()).sum().item())
+            wrong = int(self._allreduce_sum(torch, dist, device, local))
+        alg, bus = coll.bandwidth(row.nbytes, t, self.world)
+        return {
+            "op": row.op, "bytes": row.nbytes, "count": row.count, "dtype": row.dtype, "redop": row.redop,
+            "root": row.root, "time_us": t * 1e6, "algbw": alg, "busbw": bus, "wrong": wrong, "in_place": in_place,
+            "world_size": self.world, "backend": self.backend, "iters": reps * calls_per_fn,
+            "graph": calls_per_fn > 1 or (graph and g is not None),
+        }
+
+    def _allreduce_max(self, torch, dist, device, v: float) -> float:
+        if self.world == 1:
+            return v
+        x = torch.tensor([v], dtype=torch.float64, device=device)
+        dist.all_reduce(x, op=dist.ReduceOp.MAX)
+        return float(x.item())
+
+    def _allreduce_sum(self, torch, dist, device, v: int) -> int:
+        if self.world == 1:
+            return v
+        x = torch.tensor([v], dtype=torch.int64, device=device)
+        dist.all_reduce(x)
+        return int(x.item())
+
+    def _barrier(self, torch, dist, device) -> None:
+        if self.world > 1:
+            x = torch.zeros(1, device=device)
+            dist.all_reduce(x)
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+
+    # -- printing (rank 0) ---------------------------------------------------------------------------
+    def _print_preamble(self, infos, graph: bool, device) -> None:
+        o = self.opts
+        it = (f"{o.iters}" if o.iters else f"time-based ({o.time_per_size * 1e3:g} ms per size, {o.min_iters}..{o.max_iters})")
+        print(f"# rdmacheck bench: {', '.join(o.ops)}  ranks {self.world}  backend {self.backend}  dtype {o.dtype}  "
+              f"warmup {o.warmup}  iters {it}  graph {'on' if graph else 'off'}  check {'on' if o.check else 'off'}")
+        for i in infos:
+            where = f"{i.get('gpu_bus_id', '')} {i.get('gpu', 'CPU')}".strip()
+            hcas = ",".join(i.get("hcas") or []) or "-"
+            print(f"#  Rank {i['rank']:2d} Pid {i['pid']:6d} on {i['host']:>10s} device {i['local_rank']:2d} [{where}]  HCAs {hcas}")
+        t = "CUDA events" if device.type == "cuda" else "perf_counter after a barrier"
+        print(f"# time = MAX over the {self.world} ranks of each rank's mean time per call ({t}); "
+              "algbw = size/time, busbw = algbw x nccl-tests factor; GB/s = 1e9 B/s")
+        for n in self.notes:
+            print(f"# note: {n}")
+        sys.stdout.flush()
+
+    def _print_summary(self, results: list[Result]) -> None:
+        wrong = sum(int(r["wrong"] or 0) for r in self.records)
+        print(f"# Out of bounds values : {wrong} {'OK' if wrong == 0 else 'FAILED'}" if self.opts.check else "# #wrong not checked (--no-check)")
+        print("#")
+        for r in results:
+            print(f"# [{r.status.value.upper():4s}] {r.id}: {r.observed}" + (f"  (expected {r.expected})" if r.status is not Status.PASS else ""))
+            if r.status in (Status.FAIL, Status.WARN) and r.remedy:
+                print(f"#        -> {r.remedy}")
+        if self.opts.json_path:
+            print(f"# evidence: {self.opts.json_path}")
+        if self.opts.csv_path:
+            print(f"# csv: {self.opts.csv_path}")
+        sys.stdout.flush()
+
+
+def _progress(row: PlanRow, tag: str) -> None:
+    width = 24
+    done = int(width * row.index / max(row.total, 1))
+    sys.stderr.write(f"\r\033[K[{'#' * done}{'.' * (width - done)}] {row.index + 1}/{row.total} {tag}")
+    sys.stderr.flush()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def run_rank(opts: BenchOptions, hooks: BenchHooks | None = None) -> int:
+    """Run this process's rank of the sweep; returns the exit code."""
+    return Runner(opts, hooks).run()

@@ -1,0 +1,59 @@
+"""Output in nccl-tests' own layout, so ``diff`` against all_reduce_perf works.
+
+Column widths and number formatting copy nccl-tests' ``util.cu``
+(``getFloatStr``: 2 decimals, fewer when the number is wide).  A variant torch
+cannot express (out-of-place all_reduce/broadcast, in-place alltoall/sendrecv)
+is printed as blanks, as nccl-tests does for variants it does not run.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterable
+
+from ..atomic import atomic_write
+
+CSV_COLUMNS = ["op", "bytes", "count", "dtype", "redop", "root", "in_place", "time_us", "algbw", "busbw",
+               "wrong", "iters", "graph", "world_size", "backend"]
+
+
+def _fs(value: float, width: int) -> str:
+    for fmt in (f"%{width}.2f", f"%{width}.1f", f"%{width}.0f"):
+        s = fmt % value
+        if len(s) <= width:
+            return s
+    return (f"%{width}.1e" if width >= 7 else f"%{width}.0e") % value
+
+
+def header(time_label: str = "time") -> list[str]:
+    e = ("", "", "", "", "")
+    return [
+        "# %10s  %12s  %8s  %6s  %6s           out-of-place                       in-place          " % e,
+        "# %10s  %12s  %8s  %6s  %6s  %7s  %6s  %6s  %6s  %7s  %6s  %6s  %6s " % (
+            "size", "count", "type", "redop", "root", time_label, "algbw", "busbw", "#wrong", time_label, "algbw", "busbw", "#wrong"),
+        "# %10s  %12s  %8s  %6s  %6s  %7s  %6s  %6s  %6s  %7s  %6s  %6s  %6s " % (
+            "(B)", "(elements)", "", "", "", "(us)", "(GB/s)", "(GB/s)", "", "(us)", "(GB/s)", "(GB/s)", ""),
+    ]
+
+
+def _body(rec: dict[str, Any] | None) -> str:
+    if rec is None:
+        return " " * 32
+    wrong = rec.get("wrong")
+    w = "   N/A" if wrong is None else "%6g" % float(wrong)
+    return "  %7s  %6s  %6s  %s" % (_fs(rec["time_us"], 7), _fs(rec["algbw"], 6), _fs(rec["busbw"], 6), w)
+
+
+def row_line(row, by_variant: dict[bool, dict[str, Any]]) -> str:
+    """One table line: preamble then out-of-place and in-place bodies."""
+    pre = "%12i  %12i  %8s  %6s  %6i" % (row.nbytes, row.count, row.dtype, row.redop, row.root)
+    return pre + _body(by_variant.get(False)) + _body(by_variant.get(True))
+
+
+def write_csv(records: Iterable[dict[str, Any]], path) -> None:
+    """The table as CSV (pandas), written atomically."""
+    import pandas as pd
+
+    recs = list(records)
+    cols = CSV_COLUMNS + sorted({k for r in recs for k in r if k not in CSV_COLUMNS and not isinstance(r[k], (dict, list))})
+    df = pd.DataFrame(recs, columns=cols)
+    atomic_write(path, df.to_csv(index=False))

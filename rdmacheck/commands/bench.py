@@ -1,0 +1,148 @@
+"""``rdmacheck bench``: collective bandwidth sweeps with nccl-tests' numbers and a busbw gate."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from ..errors import UsageError
+
+DESCRIPTION = """\
+Measure NCCL (or gloo) collectives over torch.distributed and print the table
+nccl-tests prints (diff the two), then gate the bus bandwidth on the plateau.
+
+Sizes and numbers mean exactly what nccl-tests' mean:
+  size   the larger of the send/receive buffers, bytes (K/M/G are binary)
+  time   mean time per call, MAX over ranks (CUDA events on GPU)
+  algbw  size / time;  busbw = algbw x 2(n-1)/n (all_reduce),
+         (n-1)/n (all_gather, reduce_scatter, alltoall), 1 (broadcast, sendrecv)
+  GB/s   1e9 bytes/s
+
+The gate (bench.busbw) takes, per op, the median busbw of the sizes at or above
+the plateau threshold (profile plateau_min_bytes, 64 MiB) and compares it with
+--expect-busbw (profile min_busbw, 12 GB/s: one 100 Gb/s RoCE link).  It never
+averages the whole sweep: 1 KiB latency would drag a healthy link down.
+"""
+
+EPILOG = """\
+examples:
+  rdmacheck bench --nproc 2                          2 local GPUs, all_reduce 1K..1G
+  rdmacheck bench --nproc 2 --op all --sizes 8,1M,64M --json reports/bench.json --csv reports/bench.csv
+  rdmacheck bench --backend gloo --nproc 3 --sizes 1K..64K   CPU only, any machine
+
+two nodes, one GPU each (run on each node, R = 0 on the first node, 1 on the second):
+  torchrun --nnodes 2 --nproc-per-node 1 --node-rank R \\
+           --rdzv-backend c10d --rdzv-endpoint 192.168.100.1:29500 \\
+           -m rdmacheck bench --sizes 1K..1G --json reports/bench.json
+  (set NCCL_SOCKET_IFNAME/GLOO_SOCKET_IFNAME and NCCL_IB_HCA as in docker/.env;
+   rank 0 prints the table and writes the evidence)
+
+robustness: a rank that never joins, hangs or dies ends the run within --timeout
+with the rank and phase named (exit 1); finished sizes stay in --json.
+memory: the largest size's buffers (x2 for fill and --check) are compared with
+free GPU memory, or with system memory on unified-memory GPUs (DGX Spark),
+before anything is allocated; --max-memory sets the limit yourself.
+
+exit codes: 0 every gate passed, 1 a gate failed or a rank failed, 2 usage error.
+"""
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("what to run")
+    g.add_argument("--op", default="all_reduce", metavar="OPS",
+                   help="all_reduce, all_gather, reduce_scatter, broadcast, alltoall, sendrecv, a comma list, or all "
+                        "(default all_reduce)")
+    g.add_argument("--sizes", "-s", default="1K..1G", metavar="SIZES",
+                   help="MIN..MAX stepping by --step-factor, or a list such as 8,1M,64M; K/M/G binary (default 1K..1G)")
+    g.add_argument("--step-factor", "-f", type=int, default=2, metavar="F", help="range step factor (default 2)")
+    g.add_argument("--dtype", "-d", default="float", help="float, half, bfloat16, double, int8, uint8, int32, int64 (default float)")
+    g = p.add_argument_group("how")
+    g.add_argument("--nproc", type=int, default=None, metavar="N",
+                   help="start N ranks on this machine (one per GPU); omit under torchrun")
+    g.add_argument("--backend", choices=["nccl", "gloo"], default=None,
+                   help="default: nccl when torch sees CUDA, else gloo")
+    g.add_argument("--iters", "-n", type=int, default=None,
+                   help="timed calls per size (default: time-based, see --time-per-size)")
+    g.add_argument("--warmup", "-w", type=int, default=5, help="warm-up calls per size (default 5)")
+    g.add_argument("--time-per-size", type=float, default=0.02, metavar="S",
+                   help="time-based iterations: about S seconds of calls per size, at least 20, at most 10000 (default 0.02)")
+    g.add_argument("--graph", action=argparse.BooleanOptionalAction, default=None,
+                   help="capture the timed loop in a CUDA graph (default: on with NCCL on GPUs, where it removes "
+                        "~20 us of per-call overhead at small sizes)")
+    g.add_argument("--check", action=argparse.BooleanOptionalAction, default=True,
+                   help="verify every element on every rank (nccl-tests #wrong; default on)")
+    g.add_argument("--timeout", type=float, default=120.0, metavar="S",
+                   help="seconds a rank may spend in init or in one size before the run ends (default 120)")
+    g.add_argument("--max-memory", default=None, metavar="SIZE",
+                   help="most memory one rank may allocate (default: detected free GPU / system memory)")
+    g.add_argument("--hook", action="append", default=[], metavar="MODULE:FUNC",
+                   help="call FUNC(hooks) on every rank to add per-size callbacks (see rdmacheck.bench.hooks)")
+    g = p.add_argument_group("expectations and output")
+    g.add_argument("--env", default=None, metavar="FILE", help="the compose .env (default docker/.env when present)")
+    g.add_argument("--profile", default=None, metavar="FILE", help="TOML profile of expectations")
+    g.add_argument("--expect", action="append", default=[], metavar="KEY=VALUE",
+                   help="override one profile value, e.g. plateau_min_bytes=16M")
+    g.add_argument("--expect-busbw", default=None, metavar="GB/s",
+                   help="bus bandwidth the plateau must reach (default: profile min_busbw, 12 GB/s)")
+    g.add_argument("--json", default=None, metavar="FILE", help="write Evidence(kind=bench), rewritten after every size")
+    g.add_argument("--csv", default=None, metavar="FILE", help="write the table as CSV")
+    g.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                   help="progress bar on stderr (default: when stderr is a terminal)")
+
+
+def build_options(args: argparse.Namespace):
+    """Validate everything that can be validated without torch; return BenchOptions."""
+    from ..config import load_config, parse_bandwidth, parse_bytes
+    from ..bench.collectives import dtype_name, parse_ops
+    from ..bench.runner import BenchOptions
+    from ..bench.sizes import parse_sizes
+
+    sizes = parse_sizes(args.sizes, args.step_factor)
+    ops = parse_ops(args.op)
+    dtype = dtype_name(args.dtype)
+    if args.iters is not None and args.iters < 1:
+        raise UsageError("--iters must be >= 1")
+    if args.warmup < 0:
+        raise UsageError("--warmup must be >= 0")
+    if not args.timeout > 0:
+        raise UsageError("--timeout must be > 0 seconds")
+    if not args.time_per_size > 0:
+        raise UsageError("--time-per-size must be > 0 seconds")
+    if args.nproc is not None and not 1 <= args.nproc <= 1024:
+        raise UsageError("--nproc must be between 1 and 1024")
+    cfg = load_config(args.env, args.profile, args.expect, process_env=dict(os.environ))
+    expect = parse_bandwidth(args.expect_busbw, "--expect-busbw") if args.expect_busbw is not None else cfg.profile.min_busbw
+    max_mem = parse_bytes(args.max_memory, "--max-memory") if args.max_memory is not None else None
+    return BenchOptions(
+        ops=ops, sizes=sizes, dtype=dtype, iters=args.iters, warmup=args.warmup, time_per_size=args.time_per_size,
+        graph=args.graph, check=args.check, backend=args.backend, timeout=args.timeout,
+        json_path=args.json, csv_path=args.csv, expect_busbw=expect,
+        plateau_min_bytes=cfg.profile.plateau_min_bytes, max_memory=max_mem, hooks=list(args.hook),
+        config=cfg.to_dict(), progress=args.progress, argv=list(sys.argv[1:]),
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    opts = build_options(args)
+    if opts.max_memory is not None:
+        # known before any rank starts: refuse at once
+        from ..bench.gate import memory_verdict
+        from ..bench.plan import build_plan
+
+        n = args.nproc or int(os.environ.get("WORLD_SIZE", "1") or 1)
+        plan, _ = build_plan(opts.ops, opts.sizes, opts.dtype, n)
+        if plan:
+            msg = memory_verdict(max(r.memory_need() for r in plan), opts.max_memory, "--max-memory", opts.max_memory)
+            if msg:
+                raise UsageError(msg)
+    in_torchrun = "RANK" in os.environ and "WORLD_SIZE" in os.environ
+    if args.nproc and args.nproc > 1:
+        if in_torchrun:
+            raise UsageError("--nproc starts local ranks itself; under torchrun leave it out")
+        from ..bench.launch import spawn
+
+        return spawn(opts, args.nproc)
+    from ..bench.runner import run_rank
+
+    return run_rank(opts)
