@@ -92,7 +92,15 @@ def _gates() -> list[Callable[[PreflightContext], list[Result]]]:
 
 
 # "module:function" names of further gates, imported lazily (NVML, DNS ...).
-EXTRA_GATES: list[str] = []
+EXTRA_GATES: list[str] = [
+    "checks.pfc:gate_rdma_pfc",
+    "checks.nccl_env:gate_nccl_env",
+    "checks.peer:gate_net_peer",
+    "checks.gpu:gate_gpu_nvml",
+    "checks.gpu:gate_gpu_memory",
+    "checks.gpu:gate_gpu_gdr",
+    "checks.pci:gate_pci_acs",
+]
 
 
 def _resolve(name: str):

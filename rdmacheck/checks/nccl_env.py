@@ -1,0 +1,116 @@
+"""nccl.env: the NCCL / Gloo / torch.distributed environment agrees with the fabric.
+
+The failures this catches cost days on the reference cluster: an unset
+GLOO_SOCKET_IFNAME lets Gloo (vLLM/Ray's CPU-side groups) pick the docker
+bridge or the management NIC; NCCL_IB_DISABLE=1 (left from a debugging
+session) silently drops NCCL to NET/Socket; a WORLD_SIZE that is not nodes x
+GPUs hangs the rendezvous; a MASTER_PORT already taken on the head fails the
+rendezvous after a long timeout.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..facts import peer as pf
+from ..model import Result, Status
+from . import gate
+from .peer import combine, master, step, subnet_interfaces
+
+
+@gate("nccl.env")
+def gate_nccl_env(ctx) -> list[Result]:
+    cfg, prof = ctx.config, ctx.config.profile
+    items: list[dict[str, Any]] = []
+    subnet_ifs = subnet_interfaces(ctx)
+    have = ", ".join(f"{k} ({' '.join(v)})" for k, v in subnet_ifs.items()) or f"none with an address in {prof.subnet}"
+    pick = next(iter(subnet_ifs), "<RDMA netdev>")
+
+    # NCCL_SOCKET_IFNAME: NCCL's bootstrap and socket fallback interface (prefix list syntax)
+    spec = cfg.get("NCCL_SOCKET_IFNAME")
+    if not spec:
+        items.append(step("NCCL_SOCKET_IFNAME", Status.FAIL, "NCCL_SOCKET_IFNAME unset (NCCL picks any non-docker interface)",
+                          f"set NCCL_SOCKET_IFNAME={pick} (the interface on {prof.subnet})"))
+    elif not subnet_ifs:
+        items.append(step("NCCL_SOCKET_IFNAME", Status.FAIL, f"NCCL_SOCKET_IFNAME={spec}, but no interface has an address in {prof.subnet}",
+                          f"give the RDMA interface its {prof.subnet} address (or fix the profile's subnet)"))
+    else:
+        hits = [i for i in subnet_ifs if pf.ifname_matches(spec, i)]
+        if hits:
+            items.append(step("NCCL_SOCKET_IFNAME", Status.PASS, f"NCCL_SOCKET_IFNAME={spec} names {', '.join(hits)}"))
+        else:
+            items.append(step("NCCL_SOCKET_IFNAME", Status.FAIL,
+                              f"NCCL_SOCKET_IFNAME={spec} names none of the {prof.subnet} interfaces: {have}",
+                              f"set NCCL_SOCKET_IFNAME={pick}"))
+
+    # GLOO_SOCKET_IFNAME: one exact interface name (torch also accepts a comma list)
+    gloo = cfg.get("GLOO_SOCKET_IFNAME")
+    if not gloo:
+        items.append(step("GLOO_SOCKET_IFNAME", Status.FAIL,
+                          "GLOO_SOCKET_IFNAME unset (Gloo resolves the hostname and may bind the wrong interface)",
+                          f"set GLOO_SOCKET_IFNAME={pick}"))
+    else:
+        names = [n.strip() for n in gloo.split(",") if n.strip()]
+        bad = [n for n in names if n not in subnet_ifs]
+        if bad:
+            items.append(step("GLOO_SOCKET_IFNAME", Status.FAIL,
+                              f"GLOO_SOCKET_IFNAME={gloo}: {', '.join(bad)} has no address in {prof.subnet} "
+                              f"(interfaces there: {have})", f"set GLOO_SOCKET_IFNAME={pick}"))
+        else:
+            items.append(step("GLOO_SOCKET_IFNAME", Status.PASS, f"GLOO_SOCKET_IFNAME={gloo} on {prof.subnet}"))
+
+    hca = cfg.get("NCCL_IB_HCA")
+    if hca:
+        items.append(step("NCCL_IB_HCA", Status.PASS, f"NCCL_IB_HCA={hca} (devices checked by rdma.devices)"))
+    else:
+        items.append(step("NCCL_IB_HCA", Status.WARN, "NCCL_IB_HCA unset: NCCL uses every RDMA device, down ports included",
+                          "set NCCL_IB_HCA to the RDMA device(s) on the mesh, e.g. =roceP2p1s0f0"))
+
+    dis = cfg.get("NCCL_IB_DISABLE")
+    if dis is not None and dis.strip() != "0":
+        items.append(step("NCCL_IB_DISABLE", Status.FAIL,
+                          f"NCCL_IB_DISABLE={dis}: NCCL skips RDMA and falls back to NET/Socket (TCP)",
+                          "remove NCCL_IB_DISABLE from the .env and the container environment"))
+    else:
+        items.append(step("NCCL_IB_DISABLE", Status.PASS, "NCCL_IB_DISABLE " + ("unset" if dis is None else "=0")))
+
+    ws = cfg.get("WORLD_SIZE")
+    want = prof.nodes * prof.gpus_per_node
+    if ws is None:
+        items.append(step("WORLD_SIZE", Status.PASS, f"WORLD_SIZE unset (expected world {want})"))
+    elif not ws.strip().isdigit():
+        items.append(step("WORLD_SIZE", Status.FAIL, f"WORLD_SIZE={ws!r} is not a number", f"set WORLD_SIZE={want}"))
+    elif int(ws) != want:
+        items.append(step("WORLD_SIZE", Status.FAIL,
+                          f"WORLD_SIZE={ws} but the profile says {prof.nodes} node(s) x {prof.gpus_per_node} GPU(s) = {want}",
+                          f"set WORLD_SIZE={want} or fix nodes/gpus_per_node in the profile"))
+    else:
+        items.append(step("WORLD_SIZE", Status.PASS, f"WORLD_SIZE={ws} = {prof.nodes} x {prof.gpus_per_node}"))
+
+    gid = cfg.get("NCCL_IB_GID_INDEX")
+    if gid is not None:
+        items.append(step("NCCL_IB_GID_INDEX", Status.PASS,
+                          f"NCCL_IB_GID_INDEX={gid} pinned (advice: NCCL >= 2.21 picks the RoCE v2 IPv4 GID itself; "
+                          "a pinned index breaks when addresses are re-added; rdma.gid shows the index it would pick)"))
+
+    items.append(_master_port(ctx))
+    return [combine("nccl.env", items, f"env consistent with {prof.subnet}, {prof.nodes}x{prof.gpus_per_node} GPUs")]
+
+
+def _master_port(ctx) -> dict[str, Any]:
+    raw = ctx.config.get("MASTER_PORT")
+    if raw is None:
+        return step("MASTER_PORT", Status.PASS, "MASTER_PORT unset (torch.distributed default 29500)")
+    if not raw.strip().isdigit() or not 0 < int(raw) < 65536:
+        return step("MASTER_PORT", Status.FAIL, f"MASTER_PORT={raw!r} is not a TCP port",
+                    "set MASTER_PORT to a free port in 1024-65535, e.g. 29500")
+    port = int(raw)
+    role = master(ctx)["role"] if ctx.root.live else None
+    if role != "head":
+        why = "not the head" if role == "worker" else "role unknown (MASTER_ADDR unset or unresolved)"
+        return step("MASTER_PORT", Status.PASS, f"MASTER_PORT={port} ({why}: bind test runs on the head)")
+    r = pf.port_free(port)
+    if r["free"]:
+        return step("MASTER_PORT", Status.PASS, f"MASTER_PORT={port} free on this head")
+    return step("MASTER_PORT", Status.FAIL, f"MASTER_PORT={port}: {r['error']} on this head",
+                f"stop what listens there (ss -ltnp 'sport = :{port}') or choose another MASTER_PORT")

@@ -1,0 +1,177 @@
+"""net.peer: the head (MASTER_ADDR) is reachable over the RDMA subnet at full MTU.
+
+Steps, each bounded in time (see facts/peer.py):
+1. MASTER_ADDR resolves (a black-holed DNS costs the resolve timeout, not minutes);
+2. to an address inside the profile's RDMA subnet;
+3. the kernel routes it through the interface NCCL_SOCKET_IFNAME names;
+4. on a worker: the head's RAY_ADDRESS port accepts TCP;
+5. on a worker: a do-not-fragment ping with an MTU-sized payload (8972 bytes
+   for MTU 9000) gets answers, proving jumbo frames end to end.
+
+Role: this node is the head when MASTER_ADDR resolves to one of its own
+addresses (RDMACHECK_ROLE=head|worker in the .env overrides).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import Any
+
+from ..facts import peer as pf
+from ..model import Result, Status, worst
+from . import gate
+
+HOSTS_REMEDY = ("make MASTER_ADDR resolve on every node and in the container: an /etc/hosts line "
+                "'<head RDMA-subnet IP> <name>' (compose: extra_hosts), or write the IP itself")
+
+
+def combine(gid: str, items: list[dict[str, Any]], expected: str) -> Result:
+    """One result from several steps: worst status, problems first in ``observed``."""
+    status = worst(Status(i["status"]) for i in items) if items else Status.SKIP
+    bad = [i for i in items if Status(i["status"]) in (Status.FAIL, Status.WARN)]
+    shown = bad or items
+    observed = "; ".join(i["observed"] for i in shown)
+    remedy = "; ".join(dict.fromkeys(i["remedy"] for i in bad if i.get("remedy")))
+    if status is Status.SKIP and items and all(Status(i["status"]) is Status.SKIP for i in items):
+        remedy = ""
+    return Result(gid, status, observed=observed, expected=expected, remedy=remedy,
+                  details={"steps": items})
+
+
+def step(name: str, status: Status, observed: str, remedy: str = "", **extra: Any) -> dict[str, Any]:
+    return {"step": name, "status": status.value, "observed": observed, "remedy": remedy, **extra}
+
+
+def subnet_interfaces(ctx) -> dict[str, list[str]]:
+    """{ifname: [addr/len, ...]} of this host's IPv4 addresses inside profile.subnet."""
+    net = ctx.config.profile.network()
+    out: dict[str, list[str]] = {}
+    for ifname, addrs in pf.local_addresses(ctx.root).items():
+        for a in addrs:
+            try:
+                if ipaddress.ip_interface(a).ip in net:
+                    out.setdefault(ifname, []).append(a)
+            except ValueError:
+                continue
+    return out
+
+
+def master(ctx) -> dict[str, Any]:
+    """MASTER_ADDR, its resolution and this node's role; computed once per run."""
+    if "peer.master" in ctx.cache:
+        return ctx.cache["peer.master"]
+    name = ctx.config.get("MASTER_ADDR")
+    info: dict[str, Any] = {"name": name, "addr": None, "resolve": None, "role": None, "local_if": None}
+    if name:
+        r = pf.resolve(name) if ctx.root.live else {"addrs": [], "error": "not resolved when replaying a snapshot",
+                                                      "elapsed_s": 0.0, "timed_out": False}
+        info["resolve"] = r
+        v4 = [a for a in r["addrs"] if ":" not in a]
+        info["addr"] = (v4 or r["addrs"] or [None])[0]
+        if info["addr"]:
+            for ifname, addrs in pf.local_addresses(ctx.root).items():
+                if any(a.split("/")[0] == info["addr"] for a in addrs):
+                    info["local_if"] = ifname
+            info["role"] = "head" if info["local_if"] or info["addr"].startswith("127.") else "worker"
+    forced = (ctx.config.get("RDMACHECK_ROLE") or "").strip().lower()
+    if forced in ("head", "worker"):
+        info["role"] = forced
+    ctx.cache["peer.master"] = info
+    return info
+
+
+def parse_ray_address(text: str | None) -> tuple[str, int] | None:
+    """``host:port``, ``ray://host:port``, ``[v6]:port`` -> (host, port); None for auto/unset/bad."""
+    if not text or text.strip().lower() in ("auto", "local"):
+        return None
+    s = text.strip()
+    if "://" in s:
+        s = s.split("://", 1)[1]
+    s = s.split("/", 1)[0]
+    if s.startswith("["):
+        host, _, rest = s[1:].partition("]")
+        port = rest.lstrip(":")
+    else:
+        host, _, port = s.rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        return None
+    return host, int(port)
+
+
+@gate("net.peer")
+def gate_net_peer(ctx) -> list[Result]:
+    cfg, prof = ctx.config, ctx.config.profile
+    expected = (f"MASTER_ADDR resolves into {prof.subnet} via NCCL_SOCKET_IFNAME; worker: Ray port open, "
+                f"DF ping at MTU {prof.mtu}")
+    if not ctx.root.live:
+        return [Result("net.peer", Status.SKIP, observed="reachability is a live probe; not judged on a snapshot")]
+    m = master(ctx)
+    if not m["name"]:
+        return [Result("net.peer", Status.SKIP, observed="MASTER_ADDR unset: no peer to check",
+                       remedy="set MASTER_ADDR in the .env to the head's RDMA-subnet name or IP")]
+    items: list[dict[str, Any]] = []
+    r = m["resolve"]
+    if not m["addr"]:
+        items.append(step("resolve", Status.FAIL,
+                          f"MASTER_ADDR={m['name']} does not resolve: {r['error']} (after {r['elapsed_s']:g} s)",
+                          HOSTS_REMEDY, elapsed_s=r["elapsed_s"]))
+        return [combine("net.peer", items, expected)]
+    addr = m["addr"]
+    items.append(step("resolve", Status.PASS, f"{m['name']} -> {addr} ({r['elapsed_s']:g} s)",
+                      elapsed_s=r["elapsed_s"]))
+    if ipaddress.ip_address(addr) in prof.network():
+        items.append(step("subnet", Status.PASS, f"{addr} inside {prof.subnet}"))
+    else:
+        items.append(step("subnet", Status.FAIL, f"{addr} is outside the RDMA subnet {prof.subnet}",
+                          "point MASTER_ADDR at the head's address on the RDMA subnet (e.g. spark-01-mesh), "
+                          "not its management address: otherwise bootstrap traffic takes the wrong network"))
+    ifspec = cfg.get("NCCL_SOCKET_IFNAME")
+    if m["role"] == "head":
+        dev = m["local_if"]
+        how = f"{addr} is this node's own address on {dev} (head)"
+    else:
+        rt = pf.route_get(addr)
+        dev = rt["dev"]
+        how = f"route to {addr} leaves via {dev}" if dev else f"no route to {addr}: {rt['error']}"
+    if dev is None:
+        items.append(step("route", Status.FAIL, how, "add an address in the RDMA subnet to the RDMA interface"))
+    elif ifspec and not pf.ifname_matches(ifspec, dev):
+        items.append(step("route", Status.FAIL, f"{how}, but NCCL_SOCKET_IFNAME={ifspec} does not name it",
+                          "set NCCL_SOCKET_IFNAME (and GLOO_SOCKET_IFNAME) to the interface on the RDMA subnet, "
+                          "or fix the routing so the head is reached through it"))
+    else:
+        items.append(step("route", Status.PASS, how + (f" (matches NCCL_SOCKET_IFNAME={ifspec})" if ifspec else "")))
+    if m["role"] == "head":
+        items.append(step("tcp", Status.SKIP, "head: the Ray port is this node's own (checked on workers)"))
+        items.append(step("mtu", Status.SKIP, "head: no peer address known here (the DF ping runs on workers)"))
+        return [combine("net.peer", items, expected)]
+    ray = parse_ray_address(cfg.get("RAY_ADDRESS"))
+    if ray is None:
+        items.append(step("tcp", Status.SKIP, f"RAY_ADDRESS={cfg.get('RAY_ADDRESS')!r}: no host:port to test"))
+    else:
+        host, port = ray
+        rr = pf.resolve(host) if host != m["name"] else r
+        target = (rr["addrs"] or [None])[0]
+        if target is None:
+            items.append(step("tcp", Status.FAIL, f"RAY_ADDRESS host {host} does not resolve: {rr['error']}",
+                              HOSTS_REMEDY))
+        else:
+            c = pf.tcp_connect(target, port)
+            if c["ok"]:
+                items.append(step("tcp", Status.PASS, f"{target}:{port} accepts TCP ({c['elapsed_s']:g} s)"))
+            else:
+                items.append(step("tcp", Status.FAIL,
+                                  f"{target}:{port} (RAY_ADDRESS) refuses or ignores TCP: {c['error']} "
+                                  f"(after {c['elapsed_s']:g} s)",
+                                  "start the Ray head first (rdmacheck launch on the head), and open the port in "
+                                  "the head's firewall", elapsed_s=c["elapsed_s"]))
+    p = pf.df_ping(addr, prof.mtu, dev)
+    if p["ok"]:
+        items.append(step("mtu", Status.PASS, f"DF ping {p['payload']} B payload to {addr}: {p['received']} replies",
+                          cmd=p["cmd"]))
+    else:
+        items.append(step("mtu", Status.FAIL, f"DF ping {p['payload']} B to {addr} failed: {p['reason']}",
+                          f"set MTU {prof.mtu} on both ends and every switch port between them "
+                          f"(ip link set {dev or 'IF'} mtu {prof.mtu})", cmd=p["cmd"], output=p["output"],
+                          elapsed_s=p["elapsed_s"]))
+    return [combine("net.peer", items, expected)]
