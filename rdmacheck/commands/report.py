@@ -1,0 +1,57 @@
+"""``rdmacheck report``: evidence JSON (and nccl-tests output) -> one HTML page (+ JUnit XML)."""
+
+from __future__ import annotations
+
+import argparse
+
+from ..errors import UsageError
+
+DESCRIPTION = (
+    "Render evidence from any number of nodes and runs into one self-contained HTML acceptance report: "
+    "a pass/fail banner, every node's gates, cross-node consistency (MTU, GID, versions, NCCL env), "
+    "bandwidth plots and tables, the path proof, waivers and an environment fingerprint."
+)
+EPILOG = """\
+examples:
+  rdmacheck report reports/*.json -o reports/acceptance.html
+  rdmacheck report reports/ --import nccl-tests/all_reduce.txt --import run.json -o acceptance.html
+  rdmacheck report node-*/preflight.json --junit reports/gates.xml -o acceptance.html
+
+exit codes: 0 the report says PASS (or only imported numbers), 1 it says FAIL, 2 usage or input error.
+"""
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("evidence", nargs="*", metavar="EVIDENCE",
+                   help="evidence JSON files written with --json, folders of them, or globs")
+    p.add_argument("-o", "--output", default="reports/acceptance.html", metavar="HTML",
+                   help="where to write the page (default: reports/acceptance.html)")
+    p.add_argument("--import", dest="imports", action="append", default=[], metavar="NCCL_TESTS_FILE",
+                   help="nccl-tests output to plot beside rdmacheck's runs: a text table (any version, "
+                        "mpirun-prefixed or pasted) or a -J JSON file; repeatable")
+    p.add_argument("--junit", metavar="FILE", help="also write JUnit XML: one testcase per gate per node")
+    p.add_argument("--title", help="page title (default: Cluster acceptance report)")
+    p.add_argument("--expected-busbw", type=_gbs, metavar="GB/s",
+                   help="the expected-bandwidth line (default: the profile's min_busbw, else 12 GB/s)")
+
+
+def _gbs(text: str) -> float:
+    from ..config import parse_bandwidth
+
+    return parse_bandwidth(text, "--expected-busbw")
+
+
+def run(args: argparse.Namespace) -> int:
+    if not args.evidence and not args.imports:
+        raise UsageError("no input: pass evidence JSON files/folders/globs and/or --import NCCL_TESTS_FILE")
+    from ..report import make_report
+
+    model = make_report(args.evidence, args.output, imports=args.imports, title=args.title,
+                        expected_busbw=args.expected_busbw)
+    if args.junit:
+        from ..output.junit import write_junit
+
+        write_junit([l.evidence for l in model["_loaded"]], args.junit, consistency=model["consistency"])
+    print(f"{model['verdict']}: {model['reason']}")
+    print(f"report: {args.output}" + (f"  junit: {args.junit}" if args.junit else ""))
+    return 1 if model["verdict"] == "FAIL" else 0

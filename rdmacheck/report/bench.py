@@ -1,0 +1,198 @@
+"""Bench runs: records -> tables, CSV, plateau and plots.
+
+Records from ``rdmacheck bench`` and from imported nccl-tests output share one
+shape (``op, bytes, busbw, algbw, time_us, in_place, ...``), so both go into
+one DataFrame and onto the same axes.  One figure per collective, never per
+node: a 512-node report has the same number of plots as a 2-node one.
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import io
+from typing import Any
+
+# fraction of the peak busbw a size must reach to count as the plateau
+PLATEAU_FRACTION = 0.9
+
+
+@dataclasses.dataclass
+class Run:
+    label: str              # legend / table title
+    source: str             # "rdmacheck" or "nccl-tests"
+    path: str
+    host: str
+    time: str
+    context: dict[str, Any]
+    records: list[dict[str, Any]]
+
+
+def _num(v: Any) -> float | None:
+    try:
+        x = float(v)
+    except (TypeError, ValueError):
+        return None
+    return x if x == x else None
+
+
+def frame(runs: list[Run]):
+    """All records of all runs as one DataFrame (pandas imported here, not at module import)."""
+    import pandas as pd
+
+    rows = []
+    for i, run in enumerate(runs):
+        for r in run.records:
+            if not isinstance(r, dict):
+                continue
+            b = _num(r.get("bytes"))
+            if b is None:
+                continue
+            rows.append({
+                "run": run.label, "run_index": i, "source": run.source,
+                "op": str(r.get("op") or "unknown"), "bytes": int(b),
+                "in_place": bool(r.get("in_place", False)),
+                "time_us": _num(r.get("time_us")), "algbw": _num(r.get("algbw")),
+                "busbw": _num(r.get("busbw")),
+                "wrong": r.get("wrong"), "dtype": r.get("dtype"), "redop": r.get("redop"),
+                "world_size": r.get("world_size"), "backend": r.get("backend"),
+            })
+    cols = ["run", "run_index", "source", "op", "bytes", "in_place", "time_us", "algbw", "busbw",
+            "wrong", "dtype", "redop", "world_size", "backend"]
+    return pd.DataFrame(rows, columns=cols)
+
+
+def plateau(df) -> tuple[int, int, float] | None:
+    """(first size, last size, median busbw) where busbw >= 90 % of the run's peak."""
+    d = df.dropna(subset=["busbw"])
+    d = d[d["bytes"] > 0]
+    if d.empty:
+        return None
+    peak = d["busbw"].max()
+    if not peak or peak <= 0:
+        return None
+    on = d[d["busbw"] >= PLATEAU_FRACTION * peak]
+    return int(on["bytes"].min()), int(on["bytes"].max()), float(on["busbw"].median())
+
+
+def human_bytes(n: int) -> str:
+    for unit, div in (("G", 1 << 30), ("M", 1 << 20), ("K", 1 << 10)):
+        if n >= div and n % div == 0:
+            return f"{n // div}{unit}"
+    return f"{n}"
+
+
+def summaries(df, expected: float | None) -> list[dict[str, Any]]:
+    """One row per (run, op): peak, plateau, verdict against the expected line."""
+    out = []
+    if df.empty:
+        return out
+    oop = df[~df["in_place"]]
+    for (idx, op), g in oop.groupby(["run_index", "op"], sort=True):
+        g = g.sort_values("bytes")
+        pl = plateau(g)
+        peak = g["busbw"].max()
+        out.append({
+            "run": g["run"].iloc[0], "op": op, "source": g["source"].iloc[0], "rows": int(len(g)),
+            "min_bytes": human_bytes(int(g["bytes"].min())), "max_bytes": human_bytes(int(g["bytes"].max())),
+            "peak_busbw": None if peak != peak else float(peak),
+            "plateau": None if pl is None else f"{human_bytes(pl[0])}..{human_bytes(pl[1])}",
+            "plateau_busbw": None if pl is None else pl[2],
+            "meets": None if (pl is None or expected is None) else pl[2] >= expected,
+            "wrong": int(g["wrong"].fillna(0).astype(float).sum()) if g["wrong"].notna().any() else None,
+        })
+    return out
+
+
+def tables(df) -> list[dict[str, Any]]:
+    """Per (run, op): rows of size, count, out-of-place and in-place time/algbw/busbw/#wrong."""
+    import pandas as pd
+
+    out = []
+    if df.empty:
+        return out
+    for (idx, op), g in df.groupby(["run_index", "op"], sort=True):
+        oop = g[~g["in_place"]].drop_duplicates("bytes", keep="last").set_index("bytes")
+        ip = g[g["in_place"]].drop_duplicates("bytes", keep="last").set_index("bytes")
+        sizes = sorted(set(oop.index) | set(ip.index))
+        t = pd.DataFrame(index=sizes)
+        for name, part in (("oop", oop), ("ip", ip)):
+            for col in ("time_us", "algbw", "busbw", "wrong"):
+                t[f"{name}_{col}"] = part[col] if col in part else None
+        rows = []
+        for size, r in t.iterrows():
+            rows.append({"bytes": int(size), "size": human_bytes(int(size)),
+                         **{k: (None if v != v else v) for k, v in r.to_dict().items()}})
+        out.append({"run": g["run"].iloc[0], "op": op, "rows": rows,
+                    "has_ip": bool(len(ip))})
+    return out
+
+
+def csv_data_uri(df) -> str:
+    cols = ["run", "source", "op", "bytes", "in_place", "time_us", "algbw", "busbw", "wrong",
+            "dtype", "redop", "world_size", "backend"]
+    text = df[cols].to_csv(index=False) if not df.empty else ",".join(cols) + "\n"
+    return "data:text/csv;base64," + base64.b64encode(text.encode()).decode()
+
+
+def _fmt_bytes(x: float, _pos: Any = None) -> str:
+    n = int(round(x))
+    for unit, div in (("G", 1 << 30), ("M", 1 << 20), ("K", 1 << 10)):
+        if n >= div:
+            return f"{n / div:g}{unit}"
+    return f"{n}"
+
+
+def plots(df, expected: float | None) -> list[dict[str, Any]]:
+    """One SVG per collective (busbw | algbw | latency panels), as data URIs."""
+    if df.empty:
+        return []
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display: report runs on CI boxes and over ssh
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import FuncFormatter
+
+    plt.rcParams.update({"svg.fonttype": "none", "font.size": 9})
+    out = []
+    d = df[(df["bytes"] > 0) & (~df["in_place"])]
+    for op, g in d.groupby("op", sort=True):
+        fig, axes = plt.subplots(1, 3, figsize=(12, 3.8), constrained_layout=True)
+        primary = None
+        for idx, rg in g.groupby("run_index", sort=True):
+            rg = rg.sort_values("bytes")
+            label = rg["run"].iloc[0]
+            style = "-" if rg["source"].iloc[0] == "rdmacheck" else "--"
+            if primary is None or (rg["source"].iloc[0] == "rdmacheck" and primary["source"].iloc[0] != "rdmacheck"):
+                primary = rg
+            for ax, col in zip(axes, ("busbw", "algbw", "time_us")):
+                s = rg.dropna(subset=[col])
+                if col == "time_us":
+                    s = s[s[col] > 0]
+                if not s.empty:
+                    ax.plot(s["bytes"], s[col], style, marker=".", markersize=3, linewidth=1.2, label=label)
+        pl = plateau(primary) if primary is not None else None
+        if pl:
+            lo, hi, med = pl
+            axes[0].axvspan(lo, hi, color="tab:green", alpha=0.12,
+                            label=f"plateau ({_fmt_bytes(lo)}..{_fmt_bytes(hi)}, {med:.1f} GB/s)")
+        if expected:
+            axes[0].axhline(expected, color="tab:red", linestyle=":", linewidth=1.5,
+                            label=f"expected {expected:g} GB/s")
+        titles = (("bus bandwidth", "busbw (GB/s)"), ("algorithm bandwidth", "algbw (GB/s)"),
+                  ("latency", "time (us)"))
+        for ax, (title, ylabel) in zip(axes, titles):
+            ax.set_xscale("log", base=2)
+            ax.xaxis.set_major_formatter(FuncFormatter(_fmt_bytes))
+            ax.set_xlabel("message size (bytes)")
+            ax.set_ylabel(ylabel)
+            ax.set_title(f"{op}: {title}")
+            ax.grid(True, which="major", alpha=0.3)
+        axes[2].set_yscale("log", base=2)
+        axes[0].legend(fontsize=7, loc="upper left")
+        buf = io.StringIO()
+        fig.savefig(buf, format="svg")
+        plt.close(fig)
+        uri = "data:image/svg+xml;base64," + base64.b64encode(buf.getvalue().encode()).decode()
+        out.append({"op": op, "uri": uri, "plateau": pl})
+    return out

@@ -1,0 +1,241 @@
+"""Evidence from many nodes and runs -> one report model (plain dicts for the template).
+
+Nodes are keyed by ``Evidence.host``.  Preflight, launch and cluster evidence
+give a node its gates (the newest result per gate id wins, so a launch's
+waiver overrides the earlier preflight's bare failure); bench evidence gives
+runs to plot; every evidence file contributes to the fingerprint.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any
+
+from .. import __version__
+from ..model import Evidence, Result, Status, now_iso, worst
+from . import consistency
+from .bench import Run
+from .load import Loaded
+
+GATE_KINDS = ("preflight", "launch", "cluster")
+PATH_PROOF_IDS = ("bench.transport", "bench.wire")
+DEFAULT_EXPECTED_BUSBW = 12.0   # GB/s: one 100 Gb/s RoCE link, the reference cluster
+# above this many nodes every node's table starts folded; below, failing ones start open
+OPEN_FAILING_UP_TO = 16
+
+
+@dataclasses.dataclass
+class Node:
+    host: str
+    results: list[tuple[Result, str]]           # (result, evidence kind it came from)
+    files: list[str]
+    times: list[str]
+    kinds: list[str]
+
+    @property
+    def status(self) -> Status:
+        return worst(r.effective_status for r, _ in self.results)
+
+    def counts(self) -> dict[str, int]:
+        c = {s.value: 0 for s in Status}
+        for r, _ in self.results:
+            c[r.status.value] += 1
+        return c
+
+    def failing(self) -> list[str]:
+        return [r.id for r, _ in self.results if r.effective_status is Status.FAIL]
+
+
+def _short(v: Any, limit: int = 300) -> str:
+    s = v if isinstance(v, str) else json.dumps(v, sort_keys=True, default=str)
+    return s if len(s) <= limit else s[: limit - 1] + "…"
+
+
+def _details_rows(details: dict[str, Any]) -> list[tuple[str, str]]:
+    return [(str(k), _short(v)) for k, v in details.items()]
+
+
+def _result_row(r: Result, kind: str) -> dict[str, Any]:
+    return {
+        "id": r.id, "status": r.status.value, "effective": r.effective_status.value,
+        "observed": r.observed, "expected": r.expected, "remedy": r.remedy, "kind": kind,
+        "waiver": r.waiver if isinstance(r.waiver, dict) else None,
+        "details": _details_rows(r.details) if r.details else [],
+    }
+
+
+def _expected_busbw(loaded: list[Loaded], override: float | None) -> float | None:
+    if override is not None:
+        return override
+    for l in loaded:
+        ctx = l.evidence.context if isinstance(l.evidence.context, dict) else {}
+        for cand in (ctx.get("min_busbw"), (ctx.get("expect") or {}).get("min_busbw") if isinstance(ctx.get("expect"), dict) else None,
+                     ((ctx.get("config") or {}).get("profile") or {}).get("min_busbw") if isinstance(ctx.get("config"), dict) else None):
+            try:
+                if cand is not None:
+                    return float(cand)
+            except (TypeError, ValueError):
+                continue
+    return DEFAULT_EXPECTED_BUSBW
+
+
+def _run_label(ev: Evidence, path: str) -> str:
+    ctx = ev.context if isinstance(ev.context, dict) else {}
+    if ctx.get("source") == "nccl-tests":
+        ws = ctx.get("world_size")
+        return f"nccl-tests {Path(path).stem}" + (f" ({ws} ranks)" if ws else "")
+    backend = ctx.get("backend") or (ev.records[0].get("backend") if ev.records and isinstance(ev.records[0], dict) else "")
+    ws = ctx.get("world_size") or (ev.records[0].get("world_size") if ev.records and isinstance(ev.records[0], dict) else None)
+    label = f"rdmacheck {backend} @{ev.host}".replace("  ", " ")
+    if ws:
+        label += f" ({ws} ranks)"
+    if ev.time:
+        label += f" {ev.time[:16]}"
+    return label
+
+
+def build(loaded: list[Loaded], imported: list[Loaded] | None = None, title: str | None = None,
+          expected_busbw: float | None = None) -> dict[str, Any]:
+    imported = imported or []
+    everything = loaded + imported
+    by_host: dict[str, list[Loaded]] = {}
+    runs: list[Run] = []
+    path_proof: list[dict[str, Any]] = []
+    bench_gates: list[dict[str, Any]] = []
+    fingerprint: list[dict[str, Any]] = []
+    for l in everything:
+        ev = l.evidence
+        ctx = ev.context if isinstance(ev.context, dict) else {}
+        fingerprint.append({
+            "file": l.path, "kind": ev.kind, "host": ev.host, "time": ev.time,
+            "tool": "nccl-tests " + str(ctx.get("nccl_tests_version") or "") if ctx.get("source") == "nccl-tests"
+            else f"rdmacheck {ev.tool_version}",
+            "status": ev.status.value if ev.results else "",
+            "versions": _versions(ev),
+        })
+        if ev.kind in GATE_KINDS:
+            by_host.setdefault(ev.host, []).append(l)
+        if ev.kind == "bench":
+            if ev.records:
+                runs.append(Run(label=_run_label(ev, l.path), source=str(ctx.get("source") or "rdmacheck"),
+                                path=l.path, host=ev.host, time=ev.time, context=ctx, records=ev.records))
+            for r in ev.results:
+                row = _result_row(r, ev.kind)
+                row["host"] = ev.host
+                (path_proof if r.id in PATH_PROOF_IDS else bench_gates).append(row)
+
+    nodes: list[Node] = []
+    for host in sorted(by_host):
+        merged: dict[str, tuple[Result, str]] = {}
+        ls = sorted(by_host[host], key=lambda x: x.evidence.time or "")
+        for l in ls:
+            for r in l.evidence.results:
+                merged[r.id] = (r, l.evidence.kind)  # newest evidence wins per gate
+        nodes.append(Node(host, list(merged.values()), [l.path for l in ls],
+                          [l.evidence.time for l in ls], sorted({l.evidence.kind for l in ls})))
+
+    facts = [consistency.node_facts(h, [l.evidence for l in by_host[h]]) for h in sorted(by_host)]
+    rows = consistency.compare(facts) if len(facts) >= 2 else []
+    mism = consistency.mismatches(rows)
+
+    waivers = [{"host": n.host, "id": r.id, "observed": r.observed, **{k: str(v) for k, v in r.waiver.items()}}
+               for n in nodes for r, _ in n.results if isinstance(r.waiver, dict)]
+    waivers += [{"host": g["host"], "id": g["id"], "observed": g["observed"], **{k: str(v) for k, v in g["waiver"].items()}}
+                for g in bench_gates + path_proof if g.get("waiver")]
+
+    expected = _expected_busbw(everything, expected_busbw)
+    from . import bench as benchmod
+
+    df = benchmod.frame(runs)
+    summ = benchmod.summaries(df, expected)
+    verdict, reason = _verdict(nodes, mism, bench_gates + path_proof, summ, expected)
+
+    many = len(nodes) > OPEN_FAILING_UP_TO
+    node_rows = []
+    for n in nodes:
+        c = n.counts()
+        node_rows.append({
+            "host": n.host, "status": n.status.value, "counts": c, "failing": n.failing(),
+            "kinds": n.kinds, "times": n.times, "files": n.files,
+            "open": (not many) and n.status is Status.FAIL,
+            "results": [_result_row(r, k) for r, k in n.results],
+        })
+    return {
+        "title": title or "Cluster acceptance report",
+        "generated": now_iso(),
+        "tool_version": __version__,
+        "verdict": verdict,
+        "reason": reason,
+        "nodes": node_rows,
+        "node_count": len(nodes),
+        "failed_nodes": sum(1 for n in nodes if n.status is Status.FAIL),
+        "consistency": [_row_dict(r) for r in rows],
+        "consistency_single": len(facts) == 1,
+        "mismatches": [r.label for r in mism],
+        "runs": [{"label": r.label, "source": r.source, "path": r.path, "host": r.host, "time": r.time,
+                  "notes": r.context.get("notes") or [], "world_size": r.context.get("world_size"),
+                  "avg_busbw": r.context.get("avg_busbw")} for r in runs],
+        "summaries": summ,
+        "tables": benchmod.tables(df),
+        "plots": benchmod.plots(df, expected),
+        "csv_uri": benchmod.csv_data_uri(df) if runs else None,
+        "expected_busbw": expected,
+        "bench_gates": bench_gates,
+        "path_proof": path_proof,
+        "waivers": waivers,
+        "fingerprint": fingerprint,
+    }
+
+
+def _row_dict(r: consistency.Row) -> dict[str, Any]:
+    return {"key": r.key, "label": r.label, "why": r.why, "agree": r.agree, "reported": r.reported,
+            "groups": r.groups(), "values": r.values}
+
+
+def _versions(ev: Evidence) -> str:
+    ctx = ev.context if isinstance(ev.context, dict) else {}
+    facts = ctx.get("facts") if isinstance(ctx.get("facts"), dict) else {}
+    out = []
+    for src in (ctx, facts, facts.get("versions") if isinstance(facts.get("versions"), dict) else {},
+                facts.get("gpu") if isinstance(facts.get("gpu"), dict) else {}):
+        for k in ("torch_version", "nccl_version", "cuda_version", "driver_version", "kernel", "python_version", "ray_version"):
+            v = src.get(k)
+            if v not in (None, "", [], {}) and not isinstance(v, (dict, list)) and not any(o.startswith(k + "=") for o in out):
+                out.append(f"{k.replace('_version', '')}={v}")
+    return ", ".join(out)
+
+
+def _verdict(nodes: list[Node], mism: list[consistency.Row], bench_results: list[dict[str, Any]],
+             summ: list[dict[str, Any]], expected: float | None) -> tuple[str, str]:
+    parts: list[str] = []
+    failed = [n for n in nodes if n.status is Status.FAIL]
+    if failed:
+        named = "; ".join(f"{n.host}: {', '.join(n.failing()[:3])}{'…' if len(n.failing()) > 3 else ''}" for n in failed[:3])
+        more = f" and {len(failed) - 3} more" if len(failed) > 3 else ""
+        parts.append(f"{len(failed)} of {len(nodes)} node(s) failed a gate ({named}{more})")
+    if mism:
+        descr = []
+        for r in mism[:3]:
+            g = r.groups()
+            descr.append(f"{r.label} differs ({'; '.join(f'{v} on {len(h)} node(s)' for v, h in g[:3])})")
+        parts.append(", ".join(descr) + (f" and {len(mism) - 3} more setting(s) differ" if len(mism) > 3 else ""))
+    bfail = [b for b in bench_results if b["effective"] == "fail"]
+    if bfail:
+        parts.append("bench gate(s) failed: " + ", ".join(sorted({f"{b['id']} on {b['host']}" for b in bfail})[:4]))
+    if parts:
+        return "FAIL", "; ".join(parts) + "."
+    if not nodes and not bench_results:
+        return "INFO", "No gates were evaluated: the evidence holds only bench numbers (e.g. imported nccl-tests runs)."
+    bits = []
+    if nodes:
+        bits.append(f"all {len(nodes)} node(s) passed every gate" + (" and agree on MTU, GID, versions and NCCL env" if len(nodes) > 1 else ""))
+    own = [s for s in summ if s["source"] == "rdmacheck" and s["plateau_busbw"] is not None]
+    if own:
+        best = max(own, key=lambda s: s["plateau_busbw"])
+        bits.append(f"the bench plateau reached {best['plateau_busbw']:.1f} GB/s busbw ({best['op']})"
+                    + (f" against {expected:g} GB/s expected" if expected else ""))
+    elif bench_results:
+        bits.append("every bench gate passed")
+    return "PASS", (", ".join(bits) or "every gate passed").capitalize() + "."
