@@ -122,6 +122,7 @@ def capture(root: HostRoot, dst: Path, env: dict[str, str], timeout: float = 30.
     from .facts.infiniband import read_infiniband
     from .facts.limits import shm_size
     from .facts.net import addresses
+    from .facts.nvml import read_nvml
     from .facts.verbs import read_verbs
 
     cap = _Capture(root, dst, time.monotonic() + timeout)
@@ -148,6 +149,7 @@ def capture(root: HostRoot, dst: Path, env: dict[str, str], timeout: float = 30.
         "verbs.json": read_verbs(root, devices),
         "addrs.json": addresses(root),
         "shm.json": {"size": shm_size(root)},
+        "nvml.json": read_nvml(root),
         "host.json": {"host": socket.gethostname() if root.live else (root.meta("host.json") or {}).get("host"),
                       "taken": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())},
     }

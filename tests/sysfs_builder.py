@@ -1,0 +1,80 @@
+"""Build small sysfs-shaped trees for gate tests.
+
+Real captured trees (../shared/captures/sysfs) are all InfiniBand; RoCE GID
+tables are laid out here in the exact shape the kernel uses (values as seen on
+rxe in the soft-RoCE guest and on mlx5 in the DGX Spark captures), and the
+soft-RoCE integration suite proves the same gates on real rxe devices.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+
+def _w(p: Path, text: str) -> None:
+    p.parent.mkdir(parents=True, exist_ok=True)
+    p.write_text(text + "\n")
+
+
+def ipv4_gid(addr: str) -> str:
+    a, b, c, d = (int(x) for x in addr.split("."))
+    return f"0000:0000:0000:0000:0000:ffff:{a:02x}{b:02x}:{c:02x}{d:02x}"
+
+
+LINK_LOCAL = "fe80:0000:0000:0000:0200:00ff:fe00:0001"
+
+
+def roce_tree(root: Path, dev: str = "roceP2p1s0f0", netdev: str = "enP2p1s0f0np0", mtu: int = 9000,
+              gids: list[tuple[str, str]] | None = None, state: str = "4: ACTIVE", phys: str = "5: LinkUp",
+              table_len: int = 16, operstate: str = "up", limits_memlock: str = "unlimited",
+              addrs: list[str] | None = None, env: dict | None = None, verbs_active_mtu: int | None = None) -> Path:
+    """A RoCE device with one port, its netdev, device files and limits, under ``root``."""
+    gids = gids if gids is not None else [(LINK_LOCAL, "RoCE v2"), (ipv4_gid("192.168.100.1"), "RoCE v2")]
+    dd = root / "sys/devices/virtual/infiniband" / dev
+    _w(dd / "fw_ver", "28.45.1200")
+    _w(dd / "node_type", "1: CA")
+    port = dd / "ports/1"
+    _w(port / "state", state)
+    _w(port / "phys_state", phys)
+    _w(port / "link_layer", "Ethernet")
+    _w(port / "rate", "100 Gb/sec (4X EDR)")
+    _w(port / "lid", "0x0")
+    for i in range(table_len):
+        g, t = gids[i] if i < len(gids) else ("0000:0000:0000:0000:0000:0000:0000:0000", None)
+        _w(port / "gids" / str(i), g)
+        if t:  # unused slots answer EINVAL on read: no file here
+            _w(port / "gid_attrs/types" / str(i), t)
+            _w(port / "gid_attrs/ndevs" / str(i), netdev)
+    cls = root / "sys/class/infiniband"
+    cls.mkdir(parents=True, exist_ok=True)
+    os.symlink(f"../../devices/virtual/infiniband/{dev}", cls / dev)
+    nd = root / "sys/devices/virtual/net" / netdev
+    _w(nd / "mtu", str(mtu))
+    _w(nd / "operstate", operstate)
+    _w(nd / "carrier", "1" if operstate == "up" else "0")
+    _w(nd / "type", "1")
+    ncls = root / "sys/class/net"
+    ncls.mkdir(parents=True, exist_ok=True)
+    os.symlink(f"../../devices/virtual/net/{netdev}", ncls / netdev)
+    _w(root / "sys/class/infiniband_verbs/uverbs0/ibdev", dev)
+    for f in ("rdma_cm", "uverbs0"):
+        _w(root / "dev/infiniband" / f, "")
+    (root / "etc/rdma").mkdir(parents=True, exist_ok=True)
+    ml = "unlimited" if limits_memlock == "unlimited" else limits_memlock
+    _w(root / "proc/self/limits",
+       "Limit                     Soft Limit           Hard Limit           Units     \n"
+       "Max stack size            67108864             unlimited            bytes     \n"
+       f"Max locked memory         {ml:<20} {ml:<20} bytes     ")
+    meta = root / "rdmacheck"
+    meta.mkdir(parents=True, exist_ok=True)
+    (meta / "addrs.json").write_text(json.dumps({netdev: {"ipv4": addrs if addrs is not None else ["192.168.100.1/24"], "ipv6": []}}))
+    (meta / "shm.json").write_text(json.dumps({"size": 16 << 30}))
+    (meta / "env.json").write_text(json.dumps(env or {}))
+    if verbs_active_mtu:
+        (meta / "verbs.json").write_text(json.dumps({"available": True, "error": None, "devices": {
+            dev: {"fw_version": "28.45.1200", "ports": {"1": {"state": 4, "active_mtu": verbs_active_mtu,
+                                                              "max_mtu": 4096, "link_layer": "Ethernet",
+                                                              "gid_tbl_len": table_len}}}}}))
+    return root

@@ -1,0 +1,165 @@
+"""RDMA gates on RoCE-shaped trees: GID prediction (NCCL's rule), MTU, netdev, devices, QoS, devfiles."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from rdmacheck.config import load_config
+from rdmacheck.preflight import PreflightContext, run_preflight
+from rdmacheck.root import HostRoot
+from sysfs_builder import LINK_LOCAL, ipv4_gid, roce_tree
+from conftest import run_cli
+
+
+def verdicts(root, env_file=None, expect=None, only=None):
+    r = HostRoot(root)
+    ctx = PreflightContext(root=r, config=load_config(env_file, None, expect or [], r.environ()))
+    return {res.id: res for res in run_preflight(ctx, only)}
+
+
+def test_rxe_like_table_predicts_index_1_and_passes(tmp_path):
+    # gids/0 = fe80 link-local v2, gids/1 = IPv4-mapped v2: as rxe shows after `ip addr add`.
+    v = verdicts(roce_tree(tmp_path, verbs_active_mtu=4096))
+    for gid in ("rdma.devices", "rdma.port", "rdma.netdev", "rdma.gid", "rdma.mtu", "rdma.devfiles", "limits.memlock"):
+        assert v[gid].status.value in ("pass", "warn"), (gid, v[gid])
+    assert v["rdma.gid"].status.value == "pass"
+    assert v["rdma.gid"].details["roceP2p1s0f0:1"]["predicted"] == 1
+    assert v["rdma.mtu"].details["roceP2p1s0f0:1"]["source"] == "verbs"
+
+
+def test_dgx_spark_like_table_predicts_index_3(tmp_path):
+    # mlx5 lays out v1 and v2 twins: 0 fe80 v1, 1 fe80 v2, 2 IPv4 v1, 3 IPv4 v2.
+    # ib_write_bw on DGX Spark used GID index 3 (../shared/captures/text/dgx-spark-ib_write_bw-2rail.txt).
+    g = ipv4_gid("192.168.100.1")
+    tree = roce_tree(tmp_path, gids=[(LINK_LOCAL, "IB/RoCE v1"), (LINK_LOCAL, "RoCE v2"), (g, "IB/RoCE v1"), (g, "RoCE v2")])
+    v = verdicts(tree)
+    assert v["rdma.gid"].status.value == "pass"
+    assert v["rdma.gid"].details["roceP2p1s0f0:1"]["predicted"] == 3
+
+
+def test_roce_v1_preference_follows_nccl_ib_roce_version_num(tmp_path):
+    g = ipv4_gid("192.168.100.1")
+    tree = roce_tree(tmp_path, gids=[(LINK_LOCAL, "IB/RoCE v1"), (LINK_LOCAL, "RoCE v2"), (g, "IB/RoCE v1"), (g, "RoCE v2")],
+                     env={"NCCL_IB_ROCE_VERSION_NUM": "1"})
+    v = verdicts(tree, expect=["roce_version=1"])
+    assert v["rdma.gid"].details["roceP2p1s0f0:1"]["predicted"] == 2
+
+
+@pytest.mark.parametrize("index,why", [(0, "link-local"), (2, "not RoCE v2"), (7, "empty")])
+def test_explicit_gid_index_pointing_at_bad_entry_fails_with_right_index(tmp_path, index, why):
+    g = ipv4_gid("192.168.100.1")
+    tree = roce_tree(tmp_path, gids=[(LINK_LOCAL, "IB/RoCE v1"), (LINK_LOCAL, "RoCE v2"), (g, "IB/RoCE v1"), (g, "RoCE v2")],
+                     env={"NCCL_IB_GID_INDEX": str(index)})
+    v = verdicts(tree)
+    r = v["rdma.gid"]
+    assert r.status.value == "fail"
+    assert why.split()[0] in r.observed
+    assert "NCCL_IB_GID_INDEX=3" in r.remedy
+
+
+def test_explicit_gid_169_254_fails(tmp_path):
+    tree = roce_tree(tmp_path, gids=[(LINK_LOCAL, "RoCE v2"), (ipv4_gid("169.254.3.3"), "RoCE v2"),
+                                     (ipv4_gid("192.168.100.1"), "RoCE v2")], env={"NCCL_IB_GID_INDEX": "1"})
+    r = verdicts(tree)["rdma.gid"]
+    assert r.status.value == "fail" and "169.254" in r.observed and "NCCL_IB_GID_INDEX=2" in r.remedy
+
+
+def test_no_ipv4_gid_fails_with_address_remedy(tmp_path):
+    tree = roce_tree(tmp_path, gids=[(LINK_LOCAL, "RoCE v2")], addrs=[])
+    r = verdicts(tree)["rdma.gid"]
+    assert r.status.value == "fail"
+    assert "ip addr add" in r.remedy and "enP2p1s0f0np0" in r.remedy
+
+
+def test_gid_outside_subnet_fails_and_auto_pick_outside_subnet_is_named(tmp_path):
+    tree = roce_tree(tmp_path, gids=[(LINK_LOCAL, "RoCE v2"), (ipv4_gid("10.0.0.5"), "RoCE v2"),
+                                     (ipv4_gid("192.168.100.1"), "RoCE v2")])
+    r = verdicts(tree)["rdma.gid"]
+    # NCCL keeps the first IPv4 RoCE v2 GID of its walk (a later one of the same family and
+    # version does not displace it): 10.0.0.5, outside the RDMA subnet.
+    assert r.details["roceP2p1s0f0:1"]["predicted"] == 1
+    assert r.status.value == "fail" and "NCCL_IB_ADDR_RANGE=192.168.100.0/24" in r.remedy
+
+
+def test_addr_range_steers_prediction(tmp_path):
+    tree = roce_tree(tmp_path, gids=[(LINK_LOCAL, "RoCE v2"), (ipv4_gid("10.0.0.5"), "RoCE v2"),
+                                     (ipv4_gid("192.168.100.1"), "RoCE v2")], env={"NCCL_IB_ADDR_RANGE": "192.168.100.0/24"})
+    r = verdicts(tree)["rdma.gid"]
+    assert r.details["roceP2p1s0f0:1"]["predicted"] == 2 and r.status.value == "pass"
+
+
+def test_mtu_1500_fails_and_active_mtu_is_derived_without_verbs(tmp_path):
+    r = verdicts(roce_tree(tmp_path, mtu=1500))["rdma.mtu"]
+    assert r.status.value == "fail"
+    d = r.details["roceP2p1s0f0:1"]
+    assert d["netdev_mtu"] == 1500 and d["active_mtu"] == 1024 and d["source"].startswith("derived")
+    assert "mtu 9000" in r.remedy
+
+
+def test_expect_override_accepts_1500(tmp_path):
+    r = verdicts(roce_tree(tmp_path, mtu=1500), expect=["mtu=1500", "active_mtu=1024"])["rdma.mtu"]
+    assert r.status.value == "pass"
+
+
+@pytest.mark.parametrize("hca,status", [("roceP2p1s0f0", "pass"), ("=roceP2p1s0f0:1", "pass"), ("roce", "pass"),
+                                        ("mlx5_9", "fail"), ("=roce", "fail"), ("roceP2p1s0f0:2", "fail"),
+                                        ("roceP2p1s0f0:x", "fail")])
+def test_nccl_ib_hca_syntax(tmp_path, hca, status):
+    r = verdicts(roce_tree(tmp_path, env={"NCCL_IB_HCA": hca}))["rdma.devices"]
+    assert r.status.value == status, r
+
+
+def test_port_down_fails_when_pinned(tmp_path):
+    v = verdicts(roce_tree(tmp_path, state="1: DOWN", phys="3: Disabled", env={"NCCL_IB_HCA": "roceP2p1s0f0"}))
+    assert v["rdma.port"].status.value == "fail"
+
+
+def test_netdev_down_and_socket_ifname(tmp_path):
+    v = verdicts(roce_tree(tmp_path / "a", operstate="down"))
+    assert v["rdma.netdev"].status.value == "fail"
+    v = verdicts(roce_tree(tmp_path / "b", env={"NCCL_SOCKET_IFNAME": "eth9"}))
+    assert v["rdma.netdev"].status.value == "fail" and "eth9" in v["rdma.netdev"].observed
+    v = verdicts(roce_tree(tmp_path / "c", env={"NCCL_SOCKET_IFNAME": "=enP2p1s0f0np0"}))
+    assert v["rdma.netdev"].status.value == "pass"
+
+
+@pytest.mark.parametrize("env,status", [
+    ({"NCCL_IB_TC": "106", "NCCL_IB_SL": "3", "NCCL_IB_TIMEOUT": "22", "NCCL_IB_RETRY_CNT": "7"}, "pass"),
+    ({"NCCL_IB_TC": "256", "NCCL_IB_SL": "3"}, "fail"),
+    ({"NCCL_IB_TC": "106", "NCCL_IB_SL": "16"}, "fail"),
+    ({"NCCL_IB_TC": "106", "NCCL_IB_SL": "3", "NCCL_IB_TIMEOUT": "0"}, "fail"),
+    ({"NCCL_IB_TC": "106", "NCCL_IB_SL": "3", "NCCL_IB_RETRY_CNT": "8"}, "fail"),
+    ({"NCCL_IB_TC": "abc", "NCCL_IB_SL": "3"}, "fail"),
+    ({}, "warn"),
+])
+def test_qos_ranges(tmp_path, env, status):
+    assert verdicts(roce_tree(tmp_path, env=env))["rdma.qos"].status.value == status
+
+
+def test_devfiles_missing_uverbs(tmp_path):
+    tree = roce_tree(tmp_path)
+    (tree / "dev/infiniband/uverbs0").unlink()
+    r = verdicts(tree)["rdma.devfiles"]
+    assert r.status.value == "fail" and "uverbs0" in r.observed
+
+
+def test_memlock_finite_fails_in_tree(tmp_path):
+    r = verdicts(roce_tree(tmp_path, limits_memlock="65536"))["limits.memlock"]
+    assert r.status.value == "fail" and "64 KiB" in r.observed
+
+
+def test_cli_on_tree_exit_codes_and_json(tmp_path):
+    tree = roce_tree(tmp_path / "t", verbs_active_mtu=4096,
+                     env={"NCCL_IB_TC": "106", "NCCL_IB_SL": "3", "NCCL_SOCKET_IFNAME": "enP2p1s0f0np0"})
+    out = tmp_path / "ev.json"
+    p = run_cli("preflight", "--root", str(tree), "--json", str(out), "--only",
+                "rdma.devices,rdma.port,rdma.netdev,rdma.gid,rdma.mtu,rdma.qos,rdma.devfiles,limits.memlock")
+    assert p.returncode == 0, p.stdout + p.stderr
+    ev = json.loads(out.read_text())
+    assert ev["kind"] == "preflight" and ev["schema_version"] == 1 and ev["status"] == "pass"
+    assert {r["id"] for r in ev["results"]} >= {"rdma.gid", "rdma.mtu"}
+    assert ev["context"]["facts"]["ports"][0]["gid_index"] == 1
+    p = run_cli("preflight", "--root", str(tree), "--expect", "mtu=1500", "--only", "rdma.mtu")
+    assert p.returncode == 1 and "FAIL" in p.stdout

@@ -1,0 +1,80 @@
+"""Preflight on this real machine: the memlock gate fails for real, snapshots replay identically,
+and the network readers see real veth pairs in namespaces the test creates."""
+
+from __future__ import annotations
+
+import json
+import resource
+import subprocess
+import sys
+import tarfile
+
+import pytest
+
+from rdmacheck.snapshot import unpack
+from conftest import REPO, run_cli
+
+
+def test_memlock_gate_fails_on_this_machine(tmp_path):
+    soft, hard = resource.getrlimit(resource.RLIMIT_MEMLOCK)
+    if hard == resource.RLIM_INFINITY:
+        pytest.skip("this machine has an unlimited memlock hard limit: the gate has nothing to fail on")
+    out = tmp_path / "ev.json"
+    p = run_cli("preflight", "--only", "limits.memlock", "--json", str(out))
+    assert p.returncode == 1, p.stdout + p.stderr
+    r = json.loads(out.read_text())["results"][0]
+    assert r["id"] == "limits.memlock" and r["status"] == "fail"
+    assert f"hard {hard // 1024 // 1024} MiB" in r["observed"] or f"hard {hard // 1024} KiB" in r["observed"]
+    assert "unlimited" in r["remedy"]
+
+
+def test_snapshot_replays_identical_verdicts(tmp_path):
+    snap = tmp_path / "s.tar.gz"
+    p = run_cli("snapshot", "-o", str(snap))
+    assert p.returncode == 0, p.stderr
+    with tarfile.open(snap) as t:
+        names = t.getnames()
+    assert "proc/self/limits" in names and "rdmacheck/env.json" in names and any(n.startswith("sys/class/net/") for n in names)
+    d = unpack(snap, tmp_path / "root")
+    live, replay = tmp_path / "live.json", tmp_path / "replay.json"
+    a = run_cli("preflight", "--json", str(live))
+    b = run_cli("preflight", "--root", str(d), "--json", str(replay))
+    assert a.returncode == b.returncode
+    # net.peer resolves names and pings peers: a live probe by nature, which a snapshot can't replay.
+    live_only = {"net.peer"}
+    ra = [(r["id"], r["status"], r["observed"]) for r in json.loads(live.read_text())["results"] if r["id"] not in live_only]
+    rb = [(r["id"], r["status"], r["observed"]) for r in json.loads(replay.read_text())["results"] if r["id"] not in live_only]
+    assert len(ra) >= 10 and ra == rb
+
+
+def test_corrupt_snapshot_is_an_input_error(tmp_path):
+    bad = tmp_path / "bad.tar.gz"
+    bad.write_bytes(b"not a tarball")
+    with pytest.raises(Exception) as e:
+        unpack(bad, tmp_path / "x")
+    assert "cannot unpack snapshot" in str(e.value)
+
+
+READ_NET = "import json; from rdmacheck.facts.net import read_net; from rdmacheck.root import HostRoot; " \
+           "print(json.dumps({k: v.to_dict() for k, v in read_net(HostRoot('/')).items()}))"
+
+
+@pytest.mark.netns
+def test_net_reader_and_netdev_gate_on_real_veth(netns_pair):
+    def facts():
+        out = netns_pair.ns(netns_pair.a, sys.executable, "-c", READ_NET).stdout
+        return json.loads(out)
+
+    f = facts()
+    va = f[netns_pair.va]
+    assert va["mtu"] == 9000 and va["up"] and f"{netns_pair.ip_a}/24" in va["ipv4"]
+    netns_pair.set_mtu(1500)
+    assert facts()[netns_pair.va]["mtu"] == 1500
+    env = f"PYTHONPATH={REPO}"
+    ok = netns_pair.ns(netns_pair.a, "env", env, f"NCCL_SOCKET_IFNAME={netns_pair.va}", sys.executable, "-m",
+                       "rdmacheck", "preflight", "--only", "rdma.netdev", check=False)
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    netns_pair.ns(netns_pair.a, "ip", "link", "set", netns_pair.va, "down")
+    bad = netns_pair.ns(netns_pair.a, "env", env, f"NCCL_SOCKET_IFNAME={netns_pair.va}", sys.executable, "-m",
+                        "rdmacheck", "preflight", "--only", "rdma.netdev", check=False)
+    assert bad.returncode == 1 and "down" in bad.stdout
