@@ -1,0 +1,349 @@
+"""GPU gates: NVML facts (bounded), NOT_SUPPORTED handling, gpu.memory, gpu.gdr.
+
+No GPU exists on this machine, and no GB10 (DGX Spark) is reachable from any
+machine this project can use.  So the NVML *device queries* are answered by a
+stand-in object (``StandIn`` below) -- the only thing mocked -- while every
+error it raises is the real ``pynvml`` module's own error class
+(``pynvml.NVMLError_NotSupported`` is what a GB10 raises for memory info), and
+the real ``pynvml`` module is exercised for real on this machine (no driver:
+``NVMLError_LibraryNotFound``).  Real GPUs: tests/test_gpu_nvml_real.py.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pynvml
+import pytest
+
+from conftest import run_cli
+from rdmacheck.checks import gpu
+from rdmacheck.config import Config, build_profile
+from rdmacheck.facts import nvml as nvmlf
+from rdmacheck.model import Status
+from rdmacheck.preflight import PreflightContext
+from rdmacheck.root import HostRoot
+
+
+def not_supported() -> pynvml.NVMLError:
+    return pynvml.NVMLError(pynvml.NVML_ERROR_NOT_SUPPORTED)  # -> the real NVMLError_NotSupported class
+
+
+class _Mem:
+    def __init__(self, total: int, free: int):
+        self.total, self.free, self.used = total, free, total - free
+
+
+class _Pci:
+    def __init__(self, bus: str):
+        self.busId = bus
+
+
+GIB = 1 << 30
+
+# Field values per device; an NVMLError instance is raised instead of returned.
+H100 = {
+    "nvmlDeviceGetName": "NVIDIA H100 80GB HBM3",
+    "nvmlDeviceGetUUID": "GPU-3f2a9c1e-0000-1111-2222-333344445555",
+    "nvmlDeviceGetPciInfo": _Pci("00000000:19:00.0"),
+    "nvmlDeviceGetCurrPcieLinkGeneration": 5, "nvmlDeviceGetMaxPcieLinkGeneration": 5,
+    "nvmlDeviceGetCurrPcieLinkWidth": 16, "nvmlDeviceGetMaxPcieLinkWidth": 16,
+    "nvmlDeviceGetEccMode": (1, 1),
+    "nvmlDeviceGetTotalEccErrors": 0,
+    "nvmlDeviceGetRetiredPagesPendingStatus": not_supported(),  # Hopper remaps rows instead
+    "nvmlDeviceGetRemappedRows": (0, 0, 0, 0),
+    "nvmlDeviceGetPersistenceMode": 1,
+    "nvmlDeviceGetMemoryInfo": _Mem(80 * GIB, 79 * GIB),
+}
+# What NVIDIA's GB10 answers (unified memory, integrated GPU): NOT_SUPPORTED for memory info and the
+# framebuffer/PCIe/ECC fields (forum reports: pynvml returns NVML_ERROR_NOT_SUPPORTED for memory).
+GB10 = {
+    "nvmlDeviceGetName": "NVIDIA GB10",
+    "nvmlDeviceGetUUID": "GPU-b10b10b1-0000-1111-2222-333344445555",
+    "nvmlDeviceGetPciInfo": _Pci("0000000F:01:00.0"),
+    "nvmlDeviceGetCurrPcieLinkGeneration": not_supported(), "nvmlDeviceGetMaxPcieLinkGeneration": not_supported(),
+    "nvmlDeviceGetCurrPcieLinkWidth": not_supported(), "nvmlDeviceGetMaxPcieLinkWidth": not_supported(),
+    "nvmlDeviceGetEccMode": not_supported(),
+    "nvmlDeviceGetTotalEccErrors": not_supported(),
+    "nvmlDeviceGetRetiredPagesPendingStatus": not_supported(),
+    "nvmlDeviceGetRemappedRows": not_supported(),
+    "nvmlDeviceGetPersistenceMode": 1,
+    "nvmlDeviceGetMemoryInfo": not_supported(),
+}
+
+
+class StandIn:
+    """Stands in for the NVML device queries of GPUs this machine does not have."""
+
+    def __init__(self, devices: list[dict], init_delay: float = 0.0, init_error: Exception | None = None):
+        self.devices = devices
+        self.init_delay = init_delay
+        self.init_error = init_error
+        self.shutdown = False
+
+    def nvmlInit(self):
+        if self.init_delay:
+            time.sleep(self.init_delay)  # a wedged driver
+        if self.init_error:
+            raise self.init_error
+
+    def nvmlShutdown(self):
+        self.shutdown = True
+
+    def nvmlSystemGetDriverVersion(self):
+        return b"580.95.05"  # old bindings return bytes
+
+    def nvmlSystemGetCudaDriverVersion_v2(self):
+        return 13000
+
+    def nvmlSystemGetNVMLVersion(self):
+        return "13.580.95.05"
+
+    def nvmlDeviceGetCount(self):
+        return len(self.devices)
+
+    def nvmlDeviceGetHandleByIndex(self, i):
+        return i
+
+    def __getattr__(self, name):
+        if not name.startswith("nvmlDevice"):
+            raise AttributeError(name)
+
+        def query(handle, *args):
+            v = self.devices[handle][name]
+            if isinstance(v, Exception):
+                raise v
+            return v
+
+        return query
+
+
+def make_ctx(tmp_path: Path, env: dict | None = None, nvml: dict | None = None, **profile) -> PreflightContext:
+    ctx = PreflightContext(root=HostRoot(tmp_path), config=Config(dict(env or {}), {}, None, build_profile(profile)))
+    if nvml is not None:
+        ctx.cache["nvml"] = nvml
+    return ctx
+
+
+def by_id(results):
+    return {r.id: r for r in results}
+
+
+# ---------------------------------------------------------------- NOT_SUPPORTED (GB10)
+
+def test_gb10_not_supported_fields_read_na_and_never_fail(tmp_path):
+    api = StandIn([dict(GB10)])
+    facts = nvmlf.collect(api=api)
+    assert facts["state"] == nvmlf.OK and api.shutdown
+    g = facts["gpus"][0]
+    assert g["memory_total"] == nvmlf.NA == "n/a (not supported)"
+    assert g["pcie_width"] == nvmlf.NA and g["ecc_current"] == nvmlf.NA and g["remapped_rows"] == nvmlf.NA
+    assert facts["driver_version"] == "580.95.05" and facts["cuda_driver_version"] == "13.0"
+    res = by_id(gpu.gate_gpu_nvml(make_ctx(tmp_path, nvml=facts)))
+    assert [r.status for r in res.values()] == [Status.PASS] * 3, res
+    assert "n/a (not supported)" in res["gpu.pcie"].observed
+    assert "n/a (not supported)" in res["gpu.ecc"].observed
+    assert res["gpu.nvml"].details["platform"] == "dgx-spark"
+
+
+def test_gb10_memory_falls_back_to_meminfo(tmp_path):
+    facts = nvmlf.collect(api=StandIn([dict(GB10)]))
+    (tmp_path / "proc").mkdir()
+    (tmp_path / "proc/meminfo").write_text("MemTotal:       128000000 kB\nMemAvailable:   100000000 kB\n")
+    ok = gpu.gate_gpu_memory(make_ctx(tmp_path, {"GPU_MEMORY_UTILIZATION": "0.35"}, facts))[0]
+    assert ok.status is Status.PASS and "n/a (not supported)" in ok.observed and "unified memory" in ok.observed
+    low = gpu.gate_gpu_memory(make_ctx(tmp_path, {"GPU_MEMORY_UTILIZATION": "0.9"}, facts))[0]
+    assert low.status is Status.WARN and "0.78" in low.remedy  # 100/128 available
+
+
+def test_other_nvml_errors_are_kept_per_field(tmp_path):
+    dev = dict(H100)
+    dev["nvmlDeviceGetPersistenceMode"] = pynvml.NVMLError(pynvml.NVML_ERROR_UNKNOWN)
+    facts = nvmlf.collect(api=StandIn([dev]))
+    assert facts["gpus"][0]["persistence_mode"].startswith("error: ")
+    assert facts["gpus"][0]["memory_total"] == 80 * GIB
+
+
+# ---------------------------------------------------------------- the real pynvml, no driver here
+
+def test_real_pynvml_without_driver_fails_with_remedy(tmp_path):
+    facts = nvmlf.collect()  # the real module against this machine: no libnvidia-ml.so.1
+    if facts["state"] == nvmlf.OK:
+        pytest.skip("this machine has an NVIDIA driver; see test_gpu_nvml_real.py")
+    assert facts["state"] in (nvmlf.NO_LIBRARY, nvmlf.NO_DRIVER)
+    res = by_id(gpu.gate_gpu_nvml(make_ctx(tmp_path, nvml=facts)))
+    assert res["gpu.nvml"].status is Status.FAIL
+    assert "gpu_platform" in res["gpu.nvml"].remedy and "driver" in res["gpu.nvml"].remedy
+    assert res["gpu.pcie"].status is Status.SKIP
+
+
+@pytest.mark.parametrize("profile", [{"gpu_platform": "none"}, {"gpus_per_node": 0}])
+def test_no_gpu_expected_skips(tmp_path, profile):
+    res = gpu.gate_gpu_nvml(make_ctx(tmp_path, **profile)) + gpu.gate_gpu_memory(make_ctx(tmp_path, **profile)) \
+        + gpu.gate_gpu_gdr(make_ctx(tmp_path, **profile))
+    assert {r.status for r in res} == {Status.SKIP}
+    assert "expected to have no GPU" in res[0].observed
+
+
+def test_cli_without_driver_no_traceback(tmp_path):
+    import json
+    if nvmlf.collect()["state"] == nvmlf.OK:
+        pytest.skip("this machine has an NVIDIA driver; see test_gpu_nvml_real.py")
+    p = run_cli("preflight", "--only", "gpu.nvml,gpu.memory,gpu.gdr", "--json", str(tmp_path / "a.json"))
+    assert "Traceback" not in p.stderr + p.stdout
+    assert p.returncode == 1
+    got = {r["id"]: r["status"] for r in json.loads((tmp_path / "a.json").read_text())["results"]}
+    assert got["gpu.nvml"] == "fail"
+    q = run_cli("preflight", "--only", "gpu.nvml,gpu.memory,gpu.gdr", "--expect", "gpu_platform=none",
+                "--json", str(tmp_path / "b.json"))
+    assert q.returncode == 0, q.stdout + q.stderr
+    got = {r["id"]: r["status"] for r in json.loads((tmp_path / "b.json").read_text())["results"]}
+    assert got == {"gpu.nvml": "skip", "gpu.memory": "skip", "gpu.gdr": "skip"}
+
+
+# ---------------------------------------------------------------- hung driver
+
+def test_hung_nvml_init_is_bounded():
+    # Stand-in for a wedged driver: nvmlInit blocks for 5 s; collect must give up after 0.5 s.
+    t0 = time.monotonic()
+    facts = nvmlf.collect(timeout=0.5, api=StandIn([dict(H100)], init_delay=5))
+    took = time.monotonic() - t0
+    assert facts["state"] == nvmlf.TIMEOUT and took < 2.0
+    r = gpu.gate_gpu_nvml(PreflightContext(HostRoot("/nonexistent"), Config({}, {}, None, build_profile()),
+                                           cache={"nvml": facts}))[0]
+    assert r.status is Status.FAIL and "Xid" in r.remedy
+
+
+def test_driver_not_loaded_state():
+    facts = nvmlf.collect(api=StandIn([], init_error=pynvml.NVMLError(pynvml.NVML_ERROR_DRIVER_NOT_LOADED)))
+    assert facts["state"] == nvmlf.NO_DRIVER
+
+
+# ---------------------------------------------------------------- judging H100-like facts
+
+def test_healthy_h100_passes(tmp_path):
+    facts = nvmlf.collect(api=StandIn([dict(H100)]))
+    res = by_id(gpu.gate_gpu_nvml(make_ctx(tmp_path, nvml=facts)) +
+                gpu.gate_gpu_memory(make_ctx(tmp_path, {"GPU_MEMORY_UTILIZATION": "0.35"}, facts)))
+    assert all(r.status is Status.PASS for r in res.values()), res
+    assert "retired pages pending n/a (not supported)" in res["gpu.ecc"].observed
+
+
+def test_downtrained_width_warns_gen_drop_does_not(tmp_path):
+    idle = dict(H100, nvmlDeviceGetCurrPcieLinkGeneration=1)
+    r = by_id(gpu.gate_gpu_nvml(make_ctx(tmp_path, nvml=nvmlf.collect(api=StandIn([idle])))))["gpu.pcie"]
+    assert r.status is Status.PASS and "normal while idle" in r.observed
+    narrow = dict(H100, nvmlDeviceGetCurrPcieLinkWidth=8)
+    r = by_id(gpu.gate_gpu_nvml(make_ctx(tmp_path, nvml=nvmlf.collect(api=StandIn([narrow])))))["gpu.pcie"]
+    assert r.status is Status.WARN and "x8 of x16" in r.remedy
+
+
+def test_ecc_errors(tmp_path):
+    bad = dict(H100, nvmlDeviceGetTotalEccErrors=3)
+    r = by_id(gpu.gate_gpu_nvml(make_ctx(tmp_path, nvml=nvmlf.collect(api=StandIn([bad])))))["gpu.ecc"]
+    assert r.status is Status.FAIL and "3 volatile uncorrected" in r.observed
+    pend = dict(H100, nvmlDeviceGetRemappedRows=(1, 0, 1, 0))
+    r = by_id(gpu.gate_gpu_nvml(make_ctx(tmp_path, nvml=nvmlf.collect(api=StandIn([pend])))))["gpu.ecc"]
+    assert r.status is Status.WARN
+    failed = dict(H100, nvmlDeviceGetRemappedRows=(0, 2, 0, 1))
+    r = by_id(gpu.gate_gpu_nvml(make_ctx(tmp_path, nvml=nvmlf.collect(api=StandIn([failed])))))["gpu.ecc"]
+    assert r.status is Status.FAIL
+
+
+def test_count_and_visible_devices(tmp_path):
+    facts = nvmlf.collect(api=StandIn([dict(H100), dict(H100, nvmlDeviceGetUUID="GPU-aaaa")]))
+    r = gpu.gate_gpu_nvml(make_ctx(tmp_path, nvml=facts, gpus_per_node=1))[0]
+    assert r.status is Status.WARN and "2 usable" in r.observed
+    r = gpu.gate_gpu_nvml(make_ctx(tmp_path, {"CUDA_VISIBLE_DEVICES": "GPU-aaaa"}, facts, gpus_per_node=1))[0]
+    assert r.status is Status.PASS and r.details["visible"] == [1]
+    r = gpu.gate_gpu_nvml(make_ctx(tmp_path, {"CUDA_VISIBLE_DEVICES": "0,7"}, facts, gpus_per_node=2))[0]
+    assert r.status is Status.FAIL and "entry '7'" in r.observed
+    r = gpu.gate_gpu_nvml(make_ctx(tmp_path, nvml=facts, gpus_per_node=4))[0]
+    assert r.status is Status.FAIL and "expected 4" in r.observed
+
+
+def test_memory_short_and_bad_value(tmp_path):
+    busy = dict(H100, nvmlDeviceGetMemoryInfo=_Mem(80 * GIB, 20 * GIB))
+    facts = nvmlf.collect(api=StandIn([busy]))
+    r = gpu.gate_gpu_memory(make_ctx(tmp_path, {"GPU_MEMORY_UTILIZATION": "0.35"}, facts))[0]
+    assert r.status is Status.FAIL and "0.25" in r.remedy
+    r = gpu.gate_gpu_memory(make_ctx(tmp_path, {"GPU_MEMORY_UTILIZATION": "35%"}, facts))[0]
+    assert r.status is Status.FAIL and "fraction" in r.expected
+    r = gpu.gate_gpu_memory(make_ctx(tmp_path, {}, facts))[0]
+    assert r.status is Status.FAIL and "vLLM default 0.9" in r.observed
+
+
+# ---------------------------------------------------------------- gpu.gdr
+
+@pytest.mark.parametrize("raw,level", [("5", "SYS"), ("0", "LOC"), ("1", "PIX"), ("3", "PHB"), ("9", "SYS"),
+                                       ("phb", "PHB"), ("SYS", "SYS"), ("LOC", "LOC"), ("bogus", None), ("", None)])
+def test_parse_gdr_level(raw, level):
+    assert gpu.parse_gdr_level(raw) == level
+
+
+def _host(tmp_path: Path, modules: str = "", kernel: str = "6.8.0-45-generic", nvidia: str | None = None) -> Path:
+    (tmp_path / "proc/sys/kernel").mkdir(parents=True, exist_ok=True)
+    (tmp_path / "proc/modules").write_text(modules)
+    (tmp_path / "proc/sys/kernel/osrelease").write_text(kernel + "\n")
+    if nvidia is not None:
+        (tmp_path / "proc/driver/nvidia").mkdir(parents=True, exist_ok=True)
+        (tmp_path / "proc/driver/nvidia/version").write_text(nvidia)
+    return tmp_path
+
+
+OPEN = "NVRM version: NVIDIA UNIX Open Kernel Module for x86_64  570.86.15  Release Build  (dvs-builder@U16-I3-B03-4-3)\n"
+PROPRIETARY = "NVRM version: NVIDIA UNIX x86_64 Kernel Module  535.104.05  Sat Aug 19 01:15:15 UTC 2023\n"
+PEERMEM = "nvidia_peermem 16384 0 - Live 0x0000000000000000 (OE)\nnvidia 56807424 2 nvidia_peermem, Live 0x0 (POE)\n"
+h100_facts = {"state": "ok", "gpus": [{"index": 0, "name": "NVIDIA H100 80GB HBM3"}]}
+
+
+def test_gdr_paths(tmp_path):
+    r = gpu.gate_gpu_gdr(make_ctx(_host(tmp_path, PEERMEM, nvidia=PROPRIETARY), {"NCCL_NET_GDR_LEVEL": "5"}, h100_facts))[0]
+    assert r.status is Status.PASS and "nvidia_peermem loaded" in r.observed
+    r = gpu.gate_gpu_gdr(make_ctx(_host(tmp_path, "", nvidia=OPEN), {"NCCL_NET_GDR_LEVEL": "PHB"}, h100_facts))[0]
+    assert r.status is Status.PASS and r.details["dmabuf"] is True
+    r = gpu.gate_gpu_gdr(make_ctx(_host(tmp_path, "", "5.10.0-21-amd64", OPEN), {"NCCL_NET_GDR_LEVEL": "5"}, h100_facts))[0]
+    assert r.status is Status.FAIL and "nvidia_peermem" in r.remedy  # kernel too old for DMA-BUF
+    r = gpu.gate_gpu_gdr(make_ctx(_host(tmp_path, "", nvidia=PROPRIETARY), {"NCCL_NET_GDR_LEVEL": "5"}, h100_facts))[0]
+    assert r.status is Status.FAIL
+    r = gpu.gate_gpu_gdr(make_ctx(_host(tmp_path, "", nvidia=PROPRIETARY), {}, h100_facts))[0]
+    assert r.status is Status.WARN  # unset: NCCL quietly runs without GPUDirect
+    r = gpu.gate_gpu_gdr(make_ctx(_host(tmp_path, "", nvidia=PROPRIETARY), {"NCCL_NET_GDR_LEVEL": "LOC"}, h100_facts))[0]
+    assert r.status is Status.PASS and "disabled by configuration" in r.observed
+    r = gpu.gate_gpu_gdr(make_ctx(_host(tmp_path), {"NCCL_NET_GDR_LEVEL": "often"}, h100_facts))[0]
+    assert r.status is Status.FAIL and "not a level" in r.observed
+
+
+def test_gdr_sysfs_module_dir(tmp_path):
+    _host(tmp_path, "", nvidia=PROPRIETARY)
+    (tmp_path / "sys/module/nvidia_peermem").mkdir(parents=True)
+    r = gpu.gate_gpu_gdr(make_ctx(tmp_path, {"NCCL_NET_GDR_LEVEL": "5"}, h100_facts))[0]
+    assert r.status is Status.PASS
+
+
+def test_gdr_dgx_spark_says_unsupported_and_what_to_set(tmp_path):
+    facts = nvmlf.collect(api=StandIn([dict(GB10)]))  # auto-detected from the GPU name
+    _host(tmp_path, "", "6.14.0-1013-nvidia", OPEN)  # Spark runs the open module: DMA-BUF still does not work
+    r = gpu.gate_gpu_gdr(make_ctx(tmp_path, {"NCCL_NET_GDR_LEVEL": "5"}, facts))[0]
+    assert r.status is Status.WARN
+    assert "not supported" in r.observed and "DGX Spark" in r.observed
+    assert "NCCL_NET_GDR_LEVEL=LOC" in r.remedy
+    r = gpu.gate_gpu_gdr(make_ctx(tmp_path, {"NCCL_NET_GDR_LEVEL": "0"}, facts))[0]
+    assert r.status is Status.PASS
+    # declared in the profile, no NVML needed
+    r = gpu.gate_gpu_gdr(make_ctx(tmp_path, {"NCCL_NET_GDR_LEVEL": "5"}, {"state": "no_library"},
+                                  gpu_platform="dgx-spark"))[0]
+    assert r.status is Status.WARN and r.details["platform"] == "dgx-spark"
+
+
+def test_snapshot_replay_reads_nvml_json(tmp_path):
+    import json
+    facts = nvmlf.collect(api=StandIn([dict(H100)]))
+    (tmp_path / "rdmacheck").mkdir()
+    (tmp_path / "rdmacheck/nvml.json").write_text(json.dumps(facts))
+    ctx = make_ctx(tmp_path)
+    assert gpu.nvml_facts(ctx)["gpus"][0]["name"] == "NVIDIA H100 80GB HBM3"
+    empty = make_ctx(tmp_path / "none")
+    r = gpu.gate_gpu_nvml(empty)[0]
+    assert r.status is Status.SKIP and "snapshot" in r.observed
