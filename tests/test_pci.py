@@ -1,0 +1,198 @@
+"""pci.acs: the config-space parser on spec-built bytes and on this machine's real config files,
+and the gate on sysfs trees laid out as the kernel lays them out."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import struct
+import subprocess
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from rdmacheck.checks.pci import gate_pci_acs
+from rdmacheck.config import Config, build_profile
+from rdmacheck.facts import pci
+from rdmacheck.model import Status
+from rdmacheck.preflight import PreflightContext
+from rdmacheck.root import HostRoot
+
+
+def bridge_config(acs_ctrl: int | None = 0x001D, size: int = 4096) -> bytes:
+    """A PCIe switch downstream port as the PCIe Base spec lays it out.
+
+    Type 1 header, capability list (status bit 4) at 0x40: PCI Express (0x10) -> MSI (0x05) at 0x50;
+    extended capabilities: AER (0x0001) at 0x100 -> ACS (0x000D) at 0x148 with Capability 0x005F
+    and Control ``acs_ctrl`` (0x001D = SrcValid ReqRedir CmpltRedir UpstreamFwd, what a BIOS with ACS on sets).
+    """
+    b = bytearray(size)
+    struct.pack_into("<HH", b, 0x00, 0x10B5, 0x8747)        # vendor, device (a PLX switch)
+    struct.pack_into("<H", b, 0x06, 0x0010)                  # status: capabilities list
+    b[0x09:0x0C] = (0x060400).to_bytes(3, "little")           # class: PCI-to-PCI bridge
+    b[0x0E] = 0x01                                           # header type 1
+    b[0x34] = 0x40
+    b[0x40], b[0x41] = 0x10, 0x50                            # PCIe cap -> 0x50
+    b[0x50], b[0x51] = 0x05, 0x00                            # MSI cap, end
+    if size > 0x100:
+        nxt = 0x148 if acs_ctrl is not None else 0
+        struct.pack_into("<I", b, 0x100, 0x0001 | (1 << 16) | (nxt << 20))   # AER v1
+        if acs_ctrl is not None:
+            struct.pack_into("<I", b, 0x148, 0x000D | (1 << 16) | (0 << 20))  # ACS v1, end of list
+            struct.pack_into("<HH", b, 0x14C, 0x005F, acs_ctrl)
+    return bytes(b)
+
+
+def endpoint_config(vendor: int, device: int, cls: int) -> bytes:
+    b = bytearray(256)
+    struct.pack_into("<HH", b, 0, vendor, device)
+    b[0x09:0x0C] = cls.to_bytes(3, "little")
+    return bytes(b)
+
+
+# ------------------------------------------------------------------ parser on constructed bytes
+
+def test_parse_spec_layout():
+    cs = pci.parse_config(bridge_config())
+    assert (cs.vendor, cs.device, cs.class_code, cs.header_type) == (0x10B5, 0x8747, 0x060400, 1)
+    assert cs.caps == {0x10: 0x40, 0x05: 0x50}
+    assert cs.ext_caps == {0x0001: 0x100, 0x000D: 0x148}
+    assert cs.acs_cap == 0x005F and cs.acs_ctrl == 0x001D
+    assert cs.acs_enabled() == ["SrcValid", "ReqRedir", "CmpltRedir", "UpstreamFwd"]
+    assert cs.is_bridge and cs.extended_readable
+
+
+def test_parse_without_acs_and_truncated():
+    cs = pci.parse_config(bridge_config(acs_ctrl=None))
+    assert cs.acs_ctrl is None and cs.acs_enabled() == [] and 0x000D not in cs.ext_caps
+    short = pci.parse_config(bridge_config()[:64])          # what a non-root reader gets
+    assert short.vendor == 0x10B5 and not short.extended_readable and short.caps == {}
+    assert pci.parse_config(b"").vendor is None
+
+
+def test_parse_loops_terminate():
+    b = bytearray(bridge_config())
+    b[0x51] = 0x40                                           # MSI points back at PCIe: a loop
+    struct.pack_into("<I", b, 0x148, 0x000D | (1 << 16) | (0x100 << 20))  # ACS points back at AER
+    cs = pci.parse_config(bytes(b))
+    assert cs.caps == {0x10: 0x40, 0x05: 0x50} and cs.acs_ctrl == 0x001D
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=4096))
+def test_parse_never_raises(data):
+    cs = pci.parse_config(data)
+    assert cs.size == len(data)
+
+
+# ------------------------------------------------------------------ parser on this machine's real files
+
+def _real_devices() -> list[Path]:
+    base = Path("/sys/bus/pci/devices")
+    return sorted(base.iterdir()) if base.is_dir() else []
+
+
+def test_parse_real_config_files():
+    devs = _real_devices()
+    if not devs:
+        pytest.skip("no /sys/bus/pci on this machine")
+    for d in devs:
+        cs = pci.parse_config((d / "config").read_bytes())
+        # the header agrees with the kernel's own parsed attributes
+        assert cs.vendor == int((d / "vendor").read_text(), 16), d
+        assert cs.device == int((d / "device").read_text(), 16), d
+        assert cs.class_code == int((d / "class").read_text(), 16), d
+        if (d / "msi_irqs").is_dir() and any((d / "msi_irqs").iterdir()):
+            # the kernel allocated MSI/MSI-X vectors: the device must carry one of those capabilities
+            assert {0x05, 0x11} & set(cs.caps), (d, cs.caps)
+        for cid, off in cs.caps.items():
+            assert 0x40 <= off < 0x100
+        if cs.header_type == 1:
+            assert cs.is_bridge
+
+
+def test_real_config_is_64_bytes_without_root():
+    """The quirk pci.acs depends on: sysfs shows the first 64 bytes to an unprivileged reader."""
+    devs = _real_devices()
+    if not devs or os.geteuid() != 0 or not shutil.which("setpriv"):
+        pytest.skip("needs root, setpriv and /sys/bus/pci to compare privileged and unprivileged reads")
+    cfg = str(devs[0] / "config")
+    p = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "cat", cfg],
+                       capture_output=True, timeout=10)
+    assert p.returncode == 0 and len(p.stdout) == 64
+    full = Path(cfg).read_bytes()
+    assert len(full) >= 256 and full[:64] == p.stdout
+
+
+# ------------------------------------------------------------------ the gate on sysfs trees
+
+def _tree(tmp: Path, bridge: bytes | None, gpu: bool = True, hca: bool = True) -> Path:
+    """pci0000:00 -> root port 00:01.0 -> GPU 01:00.0 ; root port 00:01.0 -> HCA 01:00.1 (same bridge)."""
+    top = tmp / "sys/devices/pci0000:00"
+    rp = top / "0000:00:01.0"
+    rp.mkdir(parents=True)
+    (rp / "config").write_bytes(bridge if bridge is not None else bridge_config())
+    for f, v in (("vendor", "0x10b5"), ("device", "0x8747"), ("class", "0x060400")):
+        (rp / f).write_text(v + "\n")
+    bus = tmp / "sys/bus/pci/devices"
+    bus.mkdir(parents=True)
+    (bus / "0000:00:01.0").symlink_to("../../../devices/pci0000:00/0000:00:01.0")
+    ends = []
+    if gpu:
+        ends.append(("0000:01:00.0", 0x10DE, 0x2330, 0x030200))
+    if hca:
+        ends.append(("0000:01:00.1", 0x15B3, 0x1021, 0x020000))
+    for bdf, ven, dev, cls in ends:
+        d = rp / bdf
+        d.mkdir()
+        (d / "config").write_bytes(endpoint_config(ven, dev, cls))
+        (d / "vendor").write_text(f"0x{ven:04x}\n")
+        (d / "device").write_text(f"0x{dev:04x}\n")
+        (d / "class").write_text(f"0x{cls:06x}\n")
+        (bus / bdf).symlink_to(f"../../../devices/pci0000:00/0000:00:01.0/{bdf}")
+    if hca:
+        ib = tmp / "sys/class/infiniband/mlx5_0"
+        ib.mkdir(parents=True)
+        (ib / "device").symlink_to("../../../devices/pci0000:00/0000:00:01.0/0000:01:00.1")
+    return tmp
+
+
+def _ctx(root: Path) -> PreflightContext:
+    return PreflightContext(HostRoot(root), Config({}, {}, None, build_profile()))
+
+
+def test_gate_acs_redirect_fails(tmp_path):
+    r = gate_pci_acs(_ctx(_tree(tmp_path, bridge_config(0x001D))))[0]
+    assert r.status is Status.FAIL and "0000:00:01.0" in r.observed and "ReqRedir" in r.observed
+    assert "setpci" in r.remedy
+    assert r.details["gpus"] == ["0000:01:00.0"] and r.details["hcas"] == {"mlx5_0": "0000:01:00.1"}
+
+
+def test_gate_acs_off_passes(tmp_path):
+    r = gate_pci_acs(_ctx(_tree(tmp_path, bridge_config(0x0000))))[0]
+    assert r.status is Status.PASS and "all off" in r.observed
+
+
+def test_gate_acs_srcvalid_only_warns(tmp_path):
+    r = gate_pci_acs(_ctx(_tree(tmp_path, bridge_config(0x0001))))[0]
+    assert r.status is Status.WARN
+
+
+def test_gate_unreadable_skips_with_reason(tmp_path):
+    r = gate_pci_acs(_ctx(_tree(tmp_path, bridge_config()[:64])))[0]
+    assert r.status is Status.SKIP and "root" in r.observed
+
+
+def test_gate_no_pair_skips(tmp_path):
+    r = gate_pci_acs(_ctx(_tree(tmp_path, None, hca=False)))[0]
+    assert r.status is Status.SKIP and "PCI RDMA device" in r.observed
+
+
+def test_gate_on_this_machine_skips():
+    # This VM has virtio devices only: no NVIDIA GPU, no PCI RDMA device.
+    r = gate_pci_acs(_ctx(Path("/")))[0]
+    if pci.gpu_functions(HostRoot("/")) and pci.hca_functions(HostRoot("/")):
+        assert r.status in (Status.PASS, Status.FAIL, Status.WARN)
+    else:
+        assert r.status is Status.SKIP
