@@ -124,3 +124,8 @@ def rdma_netdevs(root, hca_spec: str | None) -> dict[str, str]:
         for nd in found:
             out.setdefault(nd, dev)
     return out
+
+
+def snapshot_facts(root, hca_spec: str | None = None) -> dict[str, Any]:
+    """What ``rdmacheck snapshot`` stores as ``rdmacheck/dcb.json``: {netdev: {"app": ..., "pfc": ...}}."""
+    return {nd: {"app": run_dcb("app", nd), "pfc": run_dcb("pfc", nd)} for nd in rdma_netdevs(root, hca_spec)}
