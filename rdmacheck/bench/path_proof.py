@@ -1,0 +1,336 @@
+"""Proof of the path: NCCL's own account plus NIC counters around every size.
+
+Enable it on a bench run with the bench's hook mechanism (every rank, also
+under torchrun)::
+
+    rdmacheck bench --hook rdmacheck.bench.path_proof:install ...
+
+``install(hooks)`` runs in each rank before torch.distributed starts, so it
+can still set NCCL's debug variables (NCCL reads them at init):
+
+* ``NCCL_DEBUG=INFO``, ``NCCL_DEBUG_SUBSYS=INIT,NET,GRAPH`` and
+  ``NCCL_DEBUG_FILE=<dir>/nccl.%h.%p.log`` (one file per rank, nothing on the
+  terminal).  A value the user already set is kept, except that a quieter
+  NCCL_DEBUG is raised to INFO and INIT,NET are added to a narrower SUBSYS list.
+* ``before_size``/``after_size``: the node's first local rank reads the
+  counters of the selected HCA(s) (NCCL_IB_HCA; port_xmit_data/port_rcv_data
+  count 4-byte words) and interface(s) (NCCL_SOCKET_IFNAME for NCCL,
+  GLOO_SOCKET_IFNAME for gloo, plus each selected HCA's own netdev), and of
+  every other netdev so a failure can say where the bytes went instead.  The
+  deltas are gathered to every rank and stored in ``record["wire"]``.
+* ``after_run``: each rank reads its own NCCL log, the texts are gathered to
+  rank 0, parsed (:mod:`rdmacheck.nccl_log`) and judged with the counter
+  deltas (:mod:`rdmacheck.checks.path`): ``bench.transport`` and ``bench.wire``.
+
+Settings, read from the environment (the hook takes no arguments):
+
+=============================  ================================================
+``RDMACHECK_PATH_DIR``         where NCCL writes its per-rank logs (default ``reports/nccl-logs``)
+``RDMACHECK_WIRE_IFNAME``      interfaces to count instead of the *_SOCKET_IFNAME ones (comma list)
+``RDMACHECK_WIRE_HCA``         HCAs to count instead of NCCL_IB_HCA (NCCL_IB_HCA syntax)
+``RDMACHECK_PREFLIGHT``        preflight evidence JSON file(s) (``os.pathsep``/comma separated) to cross-reference
+``RDMACHECK_EXPECT_NET``       ``IB`` (default), ``Socket`` or ``any``
+``RDMACHECK_EXPECT_LINK``      ``RoCE`` (default), ``IB`` or ``any``
+``RDMACHECK_WIRE_MIN_RATIO``   fail below this fraction of the expected bytes (default 0.5)
+=============================  ================================================
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+from pathlib import Path
+from typing import Any
+
+from ..errors import UsageError
+from ..root import HostRoot
+
+ENV_DIR = "RDMACHECK_PATH_DIR"
+ENV_WIRE_IF = "RDMACHECK_WIRE_IFNAME"
+ENV_WIRE_HCA = "RDMACHECK_WIRE_HCA"
+ENV_PREFLIGHT = "RDMACHECK_PREFLIGHT"
+ENV_EXPECT_NET = "RDMACHECK_EXPECT_NET"
+ENV_EXPECT_LINK = "RDMACHECK_EXPECT_LINK"
+ENV_MIN_RATIO = "RDMACHECK_WIRE_MIN_RATIO"
+DEFAULT_DIR = "reports/nccl-logs"
+LOG_PATTERN = "nccl.%h.%p.log"
+# What rank 0 needs from each rank's NCCL log: keeps the gather small even when
+# GRAPH prints a large topology.
+_KEEP = re.compile(r"NCCL (WARN|INFO (NCCL version|Using network|NET/|Channel |GPU Direct|NCCL_\w+ set|.*libibverbs))")
+_MAX_LOG_CHARS = 1 << 20
+
+
+# ------------------------------------------------------------------ environment
+
+
+def nccl_debug_env(log_dir: str | os.PathLike, current: dict[str, str] | None = None) -> dict[str, str]:
+    """The NCCL_DEBUG* values to set so NCCL writes its account to per-rank files."""
+    cur = current if current is not None else dict(os.environ)
+    out: dict[str, str] = {}
+    level = (cur.get("NCCL_DEBUG") or "").strip().upper()
+    if level not in ("INFO", "TRACE"):
+        out["NCCL_DEBUG"] = "INFO"
+    subsys = (cur.get("NCCL_DEBUG_SUBSYS") or "").strip()
+    if not subsys:
+        out["NCCL_DEBUG_SUBSYS"] = "INIT,NET,GRAPH"
+    elif not subsys.startswith("^") and "ALL" not in subsys.upper():
+        have = [s.strip().upper() for s in subsys.split(",") if s.strip()]
+        add = [s for s in ("INIT", "NET") if s not in have]
+        if add:
+            out["NCCL_DEBUG_SUBSYS"] = ",".join(have + add)
+    if not cur.get("NCCL_DEBUG_FILE"):
+        out["NCCL_DEBUG_FILE"] = str(Path(log_dir) / LOG_PATTERN)
+    return out
+
+
+def log_file_for(pattern: str, host: str, pid: int) -> Path:
+    """NCCL_DEBUG_FILE with %h/%p expanded as NCCL's debug.cc does."""
+    return Path(pattern.replace("%h", host).replace("%p", str(pid)))
+
+
+# ------------------------------------------------------------------ selection and counters
+
+
+def _split(spec: str) -> list[str]:
+    return [s.strip() for s in spec.split(",") if s.strip()]
+
+
+def select_netdevs(spec: str | None, available: list[str], nccl_style: bool = True) -> list[str]:
+    """Interfaces named by NCCL_SOCKET_IFNAME-style ``spec`` (prefix, ``=`` exact, ``^`` exclude).
+
+    ``nccl_style=False`` is GLOO_SOCKET_IFNAME: a comma list of exact names.
+    """
+    if not spec:
+        return []
+    s = spec.strip()
+    if not nccl_style:
+        names = _split(s)
+        return [n for n in names if n in available]
+    exclude = s.startswith("^")
+    s = s.lstrip("^")
+    exact = s.startswith("=")
+    s = s.lstrip("=")
+    items = [i.split(":")[0] for i in _split(s)]
+    hit = [a for a in available if any((a == i if exact else a.startswith(i)) for i in items)]
+    if exclude:
+        return [a for a in available if a not in hit and a != "lo"]
+    return hit
+
+
+def select_hcas(spec: str | None, root: HostRoot) -> list[tuple[str, int]]:
+    """(hca, port) pairs NCCL_IB_HCA-style ``spec`` selects on this host."""
+    from ..checks.path import hca_selected
+
+    if not spec:
+        return []
+    out = []
+    for hca in root.listdir("/sys/class/infiniband"):
+        for p in root.listdir(f"/sys/class/infiniband/{hca}/ports"):
+            if p.isdigit() and hca_selected(spec, hca, int(p)):
+                out.append((hca, int(p)))
+    return out
+
+
+def hca_netdevs(root: HostRoot, hca: str, port: int) -> list[str]:
+    """Netdev(s) under an HCA: its PCI device's net/ (mlx5) or the port's GID ndevs (rxe, bonds)."""
+    names = set(root.listdir(f"/sys/class/infiniband/{hca}/device/net"))
+    ndev = root.read(f"/sys/class/infiniband/{hca}/ports/{port}/gid_attrs/ndevs/0")
+    if ndev:
+        names.add(ndev)
+    return sorted(names)
+
+
+def read_netdev_bytes(root: HostRoot, name: str) -> dict[str, int] | None:
+    tx = root.read(f"/sys/class/net/{name}/statistics/tx_bytes")
+    rx = root.read(f"/sys/class/net/{name}/statistics/rx_bytes")
+    try:
+        return {"tx": int(tx), "rx": int(rx)}  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None
+
+
+def read_hca_bytes(root: HostRoot, hca: str, port: int) -> dict[str, int] | None:
+    """Port data counters in bytes.  port_xmit_data/port_rcv_data count 4-byte words (IB spec; mlx5 does)."""
+    base = f"/sys/class/infiniband/{hca}/ports/{port}/counters"
+    tx = root.read(f"{base}/port_xmit_data")
+    rx = root.read(f"{base}/port_rcv_data")
+    try:
+        return {"tx": 4 * int(tx), "rx": 4 * int(rx)}  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None  # rxe exposes packet counts only (hw_counters/sent_pkts): its netdev carries the bytes
+
+
+def _counters_reader():
+    """The soft-RoCE engineer's reader (rdmacheck.facts.counters) when it exists, else ours."""
+    try:
+        from ..facts import counters  # type: ignore[attr-defined]
+    except ImportError:
+        return None
+    return counters
+
+
+def _delta(a: dict[str, dict[str, int]], b: dict[str, dict[str, int]]) -> dict[str, dict[str, int]]:
+    out = {}
+    for k, v in b.items():
+        if k in a:
+            # counters may wrap (32-bit port counters saturate at 2^32-1 on old HCAs): a negative delta is junk
+            out[k] = {x: max(0, v[x] - a[k][x]) for x in ("tx", "rx")}
+    return out
+
+
+class PathProof:
+    """Per-rank state of the path proof (see module doc)."""
+
+    def __init__(self, env: dict[str, str] | None = None, root: HostRoot | None = None) -> None:
+        self.env = env if env is not None else os.environ
+        self.root = root or HostRoot("/")
+        self.log_dir = Path(self.env.get(ENV_DIR) or DEFAULT_DIR)
+        self.local_rank = int(self.env.get("LOCAL_RANK") or 0)
+        self.host = socket.gethostname()
+        self.backend: str | None = None
+        self.hcas: list[tuple[str, int]] = []
+        self.netdevs: list[str] = []
+        self._before: dict[str, dict[str, dict[str, int]]] | None = None
+        try:
+            self.min_ratio = float(self.env.get(ENV_MIN_RATIO) or 0.5)
+        except ValueError:
+            raise UsageError(f"{ENV_MIN_RATIO}={self.env.get(ENV_MIN_RATIO)!r} is not a number; e.g. 0.5") from None
+
+    # -- setup -----------------------------------------------------------------------------------
+    def install(self, hooks) -> None:
+        try:
+            self.log_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise UsageError(f"{ENV_DIR}: cannot create {self.log_dir} ({e.strerror}); choose a writable folder") from None
+        for k, v in nccl_debug_env(self.log_dir, dict(self.env)).items():
+            self.env[k] = v
+        hooks.before_size.append(self.before_size)
+        hooks.after_size.append(self.after_size)
+        hooks.after_run.append(self.after_run)
+
+    def _select(self) -> None:
+        if self.backend is not None:
+            return
+        try:
+            import torch.distributed as dist
+
+            self.backend = str(dist.get_backend()) if dist.is_initialized() else "gloo"
+        except Exception:
+            self.backend = "gloo"
+        available = self.root.listdir("/sys/class/net")
+        hca_spec = self.env.get(ENV_WIRE_HCA) or (self.env.get("NCCL_IB_HCA") if self.backend == "nccl" else None)
+        self.hcas = select_hcas(hca_spec, self.root)
+        if self.env.get(ENV_WIRE_IF):
+            self.netdevs = select_netdevs(self.env[ENV_WIRE_IF], available, nccl_style=False)
+        elif self.backend == "nccl":
+            self.netdevs = select_netdevs(self.env.get("NCCL_SOCKET_IFNAME"), available)
+        else:
+            self.netdevs = select_netdevs(self.env.get("GLOO_SOCKET_IFNAME"), available, nccl_style=False)
+        for h, p in self.hcas:
+            for n in hca_netdevs(self.root, h, p):
+                if n in available and n not in self.netdevs:
+                    self.netdevs.append(n)
+
+    def read(self) -> dict[str, dict[str, dict[str, int]]]:
+        """Byte counters now: {"hcas": {"mlx5_0/1": {tx, rx}}, "netdevs": {...}, "others": {...}}."""
+        out: dict[str, dict[str, dict[str, int]]] = {"hcas": {}, "netdevs": {}, "others": {}}
+        for h, p in self.hcas:
+            v = read_hca_bytes(self.root, h, p)
+            if v is not None:
+                out["hcas"][f"{h}/{p}"] = v
+        for n in self.root.listdir("/sys/class/net"):
+            v = read_netdev_bytes(self.root, n)
+            if v is not None:
+                out["netdevs" if n in self.netdevs else "others"][n] = v
+        return out
+
+    # -- hooks -----------------------------------------------------------------------------------
+    def before_size(self, row) -> None:
+        self._select()
+        self._before = self.read() if self.local_rank == 0 else None
+
+    def after_size(self, row, record: dict) -> None:
+        sample = None
+        if self.local_rank == 0 and self._before is not None:
+            after = self.read()
+            rank = int(self.env.get("RANK") or 0)
+            sample = {"host": self.host, "rank": rank,
+                      **{fam: _delta(self._before[fam], after[fam]) for fam in ("hcas", "netdevs", "others")}}
+        samples = _gather(sample)
+        record["wire"] = {"nodes": [s for s in samples if s]}
+
+    def _my_log(self) -> tuple[str, str]:
+        pattern = self.env.get("NCCL_DEBUG_FILE") or str(self.log_dir / LOG_PATTERN)
+        path = log_file_for(pattern, self.host, os.getpid())
+        try:
+            with open(path, encoding="utf-8", errors="replace") as f:
+                text = f.read(8 * _MAX_LOG_CHARS)
+        except OSError:
+            return str(path), ""
+        kept = "\n".join(line for line in text.splitlines() if _KEEP.search(line))
+        return str(path), kept[:_MAX_LOG_CHARS]
+
+    def after_run(self, info) -> list:
+        from ..checks.path import PathExpectation, check_transport, check_wire
+        from ..nccl_log import NcclLog, parse_text
+
+        path, text = self._my_log() if info.backend == "nccl" else ("", "")
+        mine = {"rank": info.rank, "host": self.host, "path": path, "text": text}
+        allp = _gather(mine)
+        if info.rank != 0:
+            return []
+        log = NcclLog()
+        for p in allp:
+            if p and p.get("text"):
+                log = log.merge(parse_text(p["text"], source=f"rank {p['rank']} ({p['host']}): {p['path']}"))
+        env = dict((info.context.get("config") or {}).get("env") or {})
+        env.update({k: v for k, v in self.env.items() if k.startswith(("NCCL_", "GLOO_"))})
+        expect = PathExpectation.from_env(env, net=self.env.get(ENV_EXPECT_NET) or None,
+                                          link=_link(self.env.get(ENV_EXPECT_LINK)))
+        hosts = {r.get("host") for r in (info.context.get("ranks") or []) if isinstance(r, dict)}
+        preflight = _load_preflight(self.env.get(ENV_PREFLIGHT))
+        transport = check_transport(log if info.backend == "nccl" else None, expect, backend=info.backend,
+                                    multi_node=len(hosts) > 1 if hosts else None, env=env, preflight=preflight)
+        wire = check_wire(info.records, info.context, min_ratio=self.min_ratio)
+        info.context["path_proof"] = {
+            "log_dir": str(self.log_dir),
+            "logs": [{"rank": p["rank"], "host": p["host"], "path": p["path"], "found": bool(p["text"])}
+                     for p in allp if p],
+            "nccl": log.summary() if log.nccl_lines else None,
+            "preflight": self.env.get(ENV_PREFLIGHT) or None,
+        }
+        return [transport, wire]
+
+
+def _link(v: str | None) -> str | None:
+    if not v:
+        return "RoCE"
+    return None if v.strip().lower() == "any" else v.strip()
+
+
+def _load_preflight(spec: str | None):
+    if not spec:
+        return None
+    from ..output.jsonout import read_evidence
+
+    files = [s for s in re.split(r"[,%s]" % re.escape(os.pathsep), spec) if s.strip()]
+    return [read_evidence(f.strip()) for f in files]
+
+
+def _gather(obj: Any) -> list[Any]:
+    """all_gather_object when torch.distributed is up with several ranks, else [obj]."""
+    try:
+        import torch.distributed as dist
+    except ImportError:
+        return [obj]
+    if not dist.is_initialized() or dist.get_world_size() < 2:
+        return [obj]
+    out: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def install(hooks) -> None:
+    """Entry for ``rdmacheck bench --hook rdmacheck.bench.path_proof:install``."""
+    PathProof().install(hooks)

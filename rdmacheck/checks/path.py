@@ -1,0 +1,553 @@
+"""bench.transport and bench.wire: did the bytes take the path we think they took?
+
+Two independent proofs, both pure functions of facts gathered during a bench
+run (see :mod:`rdmacheck.bench.path_proof`, which gathers them):
+
+* ``bench.transport`` judges NCCL's own account (parsed NCCL_DEBUG=INFO,
+  :mod:`rdmacheck.nccl_log`): between nodes the NET plugin must be the expected
+  one (default NET/IB over RoCE), with GPUDirect RDMA when NCCL_NET_GDR_LEVEL
+  asks for it.  A fall-back to NET/Socket fails with its likely causes ranked
+  (forced by env, RDMA device files, memlock, NCCL_IB_HCA, GID), each cause
+  cross-referenced with the node's preflight results when they are given.
+* ``bench.wire`` judges counters: the bytes that crossed each node's selected
+  HCA/interface during a size against what the collective must move.  Far less
+  than that (< ``min_ratio`` x expected, default 0.5) means the traffic went
+  elsewhere (management network, loopback, another NIC) and fails.
+
+Expected bytes per node per call (what crosses a node's NICs, sent or
+received, whichever is larger), with n ranks, for the ring-style algorithms
+NCCL uses at these scales and nccl-tests' ``size`` column as ``bytes``:
+all_reduce 2(n-1)/n, all_gather / reduce_scatter / alltoall (n-1)/n,
+broadcast and sendrecv 1.  That is nccl-tests' busbw factor: busbw is defined
+as the per-rank link traffic.  In a ring each node's out-edge carries what any
+rank's out-edge carries, so the formula holds per node also with several GPUs
+per node (sum the node's NICs).
+
+gloo (torch's ProcessGroupGloo over TCP): torch calls ``gloo::allreduce``
+with no algorithm set, which is gloo's ring (reduce-scatter then all-gather,
+2(n-1)/n per rank, the same as NCCL's ring); all_gather is gloo's ring
+((n-1)/n of the output), alltoall pairwise ((n-1)/n), sendrecv one message.
+gloo's broadcast is a binomial tree: the root sends up to log2(n) x size and a
+leaf receives size, so "at least 1 x size per node" still holds.  We therefore
+assume the same factors for gloo; the gate is a lower bound with a wide
+tolerance, and the two-namespace test measured 1.00x for gloo all_reduce on 2
+ranks.  TCP/IP headers add ~1% at MTU 9000 (more at 1500), within tolerance.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from typing import Any, Iterable, Mapping
+
+from ..model import Evidence, Result, Status
+from ..nccl_log import NcclLog
+
+TRANSPORT_ID = "bench.transport"
+WIRE_ID = "bench.wire"
+
+# Defaults of the wire gate.
+MIN_RATIO = 0.5  # measured < 0.5 x expected: the NIC carried far less -> fail
+MAX_RATIO = 3.0  # measured > 3 x expected: other traffic shares it or a unit is wrong -> warn
+MIN_JUDGE_BYTES = 1 << 20  # per node per size; below it headers, ACKs and background traffic dominate
+
+_FACTORS = {
+    "all_reduce": lambda n: 2.0 * (n - 1) / n,
+    "all_gather": lambda n: (n - 1) / n,
+    "reduce_scatter": lambda n: (n - 1) / n,
+    "alltoall": lambda n: (n - 1) / n,
+    "broadcast": lambda n: 1.0,
+    "sendrecv": lambda n: 1.0,
+}
+
+
+def wire_factor(op: str, world_size: int, backend: str = "nccl") -> float | None:
+    """Bytes per node per call / ``bytes`` (see module doc); None for an unknown op.
+
+    ``backend`` is accepted so a future per-backend table has one place to go;
+    gloo's factors equal NCCL's for the ops the bench runs (module doc says why).
+    """
+    f = _FACTORS.get(op)
+    if f is None or world_size < 2:
+        return None
+    return f(world_size)
+
+
+# ------------------------------------------------------------------ expectations
+
+
+@dataclasses.dataclass
+class PathExpectation:
+    """What the inter-node path must be."""
+
+    net: str = "IB"  # "IB", "Socket" or "any"
+    link: str | None = "RoCE"  # "RoCE", "IB" or None (either)
+    gdr: bool | None = None  # True: every NET channel must say /GDRDMA; None: not judged
+    hca_filter: str | None = None  # NCCL_IB_HCA the run was given
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None, net: str | None = None, link: str | None = "RoCE") -> "PathExpectation":
+        """Defaults plus what the .env asks: GDR when NCCL_NET_GDR_LEVEL allows it, the HCA filter."""
+        env = env or {}
+        gdr: bool | None = None
+        lvl = (env.get("NCCL_NET_GDR_LEVEL") or "").strip().upper()
+        if lvl:
+            # LOC (0) forbids GPUDirect RDMA; any other level asks NCCL to use it within that distance.
+            gdr = lvl not in ("LOC", "0")
+        return cls(net=net or "IB", link=link, gdr=gdr, hca_filter=(env.get("NCCL_IB_HCA") or None))
+
+    def describe(self) -> str:
+        s = "NET/Socket" if self.net.lower() == "socket" else ("any NET plugin" if self.net.lower() == "any" else f"NET/{self.net}")
+        if self.net.upper() == "IB" and self.link:
+            s += f" over {self.link}"
+        if self.gdr:
+            s += " with GPUDirect RDMA (GDRDMA)"
+        return s + " between nodes"
+
+
+def parse_ib_hca(spec: str) -> tuple[bool, bool, list[tuple[str, int | None]]]:
+    """NCCL_IB_HCA -> (exclude, exact, [(name, port)]).
+
+    NCCL's syntax: ``^`` excludes, ``=`` matches names exactly (else prefix),
+    entries are comma separated, ``:port`` optional.
+    """
+    s = spec.strip()
+    exclude = s.startswith("^")
+    s = s.lstrip("^")
+    exact = s.startswith("=")
+    s = s.lstrip("=")
+    out: list[tuple[str, int | None]] = []
+    for part in s.split(","):
+        part = part.strip()
+        if not part:
+            continue
+        name, _, port = part.partition(":")
+        out.append((name, int(port) if port.isdigit() else None))
+    return exclude, exact, out
+
+
+def hca_selected(spec: str | None, name: str, port: int | None = None) -> bool:
+    """Whether NCCL_IB_HCA=spec lets NCCL use HCA ``name`` (port ``port``)."""
+    if not spec:
+        return True
+    exclude, exact, items = parse_ib_hca(spec)
+    hit = any(
+        (name == n if exact else name.startswith(n)) and (p is None or port is None or p == port) for n, p in items
+    )
+    return not hit if exclude else hit
+
+
+# ------------------------------------------------------------------ preflight cross-reference
+
+
+def _preflight_index(preflight: Any) -> dict[str, list[tuple[str, Result]]]:
+    """Results by gate id from Evidence / [Evidence] / [Result]; each with its host."""
+    out: dict[str, list[tuple[str, Result]]] = {}
+    if preflight is None:
+        return out
+    items = preflight if isinstance(preflight, (list, tuple)) else [preflight]
+    for it in items:
+        if isinstance(it, Evidence):
+            for r in it.results:
+                out.setdefault(r.id, []).append((it.host, r))
+        elif isinstance(it, Result):
+            out.setdefault(it.id, []).append(("", it))
+        elif isinstance(it, dict) and "results" in it:
+            ev = Evidence.from_dict(it)
+            for r in ev.results:
+                out.setdefault(r.id, []).append((ev.host, r))
+    return out
+
+
+# Cause -> (title, preflight gates that speak to it, remedy).  Order = prior rank
+# when nothing else is known (issue 5: device files, memlock, NCCL_IB_HCA, GID).
+CAUSES: dict[str, tuple[str, tuple[str, ...], str]] = {
+    "forced": (
+        "sockets forced by the environment (NCCL_IB_DISABLE=1 or NCCL_NET=Socket)",
+        (),
+        "unset NCCL_IB_DISABLE / NCCL_NET in the .env and the container environment",
+    ),
+    "devfiles": (
+        "RDMA device files not visible to the process (/dev/infiniband missing in the container, or no RDMA driver)",
+        ("rdma.devfiles", "rdma.devices"),
+        "give the container the devices (compose: devices: [/dev/infiniband], or --device=/dev/infiniband) and "
+        "check `ls /dev/infiniband` shows uverbsN and rdma_cm; load the RDMA driver on the host",
+    ),
+    "verbs": (
+        "libibverbs (rdma-core) not installed where NCCL runs",
+        (),
+        "install rdma-core/libibverbs1 and the provider (ibverbs-providers) in the image",
+    ),
+    "memlock": (
+        "locked-memory limit too low for RDMA registration (memlock)",
+        ("limits.memlock",),
+        "run with memlock unlimited (compose: ulimits: memlock: -1; docker run --ulimit memlock=-1)",
+    ),
+    "hca": (
+        "NCCL_IB_HCA selects no usable HCA/port",
+        ("rdma.devices", "rdma.port", "nccl.env"),
+        "set NCCL_IB_HCA to the RDMA device of the data NIC with its port (e.g. =roceP2p1s0f0:1; "
+        "`rdma link` or `ibdev2netdev` lists them) and check that port is ACTIVE",
+    ),
+    "gid": (
+        "no usable RoCE GID (GID index / IPv4 address on the RDMA netdev)",
+        ("rdma.gid", "rdma.netdev"),
+        "give the RDMA netdev its IPv4 address in the cluster subnet and set NCCL_IB_GID_INDEX to its RoCE v2 GID "
+        "(or leave it unset on NCCL >= 2.21, which picks it)",
+    ),
+}
+_PRIOR = {"forced": 0, "devfiles": 4, "verbs": 0, "memlock": 3, "hca": 2, "gid": 1}
+
+_MEMLOCK_HINT = re.compile(r"ibv_reg_mr|reg_mr|Cannot allocate memory|memlock|RLIMIT_MEMLOCK|ENOMEM|ibv_create_cq", re.I)
+_GID_HINT = re.compile(r"GID|ibv_modify_qp", re.I)
+
+
+def rank_causes(log: NcclLog | None, env: Mapping[str, str] | None = None, preflight: Any = None,
+                expect: PathExpectation | None = None) -> list[dict[str, Any]]:
+    """Likely causes of a fall-back to sockets, most likely first.
+
+    Score = prior order + 10 per direct hint in NCCL's log + 8 per failing
+    preflight gate (+2 per warning) + 6 for a telling environment setting;
+    a cause whose preflight gates all passed drops by 5 (kept, never hidden:
+    preflight may have run on another host or before a change).
+    """
+    env = dict(env or {})
+    if log is not None:
+        env = {**log.env, **env}
+    pre = _preflight_index(preflight)
+    warns = [e.message for e in (log.errors if log else [])]
+    out = []
+    for key, (title, gates, remedy) in CAUSES.items():
+        score = float(_PRIOR[key])
+        evidence: list[str] = []
+        if key == "forced":
+            if str(env.get("NCCL_IB_DISABLE", "")).strip() in ("1", "true", "True"):
+                score += 100
+                evidence.append(f"NCCL_IB_DISABLE={env['NCCL_IB_DISABLE']}")
+            if str(env.get("NCCL_NET", "")).strip().lower() == "socket":
+                score += 100
+                evidence.append(f"NCCL_NET={env['NCCL_NET']}")
+        elif key == "devfiles":
+            if log and log.ib_no_device and not env.get("NCCL_IB_HCA"):
+                score += 10
+                evidence.append("NCCL log: 'NET/IB : No device found.'")
+        elif key == "verbs":
+            if log and log.libibverbs_missing:
+                score += 110
+                evidence.append("NCCL log: libibverbs could not be opened")
+        elif key == "memlock":
+            hits = [w for w in warns if _MEMLOCK_HINT.search(w)]
+            if hits:
+                score += 10
+                evidence.append(f"NCCL WARN: {hits[0][:160]}")
+        elif key == "hca":
+            spec = env.get("NCCL_IB_HCA")
+            if spec:
+                if log and log.ib_no_device:
+                    score += 16
+                    evidence.append(f"NCCL_IB_HCA={spec} and NCCL log: 'NET/IB : No device found.'")
+                elif log and log.ib_devices and not any(hca_selected(spec, d.name, d.port) for d in log.ib_devices):
+                    score += 10
+                    evidence.append(f"NCCL_IB_HCA={spec} matches none of {', '.join(d.name for d in log.ib_devices)}")
+                else:
+                    evidence.append(f"NCCL_IB_HCA={spec} is set")
+                    score += 1
+        elif key == "gid":
+            hits = [w for w in warns if _GID_HINT.search(w)]
+            if hits:
+                score += 10
+                evidence.append(f"NCCL WARN: {hits[0][:160]}")
+            if env.get("NCCL_IB_GID_INDEX"):
+                score += 1
+                evidence.append(f"NCCL_IB_GID_INDEX={env['NCCL_IB_GID_INDEX']} is forced")
+        pre_seen = []
+        for g in gates:
+            for host, r in pre.get(g, []):
+                where = f" on {host}" if host else ""
+                pre_seen.append(r.status)
+                if r.status is Status.FAIL:
+                    score += 8
+                    evidence.append(f"preflight {g} failed{where}: {r.observed[:160]}")
+                elif r.status is Status.WARN:
+                    score += 2
+                    evidence.append(f"preflight {g} warned{where}: {r.observed[:160]}")
+        if pre_seen and all(s is Status.PASS for s in pre_seen):
+            score -= 5
+            evidence.append("preflight passed " + ", ".join(g for g in gates if g in pre))
+        if key in ("forced", "verbs") and score < 50:
+            continue  # only listed when seen: they are certain when present, unlikely otherwise
+        out.append({"cause": key, "title": title, "score": score, "evidence": evidence, "remedy": remedy,
+                    "preflight_gates": list(gates)})
+    out.sort(key=lambda c: -c["score"])
+    for i, c in enumerate(out, 1):
+        c["rank"] = i
+    return out
+
+
+# ------------------------------------------------------------------ bench.transport
+
+
+def check_transport(
+    log: NcclLog | None,
+    expect: PathExpectation | None = None,
+    *,
+    backend: str = "nccl",
+    multi_node: bool | None = None,
+    env: Mapping[str, str] | None = None,
+    preflight: Any = None,
+) -> Result:
+    """Judge NCCL's account of the inter-node transport (see module doc)."""
+    expect = expect or PathExpectation()
+    exp_s = expect.describe()
+    if backend != "nccl":
+        return Result(TRANSPORT_ID, Status.SKIP, observed=f"backend {backend}: NCCL not in use",
+                      expected=exp_s, remedy="", details={"backend": backend,
+                      "note": "gloo talks TCP over GLOO_SOCKET_IFNAME; bench.wire proves which interface carried it"})
+    if log is None or log.nccl_lines == 0:
+        return Result(TRANSPORT_ID, Status.FAIL, observed="no NCCL debug output to read: the path cannot be proven",
+                      expected=exp_s,
+                      remedy="run with NCCL_DEBUG=INFO NCCL_DEBUG_SUBSYS=INIT,NET,GRAPH and NCCL_DEBUG_FILE "
+                             "(rdmacheck bench --hook rdmacheck.bench.path_proof:install sets them)",
+                      details={"backend": backend, "sources": list(log.sources) if log else []})
+    d: dict[str, Any] = {
+        "backend": backend,
+        "nccl_version": log.version,
+        "hosts": list(log.hosts),
+        "net_plugin": log.net_plugin,
+        "expected_net": expect.net,
+        "expected_link": expect.link,
+        "expected_gdr": expect.gdr,
+        "ib_devices": [f"{x.name}:{x.port}/{x.link}" for x in log.ib_devices],
+        "socket_devices": [f"{x.name}:{x.addr}" for x in log.socket_devices],
+        "used_hcas": log.used_hcas(),
+        "links": [],
+        "gdr_enabled": log.gdr_enabled,
+        "gid_indexes": sorted(set(log.gid_indexes)),
+        "paths": log.path_kinds,
+        "net_channels": len(log.net_channels),
+        "errors": [dataclasses.asdict(e) for e in log.completion_errors],
+        "causes": [],
+        "sources": list(log.sources),
+    }
+    nets = log.net_channels
+    if not nets:
+        intra = ", ".join(f"{k} x{v}" for k, v in log.path_kinds.items()) or "no channel lines"
+        if multi_node:
+            return Result(TRANSPORT_ID, Status.FAIL, observed=f"ranks on several nodes but no NET channel in NCCL's log ({intra})",
+                          expected=exp_s, remedy="check NCCL_DEBUG_SUBSYS includes INIT,NET and the log files are complete",
+                          details=d)
+        return Result(TRANSPORT_ID, Status.SKIP, observed=f"one node: no network path used ({intra})",
+                      expected=exp_s, details=d)
+
+    plugin = max({c.net for c in nets}, key=[c.net for c in nets].count) or "?"
+    d["net_plugin"] = plugin
+    by_index = {x.index: x for x in log.ib_devices}
+    links = sorted({by_index[c.net_dev].link for c in nets if c.net == "IB" and c.net_dev in by_index and by_index[c.net_dev].link})
+    d["links"] = links
+    problems: list[str] = []
+    remedies: list[str] = []
+    status = Status.PASS
+    want = expect.net.lower()
+    if want != "any" and plugin.lower() != want:
+        status = Status.FAIL
+        if plugin.lower() == "socket":
+            causes = rank_causes(log, env, preflight, expect)
+            d["causes"] = causes
+            top = causes[0] if causes else None
+            problems.append(f"NCCL fell back to NET/Socket ({len(nets)} NET channels via NET/Socket)")
+            if top:
+                remedies.append(f"most likely: {top['title']} -> {top['remedy']}")
+        else:
+            problems.append(f"NCCL used NET/{plugin}, not NET/{expect.net}")
+            remedies.append("check NCCL_NET / the NET plugin (NCCL_NET_PLUGIN) the container loads")
+    if plugin == "IB" and expect.link and links and any(l != expect.link for l in links):
+        status = Status.FAIL
+        problems.append(f"NET/IB used {'/'.join(links)} links, expected {expect.link}")
+        remedies.append(f"restrict NCCL_IB_HCA to the {expect.link} HCA(s) ({', '.join(d['ib_devices'])} were found)")
+    if expect.hca_filter and plugin == "IB":
+        bad = [h for h in log.used_hcas() if not hca_selected(expect.hca_filter, h)]
+        if bad:
+            status = Status.FAIL
+            problems.append(f"NET channels used {', '.join(bad)}, outside NCCL_IB_HCA={expect.hca_filter}")
+            remedies.append("the NCCL_IB_HCA that NCCL saw differs from the .env: check the container environment")
+    if expect.gdr and plugin == "IB":
+        no_gdr = [c for c in nets if not c.gdr]
+        if no_gdr:
+            status = Status.FAIL
+            why = [g for g in log.gdr if not g.enabled]
+            extra = ""
+            if why and why[0].distance is not None:
+                extra = f" (NCCL: distance {why[0].distance} > level {why[0].level})"
+            elif why and why[0].hca_name:
+                extra = f" (NCCL: GPU Direct RDMA Disabled for HCA '{why[0].hca_name}')"
+            problems.append(f"GPUDirect RDMA off on {len(no_gdr)} of {len(nets)} NET channels{extra}")
+            remedies.append("load nvidia_peermem (or use a dma-buf capable kernel/driver) and check NCCL_NET_GDR_LEVEL "
+                            "covers the GPU-NIC distance (PCI topology: nvidia-smi topo -m)")
+    if log.completion_errors:
+        status = Status.FAIL
+        e = log.completion_errors[0]
+        problems.append(f"NET/IB completion error {e.status} ({e.status_name or '?'}, vendor err {e.vendor_err}) "
+                        f"from peer {e.peer}")
+        remedies.append("retry-exceeded errors point at the fabric: GID/subnet mismatch between nodes, MTU, PFC/ECN "
+                        "drops or a down link; compare both nodes' preflight (rdma.gid, rdma.mtu, rdma.pfc)")
+    summary = f"NET/{plugin}" + (f" over {'/'.join(links)}" if links else "")
+    if plugin == "IB":
+        summary += ", GDRDMA" if log.gdr_enabled else ", no GDRDMA"
+        if log.used_hcas():
+            summary += f", HCA {', '.join(log.used_hcas())}"
+        if d["gid_indexes"]:
+            summary += f", GID index {','.join(map(str, d['gid_indexes']))}"
+    summary += f" ({len(nets)} NET channels)"
+    observed = summary if not problems else "; ".join(problems) + f" [{summary}]"
+    return Result(TRANSPORT_ID, status, observed=observed, expected=exp_s, remedy="; ".join(remedies), details=d)
+
+
+# ------------------------------------------------------------------ bench.wire
+
+
+def _dev_bytes(devs: Mapping[str, Mapping[str, Any]] | None) -> tuple[int, int]:
+    tx = rx = 0
+    for v in (devs or {}).values():
+        tx += int(v.get("tx") or 0)
+        rx += int(v.get("rx") or 0)
+    return tx, rx
+
+
+def node_bytes(sample: Mapping[str, Any]) -> int:
+    """Bytes that crossed one node's watched NICs during a window.
+
+    Per family (HCA counters, netdev counters): the larger of sent and
+    received, summed over the family's devices.  Then the larger family:
+    RoCE on mlx5 shows only in the HCA counters (RDMA bypasses the netdev),
+    sockets only in the netdev's, and soft-RoCE (rxe) in both -- taking the
+    larger never counts one byte twice.
+    """
+    h = max(_dev_bytes(sample.get("hcas")))
+    n = max(_dev_bytes(sample.get("netdevs")))
+    return max(h, n)
+
+
+def calls_in_window(records: Iterable[Mapping[str, Any]], context: Mapping[str, Any]) -> int:
+    """Collective calls between one size's before_size and after_size hooks.
+
+    ``records`` are that size's records (one per variant).  Uses the record's
+    ``calls`` when the bench gives it; else rebuilds it from the runner's steps:
+    warm-up, 3 estimate calls (time-based iterations), one CUDA-graph warm-up
+    call plus one replay of the captured block (graph on), the timed calls and
+    the --check call.
+    """
+    total = 0
+    for r in records:
+        if r.get("calls") is not None:
+            total += int(r["calls"])
+            continue
+        iters = int(r.get("iters") or 0)
+        n = int(context.get("warmup") or 0) + iters
+        if not isinstance(context.get("iters"), int):
+            n += 3
+        if r.get("graph"):
+            n += 1 + min(iters, 100)
+        if context.get("check"):
+            n += 1
+        total += n
+    return total
+
+
+def check_wire(
+    records: list[Mapping[str, Any]],
+    context: Mapping[str, Any],
+    *,
+    min_ratio: float = MIN_RATIO,
+    max_ratio: float = MAX_RATIO,
+    min_bytes: int = MIN_JUDGE_BYTES,
+) -> Result:
+    """Judge counter deltas stored by the path-proof hook in ``record["wire"]``.
+
+    ``record["wire"] = {"nodes": [{"host", "rank", "hcas": {name: {tx, rx}},
+    "netdevs": {name: {tx, rx}}, "others": {name: {tx, rx}}}, ...]}`` on the
+    record that the after_size hook saw (one per op and size).
+    """
+    world = int(context.get("world_size") or 0)
+    backend = str(context.get("backend") or "nccl")
+    by_size: dict[tuple[str, int], list[Mapping[str, Any]]] = {}
+    for r in records:
+        by_size.setdefault((r["op"], int(r["bytes"])), []).append(r)
+    rows: list[dict[str, Any]] = []
+    watched: dict[str, dict[str, list[str]]] = {}
+    hosts: set[str] = set()
+    for (op, nbytes), recs in by_size.items():
+        wire = next((r["wire"] for r in recs if isinstance(r.get("wire"), Mapping)), None)
+        if not wire:
+            continue
+        nodes = [n for n in wire.get("nodes", []) if n]
+        for n in nodes:
+            hosts.add(str(n.get("host")))
+            watched[str(n.get("host"))] = {"hcas": sorted((n.get("hcas") or {}).keys()),
+                                           "netdevs": sorted((n.get("netdevs") or {}).keys())}
+        factor = wire_factor(op, world, backend)
+        calls = calls_in_window(recs, context)
+        row: dict[str, Any] = {"op": op, "bytes": nbytes, "calls": calls, "factor": factor, "nodes": []}
+        expected = factor * nbytes * calls if factor is not None else None
+        row["expected_bytes"] = expected
+        for n in nodes:
+            measured = node_bytes(n)
+            others = {k: max(int(v.get("tx") or 0), int(v.get("rx") or 0)) for k, v in (n.get("others") or {}).items()}
+            top = max(others.items(), key=lambda kv: kv[1]) if others else None
+            row["nodes"].append({
+                "host": n.get("host"), "rank": n.get("rank"), "measured_bytes": measured,
+                "ratio": (measured / expected) if expected else None,
+                "hcas": n.get("hcas") or {}, "netdevs": n.get("netdevs") or {},
+                "top_other": {"name": top[0], "bytes": top[1]} if top and top[1] > 0 else None,
+            })
+        if expected is None:
+            row["verdict"] = "not judged (unknown op)"
+        elif expected < min_bytes:
+            row["verdict"] = f"not judged (< {min_bytes} B expected)"
+        else:
+            ratios = [x["ratio"] for x in row["nodes"]]
+            if any(x < min_ratio for x in ratios):
+                row["verdict"] = "fail"
+            elif any(x > max_ratio for x in ratios):
+                row["verdict"] = "warn"
+            else:
+                row["verdict"] = "pass"
+        rows.append(row)
+    d: dict[str, Any] = {"rows": rows, "min_ratio": min_ratio, "max_ratio": max_ratio, "min_bytes": min_bytes,
+                         "watched": watched, "world_size": world, "backend": backend,
+                         "factor_note": "per node per call: all_reduce 2(n-1)/n, all_gather/reduce_scatter/alltoall "
+                                        "(n-1)/n, broadcast/sendrecv 1 x bytes (same for gloo: ring/pairwise)"}
+    exp_s = f"each node's selected NIC carries >= {min_ratio:g}x the collective's bytes"
+    if not rows:
+        return Result(WIRE_ID, Status.SKIP, observed="no counter samples (path proof not enabled, or a single rank)",
+                      expected=exp_s, details=d)
+    if len(hosts) < 2:
+        return Result(WIRE_ID, Status.SKIP, observed=f"all ranks on one node ({', '.join(sorted(hosts)) or '?'}): "
+                      "no inter-node traffic to count", expected=exp_s, details=d)
+    judged = [r for r in rows if r["verdict"] in ("pass", "fail", "warn")]
+    if not judged:
+        return Result(WIRE_ID, Status.SKIP, observed=f"no size moves >= {min_bytes} B per node; too small to judge",
+                      expected=exp_s, remedy="include a size of a few MiB or more", details=d)
+    worst = min(judged, key=lambda r: min(x["ratio"] for x in r["nodes"]))
+    worst_node = min(worst["nodes"], key=lambda x: x["ratio"])
+    d["worst_ratio"] = worst_node["ratio"]
+    dev_names = ", ".join(sorted(set(sum((v["hcas"] + v["netdevs"] for v in watched.values()), [])))) or "?"
+    fails = [r for r in judged if r["verdict"] == "fail"]
+    if fails:
+        w = worst_node
+        msg = (f"{worst['op']} {worst['bytes']} B: {w['host']} {dev_names} carried {w['measured_bytes']} B, "
+               f"{w['ratio']:.2f}x of the {worst['expected_bytes']:.0f} B the collective moves "
+               f"({len(fails)} of {len(judged)} sizes below {min_ratio:g}x)")
+        if w.get("top_other"):
+            msg += f"; {w['top_other']['name']} carried {w['top_other']['bytes']} B"
+        return Result(WIRE_ID, Status.FAIL, observed=msg, expected=exp_s,
+                      remedy="the traffic took another path: pin NCCL_SOCKET_IFNAME/GLOO_SOCKET_IFNAME and NCCL_IB_HCA "
+                             "to the data NIC, check bench.transport and the routes between the nodes",
+                      details=d)
+    ratios = sorted(x["ratio"] for r in judged for x in r["nodes"])
+    span = f"{ratios[0]:.2f}x..{ratios[-1]:.2f}x"
+    if any(r["verdict"] == "warn" for r in judged):
+        return Result(WIRE_ID, Status.WARN, observed=f"{dev_names} carried {span} of the expected bytes over "
+                      f"{len(judged)} sizes (more than {max_ratio:g}x somewhere)", expected=exp_s,
+                      remedy="other traffic shares the NIC during the bench, or a counter's unit is wrong", details=d)
+    return Result(WIRE_ID, Status.PASS, observed=f"{dev_names} carried {span} of the expected bytes on "
+                  f"{len(hosts)} nodes over {len(judged)} sizes", expected=exp_s, details=d)
