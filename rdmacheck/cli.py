@@ -47,7 +47,9 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(f"{message} (see '{self.prog} --help')")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The full parser.  With ``only``, other commands get a stub parser so their
+    modules are not imported: start-up time is paid for the command that runs."""
     parser = _Parser(
         prog="rdmacheck",
         description="Pre-flight diagnostics and RDMA/NCCL benchmarks for multi-node GPU inference clusters.",
@@ -57,6 +59,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"rdmacheck {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     for name, module, help_ in COMMANDS:
+        if only and name != only:
+            sub.add_parser(name, help=help_)
+            continue
         try:
             mod = importlib.import_module(f".commands.{module}", __package__)
         except ModuleNotFoundError as e:
@@ -77,7 +82,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     try:
-        parser = build_parser()
+        argv = sys.argv[1:] if argv is None else argv
+        names = {c[0] for c in COMMANDS}
+        first = next((a for a in argv if not a.startswith("-")), None)
+        parser = build_parser(first if first in names else None)
         args = parser.parse_args(argv)
         if not getattr(args, "_run", None):
             parser.print_help()
