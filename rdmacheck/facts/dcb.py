@@ -62,7 +62,8 @@ def parse_app(data: Any) -> dict[str, Any]:
     out: dict[str, Any] = {"dscp_prio": {}, "default_prio": []}
     if not isinstance(data, dict):
         return out
-    for pair in data.get("dscp_prio") or []:
+    pairs = data.get("dscp_prio")
+    for pair in pairs if isinstance(pairs, list) else []:
         v = _ints(pair)
         if len(v) >= 2 and 0 <= v[0] <= 63 and 0 <= v[1] <= 7:
             out["dscp_prio"].setdefault(v[0], [])
