@@ -70,7 +70,7 @@ def check_result(records: list[dict[str, Any]], checked: bool) -> Result:
             expected="#wrong = 0 on every rank",
             remedy="results are corrupted: suspect GPU memory errors, a broken NCCL plugin or a faulty link; "
                    "run nccl-tests with -c 1 to confirm",
-            details={"wrong": [{k: r[k] for k in ('op', 'bytes', 'in_place', 'wrong')} for r in bad]},
+            details={"wrong": [{k: r.get(k) for k in ('op', 'bytes', 'in_place', 'wrong')} for r in bad]},
         )
     return Result("bench.check", Status.PASS, observed=f"0 wrong in {len(records)} measurement(s)",
                   expected="#wrong = 0 on every rank")

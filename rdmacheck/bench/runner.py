@@ -47,7 +47,7 @@ from .sizes import human_bytes
 from .table import header, row_line, write_csv
 
 STATUS_DIR_ENV = "RDMACHECK_BENCH_STATUS_DIR"
-# TEST HOOK ONLY: when set to a rank number, that rank adds 1 to one element of
+# TEST HOOK ONLY: when set to a rank number ("RANK" or "RANK:OP"), that rank adds 1 to one element of
 # its result after the --check call, i.e. it behaves like a reduction that got
 # one element wrong.  It exists so CI can prove --check catches a wrong result;
 # nothing sets it outside tests/test_bench*.py.
@@ -393,14 +393,10 @@ class Runner:
         if self.rank == 0:
             self._print_preamble(infos, graph, device)
         die = os.environ.get(TEST_DIE_ENV, "")
-        corrupt_rank = os.environ.get(TEST_CORRUPT_ENV)
+        corrupt = os.environ.get(TEST_CORRUPT_ENV, "").split(":")
         current_op = None
 
         for row in self.plan:
-            if die and die == f"{self.rank}:{row.index}":
-                import signal
-
-                os.kill(os.getpid(), signal.SIGKILL)
             tag = f"{row.op} {human_bytes(row.nbytes)}"
             if self.rank == 0 and row.op != current_op:
                 current_op = row.op
@@ -410,6 +406,10 @@ class Runner:
             if progress and self.rank == 0:
                 _progress(row, tag)
             wd.enter(f"{tag}: before_size hooks")
+            if die and die == f"{self.rank}:{row.index}":  # TEST HOOK ONLY (see TEST_DIE_ENV)
+                import signal
+
+                os.kill(os.getpid(), signal.SIGKILL)
             for h in self.hooks.before_size:
                 h(row)
             by_variant: dict[bool, dict[str, Any]] = {}
@@ -418,7 +418,7 @@ class Runner:
                 wd.enter(f"{phase}: measure")
                 try:
                     rec = self._measure(torch, dist, device, tdtype, timer, row, in_place, graph, phase,
-                                        corrupt=(corrupt_rank == str(self.rank)))
+                                        corrupt=(corrupt[0] == str(self.rank) and (len(corrupt) == 1 or corrupt[1] == row.op)))
                 except (UsageError, RankFailure):
                     raise
                 except Exception as e:  # a peer died, NCCL/gloo error, OOM ...

@@ -1,0 +1,213 @@
+"""rdmacheck bench on CPU: real torch.distributed gloo ranks over loopback (2 and 3 ranks).
+
+Nothing is mocked: every multi-rank test starts real rank processes through
+the real CLI (``--nproc N``, or torchrun).  Two test-only hooks in
+rdmacheck/bench/runner.py plant faults that cannot be produced on demand
+otherwise: RDMACHECK_BENCH_TEST_CORRUPT_RANK (one rank adds 1 to one element of
+its result, i.e. a reduction that got one element wrong) and
+RDMACHECK_BENCH_TEST_DIE (a rank SIGKILLs itself at a given size, a real kill -9).
+Sizes are tiny so the whole file stays well under a minute; speed goals live in
+benchmarks/, not here.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+
+from conftest import REPO, run_cli
+from rdmacheck.bench.collectives import COLLECTIVES, parse_ops
+from rdmacheck.bench.gate import busbw_gate, check_result, memory_verdict
+from rdmacheck.bench.plan import build_plan
+from rdmacheck.bench.sizes import parse_sizes
+from rdmacheck.errors import UsageError
+from rdmacheck.model import Status
+
+pytest.importorskip("torch")
+
+GLOO = ["--backend", "gloo", "--no-progress", "--warmup", "1", "--time-per-size", "0.002", "--timeout", "60"]
+
+
+# ---- pure parts -------------------------------------------------------------------------------
+
+def test_sizes_range_list_and_step():
+    assert parse_sizes("1K..1M") == [1 << k for k in range(10, 21)]
+    assert parse_sizes("1K..64K", 4) == [1024, 4096, 16384, 65536]
+    assert parse_sizes("8,1M,64M") == [8, 1 << 20, 64 << 20]
+    assert parse_sizes("64MiB,8") == [8, 64 << 20]
+    assert parse_sizes("1G..1G") == [1 << 30]
+
+
+@pytest.mark.parametrize("bad", ["1K..0", "abc", "1G..1K", "", "1K..2K..4K", "8,,16", "-1", "1.5K", "0"])
+def test_sizes_rejected(bad):
+    with pytest.raises(UsageError):
+        parse_sizes(bad)
+
+
+@pytest.mark.parametrize("bad", ["1K..0", "abc", "1G..1K"])
+def test_bad_sizes_exit_2_one_line(bad):
+    p = run_cli("bench", "--sizes", bad, "--backend", "gloo", timeout=30)
+    assert p.returncode == 2, p.stderr
+    assert p.stderr.startswith("rdmacheck: error: --sizes"), p.stderr
+    assert "Traceback" not in p.stderr and len(p.stderr.strip().splitlines()) == 1
+
+
+def test_bad_flags_exit_2():
+    for args in (["--op", "allreduce2"], ["--dtype", "float8"], ["--step-factor", "1"], ["--expect-busbw", "fast"]):
+        p = run_cli("bench", *args, timeout=30)
+        assert p.returncode == 2 and "Traceback" not in p.stderr, (args, p.stderr)
+
+
+def test_busbw_factors_by_hand():
+    # nccl-tests formulas, written out by hand for n = 2, 3, 8
+    hand = {
+        "all_reduce": {2: 1.0, 3: 4 / 3, 8: 14 / 8},
+        "all_gather": {2: 0.5, 3: 2 / 3, 8: 7 / 8},
+        "reduce_scatter": {2: 0.5, 3: 2 / 3, 8: 7 / 8},
+        "alltoall": {2: 0.5, 3: 2 / 3, 8: 7 / 8},
+        "broadcast": {2: 1.0, 3: 1.0, 8: 1.0},
+        "sendrecv": {2: 1.0, 3: 1.0, 8: 1.0},
+    }
+    for op, by_n in hand.items():
+        for n, f in by_n.items():
+            assert COLLECTIVES[op].busbw_factor(n) == pytest.approx(f), (op, n)
+    # 1 GiB in 3262.19 us on 2 ranks: the nccl-tests reference line reads 329.15 GB/s
+    alg, bus = COLLECTIVES["all_reduce"].bandwidth(1 << 30, 3262.19e-6, 2)
+    assert round(alg, 2) == 329.15 and round(bus, 2) == 329.15
+
+
+def test_plan_matches_nccl_tests_sizes():
+    rows, _ = build_plan(["all_gather", "alltoall", "all_reduce"], [1024, 1 << 20], "float", 3)
+    ag = [r for r in rows if r.op == "all_gather"]
+    # nccl-tests: base = (256/3) & ~3 = 84 elements per rank; size column = 84*3*4 = 1008 B
+    assert (ag[0].count, ag[0].send, ag[0].recv, ag[0].nbytes) == (84, 84, 252, 1008)
+    a2a = [r for r in rows if r.op == "alltoall"][0]
+    assert (a2a.count, a2a.send, a2a.nbytes) == (84, 252, 1008)
+    ar = [r for r in rows if r.op == "all_reduce"][1]
+    assert (ar.count, ar.nbytes, ar.memory_need()) == (262144, 1 << 20, 4 << 20)
+    assert parse_ops("all") == list(COLLECTIVES)
+
+
+def test_gate_uses_plateau_median_only():
+    recs = [{"op": "all_reduce", "bytes": 1 << k, "busbw": bw, "wrong": 0}
+            for k, bw in ((10, 0.05), (20, 3.0), (26, 11.0), (27, 12.5), (28, 12.6))]
+    g = busbw_gate(recs, 12.0, 64 << 20)
+    assert g.status is Status.PASS and g.details["ops"]["all_reduce"]["median"] == 12.5
+    g = busbw_gate(recs, 13.0, 64 << 20)
+    assert g.status is Status.FAIL and "all_reduce" in g.remedy
+    assert busbw_gate(recs, 12.0, 1 << 30).status is Status.SKIP
+    assert check_result(recs, True).status is Status.PASS
+    recs[1]["wrong"] = 3
+    assert check_result(recs, True).status is Status.FAIL
+
+
+def test_memory_guard_verdict():
+    assert memory_verdict(4 << 30, 8 << 30, "free", None) is None
+    msg = memory_verdict(16 << 30, 8 << 30, "unified-memory GPU", None)
+    assert "16 GiB" in msg and "8 GiB" in msg and "--sizes" in msg
+
+
+def test_max_memory_refuses_before_any_rank_starts():
+    t0 = time.monotonic()
+    p = run_cli("bench", "--nproc", "2", "--sizes", "1M..64M", "--max-memory", "64M", "--backend", "gloo", timeout=30)
+    assert p.returncode == 2, p.stderr
+    assert "needs 256 MiB per rank" in p.stderr and "--max-memory" in p.stderr
+    assert time.monotonic() - t0 < 10  # no torch import, no rank
+
+
+# ---- real gloo runs -----------------------------------------------------------------------------
+
+def _evidence(path):
+    return json.loads(path.read_text())
+
+
+def test_three_ranks_all_ops_check_and_gate_fails_above_measured(tmp_path):
+    js, csv = tmp_path / "b.json", tmp_path / "b.csv"
+    p = run_cli("bench", "--nproc", "3", "--op", "all", "--sizes", "1K,4K", *GLOO, "--check",
+                "--expect", "plateau_min_bytes=1K", "--expect-busbw", "1000000GB/s",
+                "--json", str(js), "--csv", str(csv), timeout=120)
+    ev = _evidence(js)
+    res = {r["id"]: r for r in ev["results"]}
+    assert p.returncode == 1, p.stdout + p.stderr
+    assert res["bench.busbw"]["status"] == "fail"         # gate above what was measured
+    assert res["bench.check"]["status"] == "pass" and res["bench.run"]["status"] == "pass"
+    recs = ev["records"]
+    assert {r["op"] for r in recs} == set(COLLECTIVES)
+    for r in recs:
+        assert r["wrong"] == 0 and r["world_size"] == 3 and r["backend"] == "gloo"
+        # busbw = size/time x factor, by hand
+        alg = r["bytes"] / 1e9 / (r["time_us"] * 1e-6)
+        assert r["algbw"] == pytest.approx(alg)
+        hand = {"all_reduce": 4 / 3, "broadcast": 1, "sendrecv": 1}.get(r["op"], 2 / 3)
+        assert r["busbw"] == pytest.approx(alg * hand)
+    assert ev["context"]["world_size"] == 3 and len(ev["context"]["ranks"]) == 3
+    assert all(x["host"] for x in ev["context"]["ranks"])
+    # the table is nccl-tests' layout: size count type redop root, then time algbw busbw #wrong
+    rows = [ln.split() for ln in p.stdout.splitlines() if ln.strip() and not ln.startswith("#")]
+    ar = [x for x in rows if x[3] == "sum" and x[0] == "4096" and x[1] == "1024"]
+    assert ar and ar[0][2] == "float" and ar[0][4] == "-1" and ar[0][-1] == "0"
+    assert "MAX over the 3 ranks" in p.stdout
+    import pandas as pd
+
+    df = pd.read_csv(csv)
+    assert len(df) == len(recs) and {"op", "bytes", "time_us", "busbw", "wrong"} <= set(df.columns)
+
+
+def test_check_catches_planted_wrong_element(tmp_path):
+    js = tmp_path / "b.json"
+    p = run_cli("bench", "--nproc", "2", "--sizes", "4K", *GLOO, "--expect-busbw", "0",
+                "--expect", "plateau_min_bytes=1K", "--json", str(js),
+                env={"RDMACHECK_BENCH_TEST_CORRUPT_RANK": "1"}, timeout=90)
+    ev = _evidence(js)
+    res = {r["id"]: r for r in ev["results"]}
+    assert p.returncode == 1, p.stdout + p.stderr
+    assert res["bench.check"]["status"] == "fail" and res["bench.busbw"]["status"] == "pass"
+    assert [r["wrong"] for r in ev["records"]] == [1]
+    assert "Out of bounds values : 1 FAILED" in p.stdout
+
+
+def test_rank_killed_mid_sweep_is_named_and_sizes_kept(tmp_path):
+    js = tmp_path / "b.json"
+    t0 = time.monotonic()
+    p = run_cli("bench", "--nproc", "2", "--sizes", "1K..8K", *GLOO[:-2], "--timeout", "20",
+                "--expect-busbw", "0", "--json", str(js), env={"RDMACHECK_BENCH_TEST_DIE": "1:2"}, timeout=90)
+    took = time.monotonic() - t0
+    assert p.returncode == 1, p.stdout + p.stderr
+    assert "rank 1 was killed by SIGKILL in phase 'all_reduce 4 KiB" in p.stderr, p.stderr
+    assert took < 20 + 15  # within the timeout (plus start-up), never a hang
+    ev = _evidence(js)
+    assert [r["bytes"] for r in ev["records"]] == [1024, 2048]   # finished sizes survive
+    run = [r for r in ev["results"] if r["id"] == "bench.run"][0]
+    assert run["status"] == "fail" and "rank 1" in run["observed"] and ev["context"]["complete"] is False
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_torchrun_two_nodes_rendezvous(tmp_path):
+    """The multi-node entry: two torchrun agents (--nnodes 2, one rank each) meet over c10d on loopback."""
+    port = _free_port()
+    js = tmp_path / "b.json"
+    env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1")
+    procs = []
+    for node in (0, 1):
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc-per-node", "1",
+               "--node-rank", str(node), "--rdzv-backend", "c10d", "--rdzv-endpoint", f"127.0.0.1:{port}",
+               "--rdzv-id", f"rc{port}", "-m", "rdmacheck", "bench", "--sizes", "1K,64K", *GLOO,
+               "--expect", "plateau_min_bytes=64K", "--expect-busbw", "0", "--json", str(js)]
+        procs.append(subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=tmp_path))
+    outs = [p.communicate(timeout=120) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outs
+    ev = _evidence(js)
+    assert ev["context"]["world_size"] == 2 and {r["rank"] for r in ev["context"]["ranks"]} == {0, 1}
+    assert [r["bytes"] for r in ev["records"]] == [1024, 65536]
+    assert all(r["wrong"] == 0 for r in ev["records"])
