@@ -122,7 +122,7 @@ def test_snapshot_without_dcb_facts_skips(tmp_path):
 # ------------------------------------------------------------------ the real dcb against a veth
 
 @pytest.mark.netns
-def test_real_dcb_on_veth_skips_with_reason(netns_pair):
+def test_real_dcb_on_veth_skips_with_reason(netns_pair, tmp_path):
     require(shutil.which("dcb") is not None, "iproute2's dcb is not installed")
     probe = (
         "import json; from rdmacheck.facts import dcb; from rdmacheck.checks.pfc import gate_rdma_pfc;"
@@ -141,9 +141,11 @@ def test_real_dcb_on_veth_skips_with_reason(netns_pair):
     assert out["status"] == "skip"
     assert f"{netns_pair.va}: DCB not supported by this interface" in out["observed"]
     # the same through the CLI, as an operator runs it
+    out_json = Path(tmp_path) / "pfc.json"
     q = subprocess.run(["ip", "netns", "exec", netns_pair.a, sys.executable, "-m", "rdmacheck", "preflight",
-                        "--only", "rdma.pfc", "--expect", "subnet=10.199.0.0/24", "-q"],
+                        "--only", "rdma.pfc", "--expect", "subnet=10.199.0.0/24", "-q", "--json", str(out_json)],
                        capture_output=True, text=True, timeout=60, cwd=REPO,
                        env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "PYTHONPATH": str(REPO), "NCCL_IB_TC": "106"})
-    assert q.returncode == 0, q.stdout + q.stderr
-    assert "Traceback" not in q.stderr and "1 skip" in q.stdout, q.stdout
+    assert q.returncode == 0 and "Traceback" not in q.stderr, q.stdout + q.stderr
+    (res,) = json.loads(out_json.read_text())["results"]
+    assert res["id"] == "rdma.pfc" and res["status"] == "skip" and "not supported by this interface" in res["observed"]
