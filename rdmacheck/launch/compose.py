@@ -16,6 +16,8 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
+import shutil
+import subprocess
 from pathlib import Path
 from typing import Mapping
 
@@ -28,14 +30,44 @@ SERVICE = "ray-node"
 LAUNCHER_VARS = ("RAY_MODE", "RDMACHECK_ENV_FILE")
 
 
-@dataclasses.dataclass
 class ComposeDriver:
-    base: list[str]   # ["docker", "compose"] or ["docker-compose"]
-    major: int        # 2 or 1
-    version: str
+    """One compose implementation: the argv prefix, its major version and its version string.
+
+    Compose v1 is a Python program that needs about a second just to print its
+    version on a busy box, so for v1 the version query runs in the background
+    (started at detection, read when the evidence is written) while the
+    preflight gates run.
+    """
+
+    def __init__(self, base: list[str], major: int, version: str | None = None,
+                 pending: subprocess.Popen | None = None) -> None:
+        self.base = base
+        self.major = major
+        self._version = version
+        self._pending = pending
+
+    @property
+    def version(self) -> str:
+        if self._version is None:
+            out = ""
+            if self._pending is not None:
+                try:
+                    out, _ = self._pending.communicate(timeout=15)
+                except subprocess.TimeoutExpired:
+                    self._pending.kill()
+                    self._pending.communicate()
+                out = (out or "").strip().lstrip("v") if self._pending.returncode == 0 else ""
+            self._version = out or "unknown"
+            if self._version.startswith("2."):
+                self.major = 2  # a standalone v2 binary installed as docker-compose
+        return self._version
 
     def describe(self) -> str:
-        return f"{' '.join(self.base)} (compose v{self.major}, {self.version})"
+        v = self.version
+        return f"{' '.join(self.base)} (compose v{self.major}, {v})"
+
+    def __repr__(self) -> str:
+        return f"ComposeDriver({self.base!r}, {self.major})"
 
 
 def detect_driver(docker: str = "docker", v1: str = "docker-compose", timeout: float = 15) -> ComposeDriver | None:
@@ -43,12 +75,15 @@ def detect_driver(docker: str = "docker", v1: str = "docker-compose", timeout: f
     p = proc.run([docker, "compose", "version", "--short"], timeout)
     if p.ok and p.stdout.strip():
         return ComposeDriver([docker, "compose"], 2, p.stdout.strip().lstrip("v"))
-    p = proc.run([v1, "version", "--short"], timeout)
-    if p.ok and p.stdout.strip():
-        ver = p.stdout.strip().lstrip("v")
-        major = 2 if ver.startswith("2.") else 1  # a standalone v2 binary named docker-compose
-        return ComposeDriver([v1], major, ver)
-    return None
+    path = shutil.which(v1)
+    if path is None:
+        return None
+    try:
+        pending = subprocess.Popen([path, "version", "--short"], stdout=subprocess.PIPE,
+                                   stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL, text=True)
+    except OSError:
+        return None
+    return ComposeDriver([v1], 1, None, pending)
 
 
 @dataclasses.dataclass
