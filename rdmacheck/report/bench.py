@@ -62,6 +62,17 @@ def frame(runs: list[Run]):
     return pd.DataFrame(rows, columns=cols)
 
 
+def primary(df):
+    """Per (run, op) the out-of-place rows, or the in-place ones where a run has only those
+    (torch.distributed collectives such as gloo's all_reduce are in-place only)."""
+    if df.empty:
+        return df
+    has_oop = df[~df["in_place"]].groupby(["run_index", "op"]).size()
+    keys = set(has_oop.index)
+    mask = [((ri, op) in keys) != ip for ri, op, ip in zip(df["run_index"], df["op"], df["in_place"])]
+    return df[mask]
+
+
 def plateau(df) -> tuple[int, int, float] | None:
     """(first size, last size, median busbw) where busbw >= 90 % of the run's peak."""
     d = df.dropna(subset=["busbw"])
@@ -87,8 +98,7 @@ def summaries(df, expected: float | None) -> list[dict[str, Any]]:
     out = []
     if df.empty:
         return out
-    oop = df[~df["in_place"]]
-    for (idx, op), g in oop.groupby(["run_index", "op"], sort=True):
+    for (idx, op), g in primary(df).groupby(["run_index", "op"], sort=True):
         g = g.sort_values("bytes")
         pl = plateau(g)
         peak = g["busbw"].max()
@@ -155,23 +165,24 @@ def plots(df, expected: float | None) -> list[dict[str, Any]]:
 
     plt.rcParams.update({"svg.fonttype": "none", "font.size": 9})
     out = []
-    d = df[(df["bytes"] > 0) & (~df["in_place"])]
+    d = primary(df)
+    d = d[d["bytes"] > 0]
     for op, g in d.groupby("op", sort=True):
         fig, axes = plt.subplots(1, 3, figsize=(12, 3.8), constrained_layout=True)
-        primary = None
+        main = None
         for idx, rg in g.groupby("run_index", sort=True):
             rg = rg.sort_values("bytes")
             label = rg["run"].iloc[0]
             style = "-" if rg["source"].iloc[0] == "rdmacheck" else "--"
-            if primary is None or (rg["source"].iloc[0] == "rdmacheck" and primary["source"].iloc[0] != "rdmacheck"):
-                primary = rg
+            if main is None or (rg["source"].iloc[0] == "rdmacheck" and main["source"].iloc[0] != "rdmacheck"):
+                main = rg
             for ax, col in zip(axes, ("busbw", "algbw", "time_us")):
                 s = rg.dropna(subset=[col])
                 if col == "time_us":
                     s = s[s[col] > 0]
                 if not s.empty:
                     ax.plot(s["bytes"], s[col], style, marker=".", markersize=3, linewidth=1.2, label=label)
-        pl = plateau(primary) if primary is not None else None
+        pl = plateau(main) if main is not None else None
         if pl:
             lo, hi, med = pl
             axes[0].axvspan(lo, hi, color="tab:green", alpha=0.12,
@@ -188,7 +199,7 @@ def plots(df, expected: float | None) -> list[dict[str, Any]]:
             ax.set_ylabel(ylabel)
             ax.set_title(f"{op}: {title}")
             ax.grid(True, which="major", alpha=0.3)
-        axes[2].set_yscale("log", base=2)
+        axes[2].set_yscale("log")  # latency spans decades: log10 reads better than powers of 2
         axes[0].legend(fontsize=7, loc="upper left")
         buf = io.StringIO()
         fig.savefig(buf, format="svg")

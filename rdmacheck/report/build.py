@@ -71,7 +71,7 @@ def _expected_busbw(loaded: list[Loaded], override: float | None) -> float | Non
         return override
     for l in loaded:
         ctx = l.evidence.context if isinstance(l.evidence.context, dict) else {}
-        for cand in (ctx.get("min_busbw"), (ctx.get("expect") or {}).get("min_busbw") if isinstance(ctx.get("expect"), dict) else None,
+        for cand in (ctx.get("expect_busbw"), ctx.get("min_busbw"), (ctx.get("expect") or {}).get("min_busbw") if isinstance(ctx.get("expect"), dict) else None,
                      ((ctx.get("config") or {}).get("profile") or {}).get("min_busbw") if isinstance(ctx.get("config"), dict) else None):
             try:
                 if cand is not None:
@@ -218,7 +218,7 @@ def _verdict(nodes: list[Node], mism: list[consistency.Row], bench_results: list
     if mism:
         descr = []
         for r in mism[:3]:
-            g = r.groups()
+            g = [(v, h) for v, h in r.groups() if v != "not reported"]
             descr.append(f"{r.label} differs ({'; '.join(f'{v} on {len(h)} node(s)' for v, h in g[:3])})")
         parts.append(", ".join(descr) + (f" and {len(mism) - 3} more setting(s) differ" if len(mism) > 3 else ""))
     bfail = [b for b in bench_results if b["effective"] == "fail"]

@@ -47,6 +47,10 @@ _ALIASES: dict[str, tuple[str, ...]] = {
 }
 
 
+# result.details keys -> property (gpu.nvml carries driver_version / cuda_driver_version)
+_DETAIL_KEYS = {k: k for k in _ALIASES} | {"cuda_driver_version": "cuda_version", "fw_ver": "firmware"}
+
+
 def _scalar(v: Any) -> str | None:
     if v is None or v == "" or isinstance(v, (dict, list)):
         return None
@@ -218,7 +222,8 @@ class Row:
         for h, v in self.values.items():
             by.setdefault(v if v is not None else "", []).append(h)
         items = sorted(by.items(), key=lambda kv: (kv[0] == "", -len(kv[1]), kv[0]))
-        return [(v or "not reported", sorted(hs)) for v, hs in items]
+        missing = "unset" if self.key.startswith("env.") else "not reported"
+        return [(v or missing, sorted(hs)) for v, hs in items]
 
 
 ENV_PREFIXES = ("NCCL_", "GLOO_SOCKET", "MASTER_PORT", "WORLD_SIZE")
@@ -254,9 +259,9 @@ def node_facts(host: str, evs: list[Evidence]) -> NodeFacts:
         # 3. result details, then bench context (torch/NCCL versions of a bench run)
         #    (canonical names only: a bare "mtu" in some gate's details is ambiguous)
         for r in ev.results:
-            for key in _ALIASES:
-                if got.get(key) is None and _scalar(r.details.get(key)) is not None:
-                    got[key] = _scalar(r.details.get(key))
+            for dkey, key in _DETAIL_KEYS.items():
+                if got.get(key) is None and _scalar(r.details.get(dkey)) is not None:
+                    got[key] = _scalar(r.details.get(dkey))
         if ev.kind == "bench" and got.get("nccl_version") is None:
             got["nccl_version"] = _scalar(ctx.get("nccl_version"))
         for k, v in got.items():

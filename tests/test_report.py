@@ -1,0 +1,312 @@
+"""rdmacheck report: from evidence produced by real runs on this machine to one HTML page.
+
+Inputs are real wherever this machine can make them: the real `rdmacheck preflight --json`
+(it fails limits.memlock here), a real gloo bench run, every real nccl-tests capture, the
+path-proof gate run on a real NCCL INFO capture.  Multi-node sets are built by replaying the
+real preflight evidence under other host names with changed values (what the fleet issue does),
+because this machine is one host.
+"""
+
+from __future__ import annotations
+
+import base64
+import copy
+import csv
+import io
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO, run_cli
+from rdmacheck.model import Evidence, Result, Status
+from rdmacheck.report import make_report
+from rdmacheck.report.consistency import compare, node_facts
+
+SOFTROCE_PREFLIGHT = REPO / "tests" / "data" / "softroce-preflight.json"
+H100_BENCH = REPO / "benchmarks" / "results" / "bench-h100x2-nccl.json"
+
+
+@pytest.fixture(scope="module")
+def real_preflight(tmp_path_factory) -> Path:
+    p = tmp_path_factory.mktemp("pf") / "preflight.json"
+    r = run_cli("preflight", "--json", str(p), timeout=120)
+    assert r.returncode in (0, 1), r.stderr
+    assert p.is_file()
+    return p
+
+
+@pytest.fixture(scope="module")
+def gloo_bench(tmp_path_factory) -> Path:
+    p = tmp_path_factory.mktemp("bench") / "bench-gloo.json"
+    r = run_cli("bench", "--nproc", "2", "--sizes", "1K..64K", "--json", str(p), timeout=300)
+    assert r.returncode in (0, 1), r.stderr[-2000:]
+    assert p.is_file()
+    return p
+
+
+def _ev(p: Path) -> Evidence:
+    return Evidence.from_dict(json.loads(p.read_text()))
+
+
+def _write(ev: Evidence, p: Path) -> Path:
+    p.write_text(ev.to_json())
+    return p
+
+
+def _replay(src: Path, host: str, dest: Path, *, mtu: int = 9000, fw: str = "28.39.1002", hca: str = "roceP2p1s0f0",
+            active_mtu: int = 4096, subnet_ip: str | None = None) -> Path:
+    """The real preflight evidence as if taken on `host`, with one RoCE port row in its facts."""
+    ev = _ev(src)
+    ev.host = host
+    ip = subnet_ip or "192.168.100.1"
+    ev.context.setdefault("facts", {})["ports"] = [{
+        "port": f"{hca}:1", "link_layer": "Ethernet", "state": "ACTIVE", "fw_ver": fw,
+        "netdev": "enP2p1s0f0np0", "netdev_mtu": mtu, "active_mtu": active_mtu,
+        "gid_index": 3, "gid": {"gid": "0000:0000:0000:0000:0000:ffff:c0a8:6401", "ipv4": ip,
+                                "type": "RoCE v2", "in_subnet": True}}]
+    ev.context["facts"]["netdevs"] = {"enP2p1s0f0np0": {"name": "enP2p1s0f0np0", "mtu": mtu, "ipv4": [f"{ip}/24"]}}
+    ev.context.setdefault("config", {}).setdefault("env", {})["NCCL_IB_HCA"] = hca
+    return _write(ev, dest / f"{host}.json")
+
+
+def _html(model_path: Path) -> str:
+    return model_path.read_text()
+
+
+# --------------------------------------------------------------------------- single real node
+
+def test_real_preflight_report(real_preflight, tmp_path):
+    ev = _ev(real_preflight)
+    out = tmp_path / "r.html"
+    r = run_cli("report", str(real_preflight), "-o", str(out))
+    failing = [x.id for x in ev.results if x.effective_status is Status.FAIL]
+    assert r.returncode == (1 if failing else 0), r.stderr
+    html = out.read_text()
+    assert r.stdout.startswith("FAIL" if failing else "PASS")
+    # every gate of the evidence is a row of the node table, with its status and remedy
+    for x in ev.results:
+        assert f'<td class="mono">{x.id}</td>' in html
+    if "limits.memlock" in failing:
+        assert "limits.memlock" in r.stdout.splitlines()[0] or len(failing) > 3
+        mem = next(x for x in ev.results if x.id == "limits.memlock")
+        assert _esc(mem.remedy) in html
+    # self-contained: no external references at all
+    assert not re.search(r'(?:src|href)="(?!data:|#)', html)
+    assert "Content-Security-Policy" in html and 'name="viewport"' in html and "@media print" in html
+
+
+def _esc(s: str) -> str:
+    from markupsafe import escape
+
+    return str(escape(s))
+
+
+# --------------------------------------------------------------------------- several nodes
+
+def test_mismatched_mtu_is_named(real_preflight, tmp_path):
+    a = _replay(real_preflight, "spark-01", tmp_path)
+    b = _replay(real_preflight, "spark-02", tmp_path, mtu=1500)
+    out = tmp_path / "r.html"
+    model = make_report([str(a), str(b)], out)
+    assert model["verdict"] == "FAIL"
+    assert "netdev MTU differs" in model["reason"] and "1500" in model["reason"]
+    row = next(r for r in model["consistency"] if r["key"] == "netdev_mtu")
+    assert not row["agree"] and dict(row["groups"]) == {"9000": ["spark-01"], "1500": ["spark-02"]}
+    for key in ("roce_active_mtu", "gid_type", "gid_subnet", "firmware"):
+        assert next(r for r in model["consistency"] if r["key"] == key)["agree"], key
+    html = out.read_text()
+    assert 'class="mismatch" data-key="netdev_mtu"' in html
+
+
+def test_every_property_mismatch_is_found(real_preflight, tmp_path):
+    a = _replay(real_preflight, "n1", tmp_path)
+    b = _replay(real_preflight, "n2", tmp_path, fw="20.31.1014", hca="mlx5_1", active_mtu=1024, subnet_ip="10.0.0.7")
+    for p, ver in ((a, "2.28.9"), (b, "2.21.5")):  # versions as the GPU/NCCL gates report them
+        ev = _ev(p)
+        ev.results.append(Result("gpu.nvml", "pass", details={"driver_version": "580.95" if ver > "2.25" else "550.54",
+                                                              "cuda_driver_version": "13.0"}))
+        ev.context["facts"]["nccl_version"] = ver
+        _write(ev, p)
+    rows = compare([node_facts(h, [_ev(p)]) for h, p in (("n1", a), ("n2", b))])
+    bad = {r.key for r in rows if not r.agree}
+    assert bad == {"roce_active_mtu", "gid_subnet", "firmware", "nccl_version", "driver_version", "env.NCCL_IB_HCA"}
+
+
+def test_agreeing_nodes_and_missing_keys(real_preflight, tmp_path):
+    a = _replay(real_preflight, "n1", tmp_path)
+    b = _replay(real_preflight, "n2", tmp_path)
+    c = _ev(real_preflight)
+    c.host = "n3"
+    c.context.pop("facts", None)            # an older or partial evidence file: nothing to compare
+    c.context.pop("config", None)
+    c = _write(c, tmp_path / "n3.json")
+    rows = compare([node_facts(h, [_ev(p)]) for h, p in (("n1", a), ("n2", b))])
+    assert all(r.agree for r in rows)
+    rows3 = compare([node_facts(h, [_ev(p)]) for h, p in (("n1", a), ("n2", b), ("n3", c))])
+    mtu = next(r for r in rows3 if r.key == "netdev_mtu")
+    assert mtu.agree and mtu.reported == 2        # not reported is not a mismatch...
+    env = next(r for r in rows3 if r.key == "env.NCCL_IB_HCA")
+    assert not env.agree                           # ...but an NCCL var set on some nodes only is
+
+
+def test_folder_glob_and_merge(real_preflight, tmp_path):
+    nodes = tmp_path / "cluster"
+    (nodes / "a").mkdir(parents=True)
+    (nodes / "b").mkdir()
+    _replay(real_preflight, "spark-01", nodes / "a")
+    _replay(real_preflight, "spark-02", nodes / "b")
+    # a later launch on spark-01 waives memlock: the newest result per gate wins, the waiver is shown
+    ev = _ev(nodes / "a" / "spark-01.json")
+    ev.kind = "launch"
+    ev.time = "2099-01-01T00:00:00+00:00"
+    for r in ev.results:
+        if r.status is Status.FAIL:
+            r.waiver = {"reason": "lab box, memlock capped by the hypervisor", "user": "alice", "time": "2099-01-01T00:00:00+00:00"}
+    _write(ev, nodes / "a" / "launch.json")
+    out = tmp_path / "r.html"
+    r = run_cli("report", str(nodes), "-o", str(out))
+    assert r.returncode in (0, 1), r.stderr
+    html = out.read_text()
+    assert html.count('<tr><td class="mono"><a href="#node-') == 2        # two nodes, not three files
+    assert "lab box, memlock capped by the hypervisor" in html and ">alice<" in html
+    assert "(waived)" in html
+    # the same through a glob the shell did not expand
+    r2 = run_cli("report", str(nodes / "*" / "*.json"), "-o", str(tmp_path / "r2.html"))
+    assert r2.returncode == r.returncode
+
+
+# --------------------------------------------------------------------------- bench
+
+def test_gloo_bench_report(gloo_bench, captures, tmp_path):
+    ev = _ev(gloo_bench)
+    assert ev.kind == "bench" and ev.records
+    out = tmp_path / "r.html"
+    model = make_report([str(gloo_bench)], out,
+                        imports=[str(captures / "text" / "nccl-tests-allreduce-h100x2-nvlink-reference.txt")])
+    html = out.read_text()
+    assert [p["op"] for p in model["plots"]] == ["all_reduce"]     # one figure per collective, both runs on it
+    assert html.count("data:image/svg+xml;base64,") == 1
+    svg = base64.b64decode(model["plots"][0]["uri"].split(",", 1)[1]).decode()
+    assert "expected 12 GB/s" in svg and "plateau" in svg
+    own = [s for s in model["summaries"] if s["source"] == "rdmacheck"]
+    assert len(own) == 1 and own[0]["rows"] == len({r["bytes"] for r in ev.records})
+    imp = [s for s in model["summaries"] if s["source"] == "nccl-tests"][0]
+    assert imp["peak_busbw"] == pytest.approx(329.15) and imp["plateau"] == "256M..1G" and imp["meets"] is True
+    # CSV download: a data URI holding every record of both runs
+    m = re.search(r'download="rdmacheck-bench.csv" href="data:text/csv;base64,([^"]+)"', html)
+    rows = list(csv.DictReader(io.StringIO(base64.b64decode(m.group(1)).decode())))
+    assert len(rows) == len(ev.records) + 42
+    assert {r["source"] for r in rows} == {"rdmacheck", "nccl-tests"}
+    # bench gates of the run are shown
+    for r in ev.results:
+        assert f'<td class="mono">{r.id}</td>' in html
+
+
+def test_all_captures_in_one_report(captures, tmp_path):
+    files = sorted((captures / "text").glob("nccl-tests-*.txt"))
+    out = tmp_path / "r.html"
+    argv = ["report", "-o", str(out)]
+    for f in files:
+        argv += ["--import", str(f)]
+    r = run_cli(*argv, timeout=120)
+    assert r.returncode == 0 and r.stdout.startswith("INFO"), r.stderr   # numbers only: no gate, no verdict
+    html = out.read_text()
+    assert html.count("data:image/svg+xml;base64,") == 2                # all_reduce, all_gather
+    assert html.count('<table class="raw">') == len(files)
+    assert "rows elided with &#39;...&#39; in the source" in html
+
+
+def test_path_proof_from_real_nccl_log(captures, tmp_path):
+    """bench.transport judged by the real gate on a real NCCL INFO capture (IB + RoCE bond)."""
+    from rdmacheck.checks.path import check_transport
+    from rdmacheck.nccl_log import parse_file
+
+    log = parse_file(captures / "text" / "nccl-debug-net-ib-8xIB-plus-bond-roce.txt")
+    res = check_transport(log, multi_node=True, env={"NCCL_IB_HCA": "mlx5"})
+    ev = Evidence(kind="bench", host="node-0", results=[res], context={"backend": "nccl"},
+                  records=[{"op": "all_reduce", "bytes": 1 << 20, "busbw": 10.0, "algbw": 5.0, "time_us": 100.0,
+                            "in_place": False, "backend": "nccl"}])
+    p = _write(ev, tmp_path / "bench.json")
+    out = tmp_path / "r.html"
+    model = make_report([str(p)], out)
+    html = out.read_text()
+    assert 'id="path-proof"' in html and "bench.transport" in html
+    assert _esc(res.observed) in html
+    for k in list(res.details)[:3]:
+        assert f'<th class="mono">{_esc(k)}</th>' in html
+    assert model["path_proof"][0]["status"] == res.status.value
+
+
+def test_committed_softroce_preflight(tmp_path):
+    if not SOFTROCE_PREFLIGHT.is_file():
+        pytest.skip(f"{SOFTROCE_PREFLIGHT.relative_to(REPO)} not committed yet (the soft-RoCE guest run writes it)")
+    a = _ev(SOFTROCE_PREFLIGHT)
+    b = copy.deepcopy(a)
+    b.host = a.host + "-replayed"
+    pb = _write(b, tmp_path / "b.json")
+    model = make_report([str(SOFTROCE_PREFLIGHT), str(pb)], tmp_path / "r.html")
+    rows = {r["key"]: r for r in model["consistency"]}
+    # a real RoCE node reports its netdev MTU, active MTU and GID type; a replay of it agrees
+    assert rows["netdev_mtu"]["reported"] == 2 and rows["netdev_mtu"]["agree"]
+    assert rows["gid_type"]["reported"] == 2
+
+
+def test_committed_h100_bench(tmp_path):
+    if not H100_BENCH.is_file():
+        pytest.skip(f"{H100_BENCH.relative_to(REPO)} not committed yet (the GPU bench run writes it)")
+    ev = _ev(H100_BENCH)
+    model = make_report([str(H100_BENCH)], tmp_path / "r.html")
+    own = [s for s in model["summaries"] if s["source"] == "rdmacheck"]
+    assert own and max(s["peak_busbw"] for s in own) == pytest.approx(
+        max(r["busbw"] for r in ev.records if r.get("busbw") is not None))
+
+
+# --------------------------------------------------------------------------- escaping, errors
+
+def test_hostile_strings_escaped_in_source(tmp_path):
+    hostile = ["<script>alert(1)</script>", '"><img src=x onerror=alert(1)>']
+    ev = Evidence(kind="preflight", host=hostile[0], results=[
+        Result("rdma.netdev", "fail", observed=hostile[1], remedy=hostile[0], details={"x": hostile[1]})],
+        context={"facts": {"ports": [{"fw_ver": hostile[1], "netdev_mtu": 9000}]},
+                 "config": {"env": {"NCCL_SOCKET_IFNAME": hostile[1]}}})
+    p = _write(ev, tmp_path / "h.json")
+    out = tmp_path / "r.html"
+    make_report([str(p)], out, title=hostile[0])
+    html = out.read_text()
+    assert "<script" not in html and "<img src=x" not in html and "onerror=alert(1)>" not in html
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html
+
+
+def test_usage_errors(tmp_path):
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json")
+    cases = [
+        (["report", "-o", str(tmp_path / "x.html")], "no input"),
+        (["report", str(tmp_path / "missing.json"), "-o", str(tmp_path / "x.html")], "not found"),
+        (["report", str(bad), "-o", str(tmp_path / "x.html")], "is not JSON"),
+        (["report", str(tmp_path), "-o", str(tmp_path / "x.html")], "is not JSON"),   # the folder holds bad.json
+        (["report", str(tmp_path / "nope-*.json"), "-o", str(tmp_path / "x.html")], "matches no file"),
+        (["report", "--import", str(REPO / "tests" / "data" / "nccl-tests" / "all_reduce_perf-J.json"),
+          "--expected-busbw", "fast", "-o", str(tmp_path / "x.html")], "not a bandwidth"),
+    ]
+    other = tmp_path / "other.json"
+    other.write_text(json.dumps({"version": 2, "config": {}, "results": []}))
+    cases.append((["report", str(other), "-o", str(tmp_path / "x.html")], "--import"))
+    for argv, msg in cases:
+        r = run_cli(*argv)
+        assert r.returncode == 2, (argv, r.stdout, r.stderr)
+        assert msg in r.stderr and "Traceback" not in r.stderr, (argv, r.stderr)
+        assert len(r.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "x.html").exists()   # nothing half-written on bad input
+
+
+def test_json_import_and_junit_from_cli(real_preflight, tmp_path):
+    out, junit = tmp_path / "r.html", tmp_path / "gates.xml"
+    r = run_cli("report", str(real_preflight), "--import", str(REPO / "tests/data/nccl-tests/all_reduce_perf-J.json"),
+                "--junit", str(junit), "--title", "Rack 7 acceptance", "-o", str(out))
+    assert r.returncode in (0, 1), r.stderr
+    html = out.read_text()
+    assert "<title>Rack 7 acceptance" in html and "nccl-tests all_reduce_perf-J (2 ranks)" in html
+    assert junit.read_text().startswith('<?xml version="1.0" encoding="UTF-8"?>')
