@@ -27,7 +27,9 @@ HOSTS_REMEDY = ("make MASTER_ADDR resolve on every node and in the container: an
 
 def combine(gid: str, items: list[dict[str, Any]], expected: str) -> Result:
     """One result from several steps: worst status, problems first in ``observed``."""
-    status = worst(Status(i["status"]) for i in items) if items else Status.SKIP
+    # A step that does not apply here (a head has no peer to ping) is skipped; it does not make the gate a skip.
+    judged = [Status(i["status"]) for i in items if Status(i["status"]) is not Status.SKIP]
+    status = worst(judged) if judged else Status.SKIP
     bad = [i for i in items if Status(i["status"]) in (Status.FAIL, Status.WARN)]
     shown = bad or items
     observed = "; ".join(i["observed"] for i in shown)

@@ -113,7 +113,8 @@ def df_ping(addr: str, mtu: int, ifname: str | None = None, count: int = PING_CO
             wait_s: int = PING_WAIT_S) -> dict[str, Any]:
     """Do-not-fragment ping with a payload that fills the MTU (IPv4: MTU - 28)."""
     payload = mtu - 28
-    cmd = ["ping", "-n", "-q", "-M", "do", "-s", str(payload), "-c", str(count), "-W", str(wait_s)]
+    # no -q: quiet mode hides "local error: message too long, mtu=1500", the clearest diagnosis there is
+    cmd = ["ping", "-n", "-M", "do", "-s", str(payload), "-c", str(count), "-W", str(wait_s)]
     if ifname:
         cmd += ["-I", ifname]
     cmd.append(addr)
