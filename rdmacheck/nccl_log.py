@@ -89,7 +89,10 @@ _COMPLETION_NEW = re.compile(
     r"Got completion from peer (?P<peer>\S+) with status=(?P<status>\d+) opcode=(?P<opcode>\d+) len=(?P<len>\d+) "
     r"vendor err (?P<vendor>\d+)(?: \((?P<kind>[^)]*)\))?(?:.*?\bhca (?P<hca>\S+))?"
 )
-_LIBIBVERBS = re.compile(r"Failed to open libibverbs|libibverbs\.so.*(?:not found|cannot open)", re.IGNORECASE)
+# "Failed to open libibverbs.so[.1]" (<= 2.2x, said once all names failed); newer ibvsymbols.cc says
+# "Count not open %s" (sic) per name tried -- libibverbs.so, then libibverbs.so.1 -- so only the last
+# name failing means the library is missing (a missing dev symlink libibverbs.so alone is normal).
+_LIBIBVERBS = re.compile(r"Failed to open libibverbs|Cou(?:ld|nt) not open libibverbs\.so\.1\b", re.IGNORECASE)
 
 # ibv_wc_status names for the completion codes NCCL prints as numbers (verbs.h).
 WC_STATUS = {

@@ -159,6 +159,10 @@ def test_new_style_completion_error_and_launcher_prefixes():
     assert (e.status, e.opcode, e.vendor_err, e.peer, e.hca) == (12, 1, 129, "10.0.0.2<4000>", "mlx5_3")
     assert e.source == "transport/net_ib.cc:2449"
     assert len(log.errors) == 3 and log.libibverbs_missing is True
+    # newer NCCL logs each name it tries: only libibverbs.so.1 failing means the library is missing
+    assert parse_text("h:1:1 [0] NCCL INFO Count not open libibverbs.so\n").libibverbs_missing is False
+    assert parse_text("h:1:1 [0] NCCL INFO Count not open libibverbs.so\n"
+                      "h:1:1 [0] NCCL INFO Count not open libibverbs.so.1\n").libibverbs_missing is True
 
 
 def test_non_nccl_noise_ignored_and_merge(tmp_path):
