@@ -37,7 +37,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..checks import GATE_IDS
-    from ..output.console import render_results
+    from ..output.console import render_results, verdict_line
     from ..output.jsonout import write_evidence
     from ..preflight import _gates, context_from_args, preflight_evidence, run_preflight
 
@@ -54,7 +54,8 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         write_evidence(ev, args.json)
     if args.quiet:
-        print(f"{ev.status.value.upper()}: {sum(r.status.value == 'fail' for r in results)} failed of {len(results)}")
+        verdict, summary = verdict_line(results)
+        print(f"{verdict}: {summary}")
     else:
         title = f"rdmacheck preflight — {ev.host}" + ("" if ctx.root.live else f" (root {ctx.root.root})")
         render_results(results, title=title)

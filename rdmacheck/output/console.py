@@ -42,8 +42,13 @@ def render_results(results: Iterable[Result], title: str = "", file: TextIO | No
         table.add_row(r.id, f"[{_STYLE[r.status]}]{st}[/]", r.observed, r.expected,
                       r.remedy if r.status in (Status.FAIL, Status.WARN, Status.SKIP) else "")
     con.print(table)
+    verdict, summary = verdict_line(results)
+    con.print(f"[{_STYLE[Status.FAIL] if verdict == 'FAIL' else _STYLE[Status.PASS]}]{verdict}[/]: {summary}")
+
+
+def verdict_line(results: list[Result]) -> tuple[str, str]:
+    """("PASS"|"FAIL", "3 pass, 1 warn, 0 fail, 2 skip"): the line both the table and --quiet end with."""
     overall = worst(r.effective_status for r in results)
     counts = {s: sum(1 for r in results if r.status is s) for s in Status}
     summary = ", ".join(f"{counts[s]} {s.value}" for s in (Status.PASS, Status.WARN, Status.FAIL, Status.SKIP))
-    verdict = "FAIL" if overall is Status.FAIL else "PASS"
-    con.print(f"[{_STYLE[Status.FAIL] if verdict == 'FAIL' else _STYLE[Status.PASS]}]{verdict}[/]: {summary}")
+    return ("FAIL" if overall is Status.FAIL else "PASS"), summary
