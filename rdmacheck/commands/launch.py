@@ -42,6 +42,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_config_arguments(p)
     g = p.add_argument_group("launch")
     g.add_argument("--compose", metavar="FILE", help="compose file (default docker/compose.yaml)")
+    g.add_argument("--compose-driver", choices=("auto", "v2", "v1"), default="auto",
+                   help="auto (default): `docker compose` (v2) when the plugin exists, else `docker-compose` (v1)")
     g.add_argument("--project", metavar="NAME", help="compose project name (default rdmacheck-ROLE)")
     g.add_argument("--dry-run", action="store_true", help="run the gates and print what would run; change nothing")
     g.add_argument("--pull", action="store_true",
@@ -78,6 +80,7 @@ def run(args: argparse.Namespace) -> int:
         env_file=args.env,
         compose_file=args.compose,
         project=args.project,
+        compose_driver=args.compose_driver,
         dry_run=args.dry_run,
         pull=args.pull,
         waivers=list(args.waivers or []),

@@ -115,12 +115,15 @@ def _image(docker: str, info: dict | None, image: str | None, pull: bool, state:
                   details={"image": image})
 
 
-def _compose(inv: ComposeInvocation | None, driver: ComposeDriver | None, state: DockerState) -> Result:
+def _compose(inv: ComposeInvocation | None, driver: ComposeDriver | None, state: DockerState,
+             want: str | None = None) -> Result:
     expected = f"`config` validates, service {SERVICE} defined"
     if driver is None or inv is None:
-        return Result(COMPOSE, Status.FAIL, observed="neither `docker compose` (v2) nor `docker-compose` (v1) found",
+        return Result(COMPOSE, Status.FAIL,
+                      observed=f"no compose implementation found ({want or 'docker compose (v2) or docker-compose (v1)'})",
                       expected=expected,
-                      remedy="install the compose plugin (docker-compose-plugin) or Debian's docker-compose")
+                      remedy="install the compose plugin (docker-compose-plugin) or Debian's docker-compose"
+                             + (", or drop --compose-driver" if want else ""))
     p = inv.run("config", timeout=PROBE_TIMEOUT)
     if not p.ok:
         return Result(COMPOSE, Status.FAIL, observed=f"{driver.describe()}: config failed: {p.tail(300)}",
@@ -192,10 +195,11 @@ def _container(docker: str, info: dict | None, inv: ComposeInvocation | None, st
 
 def container_gates(
     inv: ComposeInvocation | None, driver: ComposeDriver | None, docker: str = "docker", pull: bool = False,
+    want: str | None = None,
 ) -> tuple[list[Result], DockerState]:
     """Run the docker.* gates (read-only), in display order."""
     state = DockerState()
-    compose_r = _compose(inv, driver, state)
+    compose_r = _compose(inv, driver, state, want)
     engine_r, info = _engine(docker)
     state.info = info
     runtime_r = _runtime(info, state.config.get("runtime") if state.config else "nvidia")

@@ -51,6 +51,7 @@ class LaunchOptions:
     health_timeout: float = 300.0
     docker: str = "docker"
     compose_v1: str = "docker-compose"
+    compose_driver: str = "auto"          # auto (v2, else v1), v2, v1
 
 
 @dataclasses.dataclass
@@ -85,7 +86,7 @@ def prepare(opts: LaunchOptions) -> Prepared:
     file_mode = file_env.get("RAY_MODE")
     if file_mode and file_mode != opts.role:
         _say(f"note: {env_path} sets RAY_MODE={file_mode}; --role {opts.role} wins for this launch")
-    driver = detect_driver(opts.docker, opts.compose_v1)
+    driver = detect_driver(opts.docker, opts.compose_v1, prefer=opts.compose_driver)
     project = opts.project or f"rdmacheck-{opts.role}"
     inv = None
     if driver is not None:
@@ -153,7 +154,8 @@ def launch(opts: LaunchOptions, preflight_ctx) -> int:
     prep = prepare(opts)
     wv = waivers_mod.validate(opts.waivers)
     results = run_preflight(preflight_ctx)
-    docker_results, state = container_gates(prep.inv, prep.driver, opts.docker, opts.pull)
+    docker_results, state = container_gates(prep.inv, prep.driver, opts.docker, opts.pull,
+                                            None if opts.compose_driver == "auto" else f"--compose-driver {opts.compose_driver}")
     results += docker_results
     notes = waivers_mod.apply(results, wv, UNWAIVABLE)
     for n in notes:
