@@ -347,3 +347,25 @@ def test_snapshot_replay_reads_nvml_json(tmp_path):
     empty = make_ctx(tmp_path / "none")
     r = gpu.gate_gpu_nvml(empty)[0]
     assert r.status is Status.SKIP and "snapshot" in r.observed
+
+
+# ---------------------------------------------------------------- arbitrary text never escapes as an exception
+
+from hypothesis import HealthCheck, given, settings, strategies as st  # noqa: E402
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(gdr=st.text(max_size=8), util=st.text(max_size=8), cvd=st.text(max_size=12),
+       osrel=st.text(max_size=20), nvver=st.text(max_size=40), meminfo=st.text(max_size=60))
+def test_arbitrary_text_becomes_results(tmp_path, gdr, util, cvd, osrel, nvver, meminfo):
+    (tmp_path / "proc/sys/kernel").mkdir(parents=True, exist_ok=True)
+    (tmp_path / "proc/driver/nvidia").mkdir(parents=True, exist_ok=True)
+    (tmp_path / "proc/sys/kernel/osrelease").write_text(osrel)
+    (tmp_path / "proc/driver/nvidia/version").write_text(nvver)
+    (tmp_path / "proc/meminfo").write_text(meminfo)
+    facts = {"state": "ok", "driver_version": "x", "gpus": [dict(index=0, **{k: v for k, v in {
+        "name": "NVIDIA GB10", "uuid": "GPU-1", "memory_total": nvmlf.NA, "memory_free": nvmlf.NA}.items()})]}
+    env = {"NCCL_NET_GDR_LEVEL": gdr, "GPU_MEMORY_UTILIZATION": util, "CUDA_VISIBLE_DEVICES": cvd}
+    ctx = make_ctx(tmp_path, env, facts)
+    for r in gpu.gate_gpu_nvml(ctx) + gpu.gate_gpu_memory(ctx) + gpu.gate_gpu_gdr(ctx):
+        assert r.status in (Status.PASS, Status.WARN, Status.FAIL, Status.SKIP) and r.id.startswith("gpu.")
