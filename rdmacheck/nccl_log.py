@@ -124,6 +124,7 @@ class GdrInfo:
     """A ``GPU Direct RDMA Enabled/Disabled`` line."""
 
     enabled: bool
+    net: str | None = None  # "IB" / "Socket" for the per-HCA topo.cc line; None for the per-GPU paths.cc line
     hca_index: int | None = None
     hca_name: str | None = None
     gpu: str | None = None
@@ -249,12 +250,17 @@ class NcclLog:
 
     @property
     def gdr_enabled(self) -> bool | None:
-        """True when every NET channel used GDRDMA, False when one did not; else the GDR lines' verdict."""
+        """True when every NET channel used GDRDMA, False when one did not; else the RDMA GDR lines' verdict.
+
+        NET/Socket also prints "GPU Direct RDMA Disabled for HCA 0 'eth0'" on every run (seen with NCCL
+        2.28.9 on a host without RDMA): those lines say nothing about GDR and are left out.
+        """
         nets = self.net_channels
         if nets:
             return all(c.gdr for c in nets)
-        if self.gdr:
-            return all(g.enabled for g in self.gdr)
+        rdma = [g for g in self.gdr if g.net != "Socket"]
+        if rdma:
+            return all(g.enabled for g in rdma)
         return None
 
     @property
@@ -421,7 +427,8 @@ def _parse_info(log: NcclLog, msg: str, host: str | None, pid: int | None) -> No
             if all((x.index, x.name) != (dev.index, dev.name) for x in log.socket_devices):
                 log.socket_devices.append(dev)
     elif (m := _GDR_HCA.match(msg)):
-        log.gdr.append(GdrInfo(enabled=m.group("state") == "Enabled", hca_index=int(m.group("i")), hca_name=m.group("name")))
+        log.gdr.append(GdrInfo(enabled=m.group("state") == "Enabled", net=m.group("net"), hca_index=int(m.group("i")),
+                               hca_name=m.group("name")))
     elif (m := _GDR_GPU.match(msg)):
         g = GdrInfo(enabled=m.group("state") == "Enabled", gpu=m.group("gpu"))
         hca = m.group("hca")

@@ -405,7 +405,7 @@ def check_transport(
         if d["gid_indexes"]:
             summary += f", GID index {','.join(map(str, d['gid_indexes']))}"
     summary += f" ({len(nets)} NET channels)"
-    observed = summary if not problems else "; ".join(problems) + f" [{summary}]"
+    observed = summary if not problems else "; ".join(problems) + (f" [{summary}]" if plugin == "IB" else "")
     return Result(TRANSPORT_ID, status, observed=observed, expected=exp_s, remedy="; ".join(remedies), details=d)
 
 
