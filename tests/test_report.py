@@ -177,6 +177,18 @@ def test_folder_glob_and_merge(real_preflight, tmp_path):
     assert r2.returncode == r.returncode
 
 
+def test_large_fleet_page_summarises_first(real_preflight, tmp_path):
+    """70 replayed nodes: the failing-gate summary comes first, node tables start folded."""
+    files = [str(_replay(real_preflight, f"node-{i:02d}", tmp_path, mtu=1500 if i == 41 else 9000)) for i in range(70)]
+    out = tmp_path / "r.html"
+    model = make_report(files, out)
+    assert "1500 on node-41" in model["reason"]
+    html = out.read_text()
+    assert html.index('id="gate-failures"') < html.index('id="node-summary"') < html.index('id="gates"')
+    assert "<summary>All 70 nodes</summary>" in html
+    assert not re.search(r'<details id="node-\d+" open', html)
+
+
 # --------------------------------------------------------------------------- bench
 
 def test_gloo_bench_report(gloo_bench, captures, tmp_path):

@@ -245,6 +245,13 @@ def test_report_renders_offline_with_plots(chromium, tmp_path, captures):
         assert nonblank_fraction(full) > 0.02
         banner = evaluate(c, s, "document.getElementById('verdict').innerText")
         assert banner.startswith("FAIL") and "limits.memlock" in banner
+        # printed: the print stylesheet unfolds the per-node details; Chromium's own PDF is kept
+        c.send("Emulation.setEmulatedMedia", {"media": "print"}, session=s)
+        hidden = evaluate(c, s, "[...document.querySelectorAll('details table')].filter(t => t.offsetHeight === 0).length")
+        assert hidden == 0, f"{hidden} folded table(s) would not print"
+        pdf = base64.b64decode(c.send("Page.printToPDF", {"printBackground": False}, session=s, timeout=60)["data"])
+        assert pdf.startswith(b"%PDF")
+        _save("report-print.pdf", pdf)
     finally:
         c.close()
     # a phone-sized viewport: the page stays within the width (tables scroll inside their box)

@@ -148,8 +148,9 @@ def build(loaded: list[Loaded], imported: list[Loaded] | None = None, title: str
     expected = _expected_busbw(everything, expected_busbw)
     from . import bench as benchmod
 
-    df = benchmod.frame(runs)
-    summ = benchmod.summaries(df, expected)
+    # pandas and matplotlib cost seconds to import: only when there is something to plot
+    df = benchmod.frame(runs) if runs else None
+    summ = benchmod.summaries(df, expected) if runs else []
     verdict, reason = _verdict(nodes, mism, bench_gates + path_proof, summ, expected)
 
     many = len(nodes) > OPEN_FAILING_UP_TO
@@ -171,6 +172,8 @@ def build(loaded: list[Loaded], imported: list[Loaded] | None = None, title: str
         "nodes": node_rows,
         "node_count": len(nodes),
         "failed_nodes": sum(1 for n in nodes if n.status is Status.FAIL),
+        "gate_failures": _gate_failures(nodes),
+        "fold_node_table": len(nodes) > 64,
         "consistency": [_row_dict(r) for r in rows],
         "consistency_single": len(facts) == 1,
         "mismatches": [r.label for r in mism],
@@ -178,8 +181,8 @@ def build(loaded: list[Loaded], imported: list[Loaded] | None = None, title: str
                   "notes": r.context.get("notes") or [], "world_size": r.context.get("world_size"),
                   "avg_busbw": r.context.get("avg_busbw")} for r in runs],
         "summaries": summ,
-        "tables": benchmod.tables(df),
-        "plots": benchmod.plots(df, expected),
+        "tables": benchmod.tables(df) if runs else [],
+        "plots": benchmod.plots(df, expected) if runs else [],
         "csv_uri": benchmod.csv_data_uri(df) if runs else None,
         "expected_busbw": expected,
         "bench_gates": bench_gates,
@@ -187,6 +190,21 @@ def build(loaded: list[Loaded], imported: list[Loaded] | None = None, title: str
         "waivers": waivers,
         "fingerprint": fingerprint,
     }
+
+
+def _on(value: str, hosts: list[str]) -> str:
+    """'1500 on spark-02' for a few nodes (the odd one out is named), '9000 on 511 nodes' for many."""
+    return f"{value} on {', '.join(hosts)}" if len(hosts) <= 3 else f"{value} on {len(hosts)} nodes"
+
+
+def _gate_failures(nodes: list[Node]) -> list[dict[str, Any]]:
+    """Failing gate id -> how many nodes and which: the summary a large fleet reads first."""
+    by: dict[str, list[str]] = {}
+    for n in nodes:
+        for gid in n.failing():
+            by.setdefault(gid, []).append(n.host)
+    return [{"id": g, "count": len(h), "hosts": sorted(h)}
+            for g, h in sorted(by.items(), key=lambda kv: (-len(kv[1]), kv[0]))]
 
 
 def _row_dict(r: consistency.Row) -> dict[str, Any]:
@@ -211,15 +229,18 @@ def _verdict(nodes: list[Node], mism: list[consistency.Row], bench_results: list
              summ: list[dict[str, Any]], expected: float | None) -> tuple[str, str]:
     parts: list[str] = []
     failed = [n for n in nodes if n.status is Status.FAIL]
-    if failed:
+    if len(failed) > 3:
+        top = _gate_failures(failed)[:3]
+        parts.append(f"{len(failed)} of {len(nodes)} node(s) failed a gate (most common: "
+                     + ", ".join(f"{g['id']} on {g['count']}" for g in top) + ")")
+    elif failed:
         named = "; ".join(f"{n.host}: {', '.join(n.failing()[:3])}{'…' if len(n.failing()) > 3 else ''}" for n in failed[:3])
-        more = f" and {len(failed) - 3} more" if len(failed) > 3 else ""
-        parts.append(f"{len(failed)} of {len(nodes)} node(s) failed a gate ({named}{more})")
+        parts.append(f"{len(failed)} of {len(nodes)} node(s) failed a gate ({named})")
     if mism:
         descr = []
         for r in mism[:3]:
             g = [(v, h) for v, h in r.groups() if v != "not reported"]
-            descr.append(f"{r.label} differs ({'; '.join(f'{v} on {len(h)} node(s)' for v, h in g[:3])})")
+            descr.append(f"{r.label} differs ({'; '.join(_on(v, h) for v, h in g[:3])})")
         parts.append(", ".join(descr) + (f" and {len(mism) - 3} more setting(s) differ" if len(mism) > 3 else ""))
     bfail = [b for b in bench_results if b["effective"] == "fail"]
     if bfail:
