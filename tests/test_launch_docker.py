@@ -19,6 +19,7 @@ import resource
 import shutil
 import subprocess
 import tarfile
+import time
 import uuid
 from pathlib import Path
 
@@ -250,6 +251,25 @@ def test_worker_role_through_compose_v1(node):
                  "--project", node.project, "--compose-driver", "v1", "--down", timeout=120)
     assert cp.returncode == 0, cp.stderr
     assert node.containers() == []
+
+
+def test_health_wait_is_bounded_and_leaves_the_container_for_inspection(node):
+    failing = _failing_gates(node)
+    waive = []
+    for gid in failing:
+        waive += ["--waive", gid, "--reason", "test bed"]
+    # docker 20.10 runs the first healthcheck one interval after start: 60 s here, far beyond the 2 s bound
+    node.env.write_text(node.env.read_text().replace("HEALTH_INTERVAL=1s", "HEALTH_INTERVAL=60s"))
+    t0 = time.monotonic()
+    cp = run_cli("launch", "--role", "head", "--env", str(node.env), "--compose", str(node.compose),
+                 "--project", node.project, "--json", str(node.tmp / "slow.json"), "--health-timeout", "2",
+                 *waive, timeout=120)
+    assert cp.returncode == 1, (cp.stdout, cp.stderr)
+    assert time.monotonic() - t0 < 60
+    ev = node.evidence("slow.json")
+    health = next(r for r in ev["results"] if r["id"] == "launch.health")
+    assert health["status"] == "fail" and "after 2 s" in health["observed"] and "starting" in health["observed"]
+    assert ev["context"]["launched"] is True and len(node.containers()) == 1  # left for `docker logs`; fixture removes it
 
 
 def test_snapshot_root_where_host_gates_pass(node, tmp_path):
