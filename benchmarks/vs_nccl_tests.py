@@ -49,15 +49,32 @@ def _env() -> dict[str, str]:
     return e
 
 
+def _timed(cmd: list[str], cwd=None) -> tuple[float, float, int, str]:
+    """(seconds to the line after the table, seconds to exit, rc, output).
+
+    Both tools print '# Out of bounds values' right after the last table row: that is
+    "process start to final table"; the process exit (NCCL teardown) is reported too.
+    """
+    t0 = time.perf_counter()
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=_env(), cwd=cwd)
+    lines, t_table = [], None
+    assert p.stdout is not None
+    for line in p.stdout:
+        lines.append(line)
+        if t_table is None and line.startswith("# Out of bounds values"):
+            t_table = time.perf_counter() - t0
+    rc = p.wait(timeout=600)
+    t_exit = time.perf_counter() - t0
+    return (t_table or t_exit), t_exit, rc, "".join(lines)
+
+
 def run_nccl_tests(binary: str, ngpus: int, b: str, e: str, log: Path) -> tuple[float, dict]:
     cmd = [binary, "-b", b, "-e", e, "-f", "2", "-g", str(ngpus)]
-    t0 = time.perf_counter()
-    p = subprocess.run(cmd, capture_output=True, text=True, env=_env(), timeout=600)
-    wall = time.perf_counter() - t0
-    log.write_text(p.stdout + p.stderr)
-    if p.returncode != 0:
-        raise SystemExit(f"nccl-tests failed ({p.returncode}):\n{p.stdout[-2000:]}\n{p.stderr[-2000:]}")
-    run = parse_text(p.stdout, source=str(log), op="all_reduce")
+    wall, t_exit, rc, text = _timed(cmd)
+    log.write_text(text + f"\n# vs_nccl_tests: table at {wall:.3f} s, exit at {t_exit:.3f} s\n")
+    if rc != 0:
+        raise SystemExit(f"nccl-tests failed ({rc}):\n{text[-3000:]}")
+    run = parse_text(text, source=str(log), op="all_reduce")
     out: dict[int, dict] = {}
     for r in run.records:
         out.setdefault(r["bytes"], {})["ip" if r["in_place"] else "oop"] = r
@@ -69,12 +86,10 @@ def run_rdmacheck(ngpus: int, b: str, e: str, log: Path, extra: list[str]) -> tu
         js = Path(td) / "bench.json"
         cmd = [sys.executable, "-m", "rdmacheck", "bench", "--nproc", str(ngpus), "--sizes", f"{b}..{e}",
                "--json", str(js), "--no-progress", *extra]
-        t0 = time.perf_counter()
-        p = subprocess.run(cmd, capture_output=True, text=True, env=_env(), timeout=600, cwd=REPO)
-        wall = time.perf_counter() - t0
-        log.write_text(p.stdout + p.stderr)
-        if p.returncode not in (0, 1):
-            raise SystemExit(f"rdmacheck bench failed ({p.returncode}):\n{p.stdout[-3000:]}\n{p.stderr[-3000:]}")
+        wall, t_exit, rc, text = _timed(cmd, cwd=REPO)
+        log.write_text(text + f"\n# vs_nccl_tests: table at {wall:.3f} s, exit at {t_exit:.3f} s\n")
+        if rc not in (0, 1):
+            raise SystemExit(f"rdmacheck bench failed ({rc}):\n{text[-3000:]}")
         ev = json.loads(js.read_text())
     return wall, {r["bytes"]: r for r in ev["records"]}, ev
 
@@ -94,6 +109,7 @@ def main() -> int:
 
     nt_walls, rc_walls, eg_walls = [], [], []
     nt_runs, rc_runs, eg_runs = [], [], []
+    last_ev: dict = {}
     for i in range(a.rounds):
         w, r = run_nccl_tests(a.nccl_tests, a.ngpus, a.b, a.e, out / f"nccl-tests-{i}.txt")
         nt_walls.append(w)
@@ -102,6 +118,7 @@ def main() -> int:
         rc_walls.append(w)
         rc_runs.append(r)
         (out / "rdmacheck-bench.json").write_text(json.dumps(ev, indent=2))
+        last_ev = ev
         if a.eager:
             w, r, _ = run_rdmacheck(a.ngpus, a.b, a.e, out / f"rdmacheck-eager-{i}.txt", ["--no-graph"])
             eg_walls.append(w)
@@ -150,6 +167,13 @@ def main() -> int:
           f"(all: {', '.join(f'{w:.2f}' for w in rc_walls)}), ratio {rcw / ntw:.2f}")
     if a.eager:
         print(f"# wall rdmacheck --no-graph: {min(eg_walls):.2f} s")
+    w = last_ev.get("context", {}).get("wall_s")
+    if w:
+        print("# rdmacheck rank 0 wall breakdown (last round): " + ", ".join(f"{k} {v:.2f} s" for k, v in w.items()))
+    gsizes = [r["bytes"] for r in last_ev.get("records", []) if r.get("graph")]
+    if gsizes:
+        print(f"# rdmacheck used a CUDA graph at {len(gsizes)} of {len(last_ev['records'])} sizes "
+              f"({min(gsizes)}..{max(gsizes)} B); eager elsewhere (--graph auto keeps the faster per size)")
     ok_t, ok_b, ok_w = not t_fail, not b_fail, rcw / ntw <= TARGET_WALL
     print(f"# target busbw >= {TARGET_BUSBW}x at >= 4 MiB: {'MET' if ok_b else 'MISSED at ' + ', '.join(map(str, b_fail))}")
     print(f"# target time <= {TARGET_TIME}x at 1K..1M: {'MET' if ok_t else 'MISSED at ' + ', '.join(map(str, t_fail))}")
