@@ -229,3 +229,19 @@ def test_parse_ray_address(text, want):
 ])
 def test_ifname_matches(spec, name, hit):
     assert pf.ifname_matches(spec, name) is hit
+
+
+def test_nccl_env_live_in_namespace(nodes):
+    """nccl.env on live interfaces (psutil inside the namespace) and the head's MASTER_PORT bind test."""
+    pair, a, _ = nodes
+    env = {"MASTER_ADDR": "spark-01-mesh", "MASTER_PORT": "29500", "NCCL_SOCKET_IFNAME": pair.va,
+           "GLOO_SOCKET_IFNAME": pair.va, "NCCL_IB_HCA": "=rxe0", "WORLD_SIZE": "2"}
+    ok = a.gate("rdmacheck.checks.nccl_env", "gate_nccl_env", env)
+    assert ok["status"] == "pass", ok
+    assert "free on this head" in steps(ok)["MASTER_PORT"]["observed"]
+    a.serve("tcp", pair.ip_a, 29500)  # something already listens on the rendezvous port
+    busy = a.gate("rdmacheck.checks.nccl_env", "gate_nccl_env", env)
+    assert steps(busy)["MASTER_PORT"]["status"] == "fail" and "already in use" in busy["observed"]
+    gloo = a.gate("rdmacheck.checks.nccl_env", "gate_nccl_env", dict(env, GLOO_SOCKET_IFNAME="lo"))
+    assert steps(gloo)["GLOO_SOCKET_IFNAME"]["status"] == "fail"
+    assert f"GLOO_SOCKET_IFNAME={pair.va}" in steps(gloo)["GLOO_SOCKET_IFNAME"]["remedy"]

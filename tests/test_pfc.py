@@ -48,7 +48,7 @@ def test_parse_pfc():
     assert p["pfc_cap"] == 8 and p["delay"] == 4096
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(st.recursive(st.none() | st.booleans() | st.integers() | st.text(max_size=5),
                     lambda c: st.lists(c, max_size=5) | st.dictionaries(
                         st.sampled_from(["dscp_prio", "default_prio", "prio_pfc", "pfc_cap", "delay", "x"]), c,
