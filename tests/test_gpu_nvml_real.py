@@ -83,6 +83,8 @@ def test_nvml_facts_match_nvidia_smi(facts):
 def test_gates_live_and_record(facts, tmp_path):
     n = facts["count"]
     env = {"GPU_MEMORY_UTILIZATION": "0.35"}
+    if os.environ.get("CUDA_VISIBLE_DEVICES"):  # the CLI below sees the process env: judge the same
+        env["CUDA_VISIBLE_DEVICES"] = os.environ["CUDA_VISIBLE_DEVICES"]
     ctx = PreflightContext(HostRoot("/"), Config(env, {}, None, build_profile({"gpus_per_node": n})))
     results = gpu.gate_gpu_nvml(ctx) + gpu.gate_gpu_memory(ctx) + gpu.gate_gpu_gdr(ctx)
     by = {r.id: r for r in results}
@@ -95,8 +97,11 @@ def test_gates_live_and_record(facts, tmp_path):
         assert r.observed
 
     out = tmp_path / "gpu.json"
-    p = run_cli("preflight", "--only", "gpu.nvml,gpu.pcie,gpu.ecc,gpu.memory,gpu.gdr",
-                "--expect", f"gpus_per_node={n}", "--json", str(out), env={"GPU_MEMORY_UTILIZATION": "0.35"})
+    empty_env = tmp_path / "empty.env"  # not the checkout's docker/.env: judge the same inputs as above
+    empty_env.write_text("")
+    p = run_cli("preflight", "--only", "gpu.nvml,gpu.pcie,gpu.ecc,gpu.memory,gpu.gdr", "--env", str(empty_env),
+                "--expect", f"gpus_per_node={n}", "--json", str(out),
+                env={"GPU_MEMORY_UTILIZATION": "0.35"})
     assert p.returncode in (0, 1) and "Traceback" not in p.stderr, p.stderr
     cli = {r["id"]: r["status"] for r in json.loads(out.read_text())["results"]}
     assert cli["gpu.nvml"] == by["gpu.nvml"].status.value
