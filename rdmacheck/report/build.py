@@ -124,7 +124,11 @@ def build(loaded: list[Loaded], imported: list[Loaded] | None = None, title: str
             for r in ev.results:
                 row = _result_row(r, ev.kind)
                 row["host"] = ev.host
-                (path_proof if r.id in PATH_PROOF_IDS else bench_gates).append(row)
+                if r.id in PATH_PROOF_IDS:
+                    row.update(_proof_view(r, ev.records))
+                    path_proof.append(row)
+                else:
+                    bench_gates.append(row)
 
     nodes: list[Node] = []
     for host in sorted(by_host):
@@ -205,6 +209,67 @@ def _gate_failures(nodes: list[Node]) -> list[dict[str, Any]]:
             by.setdefault(gid, []).append(n.host)
     return [{"id": g, "count": len(h), "hosts": sorted(h)}
             for g, h in sorted(by.items(), key=lambda kv: (-len(kv[1]), kv[0]))]
+
+
+def _fmt_bytes(n: Any) -> str:
+    try:
+        v = float(n)
+    except (TypeError, ValueError):
+        return ""
+    for unit, div in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if v >= div:
+            return f"{v / div:.2f} {unit}"
+    return f"{v:.0f} B"
+
+
+def _proof_view(r: Result, records: list[dict[str, Any]]) -> dict[str, Any]:
+    """The path proof laid out for people: transport facts and ranked causes, bytes on the
+    wire per size and node next to the bandwidth measured at that size.  Tolerant: any key
+    the gate did not write is left out."""
+    d = r.details or {}
+    out: dict[str, Any] = {"facts": [], "causes": [], "wire_rows": []}
+    if r.id == "bench.transport":
+        paths = d.get("paths")
+        facts = [
+            ("network plugin", d.get("net_plugin")),
+            ("expected", " ".join(str(x) for x in (d.get("expected_net"), d.get("expected_link")) if x)
+             + (f", GDR {'on' if d.get('expected_gdr') else 'off'}" if d.get("expected_gdr") is not None else "")),
+            ("GPU Direct RDMA", None if d.get("gdr_enabled") is None else ("enabled" if d.get("gdr_enabled") else "disabled")),
+            ("HCAs used", ", ".join(map(str, d.get("used_hcas") or [])) or None),
+            ("GID index", ", ".join(map(str, d.get("gid_indexes") or [])) or None),
+            ("channel paths", ", ".join(f"{k} x{v}" for k, v in paths.items()) if isinstance(paths, dict) and paths else None),
+            ("socket devices", ", ".join(map(str, d.get("socket_devices") or [])) or None),
+            ("NCCL", d.get("nccl_version")),
+            ("hosts", ", ".join(map(str, d.get("hosts") or [])) or None),
+        ]
+        out["facts"] = [(k, str(v)) for k, v in facts if v not in (None, "")]
+        for c in d.get("causes") or []:
+            if isinstance(c, dict):
+                out["causes"].append({
+                    "rank": c.get("rank"), "title": str(c.get("title") or c.get("cause") or ""),
+                    "evidence": "; ".join(map(str, c.get("evidence") or [])),
+                    "remedy": str(c.get("remedy") or ""), "gates": ", ".join(map(str, c.get("preflight_gates") or [])),
+                })
+    elif r.id == "bench.wire":
+        bw = {(x.get("op"), x.get("bytes")): x.get("busbw") for x in records if isinstance(x, dict)}
+        for row in d.get("rows") or []:
+            if not isinstance(row, dict):
+                continue
+            for n in row.get("nodes") or []:
+                if not isinstance(n, dict):
+                    continue
+                devs = {**(n.get("hcas") or {}), **(n.get("netdevs") or {})}
+                out["wire_rows"].append({
+                    "op": row.get("op"), "size": _fmt_bytes(row.get("bytes")),
+                    "busbw": bw.get((row.get("op"), row.get("bytes"))),
+                    "node": f"{n.get('host', '?')} (rank {n.get('rank', '?')})",
+                    "devices": ", ".join(sorted(map(str, devs))) or "none watched",
+                    "expected": _fmt_bytes(row.get("expected_bytes")), "measured": _fmt_bytes(n.get("measured_bytes")),
+                    "ratio": n.get("ratio"), "verdict": str(row.get("verdict") or ""),
+                })
+    if out["facts"] or out["causes"] or out["wire_rows"]:
+        out["details"] = []  # shown in structured form instead of the raw key/value dump
+    return out
 
 
 def _row_dict(r: consistency.Row) -> dict[str, Any]:
