@@ -234,3 +234,14 @@ def test_wire_skips_small_sizes_one_node_and_no_samples():
     one = [dict(nodes[0], netdevs={"v": {"tx": 0, "rx": 0}})]
     assert check_wire(_records("all_reduce", 64 << 20, 20, one), CTX).status is Status.SKIP
     assert check_wire([{"op": "all_reduce", "bytes": 1, "iters": 1}], CTX).status is Status.SKIP
+
+
+def test_wire_reset_or_saturated_counter_is_not_judged():
+    nbytes = 64 << 20
+    nodes = [{"host": h, "rank": i, "hcas": {"mlx4_0/1": {"tx": None, "rx": None}}, "netdevs": {}} for i, h in enumerate("ab")]
+    r = check_wire(_records("all_reduce", nbytes, 20, nodes), CTX)
+    assert r.status is Status.SKIP
+    assert r.details["rows"][0]["verdict"] == ("not judged (counter reset or saturated: a: mlx4_0/1; b: mlx4_0/1)")
+    # one good family still proves the bytes: a saturated HCA next to a netdev that carried them
+    nodes = [dict(n, netdevs={"ib0": {"tx": nbytes * 23, "rx": nbytes * 23}}) for n in nodes]
+    assert check_wire(_records("all_reduce", nbytes, 20, nodes), CTX).status is Status.PASS

@@ -124,6 +124,8 @@ def select_hcas(spec: str | None, root: HostRoot) -> list[tuple[str, int]]:
 
     if not spec:
         return []
+    if spec.strip() == "^":
+        spec = None  # excluding nothing: every HCA
     out = []
     for hca in root.listdir("/sys/class/infiniband"):
         for p in root.listdir(f"/sys/class/infiniband/{hca}/ports"):
@@ -141,41 +143,14 @@ def hca_netdevs(root: HostRoot, hca: str, port: int) -> list[str]:
     return sorted(names)
 
 
-def read_netdev_bytes(root: HostRoot, name: str) -> dict[str, int] | None:
-    tx = root.read(f"/sys/class/net/{name}/statistics/tx_bytes")
-    rx = root.read(f"/sys/class/net/{name}/statistics/rx_bytes")
-    try:
-        return {"tx": int(tx), "rx": int(rx)}  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        return None
+def _delta(a: dict[str, Any], b: dict[str, Any]) -> dict[str, dict[str, int | None]]:
+    """Byte deltas per device; None where the counter reset, saturated or is missing (facts.counters rules)."""
+    from ..facts.counters import counter_delta
 
-
-def read_hca_bytes(root: HostRoot, hca: str, port: int) -> dict[str, int] | None:
-    """Port data counters in bytes.  port_xmit_data/port_rcv_data count 4-byte words (IB spec; mlx5 does)."""
-    base = f"/sys/class/infiniband/{hca}/ports/{port}/counters"
-    tx = root.read(f"{base}/port_xmit_data")
-    rx = root.read(f"{base}/port_rcv_data")
-    try:
-        return {"tx": 4 * int(tx), "rx": 4 * int(rx)}  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        return None  # rxe exposes packet counts only (hw_counters/sent_pkts): its netdev carries the bytes
-
-
-def _counters_reader():
-    """The soft-RoCE engineer's reader (rdmacheck.facts.counters) when it exists, else ours."""
-    try:
-        from ..facts import counters  # type: ignore[attr-defined]
-    except ImportError:
-        return None
-    return counters
-
-
-def _delta(a: dict[str, dict[str, int]], b: dict[str, dict[str, int]]) -> dict[str, dict[str, int]]:
-    out = {}
+    out: dict[str, dict[str, int | None]] = {}
     for k, v in b.items():
         if k in a:
-            # counters may wrap (32-bit port counters saturate at 2^32-1 on old HCAs): a negative delta is junk
-            out[k] = {x: max(0, v[x] - a[k][x]) for x in ("tx", "rx")}
+            out[k] = {"tx": counter_delta(a[k]["tx"], v["tx"]), "rx": counter_delta(a[k]["rx"], v["rx"])}
     return out
 
 
@@ -215,11 +190,18 @@ class PathProof:
         try:
             import torch.distributed as dist
 
-            self.backend = str(dist.get_backend()) if dist.is_initialized() else "gloo"
+            backend = str(dist.get_backend()) if dist.is_initialized() else "gloo"
         except Exception:
-            self.backend = "gloo"
+            backend = "gloo"
+        self.select(backend)
+
+    def select(self, backend: str) -> None:
+        """Choose the HCA ports and netdevs whose counters prove the path for ``backend``."""
+        self.backend = backend
         available = self.root.listdir("/sys/class/net")
         hca_spec = self.env.get(ENV_WIRE_HCA) or (self.env.get("NCCL_IB_HCA") if self.backend == "nccl" else None)
+        if hca_spec is None and backend == "nccl":
+            hca_spec = "^"  # NCCL_IB_HCA unset: NCCL may use any HCA, so count them all
         self.hcas = select_hcas(hca_spec, self.root)
         if self.env.get(ENV_WIRE_IF):
             self.netdevs = select_netdevs(self.env[ENV_WIRE_IF], available, nccl_style=False)
@@ -232,17 +214,29 @@ class PathProof:
                 if n in available and n not in self.netdevs:
                     self.netdevs.append(n)
 
-    def read(self) -> dict[str, dict[str, dict[str, int]]]:
-        """Byte counters now: {"hcas": {"mlx5_0/1": {tx, rx}}, "netdevs": {...}, "others": {...}}."""
-        out: dict[str, dict[str, dict[str, int]]] = {"hcas": {}, "netdevs": {}, "others": {}}
+    def read(self) -> dict[str, dict[str, dict[str, int | None]]]:
+        """Byte counters now: {"hcas": {"mlx5_0/1": {tx, rx}}, "netdevs": {...}, "others": {...}}.
+
+        Read with rdmacheck.facts.counters (4-byte words -> bytes; rxe has no byte counters: None,
+        its netdev carries the bytes).  A 32-bit counter stuck at 2^32-1 reads None (saturated).
+        """
+        from ..facts.counters import read_netdev_counters, read_port_counters
+
+        out: dict[str, dict[str, dict[str, int | None]]] = {"hcas": {}, "netdevs": {}, "others": {}}
         for h, p in self.hcas:
-            v = read_hca_bytes(self.root, h, p)
-            if v is not None:
-                out["hcas"][f"{h}/{p}"] = v
+            pc = read_port_counters(self.root, h, p)
+            if pc is not None:
+                sat = set(pc.saturated)
+                if pc.tx_bytes is None and pc.rx_bytes is None:
+                    continue  # no PMA data counters (rxe): nothing to count here, the netdev carries it
+                out["hcas"][pc.key] = {
+                    "tx": None if "counters/port_xmit_data" in sat else pc.tx_bytes,
+                    "rx": None if "counters/port_rcv_data" in sat else pc.rx_bytes,
+                }
         for n in self.root.listdir("/sys/class/net"):
-            v = read_netdev_bytes(self.root, n)
-            if v is not None:
-                out["netdevs" if n in self.netdevs else "others"][n] = v
+            nc = read_netdev_counters(self.root, n)
+            if nc is not None and (nc.tx_bytes is not None or nc.rx_bytes is not None):
+                out["netdevs" if n in self.netdevs else "others"][n] = {"tx": nc.tx_bytes, "rx": nc.rx_bytes}
         return out
 
     # -- hooks -----------------------------------------------------------------------------------

@@ -415,7 +415,7 @@ def check_transport(
 def _dev_bytes(devs: Mapping[str, Mapping[str, Any]] | None) -> tuple[int, int]:
     tx = rx = 0
     for v in (devs or {}).values():
-        tx += int(v.get("tx") or 0)
+        tx += int(v.get("tx") or 0)  # None (counter reset/saturated) counts as nothing; check_wire says so
         rx += int(v.get("rx") or 0)
     return tx, rx
 
@@ -496,8 +496,13 @@ def check_wire(
         row: dict[str, Any] = {"op": op, "bytes": nbytes, "calls": calls, "factor": factor, "nodes": []}
         expected = factor * nbytes * calls if factor is not None else None
         row["expected_bytes"] = expected
+        unreadable_hosts = []
         for n in nodes:
             measured = node_bytes(n)
+            bad = [k for fam in ("hcas", "netdevs") for k, v in (n.get(fam) or {}).items()
+                   if v.get("tx") is None or v.get("rx") is None]
+            if bad:
+                unreadable_hosts.append(f"{n.get('host')}: {', '.join(bad)}")
             others = {k: max(int(v.get("tx") or 0), int(v.get("rx") or 0)) for k, v in (n.get("others") or {}).items()}
             top = max(others.items(), key=lambda kv: kv[1]) if others else None
             row["nodes"].append({
@@ -505,11 +510,15 @@ def check_wire(
                 "ratio": (measured / expected) if expected else None,
                 "hcas": n.get("hcas") or {}, "netdevs": n.get("netdevs") or {},
                 "top_other": {"name": top[0], "bytes": top[1]} if top and top[1] > 0 else None,
+                "unreadable": bad,
             })
         if expected is None:
             row["verdict"] = "not judged (unknown op)"
         elif expected < min_bytes:
             row["verdict"] = f"not judged (< {min_bytes} B expected)"
+        elif unreadable_hosts and any(x["ratio"] < min_ratio for x in row["nodes"] if x["unreadable"]):
+            # a counter reset or saturated in the window: too little counted proves nothing
+            row["verdict"] = "not judged (counter reset or saturated: " + "; ".join(unreadable_hosts) + ")"
         else:
             ratios = [x["ratio"] for x in row["nodes"]]
             if any(x < min_ratio for x in ratios):
