@@ -101,22 +101,16 @@ def parse_pfc(data: Any) -> dict[str, Any]:
 
 def rdma_netdevs(root, hca_spec: str | None) -> dict[str, str]:
     """{netdev: rdma device} for the RDMA devices NCCL_IB_HCA selects (all when unset)."""
-    s = (hca_spec or "").strip()
-    exclude = s.startswith("^")
-    s = s[1:] if exclude else s
-    exact = s.startswith("=")
-    s = s[1:] if exact else s
-    names = [e.split(":", 1)[0].strip() for e in s.split(",") if e.strip()]
+    from ..errors import UsageError
+    from ..ncclspec import parse_list_spec
 
-    def selected(dev: str) -> bool:
-        if not names:
-            return True
-        hit = any(dev == n if exact else dev.startswith(n) for n in names)
-        return not hit if exclude else hit
-
+    try:
+        spec = parse_list_spec(hca_spec, "NCCL_IB_HCA", with_ports=True)
+    except UsageError:
+        return {}  # rdma.devices reports the malformed value
     out: dict[str, str] = {}
     for dev in root.listdir(IB_CLASS):
-        if not selected(dev):
+        if not spec.matches(dev):
             continue
         found = root.listdir(f"{IB_CLASS}/{dev}/device/net")
         if not found:  # soft-RoCE / no PCI parent: the GID table names the netdev

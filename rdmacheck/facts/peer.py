@@ -163,35 +163,14 @@ def port_free(port: int, host: str = "0.0.0.0") -> dict[str, Any]:
 
 
 def local_addresses(root) -> dict[str, list[str]]:
-    """{ifname: ["192.168.100.1/24", ...]} IPv4 of this host (snapshot: rdmacheck/addrs.json)."""
-    if not root.live:
-        meta = root.meta("addrs.json")
-        if isinstance(meta, dict):
-            return {k: list((v or {}).get("ipv4") or []) for k, v in meta.items() if isinstance(v, dict)}
-        return {}
-    import psutil
+    """{ifname: ["192.168.100.1/24", ...]}: IPv4 of this host (live: getifaddrs; snapshot: rdmacheck/addrs.json)."""
+    from .net import addresses
 
-    out: dict[str, list[str]] = {}
-    for name, addrs in psutil.net_if_addrs().items():
-        for a in addrs:
-            if a.family == socket.AF_INET and a.netmask:
-                try:
-                    plen = ipaddress.IPv4Network(f"0.0.0.0/{a.netmask}").prefixlen
-                except ValueError:
-                    plen = 32
-                out.setdefault(name, []).append(f"{a.address}/{plen}")
-    return out
+    return {k: list((v or {}).get("ipv4") or []) for k, v in addresses(root).items() if isinstance(v, dict)}
 
 
 def ifname_matches(spec: str, name: str) -> bool:
-    """NCCL_SOCKET_IFNAME semantics: comma list of prefixes, ``=`` exact, ``^`` exclude."""
-    s = spec.strip()
-    exclude = s.startswith("^")
-    if exclude:
-        s = s[1:]
-    exact = s.startswith("=")
-    if exact:
-        s = s[1:]
-    entries = [e.strip() for e in s.split(",") if e.strip()]
-    hit = any((name == e) if exact else name.startswith(e) for e in entries)
-    return not hit if exclude else hit
+    """NCCL_SOCKET_IFNAME semantics (comma list of prefixes, ``=`` exact, ``^`` exclude), via ncclspec."""
+    from ..ncclspec import parse_list_spec
+
+    return parse_list_spec(spec, "NCCL_SOCKET_IFNAME").matches(name)
