@@ -174,7 +174,8 @@ def _container(docker: str, info: dict | None, inv: ComposeInvocation | None, st
             CONTAINER, Status.FAIL,
             observed=f"{name} is already {st} (container {cid[:12]}, project {proj or 'none'}); not starting a second one",
             expected=expected,
-            remedy=f"leave it running, or stop it first: rdmacheck launch --role {role} down",
+            remedy=f"leave it running, or stop it first: rdmacheck launch --role {role}"
+                   + ("" if project == f"rdmacheck-{role}" else f" --project {project}") + " down",
             details={"container_id": cid, "name": name, "state": st, "project": proj},
         )
     foreign = [r for r in rows.values() if r[3] != project]

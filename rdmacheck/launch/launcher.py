@@ -186,8 +186,8 @@ def launch(opts: LaunchOptions, preflight_ctx) -> int:
         ctx["facts"] = {"error": f"{type(e).__name__}: {e}"}
     evidence_path = Path(opts.json_path) if opts.json_path else _default_evidence_path(opts.role)
 
-    def finish(code: int, title: str) -> int:
-        ev.time = now_iso()
+    def finish(code: int) -> int:
+        ctx["finished"] = now_iso()  # ev.time stays the start: gates were judged then
         if not (opts.dry_run and not opts.json_path):
             from ..output.jsonout import write_evidence
 
@@ -208,8 +208,9 @@ def launch(opts: LaunchOptions, preflight_ctx) -> int:
         _say(f"REFUSED: not launching the {opts.role} container; {len(blocking)} gate(s) failed:")
         for r in blocking:
             _say(f"  [{r.id}] {r.observed}\n      remedy: {r.remedy or '-'}")
-        _say("Fix them, or accept one explicitly with --waive ID --reason TEXT (recorded in the evidence).")
-        return finish(1, title)
+        if any(r.id not in UNWAIVABLE for r in blocking):
+            _say("Fix them, or accept one explicitly with --waive ID --reason TEXT (recorded in the evidence).")
+        return finish(1)
 
     assert prep.inv is not None  # docker.compose passed
     up_argv = prep.inv.argv("up", "-d")
@@ -219,7 +220,7 @@ def launch(opts: LaunchOptions, preflight_ctx) -> int:
         _say(f"would run: {proc.display(up_argv)}")
         _say(f"  with RAY_MODE={opts.role} RDMACHECK_ENV_FILE={prep.inv.env_file} in its environment")
         _say(f"then wait up to {opts.health_timeout:g} s for {state.container_name or SERVICE} to be healthy")
-        return finish(0, title)
+        return finish(0)
 
     if state.pull_pending and state.image:
         _say(f"pulling {state.image} ...")
@@ -234,7 +235,7 @@ def launch(opts: LaunchOptions, preflight_ctx) -> int:
         if pulled.effective_status is Status.FAIL:
             ctx["refused"] = [IMAGE]
             _say(f"REFUSED: {pulled.observed}")
-            return finish(1, title)
+            return finish(1)
 
     _say(f"running: {proc.display(up_argv)}")
     up = prep.inv.run("up", "-d", timeout=UP_TIMEOUT)
@@ -246,7 +247,7 @@ def launch(opts: LaunchOptions, preflight_ctx) -> int:
         # compose leaves a Created-but-not-started container behind on a start error: remove it.
         prep.inv.run("down", "--timeout", "10", timeout=DOWN_TIMEOUT)
         _print_results(results[-1:], "compose up")
-        return finish(1, title)
+        return finish(1)
     ctx["launched"] = True
     ref = state.container_name or ""
     if not ref:
@@ -262,7 +263,7 @@ def launch(opts: LaunchOptions, preflight_ctx) -> int:
     _say(f"[{health.id}] {health.status.value.upper()}: {health.observed}")
     if health.status is Status.FAIL:
         _say(f"the container was left as it is for inspection; remove it with: rdmacheck launch --role {opts.role} down")
-    return finish(1 if health.status is Status.FAIL else 0, title)
+    return finish(1 if health.status is Status.FAIL else 0)
 
 
 def down(opts: LaunchOptions) -> int:
