@@ -1,0 +1,166 @@
+#!/bin/bash
+# One soft-RoCE guest session: sets up devices named as on the reference cluster, then runs every
+# scenario and leaves its evidence in $GUEST_OUT (the --rwdir) for tests/test_softroce.py.
+# Run by tests/softroce/guest.py inside the guest, as root, with $GUEST_OUT, $REPO and $PY set.
+#
+# Under QEMU TCG everything is slow: a boot ~30 s, a Python start ~6 s, every fork counts.  So: one
+# session for everything, shell builtins in loops, independent runs in parallel, no xtrace.
+set -u
+O="$GUEST_OUT"
+mkdir -p "$O/facts" "$O/preflight" "$O/counters"
+exec >"$O/session.log" 2>&1
+
+A=enP2p1s0f0np0;  B=enP2p1s0f1np1      # netdevs (a veth pair) named as on the reference nodes
+DA=roceP2p1s0f0;  DB=roceP2p1s0f1      # rxe devices on top of them
+IPA=192.168.100.1; IPB=192.168.100.2
+ENVFILE="$REPO/tests/softroce/reference.env"
+# ib_write_bw transfer: N RDMA writes of S bytes each (the known byte count of the counter math).
+WRITE_N="${WRITE_N:-2000}"; WRITE_S="${WRITE_S:-65536}"
+ZERO_GID=0000:0000:0000:0000:0000:0000:0000:0000
+
+stamp() { echo "$(date +%s.%N) $*" >> "$O/timings.txt"; echo "== $*"; }
+stamp start
+
+# wait_gid DEV INDEX present|absent: the GID table follows address changes asynchronously.
+wait_gid() {
+    local f="/sys/class/infiniband/$1/ports/1/gids/$2" g i
+    for i in $(seq 50); do
+        g=""; read -r g < "$f" 2>/dev/null
+        if [ "$3" = present ] && [ -n "$g" ] && [ "$g" != $ZERO_GID ]; then return 0; fi
+        if [ "$3" = absent ] && { [ -z "$g" ] || [ "$g" = $ZERO_GID ]; }; then return 0; fi
+        sleep 0.1
+    done
+    echo "GID $1/$2 not $3 after 5 s"
+    return 1
+}
+
+# ---- devices -----------------------------------------------------------------------------------------
+# rdma_ucm gives /dev/infiniband/rdma_cm, which real nodes have (rdma.devfiles checks it).
+set -x
+modprobe -a rdma_rxe ib_uverbs rdma_ucm veth
+ip link add $A type veth peer name $B
+ip link set $A up; ip link set $B up
+rdma link add $DA type rxe netdev $A
+rdma link add $DB type rxe netdev $B
+ip link set $A mtu 9000; ip link set $B mtu 9000
+ip addr add $IPA/24 dev $A; ip addr add $IPB/24 dev $B
+set +x
+wait_gid $DA 1 present && wait_gid $DB 1 present
+echo $? > "$O/facts/setup.rc"
+stamp devices
+
+# ---- rdmacheck runs ------------------------------------------------------------------------------------
+# A clean environment holding only what each scenario sets: the snapshot records the env, so it must be known.
+rdmacheck() {  # rdmacheck OUTBASE [VAR=VALUE...] -- ARGS...: output to OUTBASE.out, exit code to OUTBASE.rc
+    local base="$1" envs=(); shift
+    while [ "$1" != "--" ]; do envs+=("$1"); shift; done; shift
+    timeout 280 env -i PATH="$PATH" HOME=/root NO_COLOR=1 COLUMNS=200 PYTHONPATH="$REPO" "${envs[@]}" \
+        "$PY" -m rdmacheck "$@" > "$base.out" 2>&1
+    echo $? > "$base.rc"
+}
+P="$O/preflight"
+HAVE_PREFLIGHT=0; [ -f "$REPO/rdmacheck/commands/preflight.py" ] && HAVE_PREFLIGHT=1
+
+# Good state (MTU 9000, addresses): in parallel, the pyverbs facts, the passing preflight, the
+# snapshot and the missing-HCA run (NCCL_IB_HCA in the process env wins over the .env, as in compose).
+(timeout 120 "$PY" "$REPO/tests/softroce/verbs_facts.py" > "$O/facts/verbs_mtu9000.json" 2> "$O/facts/verbs_mtu9000.err"
+ echo $? > "$O/facts/verbs_mtu9000.rc") &
+if [ $HAVE_PREFLIGHT = 1 ]; then
+    rdmacheck "$P/pass" -- preflight --env "$ENVFILE" --json "$P/pass.json" &
+    # --timeout: the sysfs copy deadline (default 30 s) is too short under emulation (1024-entry GID tables)
+    rdmacheck "$O/snapshot" -- snapshot --env "$ENVFILE" --timeout 200 -o "$O/snapshot.tar.gz" &
+    rdmacheck "$P/badhca" NCCL_IB_HCA=mlx5_9 -- preflight --env "$ENVFILE" --json "$P/badhca.json" &
+fi
+# Meanwhile the cheap facts (shell and C tools).
+rdma link > "$O/facts/rdma_link.txt" 2>&1
+rdma dev > "$O/facts/rdma_dev.txt" 2>&1
+ibv_devinfo -v > "$O/facts/ibv_devinfo_v.txt" 2>&1
+ulimit -Sl > "$O/facts/memlock_soft.txt"; ulimit -Hl > "$O/facts/memlock_hard.txt"
+ip -d link show > "$O/facts/ip_link.txt" 2>&1; ip addr show > "$O/facts/ip_addr.txt" 2>&1
+uname -r > "$O/facts/uname.txt"
+{
+    for d in /sys/class/infiniband/*; do
+        echo "== $d -> $(readlink "$d")"; ls -la "$d/"
+        grep -H . "$d"/* 2>&1
+        for p in "$d"/ports/*; do
+            ls "$p" "$p/gid_attrs"
+            grep -H . "$p"/* "$p"/hw_counters/* 2>&1
+            grep -H . "$p"/gids/[0-3] "$p"/gid_attrs/types/[0-3] "$p"/gid_attrs/ndevs/[0-3] 2>&1
+            echo "$p/gids count: $(ls "$p/gids" | wc -l)"
+        done
+    done
+    for n in /sys/class/net/$A /sys/class/net/$B; do
+        echo "== $n -> $(readlink "$n")"; ls "$n"
+        grep -H . "$n"/* 2>&1
+    done
+    echo "== /sys/class/infiniband_verbs"; ls -la /sys/class/infiniband_verbs/; grep -H . /sys/class/infiniband_verbs/*/* 2>&1
+    echo "== /dev/infiniband"; ls -laR /dev/infiniband
+    echo "== /etc/rdma"; ls -laR /etc/rdma
+    echo "== limits"; cat /proc/self/limits; df -k /dev/shm
+    echo "== modules"; grep -E '^(rdma|ib_|rxe|veth)' /proc/modules
+} > "$O/facts/sysfs.txt" 2>&1
+wait
+stamp good-state
+
+if [ $HAVE_PREFLIGHT = 1 ]; then
+    # MTU 1500 on both ends: rxe then runs active_mtu 1024
+    ip link set $A mtu 1500; ip link set $B mtu 1500
+    ibv_devinfo -d $DA > "$O/facts/ibv_devinfo_mtu1500.txt" 2>&1
+    rdmacheck "$P/mtu1500" -- preflight --env "$ENVFILE" --json "$P/mtu1500.json"
+    ip link set $A mtu 9000; ip link set $B mtu 9000
+    stamp mtu1500
+    # No IPv4 address on the selected port's netdev: only the fe80 GID is left
+    ip addr del $IPA/24 dev $A
+    wait_gid $DA 1 absent
+    grep -H . /sys/class/infiniband/$DA/ports/1/gids/[0-2] > "$O/facts/gids_noip.txt" 2>&1
+    rdmacheck "$P/noip" -- preflight --env "$ENVFILE" --json "$P/noip.json"
+    ip addr add $IPA/24 dev $A
+    wait_gid $DA 1 present
+    stamp noip
+fi
+
+# ---- ib_write_bw counter math ------------------------------------------------------------------------
+# Packets between two local addresses go through lo, where rxe drops them (ib_write_bw then exits 0
+# with 0 iterations).  Policy routing sends them across the veth pair instead.
+set -x
+ip rule add pref 100 lookup local && ip rule del pref 0 lookup local
+ip rule add pref 10 iif lo from $IPB to $IPA lookup 101; ip route add $IPA dev $B table 101
+ip rule add pref 11 iif lo from $IPA to $IPB lookup 102; ip route add $IPB dev $A table 102
+for i in all default $A $B; do sysctl -qw net.ipv4.conf.$i.accept_local=1 net.ipv4.conf.$i.rp_filter=0; done
+# veth hands every frame to the peer's per-CPU backlog (netdev_max_backlog, 1000 by default); rxe
+# bursts of TX depth x 16 packets under slow emulated softirqs overflow it, and the drops end in
+# retries or a failed completion.  A deep backlog keeps the transfer lossless.
+sysctl -qw net.core.netdev_max_backlog=100000
+set +x
+ip rule show > "$O/counters/ip_rule.txt"
+
+mirror_counters() {  # copy the counter files to DIR/sys/... (builtins only) to read them through HostRoot
+    local dst="$1" f v d last=""
+    for f in /sys/class/infiniband/*/ports/*/hw_counters/* /sys/class/infiniband/*/ports/*/counters/* \
+             /sys/class/net/$A/statistics/* /sys/class/net/$B/statistics/*; do
+        [ -f "$f" ] || continue
+        d="$dst${f%/*}"
+        [ "$d" = "$last" ] || { mkdir -p "$d"; last="$d"; }
+        v=""; read -r v < "$f" 2>/dev/null
+        printf '%s\n' "$v" > "$dst$f"
+    done
+}
+C="$O/counters"
+echo "$WRITE_N $WRITE_S" > "$C/params.txt"
+cat /proc/net/softnet_stat > "$C/softnet_before.txt"
+mirror_counters "$C/before"
+timeout 120 ib_write_bw -d $DA -x 1 -p 18516 --report_gbits -n $WRITE_N -s $WRITE_S > "$C/server.txt" 2>&1 &
+srv=$!
+sleep 1
+timeout 120 ib_write_bw -d $DB -x 1 -p 18516 --report_gbits -n $WRITE_N -s $WRITE_S $IPA > "$C/client.txt" 2>&1
+echo $? > "$C/client.rc"
+wait $srv; echo $? > "$C/server.rc"
+sleep 0.5   # trailing ACKs
+mirror_counters "$C/after"
+cat /proc/net/softnet_stat > "$C/softnet_after.txt"
+ip -s link show > "$C/ip_s_link.txt"
+stamp ib_write_bw
+
+dmesg > "$O/facts/dmesg.txt" 2>&1
+stamp end
+echo done > "$O/done"
