@@ -13,6 +13,8 @@ What cannot exist on this machine, and how the tests stand in for it:
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
 import resource
@@ -25,7 +27,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, require, run_cli
+from conftest import REPO, require
 
 pytestmark = pytest.mark.docker
 
@@ -68,6 +70,17 @@ def engine():
     require("nvidia" in info, "dockerd lacks the nvidia runtime name; start it with --add-runtime nvidia=/usr/sbin/runc")
 
 
+def cli(*argv: str) -> subprocess.CompletedProcess:
+    """The real CLI entry point, in this process: the many launches here would otherwise pay a Python
+    start-up each (test_launch.py runs the CLI as a subprocess)."""
+    from rdmacheck.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        rc = main(list(argv))
+    return subprocess.CompletedProcess(list(argv), rc, out.getvalue(), err.getvalue())
+
+
 def _memlock_limit() -> str:
     hard = resource.getrlimit(resource.RLIMIT_MEMLOCK)[1]
     return "-1" if hard == resource.RLIM_INFINITY else str(hard)
@@ -105,10 +118,8 @@ class Node:
         self.env.write_text(env)
 
     def launch(self, *extra: str, role: str = "head", json_name: str = "launch.json"):
-        cp = run_cli("launch", "--role", role, "--env", str(self.env), "--compose", str(self.compose),
-                     "--project", self.project, "--json", str(self.tmp / json_name), "--health-timeout", "30",
-                     *extra, timeout=120)
-        return cp
+        return cli("launch", "--role", role, "--env", str(self.env), "--compose", str(self.compose),
+                   "--project", self.project, "--json", str(self.tmp / json_name), "--health-timeout", "30", *extra)
 
     def evidence(self, json_name: str = "launch.json") -> dict:
         return json.loads((self.tmp / json_name).read_text())
@@ -225,8 +236,8 @@ def test_waivers_one_by_one_launch_inspect_duplicate_down(node):
     assert json.loads(_docker("inspect", cids[0]).stdout)[0]["State"]["StartedAt"] == info["State"]["StartedAt"]
     assert node.evidence("again.json")["context"]["refused"] == ["docker.container"]
 
-    cp = run_cli("launch", "--role", "head", "--env", str(node.env), "--compose", str(node.compose),
-                 "--project", node.project, "down", timeout=120)
+    cp = cli("launch", "--role", "head", "--env", str(node.env), "--compose", str(node.compose),
+             "--project", node.project, "down")
     assert cp.returncode == 0, cp.stderr
     assert node.containers() == []
 
@@ -247,8 +258,8 @@ def test_worker_role_through_compose_v1(node):
     info = json.loads(_docker("inspect", cid).stdout)[0]
     assert info["Name"] == "/ray-worker" and "RAY_MODE=worker" in info["Config"]["Env"]
     assert info["Config"]["Labels"]["com.docker.compose.version"].startswith("1.")
-    cp = run_cli("launch", "--role", "worker", "--env", str(node.env), "--compose", str(node.compose),
-                 "--project", node.project, "--compose-driver", "v1", "--down", timeout=120)
+    cp = cli("launch", "--role", "worker", "--env", str(node.env), "--compose", str(node.compose),
+             "--project", node.project, "--compose-driver", "v1", "--down")
     assert cp.returncode == 0, cp.stderr
     assert node.containers() == []
 
@@ -261,9 +272,8 @@ def test_health_wait_is_bounded_and_leaves_the_container_for_inspection(node):
     # docker 20.10 runs the first healthcheck one interval after start: 60 s here, far beyond the 2 s bound
     node.env.write_text(node.env.read_text().replace("HEALTH_INTERVAL=1s", "HEALTH_INTERVAL=60s"))
     t0 = time.monotonic()
-    cp = run_cli("launch", "--role", "head", "--env", str(node.env), "--compose", str(node.compose),
-                 "--project", node.project, "--json", str(node.tmp / "slow.json"), "--health-timeout", "2",
-                 *waive, timeout=120)
+    cp = cli("launch", "--role", "head", "--env", str(node.env), "--compose", str(node.compose),
+             "--project", node.project, "--json", str(node.tmp / "slow.json"), "--health-timeout", "2", *waive)
     assert cp.returncode == 1, (cp.stdout, cp.stderr)
     assert time.monotonic() - t0 < 60
     ev = node.evidence("slow.json")
@@ -287,6 +297,26 @@ def test_start_error_is_reported_and_cleaned_up(node):
     up = next(r for r in ev["results"] if r["id"] == "launch.up")
     assert up["status"] == "fail" and "rlimit" in up["observed"], up
     assert ev["context"]["launched"] is False and node.containers() == []  # the Created container was removed
+
+
+def test_absent_image_refuses_and_pull_waits_for_the_other_gates(node):
+    """No registry may be contacted here, so the pull itself is only shown (--dry-run), never run."""
+    failing = _failing_gates(node)
+    waive = []
+    for gid in failing:
+        waive += ["--waive", gid, "--reason", "test bed"]
+    node.env.write_text(node.env.read_text().replace(f"VLLM_IMAGE={STANDIN}", "VLLM_IMAGE=rdmacheck/absent:never"))
+    cp = node.launch(*waive, "--dry-run", json_name="nopull.json")
+    assert cp.returncode == 1 and node.evidence("nopull.json")["context"]["refused"] == ["docker.image"]
+    assert "docker pull rdmacheck/absent:never" in cp.stdout  # the remedy
+    cp = node.launch(*waive, "--dry-run", "--pull", json_name="pull.json")
+    assert cp.returncode == 0, (cp.stdout, cp.stderr)
+    assert "would run: docker pull rdmacheck/absent:never" in cp.stdout
+    # with a failing gate left unwaived, --pull does not pull: the refusal comes first
+    cp = node.launch("--pull", json_name="refused.json")
+    assert cp.returncode == 1 and "pulling" not in cp.stdout
+    assert _docker("image", "inspect", "rdmacheck/absent:never").returncode != 0
+    assert node.containers() == []
 
 
 def test_snapshot_root_where_host_gates_pass(node, tmp_path):
