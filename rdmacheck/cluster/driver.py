@@ -1,0 +1,647 @@
+"""``rdmacheck cluster``: Ray nodes -> per-node preflight -> cluster bench -> pairwise -> evidence -> report.
+
+Every wait on a node is bounded.  A node that dies or never answers is
+recorded with the Ray error (or "no answer within S s") and the run goes on
+without it; the evidence and the report are always written.
+
+Where time goes and why it is bounded:
+
+* preflight: one task per node pinned with NodeAffinitySchedulingStrategy
+  (soft=False: a task must never run on another node, or one node's gates
+  would be reported twice under two names); the whole phase is bounded by
+  --node-timeout.
+* bench and pairwise: the ranks run rdmacheck.bench's runner, whose watchdog
+  ends a rank that makes no progress for --node-timeout seconds; the driver
+  polls Ray's node table every second, so a node Ray declares dead is
+  named at once, and after the first rank of a group finishes (or fails) the
+  others get --node-timeout + a grace to answer.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import re
+import socket
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+from ..atomic import atomic_write
+from ..errors import UsageError
+from ..model import Evidence, Result, Status
+from . import matrix, remote
+from .schedule import rounds
+
+# TEST HOOK ONLY: "PHASE:FILE" makes the driver stop when it reaches PHASE
+# ("preflight", "bench", "pairwise-round-N"), print "# test hold: PHASE", and
+# wait (at most 120 s) until FILE exists.  tests/test_cluster_ray.py uses it
+# to remove a Ray node at a known point of the run; nothing else sets it.
+TEST_HOLD_ENV = "RDMACHECK_CLUSTER_TEST_HOLD"
+GRACE_S = 10.0          # extra seconds after --node-timeout before a silent rank is declared lost
+POLL_S = 1.0            # how often Ray's node table is read while waiting
+
+
+@dataclasses.dataclass
+class ClusterOptions:
+    address: str
+    out_dir: Path
+    config: Any                                   # rdmacheck.config.Config, loaded on the driver
+    bench_opts: Any                               # rdmacheck.bench.runner.BenchOptions (template for the cluster bench)
+    node_timeout: float = 120.0
+    preflight: bool = True
+    only: list[str] | None = None
+    bench: bool = True
+    pairwise: bool = False
+    pairwise_sizes: list[int] = dataclasses.field(default_factory=lambda: [64 << 20])
+    outlier_factor: float = 0.5
+    report: bool = True
+    title: str | None = None
+    argv: list[str] = dataclasses.field(default_factory=list)
+
+
+@dataclasses.dataclass
+class Node:
+    node_id: str
+    label: str
+    hostname: str
+    ip: str
+    name: str
+    gpus: int
+    resources: dict[str, float]
+    state: str = "alive"            # alive | dead | lost (no answer)
+    phase: str | None = None        # where it failed
+    error: str | None = None        # the Ray error, condensed
+    files: list[str] = dataclasses.field(default_factory=list)
+
+    def fail(self, state: str, phase: str, error: str) -> None:
+        if self.state == "alive":
+            self.state, self.phase, self.error = state, phase, error
+
+    @property
+    def ok(self) -> bool:
+        return self.state == "alive"
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+_T0 = time.monotonic()
+
+
+def say(msg: str) -> None:
+    print(f"# [{time.monotonic() - _T0:6.1f} s] {msg}", flush=True)
+
+
+def ray_error_text(e: BaseException, limit: int = 500) -> str:
+    """A Ray exception in one line: its type and the informative part of its text."""
+    text = " | ".join(line.strip() for line in str(e).splitlines() if line.strip())
+    text = text.replace("\t", " ")
+    out = f"{type(e).__name__}: {text}" if text else type(e).__name__
+    return out if len(out) <= limit else out[: limit - 1] + "…"
+
+
+def safe_name(label: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", label).strip("_") or "node"
+
+
+def _hold(phase: str) -> None:
+    spec = os.environ.get(TEST_HOLD_ENV, "")
+    want, _, path = spec.partition(":")
+    if not spec or want != phase:
+        return
+    say(f"test hold: {phase} (waiting for {path})")
+    end = time.monotonic() + 120
+    while time.monotonic() < end and not os.path.exists(path):
+        time.sleep(0.1)
+
+
+# ---------------------------------------------------------------- discovery
+
+def label_nodes(raw: list[dict[str, Any]]) -> list[Node]:
+    """Ray's node table -> Nodes with unique, readable labels, in a stable order.
+
+    The label is the host name where it is unique.  Several Ray nodes on one
+    host (containers sharing the host's name, or CI's simulated nodes) get
+    ``host/node_name`` (``host/<NodeID prefix>`` without a node name).
+    """
+    alive = [n for n in raw if n.get("Alive")]
+    hosts = [str(n.get("NodeManagerHostname") or n.get("NodeManagerAddress") or "?") for n in alive]
+    nodes: list[Node] = []
+    for n, host in zip(alive, hosts):
+        nid = str(n["NodeID"])
+        name = str(n.get("NodeName") or "")
+        ip = str(n.get("NodeManagerAddress") or "")
+        label = host
+        if hosts.count(host) > 1:
+            label = f"{host}/{name}" if name and name != ip else f"{host}/{nid[:8]}"
+        res = {str(k): float(v) for k, v in (n.get("Resources") or {}).items()}
+        nodes.append(Node(nid, label, host, ip, name, int(res.get("GPU", 0)), res))
+    seen: dict[str, int] = {}
+    for nd in nodes:  # still ambiguous (same node_name twice): add the NodeID prefix
+        seen[nd.label] = seen.get(nd.label, 0) + 1
+    for nd in nodes:
+        if seen[nd.label] > 1:
+            nd.label = f"{nd.label}/{nd.node_id[:8]}"
+    return sorted(nodes, key=lambda x: x.label)
+
+
+# ---------------------------------------------------------------- bounded waiting
+
+@dataclasses.dataclass
+class Outcome:
+    ok: bool
+    value: Any = None
+    error: str | None = None
+    node_dead: bool = False       # Ray says the node is gone (the node, not just the process)
+
+
+class Waiter:
+    def __init__(self, ray, nodes: dict[str, Node]) -> None:
+        self.ray = ray
+        self.nodes = nodes          # node_id -> Node
+
+    def alive_ids(self) -> set[str]:
+        try:
+            return {n["NodeID"] for n in self.ray.nodes() if n.get("Alive")}
+        except Exception:
+            return set(self.nodes)
+
+    def wait(self, refs: dict[Any, tuple[Any, str]], bound: float, hard: bool) -> dict[Any, Outcome]:
+        """Wait for ``refs`` (ref -> (key, node_id)).
+
+        hard: everything must answer within ``bound`` seconds from now.
+        not hard: no limit while all are running; once one has finished or
+        failed, the rest get ``bound`` more seconds (the rank watchdog ends a
+        stuck rank within --node-timeout).  A ref whose node leaves Ray's
+        table is failed once Ray has had 5 s to deliver its own error.
+        """
+        ray = self.ray
+        out: dict[Any, Outcome] = {}
+        pending = dict(refs)
+        start = time.monotonic()
+        first_done: float | None = None
+        dead_seen: dict[str, float] = {}
+        last_poll = 0.0
+        while pending:
+            ready, _ = ray.wait(list(pending), num_returns=len(pending), timeout=POLL_S)
+            for ref in ready:
+                key, nid = pending.pop(ref)
+                try:
+                    out[key] = Outcome(True, ray.get(ref))
+                except Exception as e:  # RayActorError, NodeDiedError, TaskUnschedulableError, RayTaskError ...
+                    txt = ray_error_text(e)
+                    dead = "node has died" in txt or "Node Id" in txt and "died" in txt or isinstance(
+                        e, getattr(ray.exceptions, "NodeDiedError", ())) or "TaskUnschedulable" in type(e).__name__
+                    out[key] = Outcome(False, error=txt, node_dead=dead)
+                if first_done is None:
+                    first_done = time.monotonic()
+            if not pending:
+                break
+            now = time.monotonic()
+            if now - last_poll >= POLL_S:
+                last_poll = now
+                alive = self.alive_ids()
+                for ref, (key, nid) in list(pending.items()):
+                    if nid not in alive:
+                        t = dead_seen.setdefault(nid, now)
+                        if now - t > 5.0:  # Ray had its chance to say why
+                            pending.pop(ref)
+                            out[key] = Outcome(False, error=f"Ray reports node {nid[:12]} dead (its task never answered)",
+                                               node_dead=True)
+            limit = start + bound if hard else (first_done + bound if first_done is not None else None)
+            if limit is not None and time.monotonic() > limit:
+                for ref, (key, nid) in pending.items():
+                    out[key] = Outcome(False, error=f"no answer within {bound:g} s (the node is overloaded, "
+                                                    f"partitioned or stuck; Ray did not report it dead)")
+                    try:
+                        ray.cancel(ref, force=True)
+                    except Exception:
+                        pass
+                break
+        return out
+
+
+# ---------------------------------------------------------------- the run
+
+class ClusterRun:
+    def __init__(self, opts: ClusterOptions) -> None:
+        self.o = opts
+        self.nodes: list[Node] = []
+        self.results: list[Result] = []
+        self.context: dict[str, Any] = {}
+        self.timings: dict[str, float] = {}
+        self.actors: dict[str, list[Any]] = {}      # node label -> actors (one per GPU, or one)
+        self.bench_evidence: Evidence | None = None
+        self.pairwise: dict[str, Any] | None = None
+        self.backend: str = "gloo"
+
+    # -- helpers
+    def by_id(self) -> dict[str, Node]:
+        return {n.node_id: n for n in self.nodes}
+
+    def node(self, label: str) -> Node:
+        return next(n for n in self.nodes if n.label == label)
+
+    def _strategy(self, node: Node):
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        return NodeAffinitySchedulingStrategy(node_id=node.node_id, soft=False)
+
+    def _timed(self, phase: str, fn: Callable[[], None]) -> None:
+        t0 = time.monotonic()
+        try:
+            fn()
+        finally:
+            self.timings[phase] = round(time.monotonic() - t0, 3)
+
+    # -- main
+    def run(self) -> dict[str, Any]:
+        o = self.o
+        import ray
+
+        o.out_dir.mkdir(parents=True, exist_ok=True)
+        own_init = not ray.is_initialized()
+        t0 = time.monotonic()
+        if own_init:
+            try:
+                ray.init(address=o.address, log_to_driver=False, logging_level="warning")
+            except (ConnectionError, RuntimeError, ValueError) as e:
+                raise UsageError(f"--ray-address {o.address}: cannot connect to a Ray cluster ({ray_error_text(e, 300)}); "
+                                 "start Ray on the head (the head container does) and pass its GCS address "
+                                 "HOST:6379, or 'auto' inside a node") from None
+        self.timings["connect"] = round(time.monotonic() - t0, 3)
+        try:
+            self.nodes = label_nodes(ray.nodes())
+            if not self.nodes:
+                raise UsageError(f"--ray-address {o.address}: the Ray cluster has no live node")
+            say(f"{len(self.nodes)} Ray node(s): " + ", ".join(f"{n.label} ({n.ip}, {n.gpus} GPU)" for n in self.nodes))
+            self.waiter = Waiter(ray, self.by_id())
+            if o.preflight:
+                _hold("preflight")
+                self._timed("preflight", lambda: self.phase_preflight(ray))
+            if o.bench or o.pairwise:
+                self._timed("actors", lambda: self.start_actors(ray))
+            if o.bench:
+                _hold("bench")
+                self._timed("bench", lambda: self.phase_bench(ray))
+            if o.pairwise:
+                self._timed("pairwise", lambda: self.phase_pairwise(ray))
+        finally:
+            for acts in self.actors.values():
+                for a in acts:
+                    try:
+                        ray.kill(a)
+                    except Exception:
+                        pass
+            if own_init:
+                ray.shutdown()
+        return self.finish()
+
+    # -- preflight
+    def phase_preflight(self, ray) -> None:
+        o = self.o
+        task = ray.remote(num_cpus=0, max_retries=0)(remote.preflight_task)
+        refs = {}
+        for n in self.nodes:
+            ident = {"node_id": n.node_id, "node_name": n.name, "node_ip": n.ip, "label": n.label}
+            ref = task.options(scheduling_strategy=self._strategy(n), name=f"rdmacheck-preflight:{n.label}").remote(
+                o.config, o.only, n.label, ident)
+            refs[ref] = (n.label, n.node_id)
+        say(f"preflight: {len(refs)} task(s), one pinned per node, bounded by {o.node_timeout:g} s")
+        out = self.waiter.wait(refs, o.node_timeout, hard=True)
+        for n in self.nodes:
+            oc = out[n.label]
+            if not oc.ok:
+                n.fail("dead" if oc.node_dead else "lost", "preflight", oc.error or "")
+                say(f"preflight: {n.label}: {oc.error}")
+                continue
+            path = o.out_dir / "nodes" / safe_name(n.label) / "preflight.json"
+            atomic_write(path, json.dumps(oc.value, indent=2, default=str) + "\n")
+            n.files.append(str(path.relative_to(o.out_dir)))
+            st = oc.value.get("status")
+            say(f"preflight: {n.label}: {st}")
+
+    # -- actors
+    def start_actors(self, ray) -> None:
+        o = self.o
+        live = [n for n in self.nodes if n.ok]
+        want = o.bench_opts.backend
+        all_gpu = bool(live) and all(n.gpus >= 1 for n in live)
+        if want == "nccl" and not all_gpu:
+            no = [n.label for n in live if n.gpus < 1]
+            raise UsageError(f"--backend nccl: node(s) {', '.join(no[:5])} have no GPU in Ray's resources; "
+                             "use --backend gloo or start those nodes with their GPUs")
+        self.backend = want or ("nccl" if all_gpu else "gloo")
+        Actor = ray.remote(remote.BenchActor)
+        refs = {}
+        for n in live:
+            per = n.gpus if self.backend == "nccl" else 1
+            acts = []
+            for g in range(per):
+                a = Actor.options(num_cpus=0, num_gpus=1 if self.backend == "nccl" else 0, max_restarts=0,
+                                  scheduling_strategy=self._strategy(n), name=None).remote(n.label)
+                acts.append(a)
+                refs[a.prepare.remote()] = ((n.label, g), n.node_id)
+            self.actors[n.label] = acts
+        say(f"bench: starting {len(refs)} rank actor(s), backend {self.backend}"
+            + (" (one per GPU)" if self.backend == "nccl" else " (one per node)"))
+        out = self.waiter.wait(refs, o.node_timeout + GRACE_S, hard=True)
+        self.actor_info: dict[tuple[str, int], dict[str, Any]] = {}
+        for (label, g), oc in out.items():
+            n = self.node(label)
+            if oc.ok:
+                self.actor_info[(label, g)] = oc.value
+            else:
+                n.fail("dead" if oc.node_dead else "lost", "bench: actor start", oc.error or "")
+                say(f"bench: {label}: actor did not start: {oc.error}")
+        for n in self.nodes:
+            if not n.ok:
+                self.actors.pop(n.label, None)
+
+    def _replace_actor(self, ray, n: Node, g: int = 0) -> bool:
+        """A rank actor that exited (its runner's watchdog fired because a peer died) is replaced
+        when its node is still alive: the node did nothing wrong."""
+        Actor = ray.remote(remote.BenchActor)
+        a = Actor.options(num_cpus=0, num_gpus=1 if self.backend == "nccl" else 0, max_restarts=0,
+                          scheduling_strategy=self._strategy(n)).remote(n.label)
+        out = self.waiter.wait({a.prepare.remote(): ("x", n.node_id)}, self.o.node_timeout + GRACE_S, hard=True)
+        if out["x"].ok:
+            self.actors[n.label][g] = a
+            return True
+        n.fail("dead" if out["x"].node_dead else "lost", "pairwise: actor restart", out["x"].error or "")
+        return False
+
+    def _group(self, ray, ranks: list[tuple[Node, Any]], opts) -> tuple[dict[int, Outcome], str | None]:
+        """Run one torch.distributed group (rank order as given) through the bench runner."""
+        o = self.o
+        n0, a0 = ranks[0]
+        port = self.waiter.wait({a0.free_port.remote(): ("port", n0.node_id)}, o.node_timeout, hard=True)["port"]
+        if not port.ok:
+            return {0: port}, "rank 0 could not pick a port: " + (port.error or "")
+        master = n0.ip
+        opts_json = opts.to_json()
+        per_node: dict[str, int] = {}
+        for n, _ in ranks:
+            per_node[n.label] = per_node.get(n.label, 0) + 1
+        refs = {a.run.remote(opts_json, r, len(ranks), master, int(port.value), per_node[n.label]): (r, n.node_id)
+                for r, (n, a) in enumerate(ranks)}
+        return self.waiter.wait(refs, o.node_timeout + GRACE_S, hard=False), None
+
+    def _blame(self, ranks: list[tuple[Node, Any]], out: dict[int, Outcome], phase: str) -> list[str]:
+        """Nodes whose rank failed because the node itself went away; returns every failure text."""
+        texts = []
+        alive = self.waiter.alive_ids()
+        for r, oc in sorted(out.items()):
+            n = ranks[r][0]
+            if oc.ok:
+                continue
+            texts.append(f"rank {r} on {n.label}: {oc.error}")
+            if oc.node_dead or n.node_id not in alive:
+                n.fail("dead", phase, oc.error or "")
+            elif "no answer within" in (oc.error or ""):
+                n.fail("lost", phase, oc.error or "")
+        return texts
+
+    # -- bench
+    def phase_bench(self, ray) -> None:
+        o = self.o
+        ranks = [(n, a) for n in self.nodes if n.ok for a in self.actors.get(n.label, [])]
+        if len(ranks) < 1:
+            self.results.append(Result("cluster.bench", Status.FAIL, observed="no live rank to run the bench on",
+                                       expected="one rank per GPU (NCCL) or per node (gloo)"))
+            return
+        opts = dataclasses.replace(o.bench_opts, backend=self.backend, timeout=o.node_timeout, json_path=None, csv_path=None,
+                                   progress=False)
+        say(f"bench: {', '.join(opts.ops)} over {len(ranks)} rank(s), {self.backend}")
+        out, err = self._group(ray, ranks, opts)
+        failures = self._blame(ranks, out, "bench") if not err else [err]
+        self.context["bench"] = {"backend": self.backend, "world_size": len(ranks),
+                                 "ranks": [{"rank": r, "node": n.label} for r, (n, _) in enumerate(ranks)],
+                                 "failures": failures}
+        r0 = out.get(0)
+        ev_dict = r0.value.get("evidence") if r0 is not None and r0.ok and isinstance(r0.value, dict) else None
+        if ev_dict:
+            ev = Evidence.from_dict(ev_dict)
+            ev.host = ranks[0][0].label
+            ev.context["cluster"] = {"nodes": [n.label for n, _ in ranks], "ray_address": o.address}
+            path = o.out_dir / "bench.json"
+            from ..output.jsonout import write_evidence
+
+            write_evidence(ev, path)
+            self.bench_evidence = ev
+            self.context["bench"]["file"] = "bench.json"
+        rcs = {r: (oc.value.get("rc") if oc.ok else None) for r, oc in out.items()}
+        if failures or not ev_dict:
+            self.results.append(Result(
+                "cluster.bench", Status.FAIL,
+                observed=("; ".join(failures[:4]) + (f" and {len(failures) - 4} more" if len(failures) > 4 else ""))
+                or "rank 0 returned no evidence",
+                expected=f"every rank of the {self.backend} group finishes the sweep",
+                remedy="the node named dead left the Ray cluster (crash, reboot, network): fix or drain it and rerun; "
+                       "ranks that failed only because a peer died are collateral",
+                details={"rc": rcs}))
+            say("bench: FAILED: " + "; ".join(failures[:3]))
+        else:
+            st = ev.status
+            self.results.append(Result(
+                "cluster.bench", Status.PASS if st is not Status.FAIL else Status.FAIL,
+                observed=f"{len(ranks)} rank(s) finished; bench gates: "
+                         + ", ".join(f"{r.id} {r.status.value}" for r in ev.results),
+                expected=f"every rank of the {self.backend} group finishes the sweep and the bench gates pass",
+                remedy="see the bench gates in bench.json / the report's bench section" if st is Status.FAIL else "",
+                details={"rc": rcs}))
+            say(f"bench: {ev.status.value}")
+
+    # -- pairwise
+    def phase_pairwise(self, ray) -> None:
+        o = self.o
+        labels = [n.label for n in self.nodes]
+        idx = {l: i for i, l in enumerate(labels)}
+        bw = matrix.empty(labels)
+        errors: dict[str, str] = {}
+        pairs_out: list[dict[str, Any]] = []
+        sched = rounds(labels)
+        expected = o.bench_opts.expect_busbw
+        opts = dataclasses.replace(o.bench_opts, ops=["sendrecv"], sizes=list(o.pairwise_sizes), backend=self.backend,
+                                   timeout=o.node_timeout, json_path=None, csv_path=None, progress=False,
+                                   plateau_min_bytes=min(o.pairwise_sizes))
+        say(f"pairwise: {len(labels) * (len(labels) - 1) // 2} pair(s) in {len(sched)} round(s) "
+            f"(each node in at most one pair per round)")
+        for k, rnd in enumerate(sched, 1):
+            _hold(f"pairwise-round-{k}")
+            groups = []
+            for a, b in rnd:
+                key = f"{a}|{b}"
+                na, nb = self.node(a), self.node(b)
+                bad = [x for x in (na, nb) if not x.ok]
+                if bad:
+                    errors[key] = "; ".join(f"{x.label} {x.state} ({x.phase}: {x.error})" for x in bad)
+                    continue
+                if not all(self.actors.get(x.label) for x in (na, nb)):
+                    errors[key] = "no rank actor"
+                    continue
+                groups.append((key, na, nb))
+            # the pairs of one round run at the same time: that is the point of rounds
+            running = []
+            for key, na, nb in groups:
+                running.append((key, na, nb, self._start_pair(ray, na, nb, opts)))
+            for key, na, nb, started in running:
+                ranks, refs, err = started
+                if err:
+                    errors[key] = err
+                    continue
+                out = self.waiter.wait(refs, o.node_timeout + GRACE_S, hard=False)
+                fails = self._blame(ranks, out, f"pairwise round {k}")
+                rec = self._pair_record(out)
+                if rec is not None and not fails:
+                    i, j = idx[na.label], idx[nb.label]
+                    bw[i][j] = bw[j][i] = rec["busbw"]
+                    if rec.get("wrong"):
+                        errors[key] = f"#wrong {rec['wrong']}"
+                    pairs_out.append(dict(rec, a=na.label, b=nb.label, round=k))
+                    say(f"pairwise round {k}: {na.label} <-> {nb.label}: {rec['busbw']:.2f} GB/s")
+                else:
+                    errors[key] = "; ".join(fails) or "rank 0 returned no record"
+                    say(f"pairwise round {k}: {na.label} <-> {nb.label}: FAILED: {errors[key][:200]}")
+                    for n in (na, nb):  # a survivor's rank may have exited on its watchdog: replace it
+                        if n.ok and n.label in self.actors:
+                            try:
+                                ray.get(self.actors[n.label][0].info.remote(), timeout=5)
+                            except Exception:
+                                self._replace_actor(ray, n)
+        # a value with #wrong is not a link we can trust: count it as not measured
+        for key, why in errors.items():
+            if why.startswith("#wrong"):
+                a, b = key.split("|")
+                bw[idx[a]][idx[b]] = bw[idx[b]][idx[a]] = None
+        data, res = matrix.judge(labels, bw, errors, expected, o.outlier_factor)
+        data["rounds"] = [[list(p) for p in r] for r in sched]
+        data["sizes"] = list(o.pairwise_sizes)
+        data["records"] = pairs_out
+        self.pairwise = data
+        self.results.append(res)
+        atomic_write(o.out_dir / "pairwise.csv", matrix.to_csv(labels, bw))
+        atomic_write(o.out_dir / "pairwise.svg", matrix.heatmap_svg(data))
+
+    def _start_pair(self, ray, na: Node, nb: Node, opts):
+        ranks = [(na, self.actors[na.label][0]), (nb, self.actors[nb.label][0])]
+        port = self.waiter.wait({ranks[0][1].free_port.remote(): ("port", na.node_id)}, self.o.node_timeout, hard=True)["port"]
+        if not port.ok:
+            self._blame(ranks, {0: port}, "pairwise")
+            return ranks, {}, f"rank 0 on {na.label} could not pick a port: {port.error}"
+        oj = opts.to_json()
+        refs = {a.run.remote(oj, r, 2, na.ip, int(port.value), 1): (r, n.node_id) for r, (n, a) in enumerate(ranks)}
+        return ranks, refs, None
+
+    @staticmethod
+    def _pair_record(out: dict[int, Outcome]) -> dict[str, Any] | None:
+        r0 = out.get(0)
+        if r0 is None or not r0.ok or not isinstance(r0.value, dict) or not r0.value.get("evidence"):
+            return None
+        recs = [r for r in r0.value["evidence"].get("records") or [] if r.get("op") == "sendrecv"]
+        if not recs:
+            return None
+        top = max(recs, key=lambda r: (r["bytes"], r["busbw"]))
+        return {"bytes": top["bytes"], "busbw": float(top["busbw"]), "time_us": top["time_us"],
+                "wrong": sum(int(r.get("wrong") or 0) for r in recs),
+                "all": [{"bytes": r["bytes"], "busbw": r["busbw"]} for r in recs]}
+
+    # -- evidence and report
+    def finish(self) -> dict[str, Any]:
+        o = self.o
+        import ray
+
+        dead = [n for n in self.nodes if not n.ok]
+        total = len(self.nodes)
+        if dead:
+            nodes_res = Result(
+                "cluster.nodes", Status.FAIL,
+                observed=f"{total - len(dead)} of {total} node(s) answered; "
+                         + "; ".join(f"{n.label} {n.state} during {n.phase}: {n.error}" for n in dead[:4])
+                         + (f" and {len(dead) - 4} more" if len(dead) > 4 else ""),
+                expected=f"every Ray node answers within {o.node_timeout:g} s",
+                remedy="a node Ray reports dead left the cluster (crash, reboot, raylet killed, network): "
+                       "check it and rerun; a node with no answer is overloaded or partitioned",
+                details={"dead": [n.label for n in dead]})
+        else:
+            nodes_res = Result("cluster.nodes", Status.PASS, observed=f"all {total} node(s) answered",
+                               expected=f"every Ray node answers within {o.node_timeout:g} s")
+        results = [nodes_res] + self.results
+        if not o.pairwise:
+            results.append(Result("cluster.pairwise", Status.SKIP, observed="not requested", remedy="add --pairwise"))
+        # one small cluster-kind file per node: a node that died shows up as a failed node of its own
+        for n in self.nodes:
+            r = Result("cluster.node", Status.PASS if n.ok else Status.FAIL,
+                       observed="answered every phase" if n.ok else f"{n.state} during {n.phase}: {n.error}",
+                       expected=f"answers Ray within {o.node_timeout:g} s",
+                       remedy="" if n.ok else nodes_res.remedy)
+            ev = Evidence(kind="cluster", host=n.label, results=[r],
+                          context={"ray": {"node_id": n.node_id, "node_name": n.name, "ip": n.ip, "hostname": n.hostname}})
+            path = o.out_dir / "nodes" / safe_name(n.label) / "cluster-node.json"
+            atomic_write(path, ev.to_json() + "\n")
+            n.files.append(str(path.relative_to(o.out_dir)))
+        self.context.update({
+            "ray_address": o.address, "ray_version": getattr(ray, "__version__", None),
+            "driver_host": socket.gethostname(), "node_timeout": o.node_timeout,
+            "nodes": [n.to_dict() for n in self.nodes], "timings_s": self.timings, "argv": o.argv,
+            "config": o.config.to_dict() if hasattr(o.config, "to_dict") else None,
+            "expect_busbw": o.bench_opts.expect_busbw,
+        })
+        if self.pairwise is not None:
+            self.context["pairwise"] = self.pairwise
+        ev = Evidence(kind="cluster", host="ray-cluster", results=results, context=self.context)
+        from ..output.jsonout import write_evidence
+
+        write_evidence(ev, o.out_dir / "cluster.json")
+        summary = {"evidence": ev, "nodes": self.nodes, "report": None, "verdict": None, "reason": None}
+        if o.report:
+            t0 = time.monotonic()
+            summary.update(write_report(o.out_dir, o.title, o.bench_opts.expect_busbw, self.pairwise))
+            self.timings["report"] = round(time.monotonic() - t0, 3)
+        return summary
+
+
+def write_report(out_dir: Path, title: str | None, expected: float | None,
+                 pairwise: dict[str, Any] | None) -> dict[str, Any]:
+    """The report over every evidence file under ``out_dir``, plus the pairwise heatmap.
+
+    rdmacheck.report has no slot for extra sections yet, so the heatmap (an
+    inline SVG and the flagged links) is inserted before ``</body>`` of the
+    page it wrote; the same data sits in cluster.json's ``context.pairwise``.
+    """
+    from ..report import make_report
+
+    out = out_dir / "report.html"
+    model = make_report([str(out_dir)], out, title=title or "Cluster acceptance report (rdmacheck cluster)",
+                        expected_busbw=expected)
+    if pairwise is not None:
+        html = out.read_text(encoding="utf-8")
+        section = pairwise_section(pairwise)
+        i = html.rfind("</body>")
+        html = html[:i] + section + html[i:] if i >= 0 else html + section
+        atomic_write(out, html)
+    return {"report": out, "verdict": model["verdict"], "reason": model["reason"]}
+
+
+def _gbs(v: float | None) -> str:
+    return "" if v is None else f"{v:.2f}"
+
+
+def pairwise_section(data: dict[str, Any]) -> str:
+    from xml.sax.saxutils import escape
+
+    rows = "".join(
+        f"<tr><td>{escape(f['a'])}</td><td>{escape(f['b'])}</td>"
+        f"<td>{_gbs(f['busbw'])}</td>"
+        f"<td>{escape(f['why'])}</td></tr>"
+        for f in data.get("flagged", [])[:200])
+    flagged = (f"<table><tr><th>node</th><th>node</th><th>busbw GB/s</th><th>why flagged</th></tr>{rows}</table>"
+               if rows else "<p>No link flagged.</p>")
+    med = data.get("median")
+    return (f'<section id="pairwise"><h2>Pairwise links (sendrecv, one pair per node per round)</h2>'
+            f"<p>{data['measured']} of {data['pairs']} pair(s) measured in {len(data.get('rounds') or [])} round(s); "
+            f"expected &ge; {data['expected']:g} GB/s" + (f"; median {med:.2f} GB/s" if med is not None else "") + "</p>"
+            f"{matrix.heatmap_svg(data)}{flagged}</section>\n")

@@ -1,0 +1,130 @@
+"""The pairwise link matrix: node-by-node sendrecv busbw, judged and drawn.
+
+Pure functions over plain data so the tests check them exactly and the
+report can re-render them from the cluster evidence alone
+(``context.pairwise = {nodes, busbw, errors, expected, flagged, ...}``).
+"""
+
+from __future__ import annotations
+
+import statistics
+from typing import Any
+from xml.sax.saxutils import escape
+
+from ..model import Result, Status
+
+
+def empty(nodes: list[str]) -> list[list[float | None]]:
+    return [[None] * len(nodes) for _ in nodes]
+
+
+def judge(nodes: list[str], busbw: list[list[float | None]], errors: dict[str, str], expected: float,
+          outlier_factor: float = 0.5) -> tuple[dict[str, Any], Result]:
+    """Flag links below ``expected`` GB/s (FAIL) and links below ``outlier_factor`` x the median
+    of the measured links (WARN: the one bad cable hides in an all-reduce average, not here).
+
+    ``errors`` maps "a|b" (the pair in node order) to why it was not measured.
+    Returns (``context.pairwise`` dict, the ``cluster.pairwise`` Result).
+    """
+    n = len(nodes)
+    vals = [busbw[i][j] for i in range(n) for j in range(i + 1, n) if busbw[i][j] is not None]
+    med = statistics.median(vals) if vals else None
+    flagged: list[dict[str, Any]] = []
+    for i in range(n):
+        for j in range(i + 1, n):
+            v = busbw[i][j]
+            key = f"{nodes[i]}|{nodes[j]}"
+            if v is None:
+                flagged.append({"a": nodes[i], "b": nodes[j], "busbw": None, "why": f"not measured: {errors.get(key, 'unknown')}"})
+            elif v < expected:
+                flagged.append({"a": nodes[i], "b": nodes[j], "busbw": v, "why": f"below expected {expected:g} GB/s"})
+            elif med and v < outlier_factor * med:
+                flagged.append({"a": nodes[i], "b": nodes[j], "busbw": v,
+                                "why": f"below {outlier_factor:g} x the median link ({med:.2f} GB/s)", "warn": True})
+    total = n * (n - 1) // 2
+    data = {"nodes": list(nodes), "busbw": busbw, "expected": expected, "median": med, "outlier_factor": outlier_factor,
+            "measured": len(vals), "pairs": total, "flagged": flagged, "errors": dict(errors)}
+    hard = [f for f in flagged if not f.get("warn")]
+    expected_txt = f"all {total} pair(s) measured, sendrecv busbw >= {expected:g} GB/s on every link"
+    if not flagged:
+        obs = f"{len(vals)} of {total} pair(s) measured; min {min(vals):.2f}, median {med:.2f} GB/s" if vals else "no pairs"
+        return data, Result("cluster.pairwise", Status.PASS, observed=obs, expected=expected_txt, details={"median": med})
+    names = "; ".join(f"{f['a']}<->{f['b']} " + (f"{f['busbw']:.2f} GB/s " if f["busbw"] is not None else "") + f"({f['why']})"
+                      for f in flagged[:5])
+    more = f" and {len(flagged) - 5} more" if len(flagged) > 5 else ""
+    status = Status.FAIL if hard else Status.WARN
+    return data, Result(
+        "cluster.pairwise", status,
+        observed=f"{len(vals)} of {total} pair(s) measured; flagged: {names}{more}",
+        expected=expected_txt,
+        remedy="a link flagged on one pair only is that pair's cable, port or switch path: reseat or swap it, "
+               "check its NIC counters (ethtool -S) and PFC; a node in every flagged pair is that node's NIC or config",
+        details={"flagged": flagged[:50]},
+    )
+
+
+def to_csv(nodes: list[str], busbw: list[list[float | None]]) -> str:
+    def q(s: str) -> str:
+        return '"' + s.replace('"', '""') + '"'
+
+    lines = ["node," + ",".join(q(x) for x in nodes)]
+    for i, a in enumerate(nodes):
+        lines.append(q(a) + "," + ",".join("" if v is None else f"{v:.4f}" for v in busbw[i]))
+    return "\n".join(lines) + "\n"
+
+
+def _color(v: float | None, lo: float, hi: float) -> str:
+    if v is None:
+        return "#bbbbbb"
+    t = 0.0 if hi <= lo else max(0.0, min(1.0, (v - lo) / (hi - lo)))
+    # red (slow) -> yellow -> green (fast)
+    r = int(215 - 170 * max(0.0, t - 0.5) * 2) if t > 0.5 else 215
+    g = int(48 + 150 * min(1.0, t * 2))
+    return f"#{r:02x}{g:02x}40"
+
+
+def heatmap_svg(data: dict[str, Any], cell: int = 0) -> str:
+    """A self-contained SVG heatmap of ``context.pairwise`` (autoescaped labels).
+
+    Flagged links get a black frame; unmeasured ones are grey with an x.
+    Above ~40 nodes labels are dropped and cells shrink so the picture stays
+    a picture.
+    """
+    nodes = data["nodes"]
+    m = data["busbw"]
+    n = len(nodes)
+    cell = cell or (28 if n <= 16 else 14 if n <= 40 else max(3, 600 // max(n, 1)))
+    labels = n <= 40
+    pad = (max((len(x) for x in nodes), default=4) * 7 + 10) if labels else 10
+    size = pad + n * cell + 10
+    vals = [v for row in m for v in row if v is not None]
+    lo = min(vals + [data.get("expected") or 0.0]) if vals else 0.0
+    hi = max(vals) if vals else 1.0
+    flagged = {(f["a"], f["b"]) for f in data.get("flagged", [])}
+    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{size}" height="{size + 30}" font-family="sans-serif" font-size="11">',
+           f'<title>pairwise sendrecv busbw (GB/s), {n} nodes</title>']
+    for i, a in enumerate(nodes):
+        y = pad + i * cell
+        if labels:
+            out.append(f'<text x="{pad - 4}" y="{y + cell * 0.65:.1f}" text-anchor="end">{escape(a)}</text>')
+            out.append(f'<text transform="translate({pad + i * cell + cell * 0.65:.1f},{pad - 4}) rotate(-60)">{escape(a)}</text>')
+        for j, b in enumerate(nodes):
+            x = pad + j * cell
+            if i == j:
+                out.append(f'<rect x="{x}" y="{y}" width="{cell}" height="{cell}" fill="#ffffff" stroke="#eeeeee"/>')
+                continue
+            v = m[i][j] if m[i][j] is not None else m[j][i]
+            key = (a, b) if (a, b) in flagged else (b, a)
+            stroke = ' stroke="#000000" stroke-width="2"' if key in flagged else ' stroke="#ffffff"'
+            tip = f"{a} <-> {b}: " + ("not measured" if v is None else f"{v:.2f} GB/s")
+            out.append(f'<rect x="{x}" y="{y}" width="{cell}" height="{cell}" fill="{_color(v, lo, hi)}"{stroke}>'
+                       f'<title>{escape(tip)}</title></rect>')
+            if v is None and cell >= 10:
+                out.append(f'<text x="{x + cell / 2:.1f}" y="{y + cell * 0.7:.1f}" text-anchor="middle">x</text>')
+            elif cell >= 28:
+                out.append(f'<text x="{x + cell / 2:.1f}" y="{y + cell * 0.62:.1f}" text-anchor="middle" font-size="9">{v:.1f}</text>')
+    exp = data.get("expected")
+    out.append(f'<text x="4" y="{size + 18}">sendrecv busbw GB/s: red {lo:.2f} .. green {hi:.2f}; '
+               f'framed = flagged{f" (expected {exp:g})" if exp is not None else ""}; grey x = not measured</text>')
+    out.append("</svg>")
+    return "\n".join(out) + "\n"

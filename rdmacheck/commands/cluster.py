@@ -1,0 +1,164 @@
+"""``rdmacheck cluster``: fleet acceptance through Ray, one report for every node."""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import os
+import re
+import sys
+from pathlib import Path
+
+from ..errors import UsageError
+
+DESCRIPTION = """\
+Fleet acceptance through the Ray cluster the nodes already run: one command
+gates every node, measures the fabric and writes one report.
+
+What happens, in order:
+  1. discover   read Ray's node table (live nodes only); each node gets a label:
+                its host name, or host/node_name where several Ray nodes share a host
+  2. preflight  one task pinned to each node (NodeAffinitySchedulingStrategy,
+                soft=False: it runs there or fails, never elsewhere), all in
+                parallel, with this machine's .env/profile: one set of expectations
+  3. bench      one Ray actor per GPU (NCCL), or one per node with gloo when
+                there are no GPUs, forming one torch.distributed group and
+                running the same runner as 'rdmacheck bench' (same numbers,
+                same bench.busbw/bench.check gates)
+  4. pairwise   (--pairwise) sendrecv between every pair of nodes, in rounds
+                where each node is in at most one pair (n-1 rounds for even n,
+                n for odd n): the one bad cable that an all-reduce over 64
+                nodes averages away shows up as one cold cell of the matrix
+  5. report     evidence files + report.html in --out-dir
+
+A node that dies or never answers is named with the Ray error within about
+--node-timeout seconds (plus a 10 s grace), and everything else is still
+measured and reported.
+"""
+
+EPILOG = """\
+examples:
+  rdmacheck cluster --ray-address auto                        inside the head container
+  rdmacheck cluster --ray-address 192.168.100.1:6379 --pairwise --sizes 1M..1G
+  rdmacheck cluster --ray-address auto --no-bench --pairwise --pairwise-sizes 256M
+  rdmacheck cluster --ray-address auto --backend gloo --sizes 1K..16M --node-timeout 60
+
+output (--out-dir, default reports/cluster-<UTC time>):
+  cluster.json                     Evidence(kind=cluster): nodes, phases, timings, context.pairwise matrix
+  bench.json                       Evidence(kind=bench) of the cluster-wide sweep (rank 0's)
+  nodes/<label>/preflight.json     each node's preflight evidence
+  nodes/<label>/cluster-node.json  cluster.node: did the node answer (with the Ray error if not)
+  pairwise.csv, pairwise.svg       the node-by-node sendrecv busbw matrix and its heatmap
+  report.html                      rdmacheck report over all of the above, heatmap included
+
+every node needs rdmacheck importable (it is in the node image) and, for the
+bench, torch; actors inherit each node's environment (NCCL_*, GLOO_SOCKET_IFNAME).
+
+exit codes: 0 the report says PASS, 1 it says FAIL (a gate, a node, a link), 2 usage error.
+"""
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("cluster")
+    g.add_argument("--ray-address", required=True, metavar="ADDR",
+                   help="the Ray head's GCS address HOST:PORT (port 6379 by default), or 'auto' on a node "
+                        "where Ray already runs (the head container)")
+    g.add_argument("--node-timeout", type=float, default=120.0, metavar="S",
+                   help="seconds a node may stay silent (preflight phase; a rank in one size) before it is "
+                        "reported as lost (default 120)")
+    g.add_argument("--out-dir", default=None, metavar="DIR",
+                   help="where the evidence and report.html go (default reports/cluster-<UTC time>)")
+    g.add_argument("--no-preflight", dest="preflight", action="store_false", help="skip the per-node gates")
+    g.add_argument("--only", metavar="IDS", help="comma-separated preflight gate ids to run on every node")
+    g.add_argument("--no-bench", dest="bench", action="store_false", help="skip the cluster-wide collective bench")
+    g.add_argument("--no-report", dest="report", action="store_false", help="write the evidence only")
+    g.add_argument("--title", help="report title")
+    g = p.add_argument_group("pairwise link matrix")
+    g.add_argument("--pairwise", action="store_true",
+                   help="measure sendrecv busbw between every pair of nodes, in rounds (one pair per node per round)")
+    g.add_argument("--pairwise-sizes", default="64M", metavar="SIZES",
+                   help="sizes for each pair; the largest gives the matrix value (default 64M)")
+    g.add_argument("--outlier-factor", type=float, default=0.5, metavar="F",
+                   help="also flag (warn) a link below F x the median link (default 0.5)")
+    g = p.add_argument_group("bench (the same meaning as in 'rdmacheck bench')")
+    g.add_argument("--op", default="all_reduce", metavar="OPS", help="collectives, comma list or all (default all_reduce)")
+    g.add_argument("--sizes", "-s", default="1K..1G", metavar="SIZES", help="MIN..MAX or a list, K/M/G binary (default 1K..1G)")
+    g.add_argument("--step-factor", "-f", type=int, default=2, metavar="F", help="range step factor (default 2)")
+    g.add_argument("--dtype", "-d", default="float", help="element type (default float)")
+    g.add_argument("--backend", choices=["nccl", "gloo"], default=None,
+                   help="default: nccl when every node has a GPU in Ray's resources, else gloo (one rank per node)")
+    g.add_argument("--iters", "-n", type=int, default=None, help="timed calls per size (default time-based)")
+    g.add_argument("--warmup", "-w", type=int, default=5, help="warm-up calls per size (default 5)")
+    g.add_argument("--time-per-size", type=float, default=0.02, metavar="S", help="time-based iterations (default 0.02 s)")
+    g.add_argument("--check", action=argparse.BooleanOptionalAction, default=True, help="verify every element (default on)")
+    g.add_argument("--max-memory", default=None, metavar="SIZE", help="most memory one rank may allocate")
+    g = p.add_argument_group("expectations (as in 'rdmacheck preflight')")
+    g.add_argument("--env", metavar="FILE", help="the .env compose uses (default docker/.env when it exists)")
+    g.add_argument("--profile", metavar="FILE", help="TOML profile of expectations")
+    g.add_argument("--expect", metavar="KEY=VALUE", action="append", default=[], help="override one profile value")
+    g.add_argument("--expect-busbw", default=None, metavar="GB/s",
+                   help="bandwidth the bench plateau and every pairwise link must reach (default: profile min_busbw)")
+
+
+_ADDR = re.compile(r"^(auto|[A-Za-z0-9.\-]+:\d{1,5}|\[[0-9a-fA-F:]+\]:\d{1,5})$")
+
+
+def _options(args: argparse.Namespace):
+    from ..bench.sizes import parse_sizes
+    from ..checks import GATE_IDS
+    from ..cluster.driver import ClusterOptions
+    from ..config import load_config
+    from ..preflight import _gates
+    from .bench import build_options
+
+    addr = (args.ray_address or "").strip()
+    if not _ADDR.match(addr):
+        raise UsageError(f"--ray-address {addr!r}: write HOST:PORT of the Ray head (e.g. 192.168.100.1:6379) or auto")
+    if addr != "auto" and not 0 < int(addr.rsplit(":", 1)[1]) < 65536:
+        raise UsageError(f"--ray-address {addr!r}: port must be 1..65535")
+    if not args.node_timeout > 0:
+        raise UsageError("--node-timeout must be > 0 seconds")
+    if not 0 <= args.outlier_factor <= 1:
+        raise UsageError("--outlier-factor must be between 0 and 1 (0 turns the outlier flag off)")
+    only = None
+    if args.only:
+        _gates()
+        only = sorted({s.strip() for s in args.only.split(",") if s.strip()})
+        unknown = sorted(set(only) - set(GATE_IDS))
+        if unknown:
+            raise UsageError(f"--only: unknown gate id(s) {', '.join(unknown)}; known: {', '.join(GATE_IDS)}")
+    # the bench's own validation and defaults, so both commands mean the same by each flag
+    ns = argparse.Namespace(**vars(args))
+    ns.nproc, ns.json, ns.csv, ns.progress, ns.hook, ns.graph, ns.timeout = None, None, None, False, [], None, args.node_timeout
+    bench_opts = build_options(ns)
+    cfg = load_config(args.env, args.profile, args.expect, process_env=dict(os.environ))
+    pw_sizes = parse_sizes(args.pairwise_sizes)
+    out = Path(args.out_dir) if args.out_dir else Path("reports") / (
+        "cluster-" + _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ"))
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out-dir {out}: exists and is not a folder")
+    return ClusterOptions(address=addr, out_dir=out, config=cfg, bench_opts=bench_opts, node_timeout=args.node_timeout,
+                          preflight=args.preflight, only=only, bench=args.bench, pairwise=args.pairwise,
+                          pairwise_sizes=pw_sizes, outlier_factor=args.outlier_factor, report=args.report,
+                          title=args.title, argv=list(sys.argv[1:]))
+
+
+def run(args: argparse.Namespace) -> int:
+    opts = _options(args)
+    try:
+        import ray  # noqa: F401
+    except ImportError:
+        raise UsageError("rdmacheck cluster needs Ray on this machine: pip install 'rdmacheck[cluster]' "
+                         "(or run it inside the Ray head container)") from None
+    from ..cluster.driver import ClusterRun
+
+    out = ClusterRun(opts).run()
+    ev = out["evidence"]
+    for r in ev.results:
+        print(f"# [{r.status.value.upper():4s}] {r.id}: {r.observed}")
+    print(f"evidence: {opts.out_dir}")
+    if out["report"]:
+        print(f"{out['verdict']}: {out['reason']}")
+        print(f"report: {out['report']}")
+        return 1 if out["verdict"] == "FAIL" else 0
+    return ev.exit_code

@@ -1,0 +1,194 @@
+"""``rdmacheck cluster`` end to end on a real multi-node Ray cluster (marker ``ray``).
+
+``ray.cluster_utils.Cluster`` starts a head and worker raylets on this
+machine: separate Ray nodes with their own NodeIDs, object stores and worker
+processes, which is what the command talks to on a rack.  Settings follow
+shared/testbeds/ray.md: RAY_TMPDIR set before ``import ray`` (temp_dir in
+head_node_args crashes), RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 (otherwise Ray
+rewrites 127.0.0.1 to eth0's address and ray.init hangs), one CPU per node, a
+small object store, gloo over loopback (GLOO_SOCKET_IFNAME=lo).  Nothing is
+mocked; the only stand-in is that every "node" is this host.
+
+One cluster per module (start ~5 s on an idle machine); the node-death test
+adds its own extra node and removes it, so it cannot disturb the others.
+Teardown ends only the processes this fixture started.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO, require
+
+pytestmark = pytest.mark.ray
+
+NODE_ARGS = dict(num_cpus=1, node_ip_address="127.0.0.1", object_store_memory=80 * 2**20)
+
+
+@pytest.fixture(scope="module")
+def ray_cluster():
+    try:
+        import psutil
+    except ImportError:  # pragma: no cover
+        psutil = None
+    tmp = Path("/tmp") / f"rdmc-ray-{uuid.uuid4().hex[:8]}"  # short: Ray's socket paths must fit 107 bytes
+    tmp.mkdir()
+    env = {"RAY_TMPDIR": str(tmp), "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "GLOO_SOCKET_IFNAME": "lo",
+           "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""),
+           "RAY_USAGE_STATS_ENABLED": "0"}
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)  # before `import ray`, and inherited by every raylet and worker
+    try:
+        import ray  # noqa: F401
+        from ray.cluster_utils import Cluster
+    except ImportError:
+        require(False, "ray is not installed (pip install 'ray>=2.9')")
+    me = psutil.Process() if psutil else None
+    before = {p.pid for p in me.children(recursive=True)} if me else set()
+    cluster = Cluster(initialize_head=True, head_node_args=dict(NODE_ARGS, node_name="head", include_dashboard=False))
+    for name in ("w1", "w2"):
+        cluster.add_node(**NODE_ARGS, node_name=name)
+    cluster.wait_for_nodes(timeout=60)
+    started = [p for p in me.children(recursive=True) if p.pid not in before] if me else []
+    try:
+        yield cluster, env
+    finally:
+        if me:
+            started += [p for p in me.children(recursive=True) if p.pid not in before and p not in started]
+        cluster.shutdown()
+        if psutil and started:
+            _, alive = psutil.wait_procs(started, timeout=10)
+            for p in alive:  # only the PIDs this fixture started
+                try:
+                    p.kill()
+                except psutil.NoSuchProcess:
+                    pass
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+        subprocess.run(["rm", "-rf", str(tmp)], check=False)
+
+
+def _cmd(cluster, env, out: Path, *extra: str, hold: str | None = None) -> subprocess.Popen:
+    e = dict(os.environ, **env)
+    if hold:
+        e["RDMACHECK_CLUSTER_TEST_HOLD"] = hold
+    (out.parent / "empty.env").write_text("")  # no MASTER_ADDR: net.peer probes nothing beyond loopback
+    return subprocess.Popen(
+        [sys.executable, "-m", "rdmacheck", "cluster", "--ray-address", cluster.address, "--out-dir", str(out),
+         "--env", str(out.parent / "empty.env"), *extra],
+        cwd=out.parent, env=e, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def _labels(out: Path) -> list[str]:
+    ev = json.loads((out / "cluster.json").read_text())
+    return [n["label"] for n in ev["context"]["nodes"]]
+
+
+def test_end_to_end_gloo_pairwise(ray_cluster, tmp_path):
+    cluster, env = ray_cluster
+    out = tmp_path / "run"
+    p = _cmd(cluster, env, out, "--pairwise", "--pairwise-sizes", "256K,1M", "--sizes", "64K,1M",
+             "--node-timeout", "60", "--expect-busbw", "0.001")
+    text, _ = p.communicate(timeout=240)
+    print(text)
+    assert p.returncode in (0, 1), text
+    cl = json.loads((out / "cluster.json").read_text())
+    assert cl["kind"] == "cluster"
+    labels = _labels(out)
+    assert len(labels) == 3 and len(set(labels)) == 3, labels
+    # one preflight evidence file per node, each written by a task that ran on that node
+    for n in cl["context"]["nodes"]:
+        assert n["state"] == "alive", n
+        pf = json.loads((out / "nodes" / n["label"].replace("/", "_") / "preflight.json").read_text())
+        assert pf["kind"] == "preflight" and pf["host"] == n["label"] and pf["results"]
+        assert pf["context"]["ray"]["node_id"] == n["node_id"], "task ran on another node than it was pinned to"
+    # the cluster bench: one gloo group of 3 ranks, rank 0's records, every element checked
+    bench = json.loads((out / "bench.json").read_text())
+    assert {r["world_size"] for r in bench["records"]} == {3}
+    assert {r["backend"] for r in bench["records"]} == {"gloo"}
+    assert all(r["wrong"] == 0 for r in bench["records"])
+    # pairwise: every pair measured, once, in 3 rounds with no node twice in a round
+    pw = cl["context"]["pairwise"]
+    assert pw["nodes"] == labels and pw["measured"] == pw["pairs"] == 3
+    for i in range(3):
+        for j in range(3):
+            assert (pw["busbw"][i][j] is None) == (i == j)
+            assert pw["busbw"][i][j] == pw["busbw"][j][i]
+    assert len(pw["rounds"]) == 3
+    for rnd in pw["rounds"]:
+        members = [x for pair in rnd for x in pair]
+        assert len(members) == len(set(members))
+    assert sorted(tuple(sorted((r["a"], r["b"]))) for r in pw["records"]) == sorted(
+        tuple(sorted(p)) for rnd in pw["rounds"] for p in rnd)
+    res = {r["id"]: r for r in cl["results"]}
+    assert res["cluster.nodes"]["status"] == "pass"
+    assert res["cluster.pairwise"]["status"] in ("pass", "warn")  # warn: a loopback link slower than half the median
+    assert res["cluster.bench"]["status"] == "pass", res["cluster.bench"]
+    # the report: every node and the heatmap, and the exit code follows its verdict
+    html = (out / "report.html").read_text()
+    for lab in labels:
+        assert lab in html
+    assert 'id="pairwise"' in html and "<svg" in html
+    verdict = "FAIL" if p.returncode == 1 else "PASS"
+    assert f"{verdict}:" in text
+
+
+def test_node_killed_mid_run_is_named_within_bound(ray_cluster, tmp_path):
+    cluster, env = ray_cluster
+    doomed = cluster.add_node(**NODE_ARGS, node_name="doomed")
+    cluster.wait_for_nodes(timeout=60)
+    out = tmp_path / "run"
+    flag = tmp_path / "go"
+    timeout = 30
+    # labels sort as .../doomed, .../head, .../w1, .../w2: doomed is measured in round 1,
+    # then removed while the run holds before round 2
+    p = _cmd(cluster, env, out, "--pairwise", "--pairwise-sizes", "256K", "--no-bench", "--only", "limits.memlock",
+             "--node-timeout", str(timeout), "--expect-busbw", "0.001", hold=f"pairwise-round-2:{flag}")
+    lines = []
+    deadline = time.monotonic() + 180
+    for line in p.stdout:
+        lines.append(line)
+        if "test hold: pairwise-round-2" in line:
+            break
+        assert time.monotonic() < deadline, "".join(lines)
+    t_kill = time.monotonic()
+    cluster.remove_node(doomed)  # SIGTERM to the node's raylet and its workers: the node is gone
+    flag.write_text("go")
+    rest, _ = p.communicate(timeout=timeout + 60)
+    elapsed = time.monotonic() - t_kill
+    text = "".join(lines) + rest
+    print(text)
+    assert p.returncode == 1, text
+    # within the bound: --node-timeout + the driver's 10 s grace + report writing
+    assert elapsed < timeout + 10 + 20, (elapsed, text)
+    cl = json.loads((out / "cluster.json").read_text())
+    nodes = {n["label"]: n for n in cl["context"]["nodes"]}
+    dead = [l for l in nodes if l.endswith("/doomed")]
+    assert len(dead) == 1
+    d = nodes[dead[0]]
+    assert d["state"] == "dead" and d["phase"].startswith("pairwise"), d
+    assert "died" in d["error"] or "dead" in d["error"], d  # Ray's own words
+    res = {r["id"]: r for r in cl["results"]}
+    assert res["cluster.nodes"]["status"] == "fail" and dead[0] in res["cluster.nodes"]["observed"]
+    pw = cl["context"]["pairwise"]
+    i = pw["nodes"].index(dead[0])
+    # round 1 measured doomed's pair; its two later pairs were not, and say why
+    assert sum(v is not None for v in pw["busbw"][i]) == 1, text
+    others = [k for k in range(4) if k != i]
+    assert all(pw["busbw"][a][b] is not None for a in others for b in others if a != b)
+    assert res["cluster.pairwise"]["status"] == "fail"
+    html = (out / "report.html").read_text()
+    assert dead[0] in html and "cluster.node" in html
+    node_ev = json.loads((out / "nodes" / dead[0].replace("/", "_") / "cluster-node.json").read_text())
+    assert node_ev["results"][0]["status"] == "fail"
