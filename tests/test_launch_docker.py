@@ -245,16 +245,22 @@ def test_waivers_one_by_one_launch_inspect_duplicate_down(node):
 def test_worker_role_through_compose_v1(node):
     """The worker command, driven through Debian's docker-compose v1 (the fallback), up and down."""
     require(shutil.which("docker-compose") is not None, "Debian's docker-compose (v1) not installed")
-    failing = _failing_gates(node)
+    # A .env value with shell syntax in it stays data: no shell on the host or in the container runs it.
+    marker = f"/tmp/rdmacheck-pwned-{node.project}"
+    hostile = f"192.168.100.1:6379;touch {marker}"
+    node.env.write_text(node.env.read_text().replace("RAY_ADDRESS=192.168.100.1:6379", f"RAY_ADDRESS={hostile}"))
+    cp = node.launch("--dry-run", "--compose-driver", "v1", role="worker", json_name="dry-worker.json")
     waive = []
-    for gid in failing:
-        waive += ["--waive", gid, "--reason", "test bed"]
+    for r in node.evidence("dry-worker.json")["results"]:
+        if r["status"] == "fail":
+            waive += ["--waive", r["id"], "--reason", "test bed"]
     cp = node.launch(*waive, "--compose-driver", "v1", role="worker")
     assert cp.returncode == 0, (cp.stdout, cp.stderr)
     ev = node.evidence()
     assert ev["context"]["compose_command"][0] == "docker-compose" and "compose v1" in ev["context"]["compose_driver"]
     (cid,) = node.containers()
-    assert _docker("exec", cid, "cat", "/tmp/ray/start-args").stdout.strip() == "--address=192.168.100.1:6379 --block"
+    assert _docker("exec", cid, "cat", "/tmp/ray/start-args").stdout.strip() == f"--address={hostile} --block"
+    assert _docker("exec", cid, "test", "-e", marker).returncode == 1 and not os.path.exists(marker)
     info = json.loads(_docker("inspect", cid).stdout)[0]
     assert info["Name"] == "/ray-worker" and "RAY_MODE=worker" in info["Config"]["Env"]
     assert info["Config"]["Labels"]["com.docker.compose.version"].startswith("1.")
