@@ -161,6 +161,7 @@ def test_waiver_arguments_need_a_reason_and_a_known_gate(tmp_path):
     _assert_usage(run_cli("launch", "--role", "head", "--env", env, "--dry-run",
                           "--waive", "limits.memlock", "--reason", "   "), "empty")
     _assert_usage(run_cli("launch", "--role", "primary", "--env", env), "--role")
+    _assert_usage(run_cli("launch", "--role", "head", "--env", env, "--project", "My Project", "--dry-run"), "--project")
     _assert_usage(run_cli("launch", "--role", "head", "--env", env, "--health-timeout", "soon"), "--health-timeout")
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 import socket
 import sys
 import time
@@ -88,6 +89,8 @@ def prepare(opts: LaunchOptions) -> Prepared:
         _say(f"note: {env_path} sets RAY_MODE={file_mode}; --role {opts.role} wins for this launch")
     driver = detect_driver(opts.docker, opts.compose_v1, prefer=opts.compose_driver)
     project = opts.project or f"rdmacheck-{opts.role}"
+    if not re.fullmatch(r"[a-z0-9][a-z0-9_-]*", project):
+        raise UsageError(f"--project {project!r}: compose project names are lowercase letters, digits, '-' and '_'")
     inv = None
     if driver is not None:
         inv = ComposeInvocation(driver, compose_path.resolve(), env_path.resolve(), project, opts.role)
