@@ -550,7 +550,8 @@ def check_wire(
     fails = [r for r in judged if r["verdict"] == "fail"]
     if fails:
         w = worst_node
-        msg = (f"{worst['op']} {worst['bytes']} B: {w['host']} {dev_names} carried {w['measured_bytes']} B, "
+        w_devs = ", ".join(sorted(list(w["hcas"]) + list(w["netdevs"]))) or "(no watched device)"
+        msg = (f"{worst['op']} {worst['bytes']} B: {w['host']} {w_devs} carried {w['measured_bytes']} B, "
                f"{w['ratio']:.2f}x of the {worst['expected_bytes']:.0f} B the collective moves "
                f"({len(fails)} of {len(judged)} sizes below {min_ratio:g}x)")
         if w.get("top_other"):
