@@ -349,3 +349,56 @@ def test_json_import_and_junit_from_cli(real_preflight, tmp_path):
     html = out.read_text()
     assert "<title>Rack 7 acceptance" in html and "nccl-tests all_reduce_perf-J (2 ranks)" in html
     assert junit.read_text().startswith('<?xml version="1.0" encoding="UTF-8"?>')
+
+
+# --------------------------------------------------------------------------- robustness
+
+def test_odd_evidence_never_crashes(tmp_path):
+    """Evidence is read months later, from other versions and other people's tools: any
+    JSON-shaped content either renders or is refused with a UsageError, never a traceback."""
+    from hypothesis import HealthCheck, Phase, given, settings
+    from hypothesis import strategies as st
+
+    from rdmacheck.errors import UsageError
+
+    scalars = st.one_of(st.none(), st.booleans(), st.integers(-5, 10 ** 12), st.floats(allow_nan=True),
+                        st.text(max_size=12))
+    anyjson = st.recursive(scalars, lambda c: st.one_of(st.lists(c, max_size=3),
+                                                         st.dictionaries(st.text(max_size=8), c, max_size=3)),
+                           max_leaves=12)
+    record = st.one_of(anyjson, st.fixed_dictionaries({
+        "op": st.one_of(st.none(), st.text(max_size=6)), "bytes": st.one_of(st.integers(-1, 1 << 40), st.text(max_size=4)),
+        "busbw": scalars, "algbw": scalars, "time_us": scalars, "in_place": scalars, "wrong": scalars}))
+    result = st.fixed_dictionaries({"id": st.text(min_size=1, max_size=10), "status": st.sampled_from(["pass", "fail", "warn", "skip"])},
+                                   optional={"details": anyjson, "waiver": anyjson, "observed": scalars})
+    facts = st.fixed_dictionaries({}, optional={
+        "ports": st.lists(st.dictionaries(st.sampled_from(["netdev_mtu", "active_mtu", "fw_ver", "gid", "netdev"]), anyjson), max_size=2),
+        "netdevs": anyjson, "infiniband": anyjson, "verbs": anyjson, "gpu": anyjson, "netdev_mtu": anyjson})
+    doc = st.fixed_dictionaries({
+        "tool": st.just("rdmacheck"), "kind": st.sampled_from(["preflight", "bench", "launch", "cluster", "other"]),
+        "host": st.text(max_size=10)},
+        optional={"results": st.lists(result, max_size=3), "records": st.lists(record, max_size=4),
+                  "context": st.fixed_dictionaries({}, optional={"facts": st.one_of(facts, anyjson),
+                                                                 "config": anyjson, "backend": anyjson}),
+                  "time": st.text(max_size=25), "schema_version": st.integers(0, 1)})
+    counter = iter(range(10 ** 6))
+
+    # no shrinking phase: a failure is reported as found, keeping the test's time bounded
+    @settings(max_examples=25, deadline=None, phases=[Phase.explicit, Phase.reuse, Phase.generate],
+              suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+    @given(st.lists(doc, min_size=1, max_size=3))
+    def check(docs):
+        n = next(counter)
+        paths = []
+        for i, d in enumerate(docs):
+            p = tmp_path / f"e{n}-{i}.json"
+            p.write_text(json.dumps(d))
+            paths.append(str(p))
+        try:
+            model = make_report(paths, tmp_path / f"r{n}.html")
+        except UsageError:
+            return
+        assert model["verdict"] in ("PASS", "FAIL", "INFO")
+        assert (tmp_path / f"r{n}.html").read_text().startswith("<!DOCTYPE html>")
+
+    check()

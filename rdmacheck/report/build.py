@@ -144,10 +144,8 @@ def build(loaded: list[Loaded], imported: list[Loaded] | None = None, title: str
     rows = consistency.compare(facts) if len(facts) >= 2 else []
     mism = consistency.mismatches(rows)
 
-    waivers = [{"host": n.host, "id": r.id, "observed": r.observed, **{k: str(v) for k, v in r.waiver.items()}}
-               for n in nodes for r, _ in n.results if isinstance(r.waiver, dict)]
-    waivers += [{"host": g["host"], "id": g["id"], "observed": g["observed"], **{k: str(v) for k, v in g["waiver"].items()}}
-                for g in bench_gates + path_proof if g.get("waiver")]
+    waivers = [_waiver(n.host, r.id, r.observed, r.waiver) for n in nodes for r, _ in n.results if isinstance(r.waiver, dict)]
+    waivers += [_waiver(g["host"], g["id"], g["observed"], g["waiver"]) for g in bench_gates + path_proof if g.get("waiver")]
 
     expected = _expected_busbw(everything, expected_busbw)
     from . import bench as benchmod
@@ -209,6 +207,14 @@ def _gate_failures(nodes: list[Node]) -> list[dict[str, Any]]:
             by.setdefault(gid, []).append(n.host)
     return [{"id": g, "count": len(h), "hosts": sorted(h)}
             for g, h in sorted(by.items(), key=lambda kv: (-len(kv[1]), kv[0]))]
+
+
+def _waiver(host: str, gid: str, observed: str, w: dict[str, Any]) -> dict[str, str]:
+    def get(k: str) -> str:
+        v = w.get(k)
+        return "" if v is None else str(v)
+
+    return {"host": host, "id": gid, "observed": observed, "reason": get("reason"), "user": get("user"), "time": get("time")}
 
 
 def _fmt_bytes(n: Any) -> str:
@@ -278,16 +284,26 @@ def _row_dict(r: consistency.Row) -> dict[str, Any]:
 
 
 def _versions(ev: Evidence) -> str:
+    """kernel, python, torch, NCCL, driver, CUDA: whatever this evidence recorded."""
     ctx = ev.context if isinstance(ev.context, dict) else {}
     facts = ctx.get("facts") if isinstance(ctx.get("facts"), dict) else {}
-    out = []
-    for src in (ctx, facts, facts.get("versions") if isinstance(facts.get("versions"), dict) else {},
-                facts.get("gpu") if isinstance(facts.get("gpu"), dict) else {}):
-        for k in ("torch_version", "nccl_version", "cuda_version", "driver_version", "kernel", "python_version", "ray_version"):
-            v = src.get(k)
-            if v not in (None, "", [], {}) and not isinstance(v, (dict, list)) and not any(o.startswith(k + "=") for o in out):
-                out.append(f"{k.replace('_version', '')}={v}")
-    return ", ".join(out)
+    found: dict[str, Any] = {}
+
+    def take(src: Any, pairs: tuple[tuple[str, str], ...]) -> None:
+        if isinstance(src, dict):
+            for key, label in pairs:
+                v = src.get(key)
+                if label not in found and v not in (None, "") and not isinstance(v, (dict, list)):
+                    found[label] = v
+
+    pairs = (("kernel", "kernel"), ("python", "python"), ("python_version", "python"), ("torch_version", "torch"),
+             ("nccl_version", "nccl"), ("nccl_tests_version", "nccl-tests"), ("driver_version", "driver"),
+             ("cuda_driver_version", "cuda"), ("cuda_version", "cuda"), ("ray_version", "ray"))
+    for src in (ctx, facts, facts.get("versions"), facts.get("gpu")):
+        take(src, pairs)
+    for r in ev.results:
+        take(r.details, pairs)
+    return ", ".join(f"{k} {v}" for k, v in found.items())
 
 
 def _verdict(nodes: list[Node], mism: list[consistency.Row], bench_results: list[dict[str, Any]],
