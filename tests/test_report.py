@@ -402,3 +402,30 @@ def test_odd_evidence_never_crashes(tmp_path):
         assert (tmp_path / f"r{n}.html").read_text().startswith("<!DOCTYPE html>")
 
     check()
+
+
+def test_real_launch_waiver_shown(real_preflight, tmp_path):
+    """A real `rdmacheck launch --dry-run --waive limits.memlock` (memlock is capped on this
+    machine): the waiver, its reason, user and time reach the page; the preflight failure of the
+    same gate on the same host is superseded by the newer launch result."""
+    if not any(r.id == "limits.memlock" and r.status is Status.FAIL for r in _ev(real_preflight).results):
+        pytest.skip("limits.memlock passes on this machine: nothing to waive")
+    launch = tmp_path / "launch.json"
+    r = run_cli("launch", "--role", "head", "--env", str(REPO / "docker" / ".env.example"), "--dry-run",
+                "--waive", "limits.memlock", "--reason", "lab VM caps memlock at 8 MiB", "--json", str(launch), timeout=180)
+    assert launch.is_file(), r.stderr
+    lev = _ev(launch)
+    w = next(x for x in lev.results if x.id == "limits.memlock").waiver
+    assert w and w["reason"] == "lab VM caps memlock at 8 MiB"
+    out = tmp_path / "r.html"
+    model = make_report([str(real_preflight), str(launch)], out)
+    assert [x["reason"] for x in model["waivers"]] == ["lab VM caps memlock at 8 MiB"]
+    assert model["waivers"][0]["user"] == w["user"] and model["waivers"][0]["time"] == w["time"]
+    node = model["nodes"][0]
+    assert "limits.memlock" not in node["failing"] and node["kinds"] == ["launch", "preflight"]
+    html = out.read_text()
+    assert "lab VM caps memlock at 8 MiB" in html and _esc(w["time"]) in html
+    assert any(x.id.startswith("docker.") for x in lev.results)
+    for x in lev.results:
+        if x.id.startswith("docker."):
+            assert f'<td class="mono">{x.id}</td>' in html
