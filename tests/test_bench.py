@@ -127,20 +127,30 @@ def _evidence(path):
     return json.loads(path.read_text())
 
 
-def test_three_ranks_all_ops_check_and_gate_fails_above_measured(tmp_path):
+def test_three_ranks_all_ops_factors_gate_and_planted_wrong_element(tmp_path):
+    """One 3-rank run (torch start-up is the cost on CI's 2 cores) proves three things:
+
+    * every op's algbw/busbw follows the hand-computed nccl-tests factor for n = 3;
+    * the gate fails when the expectation is above what was measured;
+    * --check catches a planted wrong element: the test-only hook makes rank 2 add 1 to
+      one element of its broadcast result; every other op must stay at #wrong = 0.
+    """
     js, csv = tmp_path / "b.json", tmp_path / "b.csv"
     p = run_cli("bench", "--nproc", "3", "--op", "all", "--sizes", "1K,4K", *GLOO, "--check",
                 "--expect", "plateau_min_bytes=1K", "--expect-busbw", "1000000GB/s",
-                "--json", str(js), "--csv", str(csv), timeout=120)
+                "--json", str(js), "--csv", str(csv),
+                env={"RDMACHECK_BENCH_TEST_CORRUPT_RANK": "2:broadcast"}, timeout=150)
     ev = _evidence(js)
     res = {r["id"]: r for r in ev["results"]}
     assert p.returncode == 1, p.stdout + p.stderr
     assert res["bench.busbw"]["status"] == "fail"         # gate above what was measured
-    assert res["bench.check"]["status"] == "pass" and res["bench.run"]["status"] == "pass"
+    assert res["bench.run"]["status"] == "pass"
+    assert res["bench.check"]["status"] == "fail" and "broadcast" in res["bench.check"]["observed"]
     recs = ev["records"]
     assert {r["op"] for r in recs} == set(COLLECTIVES)
     for r in recs:
-        assert r["wrong"] == 0 and r["world_size"] == 3 and r["backend"] == "gloo"
+        assert r["wrong"] == (1 if r["op"] == "broadcast" else 0), r
+        assert r["world_size"] == 3 and r["backend"] == "gloo"
         # busbw = size/time x factor, by hand
         alg = r["bytes"] / 1e9 / (r["time_us"] * 1e-6)
         assert r["algbw"] == pytest.approx(alg)
@@ -152,24 +162,11 @@ def test_three_ranks_all_ops_check_and_gate_fails_above_measured(tmp_path):
     rows = [ln.split() for ln in p.stdout.splitlines() if ln.strip() and not ln.startswith("#")]
     ar = [x for x in rows if x[3] == "sum" and x[0] == "4096" and x[1] == "1024"]
     assert ar and ar[0][2] == "float" and ar[0][4] == "-1" and ar[0][-1] == "0"
-    assert "MAX over the 3 ranks" in p.stdout
+    assert "MAX over the 3 ranks" in p.stdout and "Out of bounds values : 2 FAILED" in p.stdout
     import pandas as pd
 
     df = pd.read_csv(csv)
     assert len(df) == len(recs) and {"op", "bytes", "time_us", "busbw", "wrong"} <= set(df.columns)
-
-
-def test_check_catches_planted_wrong_element(tmp_path):
-    js = tmp_path / "b.json"
-    p = run_cli("bench", "--nproc", "2", "--sizes", "4K", *GLOO, "--expect-busbw", "0",
-                "--expect", "plateau_min_bytes=1K", "--json", str(js),
-                env={"RDMACHECK_BENCH_TEST_CORRUPT_RANK": "1"}, timeout=90)
-    ev = _evidence(js)
-    res = {r["id"]: r for r in ev["results"]}
-    assert p.returncode == 1, p.stdout + p.stderr
-    assert res["bench.check"]["status"] == "fail" and res["bench.busbw"]["status"] == "pass"
-    assert [r["wrong"] for r in ev["records"]] == [1]
-    assert "Out of bounds values : 1 FAILED" in p.stdout
 
 
 def test_rank_killed_mid_sweep_is_named_and_sizes_kept(tmp_path):
@@ -180,7 +177,7 @@ def test_rank_killed_mid_sweep_is_named_and_sizes_kept(tmp_path):
     took = time.monotonic() - t0
     assert p.returncode == 1, p.stdout + p.stderr
     assert "rank 1 was killed by SIGKILL in phase 'all_reduce 4 KiB" in p.stderr, p.stderr
-    assert took < 20 + 15  # within the timeout (plus start-up), never a hang
+    assert took < 20 + 60  # the parent reacts within seconds of the death (start-up under load dominates), never a hang
     ev = _evidence(js)
     assert [r["bytes"] for r in ev["records"]] == [1024, 2048]   # finished sizes survive
     run = [r for r in ev["results"] if r["id"] == "bench.run"][0]
