@@ -184,6 +184,21 @@ def test_rank_killed_mid_sweep_is_named_and_sizes_kept(tmp_path):
     assert run["status"] == "fail" and "rank 1" in run["observed"] and ev["context"]["complete"] is False
 
 
+def test_rank_that_never_joins_ends_the_run_named(tmp_path):
+    """Rank 0 of 2 started by hand (as torchrun would), rank 1 never starts: named cause, exit 1, no hang."""
+    js = tmp_path / "b.json"
+    t0 = time.monotonic()
+    p = run_cli("bench", "--backend", "gloo", "--sizes", "1K", "--timeout", "3", "--json", str(js),
+                env={"RANK": "0", "WORLD_SIZE": "2", "LOCAL_RANK": "0", "MASTER_ADDR": "127.0.0.1",
+                     "MASTER_PORT": str(_free_port())}, timeout=90)
+    assert p.returncode == 1, p.stdout + p.stderr
+    assert "rank 0: no progress for 3 s in phase 'init: rendezvous of 2 ranks" in p.stderr, p.stderr
+    assert "not every rank joined" in p.stderr
+    assert time.monotonic() - t0 < 60
+    run = [r for r in _evidence(js)["results"] if r["id"] == "bench.run"][0]
+    assert run["status"] == "fail" and "rendezvous" in run["observed"]
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -59,6 +59,8 @@ def check_result(records: list[dict[str, Any]], checked: bool) -> Result:
     if not checked:
         return Result("bench.check", Status.SKIP, observed="--no-check", expected="#wrong = 0 on every rank",
                       remedy="run with --check to verify results")
+    if not records:
+        return Result("bench.check", Status.SKIP, observed="nothing was measured", expected="#wrong = 0 on every rank")
     bad = [r for r in records if r.get("wrong")]
     total = sum(int(r["wrong"]) for r in bad)
     if bad:

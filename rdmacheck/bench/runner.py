@@ -107,6 +107,7 @@ class Watchdog:
         self.timeout = timeout
         self.on_fire = on_fire
         self.phase = "start"
+        self.timeout_now = timeout
         self.deadline: float | None = None
         self.status_dir = os.environ.get(STATUS_DIR_ENV)
         self._stop = threading.Event()
@@ -115,7 +116,8 @@ class Watchdog:
 
     def enter(self, phase: str, timeout: float | None = None) -> None:
         self.phase = phase
-        self.deadline = time.monotonic() + (timeout or self.timeout)
+        self.timeout_now = timeout or self.timeout
+        self.deadline = time.monotonic() + self.timeout_now
         if self.status_dir:
             p = Path(self.status_dir) / f"rank{self.rank}"
             tmp = p.with_suffix(".tmp")
@@ -133,8 +135,14 @@ class Watchdog:
         while not self._stop.wait(0.2):
             d = self.deadline
             if d is not None and time.monotonic() > d:
-                msg = (f"rank {self.rank}: no progress for {self.timeout:g} s in phase '{self.phase}'; "
-                       f"a peer rank has not joined, is stuck or has died (raise --timeout if the sizes are huge)")
+                if self.phase.startswith("init: rendezvous"):
+                    hint = ("not every rank joined: check the other ranks/nodes were started with the same "
+                            "MASTER_ADDR/MASTER_PORT and WORLD_SIZE, and that the port is reachable")
+                elif self.phase.startswith("init"):
+                    hint = "this rank is stuck starting up (GPU driver, NCCL init or a slow file system)"
+                else:
+                    hint = "a peer rank is stuck or has died (raise --timeout if the sizes are huge)"
+                msg = f"rank {self.rank}: no progress for {self.timeout_now:g} s in phase '{self.phase}'; {hint}"
                 try:
                     self.on_fire(msg)
                 finally:
@@ -318,7 +326,8 @@ class Runner:
     def _run(self) -> int:
         o = self.opts
         wd = self.wd
-        wd.enter("init: import torch")
+        # importing torch is local work that can take tens of seconds on a loaded machine: its own bound
+        wd.enter("init: import torch", timeout=max(o.timeout, 300))
         t_start = time.monotonic()
         import datetime
 
