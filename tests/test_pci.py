@@ -3,9 +3,11 @@ and the gate on sysfs trees laid out as the kernel lays them out."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import struct
+import sys
 import subprocess
 from pathlib import Path
 
@@ -196,3 +198,76 @@ def test_gate_on_this_machine_skips():
         assert r.status in (Status.PASS, Status.FAIL, Status.WARN)
     else:
         assert r.status is Status.SKIP
+
+
+# ------------------------------------------------------------------ a real PCIe root port with ACS (QEMU q35 guest)
+
+GUEST_PROBE = r'''
+import json, os, subprocess, sys
+from rdmacheck.checks.pci import judge_bridges
+from rdmacheck.facts import pci
+from rdmacheck.root import HostRoot
+
+root = HostRoot("/")
+out = {}
+# the e1000e behind the root port is the endpoint (no NVIDIA GPU can exist in the guest)
+ep = next(b for b in os.listdir("/sys/bus/pci/devices") if pci.ancestors(root, b))
+rp = pci.ancestors(root, ep)[0]
+cs = pci.read_config(root, rp)
+out["endpoint"], out["bridge"] = ep, rp
+out["before"] = {"size": cs.size, "acs_at": cs.ext_caps.get(0x000D), "cap": cs.acs_cap, "ctrl": cs.acs_ctrl,
+                 "verdict": judge_bridges(root, [ep]).status.value}
+# switch ACS on as a BIOS would (SrcValid ReqRedir CmpltRedir UpstreamFwd): write the control register through sysfs
+with open(f"/sys/bus/pci/devices/{rp}/config", "r+b") as f:
+    f.seek(cs.ext_caps[0x000D] + 6)
+    f.write((0x001D).to_bytes(2, "little"))
+after = pci.read_config(root, rp)
+r = judge_bridges(root, [ep])
+out["after"] = {"ctrl": after.acs_ctrl, "enabled": after.acs_enabled(), "verdict": r.status.value, "observed": r.observed}
+# an unprivileged reader sees 64 bytes: the gate must skip, not pass
+p = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable, "-S", "-c",
+                    "import sys; sys.path.insert(0, %r); from rdmacheck.checks.pci import judge_bridges;"
+                    "from rdmacheck.root import HostRoot; print(judge_bridges(HostRoot('/'), [%r]).status.value)"
+                    % (os.environ["REPO"], ep)], capture_output=True, text=True)
+out["unprivileged"] = (p.stdout.strip(), p.stderr[-300:])
+print(json.dumps(out))
+'''
+
+
+@pytest.mark.softroce
+def test_acs_on_a_real_pcie_root_port_in_a_guest(tmp_path):
+    """QEMU's pcie-root-port carries a real ACS capability: read it, switch it on through sysfs, judge it."""
+    from conftest import require
+    from softroce.guest import kernel_image, missing_reason
+
+    require(kernel_image() is not None and shutil.which("vng") is not None,
+            missing_reason() or "virtme-ng (vng) not installed")
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "probe.py").write_text(GUEST_PROBE)
+    repo = Path(__file__).resolve().parent.parent
+    # python -S: skip site-packages (.pth processing over the guest's 9p root costs minutes under TCG)
+    script = (f"cd {repo} && REPO={repo} PYTHONPATH={repo} {sys.executable} -S {out}/probe.py "
+              f"> {out}/result.json 2> {out}/err.txt")
+    cmd = ["vng", "--run", str(kernel_image()), "--disable-kvm", "--disable-microvm", "--memory", "1G", "--cpus", "2",
+           "--rwdir", str(out),
+           "--qemu-opts=-machine q35 -device pcie-root-port,id=rp1,chassis=1,slot=1 -device e1000e,bus=rp1",
+           "--exec", script]
+    p = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                         start_new_session=True, cwd=repo)
+    try:
+        log, _ = p.communicate(timeout=480)
+    except subprocess.TimeoutExpired:
+        os.killpg(p.pid, 9)  # QEMU and what vng started: their own process group
+        p.communicate()
+        pytest.fail("guest did not finish within 480 s")
+    text = (out / "result.json").read_text() if (out / "result.json").exists() else ""
+    assert text, (log or b"")[-2000:].decode(errors="replace") + (out / "err.txt").read_text()
+    res = json.loads(text)
+    before, after = res["before"], res["after"]
+    # the layout pcie_acs_init gives QEMU's root port is the one bridge_config() builds: AER at 0x100, ACS at 0x148
+    assert before["size"] == 4096 and before["acs_at"] == 0x148 and before["cap"] == 0x005F
+    assert before["ctrl"] == 0 and before["verdict"] == "pass"
+    assert after["ctrl"] == 0x001D and after["enabled"] == ["SrcValid", "ReqRedir", "CmpltRedir", "UpstreamFwd"]
+    assert after["verdict"] == "fail" and res["bridge"] in after["observed"]
+    assert res["unprivileged"][0] == "skip", res["unprivileged"]

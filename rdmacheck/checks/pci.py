@@ -30,8 +30,13 @@ def gate_pci_acs(ctx) -> list[Result]:
         return [Result("pci.acs", Status.SKIP,
                        observed=f"no {missing} on PCI here (integrated GPU, soft-RoCE or no GPU): "
                                 "no GPU-to-HCA PCIe path to inspect")]
+    return [judge_bridges(root, gpus + list(hcas.values()), {"gpus": gpus, "hcas": hcas})]
+
+
+def judge_bridges(root, endpoints: list[str], details: dict[str, Any] | None = None) -> Result:
+    """pci.acs verdict for the bridges above ``endpoints`` (PCI functions), read through ``root``."""
     bridges: list[str] = []
-    for bdf in gpus + list(hcas.values()):
+    for bdf in endpoints:
         for a in pci.ancestors(root, bdf):
             if a not in bridges:
                 bridges.append(a)
@@ -58,23 +63,23 @@ def gate_pci_acs(ctx) -> list[Result]:
             redirect.append(f"{b} ({' '.join(en)})")
         elif {"SrcValid", "UpstreamFwd"} & set(en):
             other.append(f"{b} ({' '.join(en)})")
-    details = {"gpus": gpus, "hcas": hcas, "bridges": rows}
+    details = {**(details or {}), "endpoints": endpoints, "bridges": rows}
     expected = "ACS redirect off on every bridge between GPU and HCA"
     if not rows:
-        return [Result("pci.acs", Status.PASS, observed="GPU and HCA have no PCI bridge above them",
-                       expected=expected, details=details)]
+        return Result("pci.acs", Status.PASS, observed="GPU and HCA have no PCI bridge above them",
+                      expected=expected, details=details)
     if redirect:
-        return [Result("pci.acs", Status.FAIL,
-                       observed="ACS redirects peer-to-peer traffic on " + "; ".join(redirect),
-                       expected=expected, remedy=REMEDY, details=details)]
+        return Result("pci.acs", Status.FAIL,
+                      observed="ACS redirects peer-to-peer traffic on " + "; ".join(redirect),
+                      expected=expected, remedy=REMEDY, details=details)
     if unreadable:
-        return [Result("pci.acs", Status.SKIP,
-                       observed=f"config space of {len(unreadable)} bridge(s) readable only to 64 bytes: "
-                                "ACS lives beyond 0x100 and the kernel shows it to root only",
-                       remedy="run preflight as root to inspect ACS", details=details)]
+        return Result("pci.acs", Status.SKIP,
+                      observed=f"config space of {len(unreadable)} bridge(s) readable only to 64 bytes: "
+                               "ACS lives beyond 0x100 and the kernel shows it to root only",
+                      remedy="run preflight as root to inspect ACS", details=details)
     if other:
-        return [Result("pci.acs", Status.WARN, observed="ACS enabled (no redirect) on " + "; ".join(other),
-                       expected=expected, remedy=REMEDY, details=details)]
-    return [Result("pci.acs", Status.PASS,
-                   observed=f"{len(rows)} bridge(s): " + ", ".join(f"{r['bdf']} ACS {r['acs']}" for r in rows),
-                   expected=expected, details=details)]
+        return Result("pci.acs", Status.WARN, observed="ACS enabled (no redirect) on " + "; ".join(other),
+                      expected=expected, remedy=REMEDY, details=details)
+    return Result("pci.acs", Status.PASS,
+                  observed=f"{len(rows)} bridge(s): " + ", ".join(f"{r['bdf']} ACS {r['acs']}" for r in rows),
+                  expected=expected, details=details)
