@@ -44,7 +44,9 @@ def test_nccl_all_ops_check_graph(tmp_path):
                 "--expect-busbw", "1", "--json", str(js), env=SAFE, timeout=300)
     assert p.returncode == 0, p.stdout + p.stderr
     ev = json.loads(js.read_text())
-    assert ev["context"]["backend"] == "nccl" and ev["context"]["graph"] is True
+    assert ev["context"]["backend"] == "nccl" and ev["context"]["graph"] == "auto"
+    # auto captures small sizes in CUDA graphs (launch overhead dominates there)
+    assert any(r["graph"] for r in ev["records"] if r["bytes"] <= 4096)
     assert ev["context"]["nccl_version"]
     assert all(r.get("gpu") for r in ev["context"]["ranks"])
     recs = ev["records"]
