@@ -187,6 +187,14 @@ def test_calls_in_window_rebuilds_the_runner_steps():
     assert calls_in_window(recs, {**CTX, "iters": "time-based", "check": False}) == 2 * (2 + 3 + 20)
     recs[0]["graph"] = True
     assert calls_in_window(recs[:1], CTX) == 2 + 20 + 1 + 1 + 20
+    # --graph auto (2x H100 capture, iters 20): 2 warm-up + 1 + 20 capture replay + 20 sampled replay + 3 + 20
+    # eager sample + 20 timed + 1 check = 87, which the veth counters confirmed at 1.00x
+    auto = {**CTX, "graph": "auto"}
+    assert calls_in_window(recs[:1], auto) == 87
+    eager = dict(recs[0], graph=False)  # auto sampled both and kept eager: the sampling still ran
+    assert calls_in_window([eager], auto) == 87
+    slow = dict(eager, time_us=2500.0)  # time-based and >= 1 ms per call: capture skipped
+    assert calls_in_window([slow], {**auto, "iters": "time-based"}) == 2 + 3 + 20 + 1
     recs[0]["calls"] = 7  # the bench's own count wins when it gives one
     assert calls_in_window(recs[:1], CTX) == 7
 
