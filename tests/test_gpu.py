@@ -300,7 +300,7 @@ h100_facts = {"state": "ok", "gpus": [{"index": 0, "name": "NVIDIA H100 80GB HBM
 
 def test_gdr_paths(tmp_path):
     r = gpu.gate_gpu_gdr(make_ctx(_host(tmp_path, PEERMEM, nvidia=PROPRIETARY), {"NCCL_NET_GDR_LEVEL": "5"}, h100_facts))[0]
-    assert r.status is Status.PASS and "nvidia_peermem loaded" in r.observed
+    assert r.status is Status.PASS and "peer memory via nvidia_peermem" in r.observed
     r = gpu.gate_gpu_gdr(make_ctx(_host(tmp_path, "", nvidia=OPEN), {"NCCL_NET_GDR_LEVEL": "PHB"}, h100_facts))[0]
     assert r.status is Status.PASS and r.details["dmabuf"] is True
     r = gpu.gate_gpu_gdr(make_ctx(_host(tmp_path, "", "5.10.0-21-amd64", OPEN), {"NCCL_NET_GDR_LEVEL": "5"}, h100_facts))[0]
@@ -315,11 +315,18 @@ def test_gdr_paths(tmp_path):
     assert r.status is Status.FAIL and "not a level" in r.observed
 
 
-def test_gdr_sysfs_module_dir(tmp_path):
+@pytest.mark.parametrize("path", ["sys/module/nvidia_peermem", "sys/module/nv_peer_mem",
+                                  "sys/kernel/mm/memory_peers/nv_mem/version"])
+def test_gdr_peer_memory_in_sysfs(tmp_path, path):
     _host(tmp_path, "", nvidia=PROPRIETARY)
-    (tmp_path / "sys/module/nvidia_peermem").mkdir(parents=True)
+    p = tmp_path / path
+    if path.endswith("version"):
+        p.parent.mkdir(parents=True)
+        p.write_text("1.3\n")
+    else:
+        p.mkdir(parents=True)
     r = gpu.gate_gpu_gdr(make_ctx(tmp_path, {"NCCL_NET_GDR_LEVEL": "5"}, h100_facts))[0]
-    assert r.status is Status.PASS
+    assert r.status is Status.PASS and r.details["peer_memory"]
 
 
 def test_gdr_dgx_spark_says_unsupported_and_what_to_set(tmp_path):

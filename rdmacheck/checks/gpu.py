@@ -319,15 +319,20 @@ def kernel_version(text: str | None) -> tuple[int, int] | None:
 def gdr_paths(ctx) -> dict[str, Any]:
     """Which GPUDirect RDMA mechanisms this host offers (read through ctx.root)."""
     root = ctx.root
-    modules = root.read("/proc/modules") or ""
-    peermem = any(line.split(" ", 1)[0] == "nvidia_peermem" for line in modules.splitlines()) \
-        or root.is_dir("/sys/module/nvidia_peermem")
+    modules = {line.split(" ", 1)[0] for line in (root.read("/proc/modules") or "").splitlines()}
+    # What NCCL's net_ib probes for peer memory: the nvidia_peermem module (driver >= 470), the legacy
+    # MLNX_OFED nv_peer_mem module, or the peer-memory client it registers under /sys/kernel/mm/memory_peers.
+    sources = [m for m in ("nvidia_peermem", "nv_peer_mem") if m in modules or root.is_dir(f"/sys/module/{m}")]
+    sources += [f"memory_peers/{c}" for c in ("nv_mem", "nv_mem_nc")
+                if root.exists(f"/sys/kernel/mm/memory_peers/{c}/version")]
+    peermem = bool(sources)
     osrel = root.read("/proc/sys/kernel/osrelease")
     kv = kernel_version(osrel)
     nv = root.read("/proc/driver/nvidia/version") or ""
     open_module = "Open Kernel Module" in nv
     return {
         "nvidia_peermem": peermem,
+        "peer_memory": sources,
         "kernel": osrel,
         "kernel_dmabuf": bool(kv and kv >= (5, 12)),
         "nvidia_driver": nv.splitlines()[0] if nv else None,
@@ -353,7 +358,7 @@ def gate_gpu_gdr(ctx) -> list[Result]:
     asked = "unset (NCCL's default: GPUDirect RDMA when GPU and NIC are close)" if raw is None \
         else f"NCCL_NET_GDR_LEVEL={raw} ({level})"
     have = [n for n, ok in (("nvidia_peermem", paths["nvidia_peermem"]), ("DMA-BUF", paths["dmabuf"])) if ok]
-    obs_paths = (f"nvidia_peermem {'loaded' if paths['nvidia_peermem'] else 'not loaded'}; "
+    obs_paths = (f"peer memory {'via ' + ', '.join(paths['peer_memory']) if paths['nvidia_peermem'] else 'absent (nvidia_peermem not loaded)'}; "
                  f"DMA-BUF {'available' if paths['dmabuf'] else 'unavailable'} (kernel {paths['kernel']}, "
                  f"{'open' if paths['open_kernel_module'] else 'no open'} GPU kernel module)")
     details = {"level": level, "raw": raw, "platform": plat, **paths}
