@@ -271,3 +271,8 @@ def test_acs_on_a_real_pcie_root_port_in_a_guest(tmp_path):
     assert after["ctrl"] == 0x001D and after["enabled"] == ["SrcValid", "ReqRedir", "CmpltRedir", "UpstreamFwd"]
     assert after["verdict"] == "fail" and res["bridge"] in after["observed"]
     assert res["unprivileged"][0] == "skip", res["unprivileged"]
+
+
+def test_hca_functions_on_real_captures(captures):
+    assert pci.hca_functions(HostRoot(captures / "sysfs/hwloc-32em64t-mlx4")) == {"mlx4_0": "0000:82:00.0"}
+    assert pci.hca_functions(HostRoot(captures / "sysfs/hwloc-40intel64-qib")) == {"qib0": "0000:43:00.0"}

@@ -149,3 +149,14 @@ def test_real_dcb_on_veth_skips_with_reason(netns_pair, tmp_path):
     assert q.returncode == 0 and "Traceback" not in q.stderr, q.stdout + q.stderr
     (res,) = json.loads(out_json.read_text())["results"]
     assert res["id"] == "rdma.pfc" and res["status"] == "skip" and "not supported by this interface" in res["observed"]
+
+
+def test_rdma_netdevs_on_real_captures(captures):
+    """The RDMA device -> netdev walk (device/net) on real host dumps (shared/captures, hwloc test suite)."""
+    mlx4 = HostRoot(captures / "sysfs/hwloc-32em64t-mlx4")
+    assert dcb.rdma_netdevs(mlx4, None) == {"ib0": "mlx4_0"}
+    assert dcb.rdma_netdevs(mlx4, "^mlx4") == {}
+    assert dcb.rdma_netdevs(mlx4, "mlx4_0:1") == {"ib0": "mlx4_0"}
+    qib = HostRoot(captures / "sysfs/hwloc-40intel64-qib")
+    assert dcb.rdma_netdevs(qib, "=qib0") == {"ib0": "qib0"}
+    assert dcb.rdma_netdevs(qib, "qib0:x") == {}  # malformed port: rdma.devices reports it, no crash here
