@@ -434,3 +434,33 @@ def test_real_launch_waiver_shown(real_preflight, tmp_path):
     for x in lev.results:
         if x.id.startswith("docker."):
             assert f'<td class="mono">{x.id}</td>' in html
+
+
+def test_cluster_document_pairwise_and_dead_node(real_preflight, tmp_path):
+    """The cluster-wide evidence of `rdmacheck cluster` (host "ray-cluster"): its gates are
+    cluster gates, not a node; a dead node is named in the banner; the pairwise matrix, judged
+    by the cluster's own code, shows as a heatmap with the bad link flagged."""
+    from rdmacheck.cluster import matrix
+
+    labels = ["n0", "n1", "n2", "n3"]
+    bw = [[None if i == j else 11.8 for j in range(4)] for i in range(4)]
+    bw[1][2] = bw[2][1] = 3.1                                   # the one bad cable
+    data, res = matrix.judge(labels, bw, {}, 10.0, 0.5)
+    data["rounds"] = [[["n0", "n1"], ["n2", "n3"]], [["n0", "n2"], ["n1", "n3"]], [["n0", "n3"], ["n1", "n2"]]]
+    dead = Result("cluster.nodes", "fail", observed="3 of 4 node(s) answered; n3 dead during bench: raylet died",
+                  remedy="check it and rerun")
+    ev = Evidence(kind="cluster", host="ray-cluster", results=[dead, res],
+                  context={"nodes": [{"label": x} for x in labels], "pairwise": data})
+    files = [_write(ev, tmp_path / "cluster.json")]
+    for h in labels[:3]:
+        files.append(_replay(real_preflight, h, tmp_path))
+    out = tmp_path / "r.html"
+    model = make_report([str(f) for f in files], out)
+    assert [n["host"] for n in model["nodes"]] == ["n0", "n1", "n2"]       # "ray-cluster" is not a node
+    assert "n3 dead during bench" in model["reason"]
+    flagged = {(f["a"], f["b"]) for f in model["pairwise"]["flagged"]}
+    assert flagged and all({"n1", "n2"} == {a, b} for a, b in flagged)
+    html = out.read_text()
+    assert 'id="pairwise-heatmap"' in html and 'id="cluster-gates"' in html
+    svg = base64.b64decode(model["pairwise"]["uri"].split(",", 1)[1]).decode()
+    assert svg.startswith("<svg") and "n1" in svg

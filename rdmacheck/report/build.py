@@ -105,6 +105,8 @@ def build(loaded: list[Loaded], imported: list[Loaded] | None = None, title: str
     path_proof: list[dict[str, Any]] = []
     bench_gates: list[dict[str, Any]] = []
     fingerprint: list[dict[str, Any]] = []
+    cluster_gates: list[dict[str, Any]] = []
+    pairwise: dict[str, Any] | None = None
     for l in everything:
         ev = l.evidence
         ctx = ev.context if isinstance(ev.context, dict) else {}
@@ -115,7 +117,16 @@ def build(loaded: list[Loaded], imported: list[Loaded] | None = None, title: str
             "status": ev.status.value if ev.results else "",
             "versions": _versions(ev),
         })
-        if ev.kind in GATE_KINDS:
+        if ev.kind == "cluster" and isinstance(ctx.get("nodes"), list):
+            # the cluster-wide document of `rdmacheck cluster` (host "ray-cluster"): its gates
+            # judge the fleet, not a node, and it carries the pairwise matrix
+            for r in ev.results:
+                row = _result_row(r, ev.kind)
+                row["host"] = ev.host
+                cluster_gates.append(row)
+            if isinstance(ctx.get("pairwise"), dict):
+                pairwise = _pairwise_view(ctx["pairwise"])
+        elif ev.kind in GATE_KINDS:
             by_host.setdefault(ev.host, []).append(l)
         if ev.kind == "bench":
             if ev.records:
@@ -153,7 +164,7 @@ def build(loaded: list[Loaded], imported: list[Loaded] | None = None, title: str
     # pandas and matplotlib cost seconds to import: only when there is something to plot
     df = benchmod.frame(runs) if runs else None
     summ = benchmod.summaries(df, expected) if runs else []
-    verdict, reason = _verdict(nodes, mism, bench_gates + path_proof, summ, expected)
+    verdict, reason = _verdict(nodes, mism, bench_gates + path_proof, summ, expected, cluster_gates)
 
     many = len(nodes) > OPEN_FAILING_UP_TO
     node_rows = []
@@ -188,6 +199,8 @@ def build(loaded: list[Loaded], imported: list[Loaded] | None = None, title: str
         "csv_uri": benchmod.csv_data_uri(df) if runs else None,
         "expected_busbw": expected,
         "bench_gates": bench_gates,
+        "cluster_gates": cluster_gates,
+        "pairwise": pairwise,
         "path_proof": path_proof,
         "waivers": waivers,
         "fingerprint": fingerprint,
@@ -278,6 +291,28 @@ def _proof_view(r: Result, records: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
+def _pairwise_view(data: dict[str, Any]) -> dict[str, Any]:
+    """context.pairwise of `rdmacheck cluster --pairwise` -> heatmap (an SVG image) and flagged links."""
+    import base64
+
+    view: dict[str, Any] = {
+        "nodes": len(data.get("nodes") or []), "measured": data.get("measured"), "pairs": data.get("pairs"),
+        "rounds": len(data.get("rounds") or []), "expected": data.get("expected"), "median": data.get("median"),
+        "flagged": [{"a": str(f.get("a", "")), "b": str(f.get("b", "")), "busbw": f.get("busbw"), "why": str(f.get("why", ""))}
+                    for f in (data.get("flagged") or [])[:500] if isinstance(f, dict)],
+        "uri": None,
+    }
+    try:
+        from ..cluster.matrix import heatmap_svg
+
+        svg = heatmap_svg(data)
+        # as an <img>, the SVG is an image: nothing in it can run, whatever a label holds
+        view["uri"] = "data:image/svg+xml;base64," + base64.b64encode(svg.encode()).decode()
+    except Exception:  # an older or partial matrix: the table of flagged links still shows
+        pass
+    return view
+
+
 def _row_dict(r: consistency.Row) -> dict[str, Any]:
     return {"key": r.key, "label": r.label, "why": r.why, "agree": r.agree, "reported": r.reported,
             "groups": r.groups(), "values": r.values}
@@ -307,8 +342,12 @@ def _versions(ev: Evidence) -> str:
 
 
 def _verdict(nodes: list[Node], mism: list[consistency.Row], bench_results: list[dict[str, Any]],
-             summ: list[dict[str, Any]], expected: float | None) -> tuple[str, str]:
+             summ: list[dict[str, Any]], expected: float | None,
+             cluster_results: list[dict[str, Any]] | None = None) -> tuple[str, str]:
     parts: list[str] = []
+    for c in cluster_results or []:
+        if c["effective"] == "fail":
+            parts.append(f"{c['id']}: {c['observed']}")
     failed = [n for n in nodes if n.status is Status.FAIL]
     if len(failed) > 3:
         top = _gate_failures(failed)[:3]
@@ -328,7 +367,7 @@ def _verdict(nodes: list[Node], mism: list[consistency.Row], bench_results: list
         parts.append("bench gate(s) failed: " + ", ".join(sorted({f"{b['id']} on {b['host']}" for b in bfail})[:4]))
     if parts:
         return "FAIL", "; ".join(parts) + "."
-    if not nodes and not bench_results:
+    if not nodes and not bench_results and not cluster_results:
         return "INFO", "No gates were evaluated: the evidence holds only bench numbers (e.g. imported nccl-tests runs)."
     bits = []
     if nodes:
