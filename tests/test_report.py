@@ -266,7 +266,7 @@ def test_real_h100_runs_socket_fallback_named(tmp_path):
     out = tmp_path / "r.html"
     model = make_report([str(nv), str(sock)], out)
     html = out.read_text()
-    assert model["verdict"] == "FAIL" and "bench.transport on vm" in model["reason"]
+    assert model["verdict"] == "FAIL" and f"bench.transport on {_ev(sock).host}" in model["reason"]
     tr = [p for p in model["path_proof"] if p["id"] == "bench.transport" and p["status"] == "fail"][0]
     assert dict(tr["facts"])["network plugin"] == "Socket" and dict(tr["facts"])["channel paths"] == "NET/Socket x8"
     assert tr["causes"][0]["rank"] == 1 and "rdma.devfiles" in tr["causes"][0]["gates"]
