@@ -12,6 +12,7 @@ benchmarks/, not here.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import socket
@@ -21,7 +22,7 @@ import time
 
 import pytest
 
-from conftest import REPO, run_cli
+from conftest import REPO, require, run_cli
 from rdmacheck.bench.collectives import COLLECTIVES, parse_ops
 from rdmacheck.bench.gate import busbw_gate, check_result, memory_verdict
 from rdmacheck.bench.plan import build_plan
@@ -29,7 +30,12 @@ from rdmacheck.bench.sizes import parse_sizes
 from rdmacheck.errors import UsageError
 from rdmacheck.model import Status
 
-pytest.importorskip("torch")
+
+
+@pytest.fixture
+def torch_ranks():
+    """Real rank processes need torch (CPU build is enough); the pytest process itself never imports it."""
+    require(importlib.util.find_spec("torch") is not None, "torch is not installed (pip install torch, the CPU build)")
 
 GLOO = ["--backend", "gloo", "--no-progress", "--warmup", "1", "--time-per-size", "0.002", "--timeout", "60"]
 
@@ -127,7 +133,7 @@ def _evidence(path):
     return json.loads(path.read_text())
 
 
-def test_three_ranks_all_ops_factors_gate_and_planted_wrong_element(tmp_path):
+def test_three_ranks_all_ops_factors_gate_and_planted_wrong_element(tmp_path, torch_ranks):
     """One 3-rank run (torch start-up is the cost on CI's 2 cores) proves three things:
 
     * every op's algbw/busbw follows the hand-computed nccl-tests factor for n = 3;
@@ -169,7 +175,7 @@ def test_three_ranks_all_ops_factors_gate_and_planted_wrong_element(tmp_path):
     assert len(df) == len(recs) and {"op", "bytes", "time_us", "busbw", "wrong"} <= set(df.columns)
 
 
-def test_rank_killed_mid_sweep_is_named_and_sizes_kept(tmp_path):
+def test_rank_killed_mid_sweep_is_named_and_sizes_kept(tmp_path, torch_ranks):
     js = tmp_path / "b.json"
     t0 = time.monotonic()
     p = run_cli("bench", "--nproc", "2", "--sizes", "1K..8K", *GLOO[:-2], "--timeout", "20",
@@ -184,7 +190,7 @@ def test_rank_killed_mid_sweep_is_named_and_sizes_kept(tmp_path):
     assert run["status"] == "fail" and "rank 1" in run["observed"] and ev["context"]["complete"] is False
 
 
-def test_rank_that_never_joins_ends_the_run_named(tmp_path):
+def test_rank_that_never_joins_ends_the_run_named(tmp_path, torch_ranks):
     """Rank 0 of 2 started by hand (as torchrun would), rank 1 never starts: named cause, exit 1, no hang."""
     js = tmp_path / "b.json"
     t0 = time.monotonic()
@@ -205,7 +211,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_torchrun_two_nodes_rendezvous(tmp_path):
+def test_torchrun_two_nodes_rendezvous(tmp_path, torch_ranks):
     """The multi-node entry: two torchrun agents (--nnodes 2, one rank each) meet over c10d on loopback."""
     port = _free_port()
     js = tmp_path / "b.json"
