@@ -168,6 +168,10 @@ def test_two_nodes_over_veth_wire_passes(hosts: TwoHosts, tmp_path: Path):
     assert sr["verdict"] == "pass" and all(0.9 < n["ratio"] < 1.2 for n in sr["nodes"]), sr
     assert wire["details"]["watched"][ar["nodes"][0]["host"]]["netdevs"] in ([hosts.va], [hosts.vb])
     assert _result(ev, "bench.transport")["status"] == "skip"  # gloo: no NCCL account to judge
+    # one line per node for the report: the largest judged size, its own veth
+    nodes = ctx["path_proof"]["nodes"]
+    assert len(nodes) == 2 and all(n["wire"]["verdict"] == "pass" for n in nodes.values())
+    assert sorted(d for n in nodes.values() for d in n["wire"]["devices"]) == sorted([hosts.va, hosts.vb])
 
 
 def test_traffic_on_mgmt_network_fails_wire(hosts: TwoHosts, tmp_path: Path):

@@ -82,3 +82,34 @@ def test_delta_uses_counter_rules():
     b = {"x/1": {"tx": 160, "rx": 40}, "new": {"tx": 5, "rx": 5}}
     # rx went down: the counter was reset -> None, never a negative or silent zero
     assert _delta(a, b) == {"x/1": {"tx": 60, "rx": None}}
+
+
+def test_bad_preflight_path_is_a_usage_error_at_install(tmp_path):
+    with pytest.raises(UsageError, match="not found"):
+        PathProof(env={"RDMACHECK_PATH_DIR": str(tmp_path), "RDMACHECK_PREFLIGHT": str(tmp_path / "no.json")}).install(
+            BenchHooks())
+
+
+def test_per_node_summary_from_the_real_gpu_run():
+    """The 2x H100 two-namespace run: one line per node with its own transport and wire proof."""
+    import json
+
+    from conftest import REPO
+    from rdmacheck.bench.path_proof import per_node
+    from rdmacheck.checks.path import check_wire
+    from rdmacheck.nccl_log import parse_file
+
+    data = REPO / "tests" / "data" / "nccl-logs"
+    if not (data / "h100x2-socket.bench.json").is_file():
+        pytest.skip("GPU capture not committed yet (tests/data/nccl-logs/capture.sh)")
+    ev = json.loads((data / "h100x2-socket.bench.json").read_text())
+    by_host = {"node-0": parse_file(data / "h100x2-socket.rank0.log"), "node-1": parse_file(data / "h100x2-socket.rank1.log")}
+    rows = check_wire(ev["records"], ev["context"]).details["rows"]
+    nodes = per_node(ev["context"]["ranks"], by_host, rows)
+    assert sorted(nodes) == ["node-0", "node-1"]
+    a = nodes["node-0"]
+    assert a["ranks"] == [0] and a["net_plugin"] == "Socket" and a["paths"] == {"NET/Socket": 4}
+    assert a["gdr_enabled"] is False and a["used_hcas"] == [] and a["links"] == []
+    assert a["wire"]["bytes"] == 64 << 20 and a["wire"]["devices"] == ["vA"] and a["wire"]["verdict"] == "pass"
+    assert 1.0 <= a["wire"]["ratio"] < 1.01
+    assert nodes["node-1"]["wire"]["devices"] == ["vB"]

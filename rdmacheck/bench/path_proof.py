@@ -167,6 +167,7 @@ class PathProof:
         self.hcas: list[tuple[str, int]] = []
         self.netdevs: list[str] = []
         self._before: dict[str, dict[str, dict[str, int]]] | None = None
+        self.preflight: list | None = None
         try:
             self.min_ratio = float(self.env.get(ENV_MIN_RATIO) or 0.5)
         except ValueError:
@@ -178,6 +179,8 @@ class PathProof:
             self.log_dir.mkdir(parents=True, exist_ok=True)
         except OSError as e:
             raise UsageError(f"{ENV_DIR}: cannot create {self.log_dir} ({e.strerror}); choose a writable folder") from None
+        # read the preflight evidence now: a bad path is a usage error (exit 2) before any rank starts
+        self.preflight = _load_preflight(self.env.get(ENV_PREFLIGHT))
         for k, v in nccl_debug_env(self.log_dir, dict(self.env)).items():
             self.env[k] = v
         hooks.before_size.append(self.before_size)
@@ -275,17 +278,19 @@ class PathProof:
         if info.rank != 0:
             return []
         log = NcclLog()
+        by_host: dict[str, NcclLog] = {}
         for p in allp:
             if p and p.get("text"):
-                log = log.merge(parse_text(p["text"], source=f"rank {p['rank']} ({p['host']}): {p['path']}"))
+                one = parse_text(p["text"], source=f"rank {p['rank']} ({p['host']}): {p['path']}")
+                log = log.merge(one)
+                by_host[p["host"]] = by_host.get(p["host"], NcclLog()).merge(one)
         env = dict((info.context.get("config") or {}).get("env") or {})
         env.update({k: v for k, v in self.env.items() if k.startswith(("NCCL_", "GLOO_"))})
         expect = PathExpectation.from_env(env, net=self.env.get(ENV_EXPECT_NET) or None,
                                           link=_link(self.env.get(ENV_EXPECT_LINK)))
         hosts = {r.get("host") for r in (info.context.get("ranks") or []) if isinstance(r, dict)}
-        preflight = _load_preflight(self.env.get(ENV_PREFLIGHT))
         transport = check_transport(log if info.backend == "nccl" else None, expect, backend=info.backend,
-                                    multi_node=len(hosts) > 1 if hosts else None, env=env, preflight=preflight)
+                                    multi_node=len(hosts) > 1 if hosts else None, env=env, preflight=self.preflight)
         wire = check_wire(info.records, info.context, min_ratio=self.min_ratio)
         info.context["path_proof"] = {
             "log_dir": str(self.log_dir),
@@ -293,8 +298,40 @@ class PathProof:
                      for p in allp if p],
             "nccl": log.summary() if log.nccl_lines else None,
             "preflight": self.env.get(ENV_PREFLIGHT) or None,
+            "nodes": per_node(info.context.get("ranks") or [], by_host, wire.details.get("rows") or []),
         }
         return [transport, wire]
+
+
+def per_node(ranks: list, by_host: dict, rows: list) -> dict[str, dict[str, Any]]:
+    """One line per node for the report: its transport (its own ranks' NCCL lines) and its wire proof.
+
+    ``wire`` is the largest judged size of the sweep (the one nearest the bandwidth plateau).
+    """
+    out: dict[str, dict[str, Any]] = {}
+    for r in ranks:
+        if isinstance(r, dict) and r.get("host"):
+            out.setdefault(r["host"], {"ranks": []})["ranks"].append(r.get("rank"))
+    for host, log in by_host.items():
+        d = out.setdefault(host, {"ranks": []})
+        by_index = {x.index: x for x in log.ib_devices}
+        d.update({
+            "net_plugin": log.net_plugin if log.net_channels else None,
+            "paths": log.path_kinds,
+            "gdr_enabled": log.gdr_enabled,
+            "used_hcas": log.used_hcas(),
+            "links": sorted({by_index[c.net_dev].link for c in log.net_channels
+                             if c.net == "IB" and c.net_dev in by_index and by_index[c.net_dev].link}),
+        })
+    judged = [r for r in rows if r.get("verdict") in ("pass", "fail", "warn")]
+    if judged:
+        big = max(judged, key=lambda r: (r["bytes"], r["op"]))
+        for n in big["nodes"]:
+            d = out.setdefault(str(n.get("host")), {"ranks": []})
+            d["wire"] = {"op": big["op"], "bytes": big["bytes"], "expected_bytes": big["expected_bytes"],
+                         "measured_bytes": n["measured_bytes"], "ratio": n["ratio"],
+                         "devices": sorted(list(n["hcas"]) + list(n["netdevs"])), "verdict": big["verdict"]}
+    return out
 
 
 def _link(v: str | None) -> str | None:
