@@ -297,6 +297,26 @@ def test_committed_softroce_preflight(tmp_path):
         assert rows["gid_type"]["reported"] == 2
 
 
+def test_rdmacheck_and_nccl_tests_on_one_plot():
+    """The committed 2x H100 runs of the same day: rdmacheck's bench (6 collectives) and
+    nccl-tests all_reduce_perf (benchmarks/results).  Both land on the all_reduce figure."""
+    own = REPO / "benchmarks" / "results" / "bench-h100x2-nccl.json"
+    ref = REPO / "benchmarks" / "results" / "nccl-tests-all_reduce_perf-h100x2-2026-11-27.txt"
+    if not (own.is_file() and ref.is_file()):
+        pytest.skip("benchmarks/results H100 files not committed")
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as d:
+        model = make_report([str(own)], Path(d) / "r.html", imports=[str(ref)])
+    ops = sorted({r["op"] for r in _ev(own).records})
+    assert [p["op"] for p in model["plots"]] == ops      # one figure per collective, op names aligned
+    ar = {s["source"]: s for s in model["summaries"] if s["op"] == "all_reduce"}
+    assert set(ar) == {"rdmacheck", "nccl-tests"}
+    assert ar["nccl-tests"]["peak_busbw"] == pytest.approx(329.35)   # the 1 GiB row, read from the file
+    assert ar["rdmacheck"]["peak_busbw"] == pytest.approx(max(r["busbw"] for r in _ev(own).records if r["op"] == "all_reduce"))
+    assert ar["rdmacheck"]["meets"] and ar["nccl-tests"]["meets"]
+
+
 def test_committed_h100_bench(tmp_path):
     if not H100_BENCH.is_file():
         pytest.skip(f"{H100_BENCH.relative_to(REPO)} not committed yet (the GPU bench run writes it)")

@@ -44,7 +44,7 @@ _OPS = {
     "all_reduce": "all_reduce", "allreduce": "all_reduce",
     "all_gather": "all_gather", "allgather": "all_gather",
     "reduce_scatter": "reduce_scatter", "reducescatter": "reduce_scatter",
-    "alltoall": "all_to_all", "all_to_all": "all_to_all",
+    "alltoall": "alltoall", "all_to_all": "alltoall",
     "broadcast": "broadcast", "reduce": "reduce", "sendrecv": "sendrecv",
     "gather": "gather", "scatter": "scatter", "hypercube": "hypercube",
 }
