@@ -118,6 +118,47 @@ def _hold(phase: str) -> None:
         time.sleep(0.1)
 
 
+# ---------------------------------------------------------------- connecting
+
+CONNECT_TIMEOUT_S = 30.0
+_CONNECT_HELP = ("start Ray on the head (the head container does) and pass its GCS address HOST:6379, "
+                 "or 'auto' on a node where Ray runs")
+
+
+def probe_gcs(address: str, timeout: float) -> None:
+    """TCP-connect to HOST:PORT first: ray.init retries an unreachable GCS for minutes."""
+    host, _, port = address.rpartition(":")
+    host = host.strip("[]")
+    try:
+        with socket.create_connection((host, int(port)), timeout=timeout):
+            pass
+    except OSError as e:
+        raise UsageError(f"--ray-address {address}: nothing answers there ({e.strerror or e}); {_CONNECT_HELP}") from None
+
+
+def connect(ray, address: str, timeout: float) -> None:
+    """ray.init, bounded.  Ray has no connect timeout of its own (it waits on the GCS for
+    minutes), so a timer ends the process with a one-line error if it has not returned."""
+    import threading
+
+    def fire() -> None:
+        sys.stderr.write(f"rdmacheck: error: --ray-address {address}: no Ray cluster answered within {timeout:g} s; "
+                         f"{_CONNECT_HELP}\n")
+        sys.stderr.flush()
+        os._exit(2)
+
+    t = threading.Timer(timeout, fire)
+    t.daemon = True
+    t.start()
+    try:
+        ray.init(address=address, log_to_driver=False, logging_level="warning")
+    except (ConnectionError, RuntimeError, ValueError) as e:
+        raise UsageError(f"--ray-address {address}: cannot connect to a Ray cluster ({ray_error_text(e, 300)}); "
+                         f"{_CONNECT_HELP}") from None
+    finally:
+        t.cancel()
+
+
 # ---------------------------------------------------------------- discovery
 
 def label_nodes(raw: list[dict[str, Any]]) -> list[Node]:
@@ -260,18 +301,15 @@ class ClusterRun:
     # -- main
     def run(self) -> dict[str, Any]:
         o = self.o
+        if o.address != "auto" and "ray" not in sys.modules:
+            probe_gcs(o.address, min(o.node_timeout, 10.0))  # before paying for `import ray`
         import ray
 
         o.out_dir.mkdir(parents=True, exist_ok=True)
         own_init = not ray.is_initialized()
         t0 = time.monotonic()
         if own_init:
-            try:
-                ray.init(address=o.address, log_to_driver=False, logging_level="warning")
-            except (ConnectionError, RuntimeError, ValueError) as e:
-                raise UsageError(f"--ray-address {o.address}: cannot connect to a Ray cluster ({ray_error_text(e, 300)}); "
-                                 "start Ray on the head (the head container does) and pass its GCS address "
-                                 "HOST:6379, or 'auto' inside a node") from None
+            connect(ray, o.address, min(o.node_timeout, CONNECT_TIMEOUT_S))
         self.timings["connect"] = round(time.monotonic() - t0, 3)
         try:
             self.nodes = label_nodes(ray.nodes())

@@ -83,6 +83,44 @@ def _color(v: float | None, lo: float, hi: float) -> str:
     return f"#{r:02x}{g:02x}40"
 
 
+RASTER_ABOVE = 64   # more nodes than this: the cells become one embedded PNG (512 nodes = 262144 cells)
+
+
+def _png(width: int, height: int, rows: list[bytes]) -> bytes:
+    """A minimal RGB PNG (zlib, no filter): no imaging library needed."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    raw = b"".join(b"\x00" + r for r in rows)
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(raw, 9)) + chunk(b"IEND", b""))
+
+
+def _raster(nodes, m, lo, hi, flagged, pad: int, cell: int) -> str:
+    import base64
+
+    n = len(nodes)
+    rows = []
+    for i, a in enumerate(nodes):
+        row = bytearray()
+        for j, b in enumerate(nodes):
+            if i == j:
+                row += b"\xff\xff\xff"
+                continue
+            v = m[i][j] if m[i][j] is not None else m[j][i]
+            if (a, b) in flagged or (b, a) in flagged:
+                row += b"\x00\x00\x00"  # flagged: black, findable at a glance
+            else:
+                row += bytes.fromhex(_color(v, lo, hi)[1:])
+        rows.append(bytes(row))
+    uri = "data:image/png;base64," + base64.b64encode(_png(n, n, rows)).decode()
+    return (f'<image x="{pad}" y="{pad}" width="{n * cell}" height="{n * cell}" style="image-rendering:pixelated" '
+            f'href="{uri}"><title>{n} x {n} links; black = flagged (see the table)</title></image>')
+
+
 def heatmap_svg(data: dict[str, Any], cell: int = 0) -> str:
     """A self-contained SVG heatmap of ``context.pairwise`` (autoescaped labels).
 
@@ -108,6 +146,8 @@ def heatmap_svg(data: dict[str, Any], cell: int = 0) -> str:
         if labels:
             out.append(f'<text x="{pad - 4}" y="{y + cell * 0.65:.1f}" text-anchor="end">{escape(a)}</text>')
             out.append(f'<text transform="translate({pad + i * cell + cell * 0.65:.1f},{pad - 4}) rotate(-60)">{escape(a)}</text>')
+        if n > RASTER_ABOVE:
+            continue
         for j, b in enumerate(nodes):
             x = pad + j * cell
             if i == j:
@@ -123,6 +163,8 @@ def heatmap_svg(data: dict[str, Any], cell: int = 0) -> str:
                 out.append(f'<text x="{x + cell / 2:.1f}" y="{y + cell * 0.7:.1f}" text-anchor="middle">x</text>')
             elif cell >= 28:
                 out.append(f'<text x="{x + cell / 2:.1f}" y="{y + cell * 0.62:.1f}" text-anchor="middle" font-size="9">{v:.1f}</text>')
+    if n > RASTER_ABOVE:
+        out.append(_raster(nodes, m, lo, hi, flagged, pad, cell))
     exp = data.get("expected")
     out.append(f'<text x="4" y="{size + 18}">sendrecv busbw GB/s: red {lo:.2f} .. green {hi:.2f}; '
                f'framed = flagged{f" (expected {exp:g})" if exp is not None else ""}; grey x = not measured</text>')

@@ -132,7 +132,10 @@ def _options(args: argparse.Namespace):
     ns.nproc, ns.json, ns.csv, ns.progress, ns.hook, ns.graph, ns.timeout = None, None, None, False, [], None, args.node_timeout
     bench_opts = build_options(ns)
     cfg = load_config(args.env, args.profile, args.expect, process_env=dict(os.environ))
-    pw_sizes = parse_sizes(args.pairwise_sizes)
+    try:
+        pw_sizes = parse_sizes(args.pairwise_sizes)
+    except UsageError as e:
+        raise UsageError(str(e).replace("--sizes", "--pairwise-sizes", 1)) from None
     out = Path(args.out_dir) if args.out_dir else Path("reports") / (
         "cluster-" + _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ"))
     if out.exists() and not out.is_dir():
@@ -145,9 +148,9 @@ def _options(args: argparse.Namespace):
 
 def run(args: argparse.Namespace) -> int:
     opts = _options(args)
-    try:
-        import ray  # noqa: F401
-    except ImportError:
+    import importlib.util
+
+    if importlib.util.find_spec("ray") is None:  # not `import ray`: that costs seconds before the address probe
         raise UsageError("rdmacheck cluster needs Ray on this machine: pip install 'rdmacheck[cluster]' "
                          "(or run it inside the Ray head container)") from None
     from ..cluster.driver import ClusterRun
