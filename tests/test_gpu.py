@@ -282,8 +282,11 @@ def test_parse_gdr_level(raw, level):
     assert gpu.parse_gdr_level(raw) == level
 
 
-def _host(tmp_path: Path, modules: str = "", kernel: str = "6.8.0-45-generic", nvidia: str | None = None) -> Path:
+def _host(tmp_path: Path, modules: str = "", kernel: str = "6.8.0-45-generic", nvidia: str | None = None,
+          hca: bool = True) -> Path:
     (tmp_path / "proc/sys/kernel").mkdir(parents=True, exist_ok=True)
+    if hca:
+        (tmp_path / "sys/class/infiniband/mlx5_0").mkdir(parents=True, exist_ok=True)
     (tmp_path / "proc/modules").write_text(modules)
     (tmp_path / "proc/sys/kernel/osrelease").write_text(kernel + "\n")
     if nvidia is not None:
@@ -327,6 +330,12 @@ def test_gdr_peer_memory_in_sysfs(tmp_path, path):
         p.mkdir(parents=True)
     r = gpu.gate_gpu_gdr(make_ctx(tmp_path, {"NCCL_NET_GDR_LEVEL": "5"}, h100_facts))[0]
     assert r.status is Status.PASS and r.details["peer_memory"]
+
+
+def test_gdr_without_rdma_device_skips(tmp_path):
+    # The real H100 machine of this project: DMA-BUF available, but no RDMA device to pair with.
+    r = gpu.gate_gpu_gdr(make_ctx(_host(tmp_path, "", nvidia=OPEN, hca=False), {}, h100_facts))[0]
+    assert r.status is Status.SKIP and "no RDMA device" in r.observed and "DMA-BUF available" in r.observed
 
 
 def test_gdr_dgx_spark_says_unsupported_and_what_to_set(tmp_path):

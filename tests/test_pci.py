@@ -188,7 +188,7 @@ def test_gate_unreadable_skips_with_reason(tmp_path):
 
 def test_gate_no_pair_skips(tmp_path):
     r = gate_pci_acs(_ctx(_tree(tmp_path, None, hca=False)))[0]
-    assert r.status is Status.SKIP and "PCI RDMA device" in r.observed
+    assert r.status is Status.SKIP and "PCI-attached RDMA device" in r.observed
 
 
 def test_gate_on_this_machine_skips():

@@ -373,6 +373,10 @@ def gate_gpu_gdr(ctx) -> list[Result]:
                               "anyway (its log says 'GPU Direct RDMA Disabled for HCA'), so the setting should say so; "
                               "the ~12 GB/s per 100 Gb/s link is reached without GPUDirect",
                        details=details)]
+    if not ctx.root.listdir("/sys/class/infiniband"):
+        return [Result("gpu.gdr", Status.SKIP,
+                       observed=f"no RDMA device: GPUDirect RDMA has no NIC to pair with (see rdma.devices); {obs_paths}",
+                       details=details)]
     if level == "LOC":
         return [Result("gpu.gdr", Status.PASS, observed=f"{asked}: GPUDirect RDMA disabled by configuration; {obs_paths}",
                        expected="GPUDirect RDMA path when requested", details=details)]

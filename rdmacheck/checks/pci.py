@@ -26,9 +26,9 @@ def gate_pci_acs(ctx) -> list[Result]:
     gpus = pci.gpu_functions(root)
     hcas = pci.hca_functions(root)
     if not gpus or not hcas:
-        missing = " and ".join(w for w, v in (("NVIDIA GPU", gpus), ("PCI RDMA device", hcas)) if not v)
+        missing = " and no ".join(w for w, v in (("NVIDIA GPU on PCI", gpus), ("PCI-attached RDMA device", hcas)) if not v)
         return [Result("pci.acs", Status.SKIP,
-                       observed=f"no {missing} on PCI here (integrated GPU, soft-RoCE or no GPU): "
+                       observed=f"no {missing} here (integrated GPU, soft-RoCE, no RDMA or no GPU): "
                                 "no GPU-to-HCA PCIe path to inspect")]
     return [judge_bridges(root, gpus + list(hcas.values()), {"gpus": gpus, "hcas": hcas})]
 
