@@ -484,3 +484,14 @@ def test_cluster_document_pairwise_and_dead_node(real_preflight, tmp_path):
     assert 'id="pairwise-heatmap"' in html and 'id="cluster-gates"' in html
     svg = base64.b64decode(model["pairwise"]["uri"].split(",", 1)[1]).decode()
     assert svg.startswith("<svg") and "n1" in svg
+
+
+def test_mathtext_in_names_does_not_break_plots(tmp_path):
+    """matplotlib reads '$...$' as mathtext; a host or op named '$\\frac$' must plot as text."""
+    ev = Evidence(kind="bench", host="$\\frac$ $^^$", context={"backend": "gl$oo$"},
+                  records=[{"op": "a$\\b$", "bytes": b, "busbw": 1.0, "algbw": 1.0, "time_us": 1.0, "in_place": False}
+                           for b in (1024, 2048)])
+    p = _write(ev, tmp_path / "m.json")
+    model = make_report([str(p)], tmp_path / "r.html")
+    svg = base64.b64decode(model["plots"][0]["uri"].split(",", 1)[1]).decode()
+    assert "$\\frac$" in svg and "a$\\b$" in svg

@@ -146,6 +146,12 @@ def csv_data_uri(df) -> str:
     return "data:text/csv;base64," + base64.b64encode(text.encode()).decode()
 
 
+def _plain(text: object) -> str:
+    """Text for matplotlib: a '$' would start mathtext, and a host name like '$\\frac$'
+    makes the renderer raise; escaped, it prints as typed."""
+    return str(text).replace("$", r"\$")
+
+
 def _fmt_bytes(x: float, _pos: Any = None) -> str:
     n = int(round(x))
     for unit, div in (("G", 1 << 30), ("M", 1 << 20), ("K", 1 << 10)):
@@ -182,7 +188,7 @@ def plots(df, expected: float | None) -> list[dict[str, Any]]:
                 if col == "time_us":
                     s = s[s[col] > 0]
                 if not s.empty:
-                    ax.plot(s["bytes"], s[col], style, marker=".", markersize=3, linewidth=1.2, label=label)
+                    ax.plot(s["bytes"], s[col], style, marker=".", markersize=3, linewidth=1.2, label=_plain(label))
         pl = plateau(main) if main is not None else None
         if pl:
             lo, hi, med = pl
@@ -198,7 +204,7 @@ def plots(df, expected: float | None) -> list[dict[str, Any]]:
             ax.xaxis.set_major_formatter(FuncFormatter(_fmt_bytes))
             ax.set_xlabel("message size (bytes)")
             ax.set_ylabel(ylabel)
-            ax.set_title(f"{op}: {title}")
+            ax.set_title(_plain(f"{op}: {title}"))
             ax.grid(True, which="major", alpha=0.3)
         axes[2].set_yscale("log")  # latency spans decades: log10 reads better than powers of 2
         axes[0].legend(fontsize=7, loc="upper left")
