@@ -245,3 +245,14 @@ def test_nccl_env_live_in_namespace(nodes):
     gloo = a.gate("rdmacheck.checks.nccl_env", "gate_nccl_env", dict(env, GLOO_SOCKET_IFNAME="lo"))
     assert steps(gloo)["GLOO_SOCKET_IFNAME"]["status"] == "fail"
     assert f"GLOO_SOCKET_IFNAME={pair.va}" in steps(gloo)["GLOO_SOCKET_IFNAME"]["remedy"]
+
+
+def test_declared_role_contradicting_master_addr_fails(nodes):
+    pair, a, b = nodes
+    b.serve("tcp", pair.ip_b, 6379)
+    res = a.gate("rdmacheck.checks.peer", "gate_net_peer", dict(worker_env(pair), RAY_MODE="head"))
+    role = steps(res)["role"]
+    assert res["status"] == "fail" and role["status"] == "fail"
+    assert "RAY_MODE=head but MASTER_ADDR spark-02-mesh -> 10.199.0.2 is not an address of this node" in role["observed"]
+    ok = a.gate("rdmacheck.checks.peer", "gate_net_peer", dict(worker_env(pair), RAY_MODE="worker"))
+    assert ok["status"] == "pass" and "role" not in steps(ok)

@@ -9,7 +9,9 @@ Steps, each bounded in time (see facts/peer.py):
    for MTU 9000) gets answers, proving jumbo frames end to end.
 
 Role: this node is the head when MASTER_ADDR resolves to one of its own
-addresses (RDMACHECK_ROLE=head|worker in the .env overrides).
+addresses.  RAY_MODE=head|worker (the compose .env's own key) or
+RDMACHECK_ROLE declares it; a declaration that contradicts the address fails
+(the worker's .env copied onto the head, or the reverse).
 """
 
 from __future__ import annotations
@@ -75,9 +77,13 @@ def master(ctx) -> dict[str, Any]:
                 if any(a.split("/")[0] == info["addr"] for a in addrs):
                     info["local_if"] = ifname
             info["role"] = "head" if info["local_if"] or info["addr"].startswith("127.") else "worker"
-    forced = (ctx.config.get("RDMACHECK_ROLE") or "").strip().lower()
-    if forced in ("head", "worker"):
-        info["role"] = forced
+    info["detected_role"] = info["role"]
+    # The compose .env declares the role (RAY_MODE=head|worker); RDMACHECK_ROLE overrides for preflight only.
+    for key in ("RDMACHECK_ROLE", "RAY_MODE"):
+        declared = (ctx.config.get(key) or "").strip().lower()
+        if declared in ("head", "worker"):
+            info["role"], info["declared_role"], info["declared_by"] = declared, declared, key
+            break
     ctx.cache["peer.master"] = info
     return info
 
@@ -127,6 +133,13 @@ def gate_net_peer(ctx) -> list[Result]:
         items.append(step("subnet", Status.FAIL, f"{addr} is outside the RDMA subnet {prof.subnet}",
                           "point MASTER_ADDR at the head's address on the RDMA subnet (e.g. spark-01-mesh), "
                           "not its management address: otherwise bootstrap traffic takes the wrong network"))
+    declared, detected = m.get("declared_role"), m.get("detected_role")
+    if declared and detected and declared != detected:
+        where = "one of this node's addresses" if detected == "head" else "not an address of this node"
+        items.append(step("role", Status.FAIL,
+                          f"{m['declared_by']}={declared} but MASTER_ADDR {m['name']} -> {addr} is {where}",
+                          "copy the right .env to this node: the head's MASTER_ADDR must be its own RDMA-subnet "
+                          "address, a worker's must be the head's"))
     ifspec = cfg.get("NCCL_SOCKET_IFNAME")
     if m["role"] == "head":
         dev = m["local_if"]
