@@ -122,3 +122,11 @@ def test_arbitrary_env_never_raises(tmp_path, env):
     # snapshot root: MASTER_ADDR is not resolved when replaying, so no DNS traffic here
     r, _ = judge(node(tmp_path), env)
     assert r.id == "nccl.env" and r.status in (Status.PASS, Status.WARN, Status.FAIL)
+
+
+@pytest.mark.parametrize("port,needle", [("8000", "vLLM"), ("6379", "GCS"), ("6380", "RAY_ADDRESS")])
+def test_master_port_colliding_with_the_stack_warns(tmp_path, port, needle):
+    env = dict(REFERENCE, MASTER_PORT=port, RAY_ADDRESS="192.168.100.1:6380" if port == "6380" else "192.168.100.1:6379")
+    r, st_ = judge(node(tmp_path), env)
+    assert st_["MASTER_PORT"]["status"] == "warn" and needle in st_["MASTER_PORT"]["observed"]
+    assert r.status is Status.WARN

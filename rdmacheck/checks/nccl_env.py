@@ -15,7 +15,15 @@ from typing import Any
 from ..facts import peer as pf
 from ..model import Result, Status
 from . import gate
-from .peer import combine, master, step, subnet_interfaces
+from .peer import combine, master, parse_ray_address, step, subnet_interfaces
+
+# Ports the stack itself opens on the head once it runs (free at preflight time, taken later).
+WELL_KNOWN_PORTS = {
+    8000: "vLLM's OpenAI API server port (vllm serve --port default)",
+    6379: "Ray's GCS port (ray start --head default)",
+    8265: "Ray's dashboard port",
+    10001: "Ray's client server port",
+}
 
 
 @gate("nccl.env")
@@ -105,6 +113,14 @@ def _master_port(ctx) -> dict[str, Any]:
         return step("MASTER_PORT", Status.FAIL, f"MASTER_PORT={raw!r} is not a TCP port",
                     "set MASTER_PORT to a free port in 1024-65535, e.g. 29500")
     port = int(raw)
+    ray = parse_ray_address(ctx.config.get("RAY_ADDRESS"))
+    taken = dict(WELL_KNOWN_PORTS)
+    if ray:
+        taken.setdefault(ray[1], "the Ray head's port in RAY_ADDRESS")
+    if port in taken:
+        return step("MASTER_PORT", Status.WARN,
+                    f"MASTER_PORT={port} is {taken[port]}: once the cluster runs, the two collide on the head",
+                    "choose a port nothing else on the head uses, e.g. 29500 (torch.distributed's default)")
     role = master(ctx)["role"] if ctx.root.live else None
     if role != "head":
         why = "not the head" if role == "worker" else "role unknown (MASTER_ADDR unset or unresolved)"
