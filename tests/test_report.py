@@ -172,6 +172,12 @@ def test_folder_glob_and_merge(real_preflight, tmp_path):
     assert html.count('<tr><td class="mono"><a href="#node-') == 2        # two nodes, not three files
     assert "lab box, memlock capped by the hypervisor" in html and ">alice<" in html
     assert "(waived)" in html
+    # a folder may hold other JSON (a cluster run's outputs): skipped and listed, not fatal
+    (nodes / "b" / "verbs.json").write_text(json.dumps({"available": False}))
+    r3 = run_cli("report", str(nodes), "-o", str(tmp_path / "r3.html"))
+    assert r3.returncode == r.returncode and 'id="skipped-files"' in (tmp_path / "r3.html").read_text()
+    r4 = run_cli("report", str(nodes / "b" / "verbs.json"), "-o", str(tmp_path / "r4.html"))
+    assert r4.returncode == 2 and "not an rdmacheck evidence document" in r4.stderr   # named: an error
     # the same through a glob the shell did not expand
     r2 = run_cli("report", str(nodes / "*" / "*.json"), "-o", str(tmp_path / "r2.html"))
     assert r2.returncode == r.returncode

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from ..atomic import atomic_write
+from ..errors import UsageError
 
 
 def make_report(evidence_args: list[str], out: str | Path, imports: list[str] | None = None,
@@ -21,9 +22,14 @@ def make_report(evidence_args: list[str], out: str | Path, imports: list[str] | 
     from .load import Loaded, load
     from .render import render
 
-    loaded = load(evidence_args) if evidence_args else []
+    skipped: list[str] = []
+    loaded = load(evidence_args, skipped) if evidence_args else []
     imported = [Loaded(str(p), import_file(p)) for p in (imports or [])]
+    if not loaded and not imported:
+        raise UsageError("no rdmacheck evidence found in " + ", ".join(evidence_args)
+                         + (f" ({len(skipped)} JSON file(s) skipped: {skipped[0]})" if skipped else ""))
     model = build(loaded, imported, title=title, expected_busbw=expected_busbw)
+    model["skipped_files"] = skipped
     atomic_write(out, render(model))
     model["_loaded"] = loaded + imported
     return model

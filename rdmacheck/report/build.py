@@ -204,6 +204,7 @@ def build(loaded: list[Loaded], imported: list[Loaded] | None = None, title: str
         "path_proof": path_proof,
         "waivers": waivers,
         "fingerprint": fingerprint,
+        "skipped_files": [],
     }
 
 

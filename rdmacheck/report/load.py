@@ -11,6 +11,10 @@ from ..errors import UsageError
 from ..model import Evidence
 
 
+class NotEvidence(UsageError):
+    """Valid JSON that is not an rdmacheck evidence document."""
+
+
 @dataclasses.dataclass
 class Loaded:
     path: str
@@ -18,20 +22,24 @@ class Loaded:
 
 
 def expand(args: list[str]) -> list[Path]:
+    return [p for p, _ in expand_marked(args)]
+
+
+def expand_marked(args: list[str]) -> list[tuple[Path, bool]]:
     """EVIDENCE arguments -> JSON files, in a stable order, each once.
 
     A folder contributes its ``*.json`` files (recursively: a cluster run
     writes one sub-folder per node); a pattern with ``*?[`` is globbed here
     too, so quoting it in a shell or CI YAML still works.
     """
-    out: list[Path] = []
+    out: list[tuple[Path, bool]] = []   # (path, came from a folder)
     seen: set[Path] = set()
 
-    def add(p: Path) -> None:
+    def add(p: Path, from_folder: bool = False) -> None:
         r = p.resolve()
         if r not in seen:
             seen.add(r)
-            out.append(p)
+            out.append((p, from_folder))
 
     for a in args:
         p = Path(a)
@@ -40,7 +48,7 @@ def expand(args: list[str]) -> list[Path]:
             if not found:
                 raise UsageError(f"{a}: folder holds no *.json evidence files; pass files written by 'rdmacheck ... --json'")
             for q in found:
-                add(q)
+                add(q, True)
         elif p.is_file():
             add(p)
         elif any(c in a for c in "*?["):
@@ -48,7 +56,7 @@ def expand(args: list[str]) -> list[Path]:
             if not matches:
                 raise UsageError(f"{a}: pattern matches no file")
             for q in matches:
-                add(q)
+                add(q, True)   # like a folder: a pattern may sweep up other JSON
         else:
             raise UsageError(f"evidence {a} not found; pass evidence JSON files, folders or globs")
     return out
@@ -63,7 +71,10 @@ def read_one(p: Path) -> Evidence:
         raise UsageError(f"{p} is not JSON ({e}); pass evidence written by rdmacheck --json "
                          "(nccl-tests output goes in --import)") from None
     if not isinstance(data, dict):
-        raise UsageError(f"{p}: not an rdmacheck evidence document (top level is not an object)")
+        raise NotEvidence(f"{p}: not an rdmacheck evidence document (top level is not an object)")
+    if data.get("tool") != "rdmacheck":
+        hint = " (nccl-tests -J output goes in --import)" if "results" in data and "config" in data else ""
+        raise NotEvidence(f"{p}: not an rdmacheck evidence document{hint}")
     try:
         return Evidence.from_dict(data)
     except (ValueError, KeyError, TypeError) as e:
@@ -71,5 +82,16 @@ def read_one(p: Path) -> Evidence:
         raise UsageError(f"{p}: {e}{hint}") from None
 
 
-def load(args: list[str]) -> list[Loaded]:
-    return [Loaded(str(p), read_one(p)) for p in expand(args)]
+def load(args: list[str], skipped: list[str] | None = None) -> list[Loaded]:
+    """Read every evidence file.  A JSON file found inside a folder (or by a glob) that is not rdmacheck
+    evidence (a cluster run's other outputs, a pasted config) is skipped and listed in
+    ``skipped``; named on the command line, it is an error, as is any file that is not JSON."""
+    out = []
+    for p, from_folder in expand_marked(args):
+        try:
+            out.append(Loaded(str(p), read_one(p)))
+        except NotEvidence as e:
+            if not from_folder or skipped is None:
+                raise
+            skipped.append(str(e))
+    return out
