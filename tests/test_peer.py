@@ -159,8 +159,11 @@ def test_head_role_and_wrong_interface(nodes):
     assert st["mtu"]["status"] == "skip" and st["tcp"]["status"] == "skip"
     wrong = a.gate("rdmacheck.checks.peer", "gate_net_peer", dict(worker_env(pair), NCCL_SOCKET_IFNAME="lo"))
     assert steps(wrong)["route"]["status"] == "fail" and "does not name it" in steps(wrong)["route"]["observed"]
+    assert steps(wrong)["tcp"]["status"] == "skip" and "not probed" in steps(wrong)["mtu"]["observed"]
     outside = a.gate("rdmacheck.checks.peer", "gate_net_peer", worker_env(pair), {"subnet": "192.168.100.0/24"})
     assert steps(outside)["subnet"]["status"] == "fail"
+    assert "has no address in 192.168.100.0/24" in steps(outside)["route"]["observed"]
+    assert steps(outside)["mtu"]["status"] == "skip"
 
 
 def test_unknown_name_fails_with_hosts_remedy(nodes):

@@ -148,8 +148,13 @@ def gate_net_peer(ctx) -> list[Result]:
         rt = pf.route_get(addr)
         dev = rt["dev"]
         how = f"route to {addr} leaves via {dev}" if dev else f"no route to {addr}: {rt['error']}"
+    on_subnet = subnet_interfaces(ctx)
     if dev is None:
         items.append(step("route", Status.FAIL, how, "add an address in the RDMA subnet to the RDMA interface"))
+    elif dev not in on_subnet:
+        items.append(step("route", Status.FAIL, f"{how}, which has no address in {prof.subnet}",
+                          f"give the RDMA interface its {prof.subnet} address so the head is reached over the mesh, "
+                          "not through the default route"))
     elif ifspec and not pf.ifname_matches(ifspec, dev):
         items.append(step("route", Status.FAIL, f"{how}, but NCCL_SOCKET_IFNAME={ifspec} does not name it",
                           "set NCCL_SOCKET_IFNAME (and GLOO_SOCKET_IFNAME) to the interface on the RDMA subnet, "
@@ -159,6 +164,13 @@ def gate_net_peer(ctx) -> list[Result]:
     if m["role"] == "head":
         items.append(step("tcp", Status.SKIP, "head: the Ray port is this node's own (checked on workers)"))
         items.append(step("mtu", Status.SKIP, "head: no peer address known here (the DF ping runs on workers)"))
+        return [combine("net.peer", items, expected)]
+    if items[-1]["status"] != Status.PASS.value:
+        # Probing the head along a path that is not the RDMA mesh proves nothing about the mesh, and through a
+        # default route it would send packets off the host: don't.
+        why = "not probed: the route to the head does not use the RDMA-subnet interface (see route)"
+        items.append(step("tcp", Status.SKIP, why))
+        items.append(step("mtu", Status.SKIP, why))
         return [combine("net.peer", items, expected)]
     ray = parse_ray_address(cfg.get("RAY_ADDRESS"))
     if ray is None:
