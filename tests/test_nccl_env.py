@@ -68,6 +68,9 @@ def test_each_inconsistency(tmp_path, change, step, status, needle):
 def test_prefix_and_exclusion_syntax(tmp_path):
     r, st_ = judge(node(tmp_path), dict(REFERENCE, NCCL_SOCKET_IFNAME="^lo,eth,docker"))
     assert st_["NCCL_SOCKET_IFNAME"]["status"] == "pass"
+    r, st_ = judge(node(tmp_path), dict(REFERENCE, NCCL_SOCKET_IFNAME="e"))  # also matches eth0 (management)
+    assert st_["NCCL_SOCKET_IFNAME"]["status"] == "warn" and "also eth0" in st_["NCCL_SOCKET_IFNAME"]["observed"]
+    assert "NCCL_SOCKET_IFNAME=enP2p1s0f0np0" in st_["NCCL_SOCKET_IFNAME"]["remedy"]
     r, st_ = judge(node(tmp_path), dict(REFERENCE, NCCL_SOCKET_IFNAME="=enP2"))
     assert st_["NCCL_SOCKET_IFNAME"]["status"] == "fail"
 

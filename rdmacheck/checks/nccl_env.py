@@ -44,7 +44,15 @@ def gate_nccl_env(ctx) -> list[Result]:
                           f"give the RDMA interface its {prof.subnet} address (or fix the profile's subnet)"))
     else:
         hits = [i for i in subnet_ifs if pf.ifname_matches(spec, i)]
-        if hits:
+        # NCCL takes matching interfaces in getifaddrs order: a prefix that also matches another interface with
+        # an IPv4 address (eno1 for "en") can put the bootstrap on the management network.
+        others = sorted(i for i, a in pf.local_addresses(ctx.root).items()
+                        if a and i not in subnet_ifs and i != "lo" and pf.ifname_matches(spec, i))
+        if hits and others:
+            items.append(step("NCCL_SOCKET_IFNAME", Status.WARN,
+                              f"NCCL_SOCKET_IFNAME={spec} names {', '.join(hits)} but also {', '.join(others)} "
+                              f"(outside {prof.subnet})", f"name the interface exactly: NCCL_SOCKET_IFNAME={hits[0]}"))
+        elif hits:
             items.append(step("NCCL_SOCKET_IFNAME", Status.PASS, f"NCCL_SOCKET_IFNAME={spec} names {', '.join(hits)}"))
         else:
             items.append(step("NCCL_SOCKET_IFNAME", Status.FAIL,
