@@ -16,6 +16,8 @@ Teardown ends only the processes this fixture started.
 
 from __future__ import annotations
 
+import base64
+import contextlib
 import json
 import os
 import subprocess
@@ -33,8 +35,14 @@ pytestmark = pytest.mark.ray
 NODE_ARGS = dict(num_cpus=1, node_ip_address="127.0.0.1", object_store_memory=80 * 2**20)
 
 
-@pytest.fixture(scope="module")
-def ray_cluster():
+@contextlib.contextmanager
+def ray_test_cluster(workers: list[dict], head: dict | None = None, extra_env: dict | None = None):
+    """A real Ray cluster on this machine: a head and ``workers`` raylets (add_node kwargs).
+
+    A node's ``env`` entry (e.g. CUDA_VISIBLE_DEVICES) is set only while that raylet
+    starts, so it inherits it.  Yields (cluster, env the command needs).  On exit,
+    ends only the processes started here.
+    """
     try:
         import psutil
     except ImportError:  # pragma: no cover
@@ -43,30 +51,45 @@ def ray_cluster():
     tmp.mkdir()
     env = {"RAY_TMPDIR": str(tmp), "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "GLOO_SOCKET_IFNAME": "lo",
            "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""),
-           "RAY_USAGE_STATS_ENABLED": "0"}
-    saved = {k: os.environ.get(k) for k in env}
+           "RAY_USAGE_STATS_ENABLED": "0", **(extra_env or {})}
+    saved = {k: os.environ.get(k) for k in list(env) + ["CUDA_VISIBLE_DEVICES"]}
     os.environ.update(env)  # before `import ray`, and inherited by every raylet and worker
-    try:
-        import ray  # noqa: F401
-        from ray.cluster_utils import Cluster
-    except ImportError:
-        require(False, "ray is not installed (pip install 'ray>=2.9')")
     me = psutil.Process() if psutil else None
     before = {p.pid for p in me.children(recursive=True)} if me else set()
-    cluster = Cluster(initialize_head=True, head_node_args=dict(NODE_ARGS, node_name="head", include_dashboard=False))
-    for name in ("w1", "w2"):
-        cluster.add_node(**NODE_ARGS, node_name=name)
-    cluster.wait_for_nodes(timeout=60)
-    started = [p for p in me.children(recursive=True) if p.pid not in before] if me else []
+    cluster = None
+
+    def start(kw: dict):
+        kw = dict(kw)
+        node_env = kw.pop("env", {})
+        old = {k: os.environ.get(k) for k in node_env}
+        os.environ.update(node_env)
+        try:
+            if cluster is None:
+                from ray.cluster_utils import Cluster
+
+                return Cluster(initialize_head=True, head_node_args=dict(NODE_ARGS, include_dashboard=False, **kw))
+            return cluster.add_node(**NODE_ARGS, **kw)
+        finally:
+            for k, v in old.items():
+                os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)
+
     try:
+        try:
+            import ray  # noqa: F401
+        except ImportError:
+            require(False, "ray is not installed (pip install 'ray>=2.9')")
+        cluster = start(head or {"node_name": "head"})
+        for w in workers:
+            start(w)
+        cluster.wait_for_nodes(timeout=60)
         yield cluster, env
     finally:
-        if me:
-            started += [p for p in me.children(recursive=True) if p.pid not in before and p not in started]
-        cluster.shutdown()
+        started = [p for p in me.children(recursive=True) if p.pid not in before] if me else []
+        if cluster is not None:
+            cluster.shutdown()
         if psutil and started:
             _, alive = psutil.wait_procs(started, timeout=10)
-            for p in alive:  # only the PIDs this fixture started
+            for p in alive:  # only the PIDs started here
                 try:
                     p.kill()
                 except psutil.NoSuchProcess:
@@ -77,6 +100,12 @@ def ray_cluster():
             else:
                 os.environ[k] = v
         subprocess.run(["rm", "-rf", str(tmp)], check=False)
+
+
+@pytest.fixture(scope="module")
+def ray_cluster():
+    with ray_test_cluster([{"node_name": "w1"}, {"node_name": "w2"}]) as c:
+        yield c
 
 
 def _cmd(cluster, env, out: Path, *extra: str, hold: str | None = None) -> subprocess.Popen:
@@ -139,7 +168,10 @@ def test_end_to_end_gloo_pairwise(ray_cluster, tmp_path):
     html = (out / "report.html").read_text()
     for lab in labels:
         assert lab in html
-    assert 'id="pairwise"' in html and "<svg" in html
+    # the report draws context.pairwise as a heatmap (an SVG image) naming every node
+    assert "Pairwise links" in html and "data:image/svg+xml;base64," in html
+    svg = base64.b64decode(html.split("data:image/svg+xml;base64,", 1)[1].split('"', 1)[0]).decode()
+    assert all(lab in svg for lab in labels)
     verdict = "FAIL" if p.returncode == 1 else "PASS"
     assert f"{verdict}:" in text
 

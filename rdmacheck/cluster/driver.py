@@ -97,7 +97,10 @@ def say(msg: str) -> None:
 
 def ray_error_text(e: BaseException, limit: int = 500) -> str:
     """A Ray exception in one line: its type and the informative part of its text."""
-    text = " | ".join(line.strip() for line in str(e).splitlines() if line.strip())
+    # Ray's actor errors list class_name/actor_id/pid/namespace/ip on their own lines: ids a
+    # reader cannot use; the sentences around them say what happened
+    noise = ("class_name:", "actor_id:", "pid:", "namespace:", "ip:")
+    text = " | ".join(line.strip() for line in str(e).splitlines() if line.strip() and not line.strip().startswith(noise))
     text = text.replace("\t", " ")
     out = f"{type(e).__name__}: {text}" if text else type(e).__name__
     return out if len(out) <= limit else out[: limit - 1] + "…"
@@ -516,7 +519,7 @@ class ClusterRun:
                 na, nb = self.node(a), self.node(b)
                 bad = [x for x in (na, nb) if not x.ok]
                 if bad:
-                    errors[key] = "; ".join(f"{x.label} {x.state} ({x.phase}: {x.error})" for x in bad)
+                    errors[key] = "; ".join(f"{x.label} {x.state} since {x.phase} (see cluster.nodes)" for x in bad)
                     continue
                 if not all(self.actors.get(x.label) for x in (na, nb)):
                     errors[key] = "no rank actor"
@@ -643,43 +646,16 @@ class ClusterRun:
 
 
 def write_report(out_dir: Path, title: str | None, expected: float | None,
-                 pairwise: dict[str, Any] | None) -> dict[str, Any]:
-    """The report over every evidence file under ``out_dir``, plus the pairwise heatmap.
+                 pairwise: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The report over every evidence file under ``out_dir`` (rdmacheck.report.make_report).
 
-    rdmacheck.report has no slot for extra sections yet, so the heatmap (an
-    inline SVG and the flagged links) is inserted before ``</body>`` of the
-    page it wrote; the same data sits in cluster.json's ``context.pairwise``.
+    The report reads cluster.json itself: its gates as "Cluster gates", and
+    ``context.pairwise`` as the heatmap (matrix.heatmap_svg) with the flagged links.
+    pairwise.svg beside it is the same picture for people who want the file.
     """
     from ..report import make_report
 
     out = out_dir / "report.html"
     model = make_report([str(out_dir)], out, title=title or "Cluster acceptance report (rdmacheck cluster)",
                         expected_busbw=expected)
-    if pairwise is not None:
-        html = out.read_text(encoding="utf-8")
-        section = pairwise_section(pairwise)
-        i = html.rfind("</body>")
-        html = html[:i] + section + html[i:] if i >= 0 else html + section
-        atomic_write(out, html)
     return {"report": out, "verdict": model["verdict"], "reason": model["reason"]}
-
-
-def _gbs(v: float | None) -> str:
-    return "" if v is None else f"{v:.2f}"
-
-
-def pairwise_section(data: dict[str, Any]) -> str:
-    from xml.sax.saxutils import escape
-
-    rows = "".join(
-        f"<tr><td>{escape(f['a'])}</td><td>{escape(f['b'])}</td>"
-        f"<td>{_gbs(f['busbw'])}</td>"
-        f"<td>{escape(f['why'])}</td></tr>"
-        for f in data.get("flagged", [])[:200])
-    flagged = (f"<table><tr><th>node</th><th>node</th><th>busbw GB/s</th><th>why flagged</th></tr>{rows}</table>"
-               if rows else "<p>No link flagged.</p>")
-    med = data.get("median")
-    return (f'<section id="pairwise"><h2>Pairwise links (sendrecv, one pair per node per round)</h2>'
-            f"<p>{data['measured']} of {data['pairs']} pair(s) measured in {len(data.get('rounds') or [])} round(s); "
-            f"expected &ge; {data['expected']:g} GB/s" + (f"; median {med:.2f} GB/s" if med is not None else "") + "</p>"
-            f"{matrix.heatmap_svg(data)}{flagged}</section>\n")
