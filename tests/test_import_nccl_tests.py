@@ -7,7 +7,6 @@ the last row's out-of-place and in-place busbw copied), not produced by the pars
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 

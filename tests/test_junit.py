@@ -4,7 +4,6 @@ library (junitparser) and validated against the CI-consumer schema in tests/data
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 
@@ -85,7 +84,6 @@ def test_waived_failure_is_skipped_with_who_and_why(real_preflight, tmp_path):
 def test_cross_node_mismatch_is_a_failing_case(real_preflight, tmp_path):
     from junitparser import Failure, JUnitXml
 
-    from rdmacheck.report import make_report
 
     files = []
     for host, mtu in (("a", 9000), ("b", 1500)):

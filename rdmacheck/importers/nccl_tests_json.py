@@ -22,7 +22,6 @@ the file unterminated; that is reported as bad input, not guessed at.
 
 from __future__ import annotations
 
-import json
 import math
 from typing import Any
 
