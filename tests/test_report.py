@@ -501,3 +501,23 @@ def test_mathtext_in_names_does_not_break_plots(tmp_path):
     model = make_report([str(p)], tmp_path / "r.html")
     svg = base64.b64decode(model["plots"][0]["uri"].split(",", 1)[1]).decode()
     assert "$\\frac$" in svg and "a$\\b$" in svg
+
+
+def test_real_sysfs_replays_compare(captures, tmp_path):
+    """Two nodes from `rdmacheck preflight --root` over two real hosts' sysfs captures: the
+    firmware of their HCAs differs and is named; the IPoIB MTU only one of them reports is
+    not reported, not a mismatch."""
+    files = []
+    for name, host in (("hwloc-32em64t-mlx4", "ib-node-a"), ("prometheus-procfs", "ib-node-b")):
+        p = tmp_path / f"{name}.json"
+        r = run_cli("preflight", "-q", "--root", str(captures / "sysfs" / name), "--json", str(p), timeout=120)
+        assert p.is_file(), r.stderr
+        ev = _ev(p)
+        ev.host = host
+        files.append(str(_write(ev, p)))
+    model = make_report(files, tmp_path / "r.html")
+    rows = {r["key"]: r for r in model["consistency"]}
+    fw = rows["firmware"]
+    assert not fw["agree"] and "HCA firmware differs" in model["reason"]
+    assert dict(fw["groups"])["2.11.500"] == ["ib-node-a"]                  # mlx4_0 fw_ver in the hwloc capture
+    assert rows["netdev_mtu"]["agree"] and rows["netdev_mtu"]["reported"] == 1   # ib0 mtu 2044 on node a only
