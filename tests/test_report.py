@@ -521,3 +521,31 @@ def test_real_sysfs_replays_compare(captures, tmp_path):
     assert not fw["agree"] and "HCA firmware differs" in model["reason"]
     assert dict(fw["groups"])["2.11.500"] == ["ib-node-a"]                  # mlx4_0 fw_ver in the hwloc capture
     assert rows["netdev_mtu"]["agree"] and rows["netdev_mtu"]["reported"] == 1   # ib0 mtu 2044 on node a only
+
+
+def test_per_node_path_line_from_real_h100_logs(tmp_path):
+    """context.path_proof.nodes as the bench hook builds it (rdmacheck.bench.path_proof.per_node)
+    from the real 2x H100 NET/Socket run's per-rank NCCL logs and wire rows: one line per node,
+    transport next to the bytes on the wire and the busbw at that size."""
+    from rdmacheck.bench.path_proof import per_node
+    from rdmacheck.nccl_log import parse_file
+
+    src = NCCL_LOGS / "h100x2-socket.bench.json"
+    if not src.is_file():
+        pytest.skip("tests/data/nccl-logs/h100x2-socket.bench.json not committed")
+    ev = _ev(src)
+    ranks = ev.context["ranks"]
+    by_host = {r["host"]: parse_file(NCCL_LOGS / f"h100x2-socket.rank{r['rank']}.log") for r in ranks}
+    wire = next(r for r in ev.results if r.id == "bench.wire")
+    ev.context.setdefault("path_proof", {})["nodes"] = per_node(ranks, by_host, wire.details.get("rows") or [])
+    p = _write(ev, tmp_path / "bench.json")
+    model = make_report([str(p)], tmp_path / "r.html")
+    rows = model["path_nodes"][0]["rows"]
+    assert [r["host"] for r in rows] == sorted(r["host"] for r in ranks)
+    big = max(wire.details["rows"], key=lambda r: r["bytes"])
+    busbw = next(x["busbw"] for x in ev.records if x["bytes"] == big["bytes"] and x["op"] == big["op"])
+    for r in rows:
+        assert r["net"] == "Socket" and r["gdr"] == "off" and r["paths"].startswith("NET/Socket x")
+        assert r["busbw"] == pytest.approx(busbw) and r["verdict"] == big["verdict"]
+    html = (tmp_path / "r.html").read_text()
+    assert '<table class="path-nodes">' in html

@@ -106,6 +106,7 @@ def build(loaded: list[Loaded], imported: list[Loaded] | None = None, title: str
     bench_gates: list[dict[str, Any]] = []
     fingerprint: list[dict[str, Any]] = []
     cluster_gates: list[dict[str, Any]] = []
+    path_nodes: list[dict[str, Any]] = []
     pairwise: dict[str, Any] | None = None
     for l in everything:
         ev = l.evidence
@@ -132,6 +133,9 @@ def build(loaded: list[Loaded], imported: list[Loaded] | None = None, title: str
             if ev.records:
                 runs.append(Run(label=_run_label(ev, l.path), source=str(ctx.get("source") or "rdmacheck"),
                                 path=l.path, host=ev.host, time=ev.time, context=ctx, records=ev.records))
+            pp = ctx.get("path_proof")
+            if isinstance(pp, dict) and isinstance(pp.get("nodes"), dict) and pp["nodes"]:
+                path_nodes.append({"run": _run_label(ev, l.path), "rows": _path_nodes(pp["nodes"], ev.records)})
             for r in ev.results:
                 row = _result_row(r, ev.kind)
                 row["host"] = ev.host
@@ -202,6 +206,7 @@ def build(loaded: list[Loaded], imported: list[Loaded] | None = None, title: str
         "cluster_gates": cluster_gates,
         "pairwise": pairwise,
         "path_proof": path_proof,
+        "path_nodes": path_nodes,
         "waivers": waivers,
         "fingerprint": fingerprint,
         "skipped_files": [],
@@ -240,6 +245,33 @@ def _fmt_bytes(n: Any) -> str:
         if v >= div:
             return f"{v / div:.2f} {unit}"
     return f"{v:.0f} B"
+
+
+def _path_nodes(nodes: dict[str, Any], records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """context.path_proof.nodes (bench path-proof hook): one line per node, transport next to
+    the bytes its NICs carried at the largest judged size and the busbw measured at that size."""
+    bw = {(x.get("op"), x.get("bytes")): x.get("busbw") for x in records if isinstance(x, dict)}
+    out = []
+    for host in sorted(nodes):
+        d = nodes[host] if isinstance(nodes[host], dict) else {}
+        w = d.get("wire") if isinstance(d.get("wire"), dict) else {}
+        paths = d.get("paths") if isinstance(d.get("paths"), dict) else {}
+        out.append({
+            "host": host, "ranks": ", ".join(map(str, d.get("ranks") or [])),
+            "net": d.get("net_plugin") or "none (no NET channel)",
+            "links": ", ".join(map(str, d.get("links") or [])),
+            "gdr": "" if d.get("gdr_enabled") is None else ("on" if d.get("gdr_enabled") else "off"),
+            "hcas": ", ".join(map(str, d.get("used_hcas") or [])),
+            "paths": ", ".join(f"{k} x{v}" for k, v in paths.items()),
+            "wire_size": f"{w.get('op', '')} {_fmt_bytes(w.get('bytes'))}".strip() if w else "",
+            "measured": _fmt_bytes(w.get("measured_bytes")) if w else "",
+            "expected": _fmt_bytes(w.get("expected_bytes")) if w else "",
+            "ratio": w.get("ratio") if w else None,
+            "devices": ", ".join(map(str, w.get("devices") or [])) if w else "",
+            "verdict": str(w.get("verdict") or "") if w else "",
+            "busbw": bw.get((w.get("op"), w.get("bytes"))) if w else None,
+        })
+    return out
 
 
 def _proof_view(r: Result, records: list[dict[str, Any]]) -> dict[str, Any]:
