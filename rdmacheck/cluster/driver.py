@@ -71,7 +71,7 @@ class Node:
     name: str
     gpus: int
     resources: dict[str, float]
-    state: str = "alive"            # alive | dead | lost (no answer)
+    state: str = "alive"            # alive | dead (Ray says so) | lost (no answer) | error (answered with an exception)
     phase: str | None = None        # where it failed
     error: str | None = None        # the Ray error, condensed
     files: list[str] = dataclasses.field(default_factory=list)
@@ -200,6 +200,11 @@ class Outcome:
     value: Any = None
     error: str | None = None
     node_dead: bool = False       # Ray says the node is gone (the node, not just the process)
+    timed_out: bool = False
+
+    @property
+    def state(self) -> str:
+        return "dead" if self.node_dead else "lost" if self.timed_out else "error"
 
 
 class Waiter:
@@ -259,7 +264,7 @@ class Waiter:
             if limit is not None and time.monotonic() > limit:
                 for ref, (key, nid) in pending.items():
                     out[key] = Outcome(False, error=f"no answer within {bound:g} s (the node is overloaded, "
-                                                    f"partitioned or stuck; Ray did not report it dead)")
+                                                    f"partitioned or stuck; Ray did not report it dead)", timed_out=True)
                     try:
                         ray.cancel(ref, force=True)
                     except Exception:
@@ -356,7 +361,7 @@ class ClusterRun:
         for n in self.nodes:
             oc = out[n.label]
             if not oc.ok:
-                n.fail("dead" if oc.node_dead else "lost", "preflight", oc.error or "")
+                n.fail(oc.state, "preflight", oc.error or "")
                 say(f"preflight: {n.label}: {oc.error}")
                 continue
             path = o.out_dir / "nodes" / safe_name(n.label) / "preflight.json"
@@ -396,7 +401,7 @@ class ClusterRun:
             if oc.ok:
                 self.actor_info[(label, g)] = oc.value
             else:
-                n.fail("dead" if oc.node_dead else "lost", "bench: actor start", oc.error or "")
+                n.fail(oc.state, "bench: actor start", oc.error or "")
                 say(f"bench: {label}: actor did not start: {oc.error}")
         for n in self.nodes:
             if not n.ok:
@@ -412,7 +417,7 @@ class ClusterRun:
         if out["x"].ok:
             self.actors[n.label][g] = a
             return True
-        n.fail("dead" if out["x"].node_dead else "lost", "pairwise: actor restart", out["x"].error or "")
+        n.fail(out["x"].state, "pairwise: actor restart", out["x"].error or "")
         return False
 
     def _group(self, ray, ranks: list[tuple[Node, Any]], opts) -> tuple[dict[int, Outcome], str | None]:
@@ -442,7 +447,7 @@ class ClusterRun:
             texts.append(f"rank {r} on {n.label}: {oc.error}")
             if oc.node_dead or n.node_id not in alive:
                 n.fail("dead", phase, oc.error or "")
-            elif "no answer within" in (oc.error or ""):
+            elif oc.timed_out:
                 n.fail("lost", phase, oc.error or "")
         return texts
 

@@ -139,7 +139,9 @@ def heatmap_svg(data: dict[str, Any], cell: int = 0) -> str:
     lo = min(vals + [data.get("expected") or 0.0]) if vals else 0.0
     hi = max(vals) if vals else 1.0
     flagged = {(f["a"], f["b"]) for f in data.get("flagged", [])}
-    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{size}" height="{size + 30}" font-family="sans-serif" font-size="11">',
+    # rotated column labels run up and to the right of the last column; the legend needs ~600 px
+    width = max(size + (pad if labels else 0), 600)
+    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{size + 30}" font-family="sans-serif" font-size="11">',
            f'<title>pairwise sendrecv busbw (GB/s), {n} nodes</title>']
     for i, a in enumerate(nodes):
         y = pad + i * cell
@@ -167,6 +169,7 @@ def heatmap_svg(data: dict[str, Any], cell: int = 0) -> str:
         out.append(_raster(nodes, m, lo, hi, flagged, pad, cell))
     exp = data.get("expected")
     out.append(f'<text x="4" y="{size + 18}">sendrecv busbw GB/s: red {lo:.2f} .. green {hi:.2f}; '
-               f'framed = flagged{f" (expected {exp:g})" if exp is not None else ""}; grey x = not measured</text>')
+               f'{"black" if n > RASTER_ABOVE else "framed"} = flagged{f" (expected {exp:g})" if exp is not None else ""}; '
+               f'{"grey" if n > RASTER_ABOVE else "grey x"} = not measured</text>')
     out.append("</svg>")
     return "\n".join(out) + "\n"
