@@ -259,3 +259,12 @@ def test_declared_role_contradicting_master_addr_fails(nodes):
     assert "RAY_MODE=head but MASTER_ADDR spark-02-mesh -> 10.199.0.2 is not an address of this node" in role["observed"]
     ok = a.gate("rdmacheck.checks.peer", "gate_net_peer", dict(worker_env(pair), RAY_MODE="worker"))
     assert ok["status"] == "pass" and "role" not in steps(ok)
+
+
+def test_ray_address_off_the_mesh_is_not_probed(nodes):
+    pair, a, _ = nodes
+    # 192.0.2.1 (TEST-NET-1) is outside the namespace subnet: judged from the routing table, never contacted
+    res = a.gate("rdmacheck.checks.peer", "gate_net_peer", dict(worker_env(pair), RAY_ADDRESS="192.0.2.1:6379"))
+    tcp = steps(res)["tcp"]
+    assert tcp["status"] == "fail" and "is not reached over 10.199.0.0/24" in tcp["observed"]
+    assert "elapsed_s" not in tcp

@@ -141,7 +141,7 @@ def gate_net_peer(ctx) -> list[Result]:
                           "copy the right .env to this node: the head's MASTER_ADDR must be its own RDMA-subnet "
                           "address, a worker's must be the head's"))
     ifspec = cfg.get("NCCL_SOCKET_IFNAME")
-    if m["role"] == "head":
+    if m["local_if"]:
         dev = m["local_if"]
         how = f"{addr} is this node's own address on {dev} (head)"
     else:
@@ -182,6 +182,10 @@ def gate_net_peer(ctx) -> list[Result]:
         if target is None:
             items.append(step("tcp", Status.FAIL, f"RAY_ADDRESS host {host} does not resolve: {rr['error']}",
                               HOSTS_REMEDY))
+        elif ipaddress.ip_address(target) not in prof.network() or pf.route_get(target)["dev"] not in on_subnet:
+            # never probe off the mesh (see above)
+            items.append(step("tcp", Status.FAIL, f"RAY_ADDRESS {host} -> {target} is not reached over {prof.subnet}",
+                              "point RAY_ADDRESS at the head's RDMA-subnet address (the same host as MASTER_ADDR)"))
         else:
             c = pf.tcp_connect(target, port)
             if c["ok"]:
