@@ -191,6 +191,7 @@ def build(loaded: list[Loaded], imported: list[Loaded] | None = None, title: str
         "failed_nodes": sum(1 for n in nodes if n.status is Status.FAIL),
         "gate_failures": _gate_failures(nodes),
         "fold_node_table": len(nodes) > 64,
+        "many_nodes": many,
         "consistency": [_row_dict(r) for r in rows],
         "consistency_single": len(facts) == 1,
         "mismatches": [r.label for r in mism],
