@@ -154,7 +154,15 @@ def collect_facts(ctx: PreflightContext) -> dict[str, Any]:
             "gid_index": sel.gid_index.get(p.name),
             "gid": sel.gid_info.get(p.name),
         })
+    from .facts.nccl_lib import read_nccl
+
+    nvml = ctx.cache.get("nvml") if isinstance(ctx.cache.get("nvml"), dict) else {}
+    nccl = ctx.fact("nccl_lib", lambda: read_nccl(ctx.root))
     return {
+        # flat keys the cross-node report compares first
+        "nccl_version": nccl.get("version"),
+        "driver_version": nvml.get("driver_version"),
+        "cuda_version": nvml.get("cuda_driver_version"),
         "kernel": ctx.root.read("/proc/sys/kernel/osrelease") or (platform.release() if ctx.root.live else None),
         "rdma_devices": sorted(ctx.ib),
         "ports": ports,

@@ -47,7 +47,7 @@ ENV_PREFIXES = ("NCCL_", "GLOO_", "UCX_", "RAY_", "CUDA_", "NVIDIA_", "MASTER_",
 MODULES = ("nvidia", "nvidia_peermem", "nv_peer_mem", "mlx5_ib", "mlx5_core", "rdma_rxe", "ib_uverbs",
            "rdma_ucm", "ib_core")
 PROC_FILES = ("/proc/self/limits", "/proc/modules", "/proc/sys/kernel/osrelease", "/proc/driver/nvidia/version",
-              "/proc/version", "/proc/cmdline", "/proc/mounts")
+              "/proc/version", "/proc/cmdline", "/proc/mounts", "/proc/meminfo")
 
 
 class _Capture:
@@ -119,9 +119,11 @@ class _Capture:
 
 def capture(root: HostRoot, dst: Path, env: dict[str, str], timeout: float = 30.0) -> dict:
     """Write the snapshot tree into ``dst``.  Returns a small summary."""
+    from .facts.dcb import snapshot_facts as dcb_facts
     from .facts.infiniband import read_infiniband
     from .facts.limits import shm_size
     from .facts.net import addresses
+    from .facts.nccl_lib import read_nccl
     from .facts.nvml import read_nvml
     from .facts.verbs import read_verbs
 
@@ -141,6 +143,9 @@ def capture(root: HostRoot, dst: Path, env: dict[str, str], timeout: float = 30.
         out.touch()
     if root.is_dir("/etc/rdma"):
         cap.tree("/etc/rdma", 2)
+    # GPUDirect peer-memory clients (MLNX_OFED's nv_peer_mem registers here)
+    if root.is_dir("/sys/kernel/mm/memory_peers"):
+        cap.tree("/sys/kernel/mm/memory_peers", 2)
     meta = dst / SNAPSHOT_META_DIR
     meta.mkdir(parents=True, exist_ok=True)
     devices = sorted(read_infiniband(root))
@@ -150,6 +155,8 @@ def capture(root: HostRoot, dst: Path, env: dict[str, str], timeout: float = 30.
         "addrs.json": addresses(root),
         "shm.json": {"size": shm_size(root)},
         "nvml.json": read_nvml(root),
+        "dcb.json": dcb_facts(root, env.get("NCCL_IB_HCA")),
+        "nccl.json": read_nccl(root),
         "host.json": {"host": socket.gethostname() if root.live else (root.meta("host.json") or {}).get("host"),
                       "taken": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())},
     }

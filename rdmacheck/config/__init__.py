@@ -35,6 +35,9 @@ ENV_KEYS = (
     "RAY_ADDRESS",
     "CUDA_VISIBLE_DEVICES",
     "GPU_MEMORY_UTILIZATION",
+    # head or worker: compose's RAY_MODE, or RDMACHECK_ROLE outside compose
+    "RAY_MODE",
+    "RDMACHECK_ROLE",
 )
 
 DEFAULT_ENV_FILE = Path("docker/.env")
