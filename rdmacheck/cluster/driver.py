@@ -201,6 +201,7 @@ class Outcome:
     error: str | None = None
     node_dead: bool = False       # Ray says the node is gone (the node, not just the process)
     timed_out: bool = False
+    aborted: bool = False         # given up by the driver because a peer's node died
 
     @property
     def state(self) -> str:
@@ -218,7 +219,8 @@ class Waiter:
         except Exception:
             return set(self.nodes)
 
-    def wait(self, refs: dict[Any, tuple[Any, str]], bound: float, hard: bool) -> dict[Any, Outcome]:
+    def wait(self, refs: dict[Any, tuple[Any, str]], bound: float, hard: bool,
+             abort_if_dead: bool = False) -> dict[Any, Outcome]:
         """Wait for ``refs`` (ref -> (key, node_id)).
 
         hard: everything must answer within ``bound`` seconds from now.
@@ -226,6 +228,10 @@ class Waiter:
         failed, the rest get ``bound`` more seconds (the rank watchdog ends a
         stuck rank within --node-timeout).  A ref whose node leaves Ray's
         table is failed once Ray has had 5 s to deliver its own error.
+        abort_if_dead: the refs are ranks of one collective group, which cannot
+        finish without every rank: once one rank's node is dead, the others are
+        given up at once (the caller kills their actors) instead of waiting
+        for their watchdogs.
         """
         ray = self.ray
         out: dict[Any, Outcome] = {}
@@ -247,6 +253,11 @@ class Waiter:
                     out[key] = Outcome(False, error=txt, node_dead=dead)
                 if first_done is None:
                     first_done = time.monotonic()
+            if pending and abort_if_dead and any(oc.node_dead for oc in out.values()):
+                for ref, (key, nid) in pending.items():
+                    out[key] = Outcome(False, error="given up: a peer rank's node died, the group cannot finish",
+                                       aborted=True)
+                break
             if not pending:
                 break
             now = time.monotonic()
@@ -286,6 +297,7 @@ class ClusterRun:
         self.bench_evidence: Evidence | None = None
         self.pairwise: dict[str, Any] | None = None
         self.backend: str = "gloo"
+        self.stale: set[tuple[str, int]] = set()     # (label, index) of actors to replace before use
 
     # -- helpers
     def by_id(self) -> dict[str, Node]:
@@ -407,9 +419,51 @@ class ClusterRun:
             if not n.ok:
                 self.actors.pop(n.label, None)
 
+    def _retire(self, ray, ranks: list[tuple[Node, Any]], out: dict[int, Outcome]) -> None:
+        """Every rank that did not return is killed and marked stale: it may sit in a dead
+        rendezvous or have exited on its watchdog.  Its node did nothing wrong; a fresh
+        actor replaces it before its next group."""
+        for r, oc in out.items():
+            if oc.ok:
+                continue
+            n, a = ranks[r]
+            try:
+                ray.kill(a, no_restart=True)
+            except Exception:
+                pass
+            acts = self.actors.get(n.label) or []
+            g = next((i for i, x in enumerate(acts) if x is a), None)
+            if g is not None:
+                self.stale.add((n.label, g))
+
+    def _refresh_all(self, ray) -> None:
+        """Replace every stale actor of a live node at once (each imports torch: seconds)."""
+        todo = [(self.node(l), g) for l, g in sorted(self.stale) if self.node(l).ok]
+        self.stale.clear()
+        if not todo:
+            return
+        say(f"replacing {len(todo)} rank actor(s) whose last group did not finish: "
+            + ", ".join(n.label for n, _ in todo[:8]) + (" ..." if len(todo) > 8 else ""))
+        Actor = ray.remote(remote.BenchActor)
+        refs = {}
+        for n, g in todo:
+            a = Actor.options(num_cpus=0, num_gpus=1 if self.backend == "nccl" else 0, max_restarts=0,
+                              scheduling_strategy=self._strategy(n)).remote(n.label)
+            self.actors[n.label][g] = a
+            refs[a.prepare.remote()] = ((n.label, g), n.node_id)
+        out = self.waiter.wait(refs, self.o.node_timeout + GRACE_S, hard=True)
+        for (label, g), oc in out.items():
+            if not oc.ok:
+                self.node(label).fail(oc.state, "actor restart", oc.error or "")
+
+    def _fresh(self, ray, n: Node, g: int = 0) -> bool:
+        if (n.label, g) not in self.stale:
+            return True
+        self.stale.discard((n.label, g))
+        say(f"{n.label}: replacing rank actor {g} (its last group did not finish)")
+        return self._replace_actor(ray, n, g)
+
     def _replace_actor(self, ray, n: Node, g: int = 0) -> bool:
-        """A rank actor that exited (its runner's watchdog fired because a peer died) is replaced
-        when its node is still alive: the node did nothing wrong."""
         Actor = ray.remote(remote.BenchActor)
         a = Actor.options(num_cpus=0, num_gpus=1 if self.backend == "nccl" else 0, max_restarts=0,
                           scheduling_strategy=self._strategy(n)).remote(n.label)
@@ -426,7 +480,9 @@ class ClusterRun:
         n0, a0 = ranks[0]
         port = self.waiter.wait({a0.free_port.remote(): ("port", n0.node_id)}, o.node_timeout, hard=True)["port"]
         if not port.ok:
-            return {0: port}, "rank 0 could not pick a port: " + (port.error or "")
+            self._blame(ranks, {0: port}, "bench")
+            self._retire(ray, ranks, {0: port})
+            return {0: port}, f"rank 0 on {n0.label} could not pick a port: " + (port.error or "")
         master = n0.ip
         opts_json = opts.to_json()
         per_node: dict[str, int] = {}
@@ -434,21 +490,30 @@ class ClusterRun:
             per_node[n.label] = per_node.get(n.label, 0) + 1
         refs = {a.run.remote(opts_json, r, len(ranks), master, int(port.value), per_node[n.label]): (r, n.node_id)
                 for r, (n, a) in enumerate(ranks)}
-        return self.waiter.wait(refs, o.node_timeout + GRACE_S, hard=False), None
+        out = self.waiter.wait(refs, o.node_timeout + GRACE_S, hard=False, abort_if_dead=True)
+        self._retire(ray, ranks, out)
+        return out, None
 
     def _blame(self, ranks: list[tuple[Node, Any]], out: dict[int, Outcome], phase: str) -> list[str]:
         """Nodes whose rank failed because the node itself went away; returns every failure text."""
         texts = []
+        given_up = []
         alive = self.waiter.alive_ids()
         for r, oc in sorted(out.items()):
             n = ranks[r][0]
             if oc.ok:
+                continue
+            if oc.aborted:
+                given_up.append(f"{r} ({n.label})")
                 continue
             texts.append(f"rank {r} on {n.label}: {oc.error}")
             if oc.node_dead or n.node_id not in alive:
                 n.fail("dead", phase, oc.error or "")
             elif oc.timed_out:
                 n.fail("lost", phase, oc.error or "")
+        if given_up:  # collateral: named after the cause
+            texts.append(f"rank(s) {', '.join(given_up[:8])}{' ...' if len(given_up) > 8 else ''} given up: "
+                         "the group cannot finish without the dead rank")
         return texts
 
     # -- bench
@@ -516,6 +581,7 @@ class ClusterRun:
                                    plateau_min_bytes=min(o.pairwise_sizes))
         say(f"pairwise: {len(labels) * (len(labels) - 1) // 2} pair(s) in {len(sched)} round(s) "
             f"(each node in at most one pair per round)")
+        self._refresh_all(ray)
         for k, rnd in enumerate(sched, 1):
             _hold(f"pairwise-round-{k}")
             groups = []
@@ -529,6 +595,10 @@ class ClusterRun:
                 if not all(self.actors.get(x.label) for x in (na, nb)):
                     errors[key] = "no rank actor"
                     continue
+                if not (self._fresh(ray, na) and self._fresh(ray, nb)):
+                    errors[key] = "; ".join(f"{x.label} {x.state} since {x.phase} (see cluster.nodes)" for x in (na, nb)
+                                            if not x.ok) or "rank actor could not be replaced"
+                    continue
                 groups.append((key, na, nb))
             # the pairs of one round run at the same time: that is the point of rounds
             running = []
@@ -539,7 +609,8 @@ class ClusterRun:
                 if err:
                     errors[key] = err
                     continue
-                out = self.waiter.wait(refs, o.node_timeout + GRACE_S, hard=False)
+                out = self.waiter.wait(refs, o.node_timeout + GRACE_S, hard=False, abort_if_dead=True)
+                self._retire(ray, ranks, out)
                 fails = self._blame(ranks, out, f"pairwise round {k}")
                 rec = self._pair_record(out)
                 if rec is not None and not fails:
@@ -552,12 +623,6 @@ class ClusterRun:
                 else:
                     errors[key] = "; ".join(fails) or "rank 0 returned no record"
                     say(f"pairwise round {k}: {na.label} <-> {nb.label}: FAILED: {errors[key][:200]}")
-                    for n in (na, nb):  # a survivor's rank may have exited on its watchdog: replace it
-                        if n.ok and n.label in self.actors:
-                            try:
-                                ray.get(self.actors[n.label][0].info.remote(), timeout=5)
-                            except Exception:
-                                self._replace_actor(ray, n)
         # a value with #wrong is not a link we can trust: count it as not measured
         for key, why in errors.items():
             if why.startswith("#wrong"):
@@ -577,6 +642,7 @@ class ClusterRun:
         port = self.waiter.wait({ranks[0][1].free_port.remote(): ("port", na.node_id)}, self.o.node_timeout, hard=True)["port"]
         if not port.ok:
             self._blame(ranks, {0: port}, "pairwise")
+            self._retire(ray, ranks, {0: port})
             return ranks, {}, f"rank 0 on {na.label} could not pick a port: {port.error}"
         oj = opts.to_json()
         refs = {a.run.remote(oj, r, 2, na.ip, int(port.value), 1): (r, n.node_id) for r, (n, a) in enumerate(ranks)}
