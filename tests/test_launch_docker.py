@@ -258,6 +258,9 @@ def test_worker_role_through_compose_v1(node):
     assert cp.returncode == 0, (cp.stdout, cp.stderr)
     ev = node.evidence()
     assert ev["context"]["compose_command"][0] == "docker-compose" and "compose v1" in ev["context"]["compose_driver"]
+    # the gates judged the node as a worker although the .env says RAY_MODE=head
+    assert ev["context"]["config"]["env"]["RAY_MODE"] == "worker"
+    assert ev["context"]["config"]["env_sources"]["RDMACHECK_ROLE"] == "launch --role"
     (cid,) = node.containers()
     assert _docker("exec", cid, "cat", "/tmp/ray/start-args").stdout.strip() == f"--address={hostile} --block"
     assert _docker("exec", cid, "test", "-e", marker).returncode == 1 and not os.path.exists(marker)

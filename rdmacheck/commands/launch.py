@@ -91,4 +91,10 @@ def run(args: argparse.Namespace) -> int:
         if opts.waivers:
             raise UsageError("--waive applies to launching, not to down")
         return down(opts)
-    return launch(opts, context_from_args(args))
+    ctx = context_from_args(args)
+    # The gates judge the node as the role being launched (net.peer checks the role against the
+    # addresses): --role wins over RAY_MODE/RDMACHECK_ROLE from the .env, as it does for compose.
+    for key in ("RAY_MODE", "RDMACHECK_ROLE"):
+        ctx.config.env[key] = opts.role
+        ctx.config.env_sources[key] = "launch --role"
+    return launch(opts, ctx)
