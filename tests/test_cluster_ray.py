@@ -232,3 +232,40 @@ def test_node_killed_mid_run_is_named_within_bound(ray_cluster, tmp_path):
     assert dead[0] in html and "cluster.node" in html
     node_ev = json.loads((out / "nodes" / dead[0].replace("/", "_") / "cluster-node.json").read_text())
     assert node_ev["results"][0]["status"] == "fail" and "bench" in node_ev["results"][0]["observed"]
+
+
+def test_silent_task_is_reported_within_the_bound(ray_cluster):
+    """The driver's Waiter on real Ray tasks: one answers, one raises, one never answers.
+    The silent one is reported as "no answer within S s" about S s after the first answer,
+    and cancelled; the one that raised keeps its error."""
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    from rdmacheck.cluster.driver import Waiter, label_nodes
+
+    cluster, env = ray_cluster
+    ray.init(address=cluster.address, log_to_driver=False, logging_level="warning")
+    try:
+        @ray.remote(num_cpus=0, max_retries=0)
+        def behave(what: str):
+            if what == "hang":
+                time.sleep(300)
+            if what == "raise":
+                raise OSError("the NIC said no")
+            return what
+
+        nodes = label_nodes(ray.nodes())
+        assert len(nodes) >= 3
+        refs = {}
+        for n, what in zip(nodes, ("ok", "raise", "hang")):
+            s = NodeAffinitySchedulingStrategy(node_id=n.node_id, soft=False)
+            refs[behave.options(scheduling_strategy=s).remote(what)] = (what, n.node_id)
+        t0 = time.monotonic()
+        out = Waiter(ray, {n.node_id: n for n in nodes}).wait(refs, bound=3.0, hard=False)
+        elapsed = time.monotonic() - t0
+        assert out["ok"].ok and out["ok"].value == "ok"
+        assert not out["raise"].ok and out["raise"].state == "error" and "the NIC said no" in out["raise"].error
+        assert out["hang"].state == "lost" and "no answer within 3 s" in out["hang"].error
+        assert elapsed < 3.0 + 10, elapsed  # 3 s after the first answer (which may take a worker start)
+    finally:
+        ray.shutdown()
