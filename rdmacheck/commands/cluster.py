@@ -31,9 +31,12 @@ What happens, in order:
                 nodes averages away shows up as one cold cell of the matrix
   5. report     evidence files + report.html in --out-dir
 
-A node that dies or never answers is named with the Ray error within about
---node-timeout seconds (plus a 10 s grace), and everything else is still
-measured and reported.
+Failures are bounded and named, and the rest is still measured and reported:
+  a node Ray reports dead   named at once with Ray's error (ActorDiedError ... its
+                            node has died); its collective is given up, the other
+                            ranks get fresh actors, its pairs are marked not measured
+  a node that never answers "no answer within S s" after --node-timeout (+10 s grace)
+  a rank stuck in a size    ended by the bench runner's watchdog after --node-timeout
 """
 
 EPILOG = """\
