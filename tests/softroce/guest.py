@@ -14,7 +14,7 @@ under which a stock kernel is >100x slower than plain TCG and never reaches a
 console, so we always pass ``--disable-kvm``.  Under TCG a boot costs ~20 s of
 CPU (more when the 2 cores are shared): boot once, run every scenario.
 
-Usage from the shell (debugging):  python tests/softroce/guest.py SCRIPT [ARGS...]
+Usage from the shell (debugging):  [GUEST_OUT=DIR] [GUEST_TIMEOUT=S] python tests/softroce/guest.py SCRIPT [ARGS...]
 """
 
 from __future__ import annotations
@@ -157,7 +157,8 @@ def main(argv: list[str]) -> int:
     if reason:
         print(reason, file=sys.stderr)
         return 2
-    run = run_in_guest(argv[0], argv[1:], outdir=os.environ.get("GUEST_OUT") or None)
+    run = run_in_guest(argv[0], argv[1:], outdir=os.environ.get("GUEST_OUT") or None,
+                       timeout=float(os.environ.get("GUEST_TIMEOUT", "300")))
     sys.stdout.write(run.output)
     print(f"\n[guest] rc={run.returncode} timed_out={run.timed_out} {run.seconds:.1f}s out={run.outdir}", file=sys.stderr)
     for name in run.files:

@@ -1,0 +1,49 @@
+"""The committed outputs of a real soft-RoCE guest run, checked without booting the guest.
+
+tests/data/softroce-preflight.json and tests/data/softroce-snapshot.tar.gz come from one session of
+tests/softroce/session.sh (kernel 6.1.0-56-amd64, rdma_rxe, devices named as on the reference
+cluster, 2026-11-27): the evidence of the passing scenario and the snapshot taken in the same state.
+The report uses the evidence; here the snapshot must still replay to the same verdicts.
+"""
+
+from __future__ import annotations
+
+import json
+
+from conftest import REPO, run_cli
+from rdmacheck.model import Evidence
+from rdmacheck.snapshot import unpack
+
+DATA = REPO / "tests" / "data"
+ENVFILE = REPO / "tests" / "softroce" / "reference.env"
+CORE_GATES = ("rdma.devices", "rdma.port", "rdma.netdev", "rdma.gid", "rdma.mtu")
+LIVE_ONLY_GATES = ("net.peer",)  # live network probes: skipped on a snapshot
+
+
+def _evidence() -> Evidence:
+    return Evidence.from_dict(json.loads((DATA / "softroce-preflight.json").read_text()))
+
+
+def test_committed_evidence_is_a_real_guest_run():
+    ev = _evidence()
+    st = {r.id: r.status.value for r in ev.results}
+    assert all(st[g] == "pass" for g in CORE_GATES) and st["limits.memlock"] == "fail"
+    assert ev.host == "virtme-ng" and ev.kind == "preflight"
+    port = ev.context["facts"]["ports"][0]
+    assert port["port"] == "roceP2p1s0f0:1" and port["gid"]["predicted"] == 1
+    assert port["active_mtu"] == 4096 and port["active_mtu_source"] == "verbs"
+
+
+def test_committed_snapshot_replays_committed_verdicts(tmp_path):
+    unpack(DATA / "softroce-snapshot.tar.gz", tmp_path / "node")  # the product's safe unpacker
+    out = tmp_path / "replay.json"
+    p = run_cli("preflight", "--root", str(tmp_path / "node"), "--env", str(ENVFILE), "--json", str(out),
+                timeout=120, cwd=tmp_path)
+    assert p.returncode == 1, p.stdout + p.stderr  # memlock (8 MiB) fails there, as live
+    replay = {r["id"]: r["status"] for r in json.loads(out.read_text())["results"]}
+    live = {r.id: r.status.value for r in _evidence().results}
+    assert set(replay) == set(live)
+    for g in LIVE_ONLY_GATES:
+        assert replay[g] == "skip"
+    assert {k: v for k, v in replay.items() if k not in LIVE_ONLY_GATES} == \
+        {k: v for k, v in live.items() if k not in LIVE_ONLY_GATES}
