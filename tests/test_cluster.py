@@ -94,6 +94,11 @@ def test_unmeasured_pair_fails_with_its_reason():
     assert "not measured: b dead (ActorDiedError" in res.observed
 
 
+def test_one_node_has_no_pairs_to_judge():
+    data, res = matrix.judge(["solo"], matrix.empty(["solo"]), {}, expected=10.0)
+    assert res.status is Status.SKIP and data["pairs"] == 0 and "no pair" in res.observed
+
+
 def test_heatmap_escapes_labels_and_marks_missing_cells():
     nodes = ["<script>x</script>", "n&2", "n3"]
     data, _ = matrix.judge(nodes, _m(nodes, {("n&2", "n3"): 1.0}), {}, expected=0.5)

@@ -23,7 +23,9 @@ from test_cluster_ray import _cmd, ray_test_cluster
 
 pytestmark = [pytest.mark.gpu, pytest.mark.ray]
 
-SAFE = {"NCCL_NVLS_ENABLE": "0", "TORCH_SYMM_MEM_DISABLE_MULTICAST": "1", "NVSHMEM_DISABLE_NVLS": "1"}
+SAFE = {"NCCL_NVLS_ENABLE": "0", "TORCH_SYMM_MEM_DISABLE_MULTICAST": "1", "NVSHMEM_DISABLE_NVLS": "1",
+        # every simulated node is 127.0.0.1: NCCL's bootstrap must use loopback too
+        "NCCL_SOCKET_IFNAME": "lo"}
 
 
 def _gpus() -> int:

@@ -46,6 +46,9 @@ def judge(nodes: list[str], busbw: list[list[float | None]], errors: dict[str, s
             "measured": len(vals), "pairs": total, "flagged": flagged, "errors": dict(errors)}
     hard = [f for f in flagged if not f.get("warn")]
     expected_txt = f"all {total} pair(s) measured, sendrecv busbw >= {expected:g} GB/s on every link"
+    if total == 0:
+        return data, Result("cluster.pairwise", Status.SKIP, observed=f"{n} node(s): no pair to measure",
+                            expected=expected_txt, remedy="pairwise needs at least two nodes")
     if not flagged:
         obs = f"{len(vals)} of {total} pair(s) measured; min {min(vals):.2f}, median {med:.2f} GB/s" if vals else "no pairs"
         return data, Result("cluster.pairwise", Status.PASS, observed=obs, expected=expected_txt, details={"median": med})
