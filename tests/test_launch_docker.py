@@ -249,7 +249,7 @@ def test_worker_role_through_compose_v1(node):
     marker = f"/tmp/rdmacheck-pwned-{node.project}"
     hostile = f"192.168.100.1:6379;touch {marker}"
     node.env.write_text(node.env.read_text().replace("RAY_ADDRESS=192.168.100.1:6379", f"RAY_ADDRESS={hostile}"))
-    cp = node.launch("--dry-run", "--compose-driver", "v1", role="worker", json_name="dry-worker.json")
+    cp = node.launch("--dry-run", role="worker", json_name="dry-worker.json")  # which gates fail: any driver
     waive = []
     for r in node.evidence("dry-worker.json")["results"]:
         if r["status"] == "fail":
