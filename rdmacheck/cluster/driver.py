@@ -312,9 +312,19 @@ class ClusterRun:
         return NodeAffinitySchedulingStrategy(node_id=node.node_id, soft=False)
 
     def _timed(self, phase: str, fn: Callable[[], None]) -> None:
+        """Run one phase; an unexpected error ends that phase, named, never the run:
+        the evidence and the report are still written."""
         t0 = time.monotonic()
         try:
             fn()
+        except UsageError:
+            raise
+        except Exception as e:
+            txt = ray_error_text(e)
+            say(f"{phase}: driver error: {txt}")
+            self.results.append(Result(f"cluster.{phase}", Status.FAIL, observed=f"driver error: {txt}",
+                                       expected=f"the {phase} phase completes",
+                                       remedy="a bug in rdmacheck or an unexpected Ray state: report it with cluster.json"))
         finally:
             self.timings[phase] = round(time.monotonic() - t0, 3)
 
@@ -413,7 +423,11 @@ class ClusterRun:
             if oc.ok:
                 self.actor_info[(label, g)] = oc.value
             else:
-                n.fail(oc.state, "bench: actor start", oc.error or "")
+                err = oc.error or ""
+                if oc.timed_out and self.backend == "nccl":
+                    err += ("; a GPU actor also waits forever when the node's GPUs are held by another Ray job "
+                            "(e.g. vLLM): run acceptance before serving")
+                n.fail(oc.state, "bench: actor start", err)
                 say(f"bench: {label}: actor did not start: {oc.error}")
         for n in self.nodes:
             if not n.ok:
