@@ -1,8 +1,9 @@
 """Scale target for ``rdmacheck cluster``: the report step over 512 nodes' evidence in <= 10 s.
 
-The evidence is replayed from real runs, never invented: ``rdmacheck preflight
---json`` on this machine (live) and ``--root`` replays of the real sysfs
-captures in ../shared/captures (when present), each copied to 512 nodes with
+The evidence is replayed from real runs, never invented: the committed
+soft-RoCE guest evidence (tests/data/softroce-preflight.json), ``rdmacheck
+preflight --json`` on this machine (live) and ``--root`` replays of the real
+sysfs captures in ../shared/captures (when present), each copied to 512 nodes with
 varied host names and values (MTU, firmware, a few failing gates), plus what a
 512-node ``rdmacheck cluster --pairwise`` writes beside them: one
 cluster-node.json per node and a cluster.json holding the 512 x 512 pairwise
@@ -45,6 +46,10 @@ def real_evidence(work: Path) -> list[dict]:
     if CAPTURES.is_dir():
         runs += [(p.name, ["--root", str(p)]) for p in sorted(CAPTURES.iterdir()) if p.is_dir()]
     out = []
+    # a real soft-RoCE guest's preflight (rdma_rxe: RoCE ports, GIDs, MTUs), committed by the softroce suite
+    committed = REPO / "tests" / "data" / "softroce-preflight.json"
+    if committed.is_file():
+        out.append(json.loads(committed.read_text()))
     for name, extra in runs:
         path = work / f"src-{name}.json"
         subprocess.run([sys.executable, "-m", "rdmacheck", "preflight", "-q", "--json", str(path), *extra],
