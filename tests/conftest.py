@@ -21,6 +21,25 @@ CAPTURES = REPO.parent / "shared" / "captures"
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 
+def _reference_head_is_local() -> bool:
+    try:
+        return "spark-01-mesh" in Path("/etc/hosts").read_text()
+    except OSError:
+        return False
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _no_dns_for_reference_names():
+    """docker/.env.example names MASTER_ADDR=spark-01-mesh; preflight's net.peer resolves it.
+
+    Tests may only send traffic to this machine, so that name must resolve from /etc/hosts
+    (.ci/run maps it), never through a DNS server. Fail early and say how, rather than query DNS.
+    """
+    if not _reference_head_is_local():
+        pytest.exit("map the reference head name first: echo '192.168.100.1 spark-01-mesh' >> /etc/hosts "
+                    "(.ci/run does this), so no test sends a DNS query off this machine", returncode=2)
+
+
 def require(condition: bool, reason: str) -> None:
     """Skip (locally) or fail (in CI) when a test bed is missing."""
     if condition:
