@@ -159,6 +159,8 @@ def test_ray_error_text_is_one_line():
     (["--ray-address", "auto", "--only", "rdma.nope"], "unknown gate id(s) rdma.nope"),
     (["--ray-address", "auto", "--outlier-factor", "3"], "--outlier-factor must be between 0 and 1"),
     (["--ray-address", "auto", "--op", "allsum"], "is not a collective"),
+    (["--ray-address", "auto", "--sizes", "64M", "--max-memory", "1M"], "the largest size needs"),
+    (["--ray-address", "auto", "--no-bench", "--pairwise", "--max-memory", "1M"], "the largest size needs"),
 ])
 def test_bad_input_is_one_line_exit_2(args, words, tmp_path):
     (tmp_path / "none.env").write_text("")
@@ -187,3 +189,38 @@ def test_help_teaches_and_imports_neither_ray_nor_torch():
     assert "HEAVY []" in r.stdout
     for words in ("--ray-address", "NodeAffinitySchedulingStrategy", "n-1 rounds", "--node-timeout", "report.html"):
         assert words in r.stdout
+
+
+def _actor_run(opts: dict) -> dict:
+    """BenchActor.run exactly as a Ray actor calls it, in a fresh process (it sets RANK,
+    MASTER_ADDR ... in its environment, which must not leak into this test session)."""
+    import json as _json
+
+    code = (
+        "import json, sys\n"
+        "from rdmacheck.bench.runner import BenchOptions\n"
+        "from rdmacheck.cluster.remote import BenchActor\n"
+        "opts = BenchOptions(**json.loads(sys.argv[1]))\n"
+        "out = BenchActor('solo').run(opts.to_json(), 0, 1, '127.0.0.1', 0)\n"
+        "print('RESULT' + json.dumps(out))\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code, _json.dumps(opts)], capture_output=True, text=True, cwd=REPO,
+                       timeout=120, env=dict(__import__("os").environ, GLOO_SOCKET_IFNAME="lo"))
+    line = next((l for l in r.stdout.splitlines() if l.startswith("RESULT")), None)
+    assert line, r.stdout + r.stderr
+    return _json.loads(line[6:])
+
+
+def test_bench_actor_runs_the_bench_runner_and_returns_rank0_evidence():
+    out = _actor_run({"ops": ["all_reduce"], "sizes": [4096], "backend": "gloo", "timeout": 60, "iters": 5,
+                      "warmup": 1, "progress": False})
+    assert out["rc"] in (0, 1) and out["rank"] == 0 and out["label"] == "solo"
+    ev = out["evidence"]
+    assert ev["kind"] == "bench" and ev["records"][0]["bytes"] == 4096 and ev["records"][0]["wrong"] == 0
+
+
+def test_bench_actor_sends_back_why_the_runner_refused():
+    out = _actor_run({"ops": ["all_reduce"], "sizes": [1 << 20], "backend": "gloo", "timeout": 60,
+                      "max_memory": 1024, "progress": False})
+    assert out["rc"] == 2 and out["evidence"] is None
+    assert any("largest size needs" in line for line in out["stderr_tail"]), out

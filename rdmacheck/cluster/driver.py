@@ -559,7 +559,11 @@ class ClusterRun:
             self.bench_evidence = ev
             self.context["bench"]["file"] = "bench.json"
         rcs = {r: (oc.value.get("rc") if oc.ok else None) for r, oc in out.items()}
-        if failures or not ev_dict:
+        if not ev_dict and not failures:
+            # every rank answered but rank 0 wrote nothing: the runner refused (exit 2) or failed early
+            said = {r: oc.value.get("stderr_tail") for r, oc in out.items() if oc.ok and oc.value.get("stderr_tail")}
+            failures = [f"rank {r} on {ranks[r][0].label} exited {rcs.get(r)}: {' | '.join(t)}" for r, t in sorted(said.items())][:4] \
+                or [f"rank 0 returned no evidence (exit codes {rcs})"]
             self.results.append(Result(
                 "cluster.bench", Status.FAIL,
                 observed=("; ".join(failures[:4]) + (f" and {len(failures) - 4} more" if len(failures) > 4 else ""))
@@ -635,7 +639,9 @@ class ClusterRun:
                     pairs_out.append(dict(rec, a=na.label, b=nb.label, round=k))
                     say(f"pairwise round {k}: {na.label} <-> {nb.label}: {rec['busbw']:.2f} GB/s")
                 else:
-                    errors[key] = "; ".join(fails) or "rank 0 returned no record"
+                    said = [f"rank {r}: {' | '.join(oc.value.get('stderr_tail') or [])}" for r, oc in sorted(out.items())
+                            if oc.ok and isinstance(oc.value, dict) and oc.value.get("stderr_tail")]
+                    errors[key] = "; ".join(fails) or "; ".join(said)[:500] or "rank 0 returned no record"
                     say(f"pairwise round {k}: {na.label} <-> {nb.label}: FAILED: {errors[key][:200]}")
         # a value with #wrong is not a link we can trust: count it as not measured
         for key, why in errors.items():

@@ -97,7 +97,33 @@ class BenchActor:
             "LOCAL_RANK": "0", "LOCAL_WORLD_SIZE": str(local_world),
             "MASTER_ADDR": master_addr, "MASTER_PORT": str(master_port),
         })
-        rc = run_rank(opts)
+        # keep what the runner says on stderr (its one-line errors) to send back with the result;
+        # the node's own log still gets it
+        import contextlib
+        import io
+        import sys
+
+        class _Tee(io.TextIOBase):
+            def __init__(self, other) -> None:
+                self.other, self.buf = other, io.StringIO()
+
+            def write(self, text: str) -> int:
+                self.buf.write(text)
+                try:
+                    return self.other.write(text)
+                except Exception:
+                    return len(text)
+
+            def flush(self) -> None:
+                try:
+                    self.other.flush()
+                except Exception:
+                    pass
+
+        tee = _Tee(sys.stderr)
+        with contextlib.redirect_stderr(tee):
+            rc = run_rank(opts)
+        said = [ln.strip() for ln in tee.buf.getvalue().replace("\r", "\n").splitlines() if ln.strip()]
         try:  # a failed run skips the runner's own destroy; the next group needs a clean slate
             import torch.distributed as dist
 
@@ -115,4 +141,4 @@ class BenchActor:
                 os.unlink(path)
             except OSError:
                 pass
-        return {"rc": rc, "rank": rank, "label": self.label, "evidence": evidence}
+        return {"rc": rc, "rank": rank, "label": self.label, "evidence": evidence, "stderr_tail": said[-3:]}

@@ -134,6 +134,21 @@ def _options(args: argparse.Namespace):
     ns = argparse.Namespace(**vars(args))
     ns.nproc, ns.json, ns.csv, ns.progress, ns.hook, ns.graph, ns.timeout = None, None, None, False, [], None, args.node_timeout
     bench_opts = build_options(ns)
+    if bench_opts.max_memory is not None:
+        # known before any node is asked: refuse at once, as 'rdmacheck bench' does (2 ranks: the least a
+        # cluster has; more ranks only shrink the per-rank buffers of gather/scatter ops)
+        from ..bench.gate import memory_verdict
+        from ..bench.plan import build_plan
+
+        sweeps = ([(bench_opts.ops, bench_opts.sizes)] if args.bench else []) + (
+            [(["sendrecv"], parse_sizes(args.pairwise_sizes))] if args.pairwise else [])
+        for ops, sizes in sweeps:
+            plan, _ = build_plan(ops, sizes, bench_opts.dtype, 2)
+            if plan:
+                msg = memory_verdict(max(r.memory_need() for r in plan), bench_opts.max_memory, "--max-memory",
+                                     bench_opts.max_memory)
+                if msg:
+                    raise UsageError(msg)
     cfg = load_config(args.env, args.profile, args.expect, process_env=dict(os.environ))
     try:
         pw_sizes = parse_sizes(args.pairwise_sizes)
