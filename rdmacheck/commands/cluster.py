@@ -134,6 +134,10 @@ def _options(args: argparse.Namespace):
     ns = argparse.Namespace(**vars(args))
     ns.nproc, ns.json, ns.csv, ns.progress, ns.hook, ns.graph, ns.timeout = None, None, None, False, [], None, args.node_timeout
     bench_opts = build_options(ns)
+    try:
+        pw_sizes = parse_sizes(args.pairwise_sizes)
+    except UsageError as e:
+        raise UsageError(str(e).replace("--sizes", "--pairwise-sizes", 1)) from None
     if bench_opts.max_memory is not None:
         # known before any node is asked: refuse at once, as 'rdmacheck bench' does (2 ranks: the least a
         # cluster has; more ranks only shrink the per-rank buffers of gather/scatter ops)
@@ -141,7 +145,7 @@ def _options(args: argparse.Namespace):
         from ..bench.plan import build_plan
 
         sweeps = ([(bench_opts.ops, bench_opts.sizes)] if args.bench else []) + (
-            [(["sendrecv"], parse_sizes(args.pairwise_sizes))] if args.pairwise else [])
+            [(["sendrecv"], pw_sizes)] if args.pairwise else [])
         for ops, sizes in sweeps:
             plan, _ = build_plan(ops, sizes, bench_opts.dtype, 2)
             if plan:
@@ -150,10 +154,6 @@ def _options(args: argparse.Namespace):
                 if msg:
                     raise UsageError(msg)
     cfg = load_config(args.env, args.profile, args.expect, process_env=dict(os.environ))
-    try:
-        pw_sizes = parse_sizes(args.pairwise_sizes)
-    except UsageError as e:
-        raise UsageError(str(e).replace("--sizes", "--pairwise-sizes", 1)) from None
     out = Path(args.out_dir) if args.out_dir else Path("reports") / (
         "cluster-" + _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ"))
     if out.exists() and not out.is_dir():
