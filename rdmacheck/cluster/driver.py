@@ -564,6 +564,7 @@ class ClusterRun:
             said = {r: oc.value.get("stderr_tail") for r, oc in out.items() if oc.ok and oc.value.get("stderr_tail")}
             failures = [f"rank {r} on {ranks[r][0].label} exited {rcs.get(r)}: {' | '.join(t)}" for r, t in sorted(said.items())][:4] \
                 or [f"rank 0 returned no evidence (exit codes {rcs})"]
+        if failures or not ev_dict:
             self.results.append(Result(
                 "cluster.bench", Status.FAIL,
                 observed=("; ".join(failures[:4]) + (f" and {len(failures) - 4} more" if len(failures) > 4 else ""))
