@@ -570,8 +570,10 @@ class ClusterRun:
                 observed=("; ".join(failures[:4]) + (f" and {len(failures) - 4} more" if len(failures) > 4 else ""))
                 or "rank 0 returned no evidence",
                 expected=f"every rank of the {self.backend} group finishes the sweep",
-                remedy="the node named dead left the Ray cluster (crash, reboot, network): fix or drain it and rerun; "
-                       "ranks that failed only because a peer died are collateral",
+                remedy=("the node named dead left the Ray cluster (crash, reboot, network): fix or drain it and rerun; "
+                        "ranks given up only because a peer died are collateral")
+                if any(not n.ok for n, _ in ranks) else
+                "read the rank's message above; 'rdmacheck bench' on that node (or two nodes with torchrun) reproduces it",
                 details={"rc": rcs}))
             say("bench: FAILED: " + "; ".join(failures[:3]))
         else:
