@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 
 from ..errors import UsageError
+from ..units import human_bytes  # noqa: F401  (re-exported for the runner and gate)
 
 _UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
 _ONE = re.compile(r"\s*(\d+)\s*([kKmMgGtT]?)(?:i?[bB])?\s*\Z")
@@ -61,14 +62,3 @@ def parse_sizes(text: str, step_factor: int = 2) -> list[int]:
         raise UsageError(f"--sizes: {s!r} has an empty item; write e.g. 8,1M,64M")
     return sorted({parse_size(p) for p in parts})
 
-
-def human_bytes(n: int) -> str:
-    """1024 -> '1 KiB', 3 -> '3 B' (exact binary units where they divide)."""
-    for unit, mult in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
-        if n >= mult and n % mult == 0:
-            return f"{n // mult} {unit}"
-    if n >= 1 << 20:
-        return f"{n / (1 << 20):.1f} MiB"
-    if n >= 1 << 10:
-        return f"{n / (1 << 10):.1f} KiB"
-    return f"{n} B"

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Callable
 
+from ..units import human_bytes  # noqa: F401  (re-exported for the gate modules)
+
 GATE_IDS: list[str] = [
     "rdma.devices", "rdma.port", "rdma.netdev", "rdma.gid", "rdma.mtu", "rdma.qos", "rdma.devfiles",
     "limits.memlock", "limits.stack", "limits.shm",
@@ -23,16 +25,3 @@ def gate(*ids: str) -> Callable:
                 GATE_IDS.append(i)
         return fn
     return deco
-
-
-def human_bytes(n: int | None) -> str:
-    if n is None:
-        return "unlimited"
-    for unit, size in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
-        if n >= size and n % size == 0:
-            return f"{n // size} {unit}"
-    if n >= 1 << 30:
-        return f"{n / (1 << 30):.1f} GiB"
-    if n >= 1 << 20:
-        return f"{n / (1 << 20):.1f} MiB"
-    return f"{n} B"
