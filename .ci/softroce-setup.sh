@@ -14,7 +14,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 CACHE="${SOFTROCE_CACHE:-$PWD/.cache/softroce}"
 KROOT="$CACHE/kroot"
-PKGS=(qemu-system-x86 busybox-static kmod iproute2 rdma-core ibverbs-utils ibverbs-providers python3-pyverbs perftest)
+PKGS=(qemu-system-x86 busybox-static kmod iproute2 procps rdma-core ibverbs-utils ibverbs-providers python3-pyverbs perftest)
 
 log() { echo "softroce-setup: $*" >&2; }
 
