@@ -30,8 +30,9 @@ pytestmark = pytest.mark.softroce
 
 SESSION = REPO / "tests" / "softroce" / "session.sh"
 ENVFILE = REPO / "tests" / "softroce" / "reference.env"
-# Hard bound on one guest session; the suite's budget in CI is 4 minutes on 2 cores.
-SESSION_TIMEOUT_S = float(os.environ.get("SOFTROCE_TIMEOUT", "420"))
+# Hang guard for the one guest session (not a speed goal: ~200 s on a quiet 2-core machine, ~400 s when
+# the machine is shared; see docs/softroce.md).  The CI budget for the suite is 4 minutes.
+SESSION_TIMEOUT_S = float(os.environ.get("SOFTROCE_TIMEOUT", "600"))
 
 HCA, PEER_HCA = "roceP2p1s0f0", "roceP2p1s0f1"
 NETDEV, PEER_NETDEV = "enP2p1s0f0np0", "enP2p1s0f1np1"
