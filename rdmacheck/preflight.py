@@ -137,6 +137,8 @@ def run_preflight(ctx: PreflightContext, only: set[str] | None = None) -> list[R
 
 def collect_facts(ctx: PreflightContext) -> dict[str, Any]:
     """The facts a report compares across nodes (MTUs, active MTU, GIDs, firmware ...)."""
+    from .checks.rdma import _fw
+
     sel = ctx.selection
     ports = []
     for p in sel.ports:
@@ -146,7 +148,7 @@ def collect_facts(ctx: PreflightContext) -> dict[str, Any]:
             "link_layer": p.link_layer,
             "state": p.state,
             "rate": p.rate,
-            "fw_ver": ctx.ib[p.device].fw_ver,
+            "fw_ver": _fw(ctx, p.device),
             "netdev": p.netdevs[0] if p.netdevs else None,
             "netdev_mtu": nd.mtu if nd else None,
             "active_mtu": sel.active_mtu.get(p.name, (None, None))[0],

@@ -29,15 +29,22 @@ class HostRoot:
     def __init__(self, root: str | os.PathLike = "/") -> None:
         self.root = Path(root)
         self.live = self.root.resolve() == Path("/")
+        # component path -> text-link target or None (replay only); see _text_link
+        self._links: dict[Path, str | None] = {}
 
     def __repr__(self) -> str:
         return f"HostRoot({str(self.root)!r})"
 
     def path(self, host_path: str) -> Path:
         """Map an absolute host path (``/sys/class/net``) into this root."""
+        return Path(self._fs(host_path))
+
+    def _fs(self, host_path: str) -> str:
+        # Live, the host path is the path: plain strings, no pathlib objects, because a
+        # snapshot reads thousands of sysfs files (slow enough to matter in an emulated guest).
         if self.live:
-            return self.root / host_path.lstrip("/")
-        return self._resolve(host_path)
+            return host_path if host_path.startswith("/") else "/" + host_path
+        return str(self._resolve(host_path))
 
     # Captured trees sometimes store a sysfs symlink as a small regular file
     # holding the link's target text ("../../devices/pci0000:00/.../net/eth0"):
@@ -64,7 +71,10 @@ class HostRoot:
             cur.append(parts[i])
             i += 1
             if (i < len(parts) or follow_last) and hops < 40:
-                t = self._text_link(self.root.joinpath(*cur))
+                comp = self.root.joinpath(*cur)
+                if comp not in self._links:
+                    self._links[comp] = self._text_link(comp)
+                t = self._links[comp]
                 if t:
                     hops += 1
                     joined = os.path.normpath(os.path.join("/" + "/".join(cur[:-1]), t))
@@ -73,11 +83,11 @@ class HostRoot:
 
     def exists(self, host_path: str) -> bool:
         if self.live:
-            return os.path.lexists(self.path(host_path))
+            return os.path.lexists(self._fs(host_path))
         return os.path.lexists(self._resolve(host_path, follow_last=False))
 
     def is_dir(self, host_path: str) -> bool:
-        return self.path(host_path).is_dir()
+        return os.path.isdir(self._fs(host_path))
 
     def read(self, host_path: str, limit: int = 1 << 20) -> str | None:
         """File content stripped of surrounding whitespace, or None.
@@ -86,7 +96,7 @@ class HostRoot:
         firmware blobs) are large or binary and we only want text.
         """
         try:
-            with open(self.path(host_path), "rb") as f:
+            with open(self._fs(host_path), "rb") as f:
                 data = f.read(limit)
         except (OSError, ValueError):
             return None
@@ -94,7 +104,7 @@ class HostRoot:
 
     def read_bytes(self, host_path: str, limit: int = 1 << 20) -> bytes | None:
         try:
-            with open(self.path(host_path), "rb") as f:
+            with open(self._fs(host_path), "rb") as f:
                 return f.read(limit)
         except (OSError, ValueError):
             return None
@@ -102,16 +112,16 @@ class HostRoot:
     def listdir(self, host_path: str) -> list[str]:
         """Sorted entries, [] when the folder is missing or unreadable."""
         try:
-            return sorted(os.listdir(self.path(host_path)))
+            return sorted(os.listdir(self._fs(host_path)))
         except OSError:
             return []
 
     def readlink(self, host_path: str) -> str | None:
-        p = self.path(host_path) if self.live else self._resolve(host_path, follow_last=False)
+        p = self._fs(host_path) if self.live else str(self._resolve(host_path, follow_last=False))
         try:
             return os.readlink(p)
         except OSError:
-            return None if self.live else self._text_link(p)
+            return None if self.live else self._text_link(Path(p))
 
     def link_basename(self, host_path: str) -> str | None:
         """Last component of a symlink's target (``device/driver`` -> ``mlx5_core``)."""

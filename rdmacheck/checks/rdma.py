@@ -86,9 +86,18 @@ def gate_devices(ctx) -> list[Result]:
     return [Result("rdma.devices", Status.PASS, observed=obs, expected=exp, details=details)]
 
 
+def _fw(ctx, dev: str) -> str | None:
+    """Firmware from sysfs, else from verbs: rxe's sysfs fw_ver is an empty file (verbs says 0.0.0)."""
+    fw = ctx.ib[dev].fw_ver
+    if fw:
+        return fw
+    v = (ctx.verbs.get("devices") or {}).get(dev) if isinstance(ctx.verbs, dict) else None
+    return (v or {}).get("fw_version") or None
+
+
 def _port_row(ctx, p: Port) -> dict:
     return {"port": p.name, "state": p.state, "phys_state": p.phys_state, "link_layer": p.link_layer,
-            "rate": p.rate, "fw_ver": ctx.ib[p.device].fw_ver}
+            "rate": p.rate, "fw_ver": _fw(ctx, p.device)}
 
 
 @gate("rdma.port")
@@ -101,7 +110,7 @@ def gate_port(ctx) -> list[Result]:
     up = [p for p in sel.ports if p.state_id == ACTIVE and p.phys_state_id == LINK_UP]
     down = [p for p in sel.ports if p not in up]
     obs = "; ".join(f"{p.name} {p.state or '?'}/{p.phys_state or '?'} {p.link_layer or '?'} "
-                    f"{p.rate or '?'} fw {ctx.ib[p.device].fw_ver or '?'}" for p in sel.ports)
+                    f"{p.rate or '?'} fw {_fw(ctx, p.device) or '?'}" for p in sel.ports)
     exp = "each selected port ACTIVE / LinkUp"
     if not up or (down and sel.explicit):
         names = ", ".join(p.name for p in down)
