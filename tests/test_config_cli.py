@@ -103,3 +103,14 @@ def test_env_example_parses_if_present():
         pytest.skip("docker/.env.example not written yet")
     env = parse_env_text(ex.read_text(), str(ex))
     assert env["NCCL_IB_HCA"] == "roceP2p1s0f0" and env["NCCL_NET_GDR_LEVEL"] == "5"
+
+
+def test_bench_without_torch_is_a_one_line_input_error(tmp_path):
+    # the real CLI in an interpreter where torch cannot be imported (sys.modules['torch'] = None is
+    # Python's own way to block an import), as on a node without torch installed
+    hide = tmp_path / "sitecustomize.py"
+    hide.write_text("import sys\nsys.modules['torch'] = None\n")
+    p = run_cli("bench", "--sizes", "1K..4K", "--nproc", "2",
+                env={"PYTHONPATH": f"{tmp_path}:{REPO}"})
+    assert p.returncode == 2, (p.stdout, p.stderr)
+    assert "torch is not installed" in p.stderr and "Traceback" not in p.stderr

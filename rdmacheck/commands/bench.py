@@ -126,6 +126,15 @@ def build_options(args: argparse.Namespace):
 
 def run(args: argparse.Namespace) -> int:
     opts = build_options(args)
+    import importlib.util
+
+    try:
+        has_torch = importlib.util.find_spec("torch") is not None  # not `import torch`: that costs seconds
+    except (ImportError, ValueError):
+        has_torch = False
+    if not has_torch:
+        raise UsageError("torch is not installed; install it first: pip install 'rdmacheck[bench]' "
+                         "(on a CPU-only machine: pip install torch==2.13.0, a bare `torch` pulls a CUDA build)")
     if opts.max_memory is not None:
         # known before any rank starts: refuse at once
         from ..bench.gate import memory_verdict
