@@ -62,26 +62,30 @@ def _join(vals: list[Any]) -> str | None:
     return ",".join(s) if s else None
 
 
+def _include_spec(text: str | None, what: str, with_ports: bool = False):
+    """An NCCL include list (NCCL_IB_HCA / NCCL_SOCKET_IFNAME syntax), None when unset, excluding or unparsable."""
+    from ..errors import UsageError
+    from ..ncclspec import parse_list_spec
+
+    try:
+        spec = parse_list_spec(text, what, with_ports=with_ports)
+    except UsageError:
+        return None  # the node's own rdma.devices / rdma.netdev result already says what is wrong
+    return spec if spec.entries and not spec.exclude else None
+
+
 def _selected_hcas(env: dict[str, str], ib: dict[str, Any]) -> list[str]:
-    spec = (env.get("NCCL_IB_HCA") or "").strip()
-    if spec and not spec.startswith("^"):
-        names = [p.strip().lstrip("=").split(":")[0] for p in spec.split(",") if p.strip()]
-        exact = spec.startswith("=")
-        sel = [d for d in ib if (d in names if exact else any(d.startswith(n) for n in names))]
-        if sel:
-            return sorted(sel)
-    return sorted(ib)
+    spec = _include_spec(env.get("NCCL_IB_HCA"), "NCCL_IB_HCA", with_ports=True)
+    sel = [d for d in ib if spec.matches(d)] if spec else []
+    return sorted(sel or ib)
 
 
 def _selected_netdevs(env: dict[str, str], net: dict[str, Any], ports: list[dict[str, Any]]) -> list[str]:
-    spec = (env.get("NCCL_SOCKET_IFNAME") or "").strip()
-    if spec and not spec.startswith("^"):
-        names = [p.strip().lstrip("=") for p in spec.split(",") if p.strip()]
-        sel = [n for n in net if any(n == x or (not spec.startswith("=") and n.startswith(x)) for x in names)]
-        if sel:
-            return sorted(sel)
-    from_ports = sorted({n for p in ports for n in (p.get("netdevs") or []) if n in net})
-    return from_ports
+    spec = _include_spec(env.get("NCCL_SOCKET_IFNAME"), "NCCL_SOCKET_IFNAME")
+    sel = [n for n in net if spec.matches(n)] if spec else []
+    if sel:
+        return sorted(sel)
+    return sorted({n for p in ports for n in (p.get("netdevs") or []) if n in net})
 
 
 def _ports(ib: dict[str, Any], hcas: list[str]) -> list[dict[str, Any]]:
@@ -105,6 +109,20 @@ def _gid_of_port(p: dict[str, Any], env: dict[str, str]) -> dict[str, Any] | Non
     return (v2 or [g for g in gids if g.get("ipv4")] or gids or [None])[0]
 
 
+def _gid_subnet(ip: str | None, cidrs: list) -> str | None:
+    """The subnet of a GID's IPv4 address: its prefix from the interface's "a.b.c.d/len" entries (else /24)."""
+    if not ip:
+        return None
+    prefix = 24
+    for cidr in cidrs:
+        if str(cidr).split("/")[0] == ip and "/" in str(cidr):
+            prefix = int(str(cidr).split("/")[1])
+    try:
+        return str(ipaddress.ip_network(f"{ip}/{prefix}", strict=False))
+    except ValueError:
+        return None
+
+
 def _from_port_rows(facts: dict[str, Any]) -> dict[str, str | None]:
     """preflight.collect_facts(): ``facts.ports`` = one row per selected RDMA port."""
     rows = [p for p in facts.get("ports") or [] if isinstance(p, dict)]
@@ -115,18 +133,8 @@ def _from_port_rows(facts: dict[str, Any]) -> dict[str, str | None]:
     subnets = []
     for p in rows:
         g = p.get("gid") if isinstance(p.get("gid"), dict) else {}
-        ip = g.get("ipv4")
-        if not ip:
-            continue
-        prefix = 24
         nd = netdevs.get(p.get("netdev") or "", {}) if isinstance(netdevs, dict) else {}
-        for cidr in (nd.get("ipv4") if isinstance(nd, dict) else None) or []:
-            if str(cidr).split("/")[0] == ip and "/" in str(cidr):
-                prefix = int(str(cidr).split("/")[1])
-        try:
-            subnets.append(str(ipaddress.ip_network(f"{ip}/{prefix}", strict=False)))
-        except ValueError:
-            pass
+        subnets.append(_gid_subnet(g.get("ipv4"), (nd.get("ipv4") if isinstance(nd, dict) else None) or []))
     return {
         "netdev_mtu": _join([p.get("netdev_mtu") for p in rows]),
         "roce_active_mtu": _join([p.get("active_mtu") for p in rows]),
@@ -165,21 +173,8 @@ def _structured(facts: dict[str, Any], env: dict[str, str]) -> dict[str, str | N
     out["roce_active_mtu"] = _join(mtus)
     gids = [g for g in (_gid_of_port(p, env) for p in ports) if g]
     out["gid_type"] = _join([g.get("type") for g in gids])
-    subnets = []
-    for g in gids:
-        ip = g.get("ipv4")
-        if not ip:
-            continue
-        prefix = 24
-        for n in nds or list(net):
-            for cidr in net.get(n, {}).get("ipv4") or []:
-                if str(cidr).split("/")[0] == ip and "/" in str(cidr):
-                    prefix = int(str(cidr).split("/")[1])
-        try:
-            subnets.append(str(ipaddress.ip_network(f"{ip}/{prefix}", strict=False)))
-        except ValueError:
-            pass
-    out["gid_subnet"] = _join(subnets)
+    cidrs = [c for n in nds or list(net) for c in net.get(n, {}).get("ipv4") or []]
+    out["gid_subnet"] = _join([_gid_subnet(g.get("ipv4"), cidrs) for g in gids])
     _versions_into(facts, out)
     return out
 
