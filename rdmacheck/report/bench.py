@@ -37,6 +37,11 @@ def _num(v: Any) -> float | None:
     return x if x == x else None
 
 
+def _int_or_none(v: Any) -> int | None:
+    x = _num(v)
+    return int(x) if x is not None and abs(x) != float("inf") else None
+
+
 def frame(runs: list[Run]):
     """All records of all runs as one DataFrame (pandas imported here, not at module import)."""
     import pandas as pd
@@ -55,7 +60,8 @@ def frame(runs: list[Run]):
                 "in_place": bool(r.get("in_place", False)),
                 "time_us": _num(r.get("time_us")), "algbw": _num(r.get("algbw")),
                 "busbw": _num(r.get("busbw")),
-                "wrong": r.get("wrong"), "dtype": r.get("dtype"), "redop": r.get("redop"),
+                # #wrong as a number or nothing: evidence from elsewhere may hold "N/A" or any text
+                "wrong": _int_or_none(r.get("wrong")), "dtype": r.get("dtype"), "redop": r.get("redop"),
                 "world_size": r.get("world_size"), "backend": r.get("backend"),
             })
     cols = ["run", "run_index", "source", "op", "bytes", "in_place", "time_us", "algbw", "busbw",
