@@ -44,6 +44,18 @@ def _no_dns_for_reference_names():
                     "(.ci/run does this), so no test sends a DNS query off this machine", returncode=2)
 
 
+def cuda_gpu_count() -> int:
+    """CUDA GPUs torch sees; 0 without a driver, answered without importing torch (seconds on CI's machine)."""
+    if not shutil.which("nvidia-smi"):
+        return 0
+    try:
+        import torch
+
+        return torch.cuda.device_count() if torch.cuda.is_available() else 0
+    except Exception:
+        return 0
+
+
 def require(condition: bool, reason: str) -> None:
     """Skip (locally) or fail (in CI) when a test bed is missing."""
     if condition:

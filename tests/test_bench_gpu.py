@@ -12,32 +12,20 @@ can take the host's GPUs down.
 from __future__ import annotations
 
 import json
-import shutil
 import time
 
 import pytest
 
-from conftest import run_cli
+from conftest import cuda_gpu_count, run_cli
 
 pytestmark = pytest.mark.gpu
 
 SAFE = {"NCCL_NVLS_ENABLE": "0", "TORCH_SYMM_MEM_DISABLE_MULTICAST": "1", "NVSHMEM_DISABLE_NVLS": "1"}
 
 
-def _gpus() -> int:
-    if not shutil.which("nvidia-smi"):
-        return 0  # no driver: answer without importing torch (seconds on CI's small machine)
-    try:
-        import torch
-
-        return torch.cuda.device_count() if torch.cuda.is_available() else 0
-    except Exception:
-        return 0
-
-
 @pytest.fixture(autouse=True)
 def two_gpus():
-    if _gpus() < 2:
+    if cuda_gpu_count() < 2:
         pytest.skip("needs 2 CUDA GPUs (runs on the GPU machines, see docs/bench.md)")
 
 

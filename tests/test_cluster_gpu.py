@@ -19,6 +19,7 @@ import json
 
 import pytest
 
+from conftest import cuda_gpu_count
 from test_cluster_ray import _cmd, ray_test_cluster
 
 pytestmark = [pytest.mark.gpu, pytest.mark.ray]
@@ -28,18 +29,9 @@ SAFE = {"NCCL_NVLS_ENABLE": "0", "TORCH_SYMM_MEM_DISABLE_MULTICAST": "1", "NVSHM
         "NCCL_SOCKET_IFNAME": "lo"}
 
 
-def _gpus() -> int:
-    try:
-        import torch
-
-        return torch.cuda.device_count() if torch.cuda.is_available() else 0
-    except Exception:
-        return 0
-
-
 @pytest.fixture(autouse=True)
 def two_gpus():
-    if _gpus() < 2:
+    if cuda_gpu_count() < 2:
         pytest.skip("needs 2 CUDA GPUs (runs on the GPU machines)")
 
 
