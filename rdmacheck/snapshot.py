@@ -138,7 +138,7 @@ class _Capture:
 def capture(root: HostRoot, dst: Path, env: dict[str, str], timeout: float = 30.0) -> dict:
     """Write the snapshot tree into ``dst``.  Returns a small summary."""
     from .facts.dcb import snapshot_facts as dcb_facts
-    from .facts.infiniband import read_infiniband
+    from .facts.infiniband import IB_CLASS
     from .facts.limits import shm_size
     from .facts.net import addresses
     from .facts.nccl_lib import read_nccl
@@ -166,7 +166,7 @@ def capture(root: HostRoot, dst: Path, env: dict[str, str], timeout: float = 30.
         cap.tree("/sys/kernel/mm/memory_peers", 2)
     meta = dst / SNAPSHOT_META_DIR
     meta.mkdir(parents=True, exist_ok=True)
-    devices = sorted(read_infiniband(root))
+    devices = root.listdir(IB_CLASS)  # names only: the GID tables were just copied, no second full read
     facts = {
         "env.json": {k: v for k, v in env.items() if k in ENV_KEYS or k.startswith(ENV_PREFIXES)},
         "verbs.json": read_verbs(root, devices),
