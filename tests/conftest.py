@@ -7,6 +7,7 @@ started by .ci/run.  Locally a missing bed skips with its reason; under CI
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -143,3 +144,56 @@ def netns_pair():
         yield pair
     finally:
         pair.down()
+
+
+# ---------------------------------------------------------------- the one soft-RoCE guest session
+# One boot of the QEMU soft-RoCE guest per test session (tests/softroce/session.sh runs every scenario,
+# including each tests/softroce/scenarios/*.sh, and leaves its files in one folder); any test module
+# takes the session-scoped ``guest`` fixture and judges those files.  Never boot a second guest.
+SOFTROCE_SESSION = REPO / "tests" / "softroce" / "session.sh"
+# Hang guard for the one guest session (not a speed goal: ~200 s on a quiet 2-core machine, ~400 s when
+# the machine is shared; see docs/softroce.md).
+SOFTROCE_TIMEOUT_S = float(os.environ.get("SOFTROCE_TIMEOUT", "600"))
+
+
+class Session:
+    def __init__(self, outdir: Path, run) -> None:
+        self.dir = outdir
+        self.run = run
+
+    def text(self, rel: str) -> str:
+        p = self.dir / rel
+        assert p.is_file(), f"the guest session did not write {rel}; see {self.dir}/session.log"
+        return p.read_text(errors="replace")
+
+    def rc(self, rel: str) -> int:
+        return int(self.text(rel + ".rc").strip())
+
+    def evidence(self, name: str) -> dict:
+        return json.loads(self.text(f"preflight/{name}.json"))
+
+    def statuses(self, name: str) -> dict[str, str]:
+        return {r["id"]: r["status"] for r in self.evidence(name)["results"]}
+
+    def result(self, name: str, gate: str) -> dict:
+        for r in self.evidence(name)["results"]:
+            if r["id"] == gate:
+                return r
+        raise AssertionError(f"{gate} missing from preflight/{name}.json")
+
+
+@pytest.fixture(scope="session")
+def guest(tmp_path_factory) -> Session:
+    from softroce import guest as harness
+
+    reason = harness.missing_reason()
+    require(reason is None, str(reason))
+    out = tmp_path_factory.mktemp("softroce")
+    run = harness.run_in_guest(SOFTROCE_SESSION, outdir=out, timeout=SOFTROCE_TIMEOUT_S)
+    log = (out / "session.log").read_text(errors="replace")[-4000:] if (out / "session.log").exists() else ""
+    if run.timed_out or not (out / "done").is_file():
+        pytest.fail(f"guest session did not finish (rc={run.returncode}, timed_out={run.timed_out}, "
+                    f"{run.seconds:.0f} s); console tail:\n{run.output[-3000:]}\nsession.log tail:\n{log}")
+    return Session(out, run)
+
+

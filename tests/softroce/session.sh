@@ -120,6 +120,16 @@ if [ $HAVE_PREFLIGHT = 1 ]; then
     stamp noip
 fi
 
+# ---- further scenarios: tests/softroce/scenarios/*.sh, in name order, in this same boot ---------------
+# Each file is sourced here with the good state set up (MTU 9000, addresses, both rxe ports ACTIVE) and the
+# helpers above (rdmacheck, wait_gid, stamp); it writes under "$O/<its own folder>" and must leave the good
+# state as it found it.  A new scenario is a new file: the suite never boots a second guest.
+for f in "$REPO"/tests/softroce/scenarios/*.sh; do
+    [ -f "$f" ] || continue
+    . "$f"
+    stamp "scenario ${f##*/}"
+done
+
 # ---- ib_write_bw counter math ------------------------------------------------------------------------
 # Packets between two local addresses go through lo, where rxe drops them (ib_write_bw then exits 0
 # with 0 iterations).  Policy routing sends them across the veth pair instead.
