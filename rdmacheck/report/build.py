@@ -81,6 +81,14 @@ def _expected_busbw(loaded: list[Loaded], override: float | None) -> float | Non
     return DEFAULT_EXPECTED_BUSBW
 
 
+def _plateau_min_bytes(ctx: dict[str, Any]) -> int:
+    """The plateau threshold the bench judged with (imported nccl-tests runs: the profile default)."""
+    from ..plateau import DEFAULT_MIN_BYTES
+
+    v = ctx.get("plateau_min_bytes")
+    return int(v) if isinstance(v, int) and not isinstance(v, bool) and v > 0 else DEFAULT_MIN_BYTES
+
+
 def _run_label(ev: Evidence, path: str) -> str:
     ctx = ev.context if isinstance(ev.context, dict) else {}
     if ctx.get("source") == "nccl-tests":
@@ -132,7 +140,8 @@ def build(loaded: list[Loaded], imported: list[Loaded] | None = None, title: str
         if ev.kind == "bench":
             if ev.records:
                 runs.append(Run(label=_run_label(ev, l.path), source=str(ctx.get("source") or "rdmacheck"),
-                                path=l.path, host=ev.host, time=ev.time, context=ctx, records=ev.records))
+                                path=l.path, host=ev.host, time=ev.time, context=ctx, records=ev.records,
+                                plateau_min_bytes=_plateau_min_bytes(ctx)))
             pp = ctx.get("path_proof")
             if isinstance(pp, dict) and isinstance(pp.get("nodes"), dict) and pp["nodes"]:
                 path_nodes.append({"run": _run_label(ev, l.path), "rows": _path_nodes(pp["nodes"], ev.records)})
@@ -402,15 +411,19 @@ def _verdict(nodes: list[Node], mism: list[consistency.Row], bench_results: list
     if parts:
         return "FAIL", "; ".join(parts) + "."
     if not nodes and not bench_results and not cluster_results:
-        return "INFO", "No gates were evaluated: the evidence holds only bench numbers (e.g. imported nccl-tests runs)."
+        return "INFO", ("No gates were evaluated: the evidence holds only bench numbers (e.g. imported nccl-tests runs); "
+                        "exit 1, since nothing was judged: add preflight, bench, launch or cluster evidence.")
     bits = []
     if nodes:
         bits.append(f"all {len(nodes)} node(s) passed every gate" + (" and agree on MTU, GID, versions and NCCL env" if len(nodes) > 1 else ""))
     own = [s for s in summ if s["source"] == "rdmacheck" and s["plateau_busbw"] is not None]
     if own:
-        best = max(own, key=lambda s: s["plateau_busbw"])
-        bits.append(f"the bench plateau reached {best['plateau_busbw']:.1f} GB/s busbw ({best['op']})"
+        # the op the bench.busbw gate is bound by: every op must reach the expectation
+        low = min(own, key=lambda s: s["plateau_busbw"])
+        bits.append(f"the bench plateau reached {low['plateau_busbw']:.2f} GB/s busbw ({low['op']}"
+                    + (f", the lowest of {len(own)} ops" if len(own) > 1 else "") + ")"
                     + (f" against {expected:g} GB/s expected" if expected else ""))
     elif bench_results:
         bits.append("every bench gate passed")
-    return "PASS", (", ".join(bits) or "every gate passed").capitalize() + "."
+    text = ", ".join(bits) or "every gate passed"
+    return "PASS", text[0].upper() + text[1:] + "."   # not str.capitalize(): it lowercases "GB/s"
