@@ -15,6 +15,7 @@ import pytest
 
 from conftest import REPO, run_cli
 from rdmacheck.bench.gate import busbw_gate
+from rdmacheck.evidence import parse
 from rdmacheck.model import Evidence
 from rdmacheck.report import make_report
 
@@ -76,3 +77,167 @@ def test_report_with_no_gate_exits_1_and_junit_fails(captures, tmp_path):
     root = ET.parse(junit).getroot()
     assert root.get("tests") == "1" and root.get("failures") == "1"
     assert root.find("testsuite/testcase").get("name") == "report.gates"
+
+
+# --------------------------------------------------------------------------- readers refuse what they do not know
+
+def _committed_v2() -> dict:
+    return _doc(H100_BENCH)
+
+
+def _bad_docs() -> list[tuple[str, object, str]]:
+    """(name, document or raw text, the field the error must name)."""
+    base = _committed_v2()
+    out: list[tuple[str, object, str]] = [
+        ("unknown-kind", dict(base, kind="benchmark"), "'kind'"),
+        ("missing-kind", {k: v for k, v in base.items() if k != "kind"}, "'kind'"),
+        ("missing-version", {k: v for k, v in base.items() if k != "schema_version"}, "'schema_version'"),
+        ("schema-1", dict(base, schema_version=1), "rdmacheck.evidence_v1"),
+        ("schema-3", dict(base, schema_version=3), "'schema_version'"),
+        ("schema-string", dict(base, schema_version="2"), "'schema_version'"),
+        ("schema-float", dict(base, schema_version=2.0), "'schema_version'"),
+        ("busbw-text", dict(base, records=[dict(base["records"][0], busbw="fast")]), "'records[0].busbw'"),
+        ("bytes-missing", dict(base, records=[{"op": "all_reduce", "busbw": 1.0}]), "'records[0].bytes'"),
+        ("plateau-negative", dict(base, context=dict(base["context"], plateau_min_bytes=-1)), "'context.plateau_min_bytes'"),
+        ("source-unknown", dict(base, context=dict(base["context"], source="mpi")), "'context.source'"),
+        ("results-status", dict(base, results=[{"id": "bench.busbw", "status": "great"}]), "'results[0]'"),
+    ]
+    text = json.dumps(base)
+    out += [
+        ("schema-1e400", text.replace('"schema_version": 2', '"schema_version": 1e400', 1), "out of range"),
+        ("huge-int", text.replace('"bytes": 1024', '"bytes": 1' + "0" * 400, 1), "out of range"),
+        ("nan", text.replace('"busbw": 0.06', '"busbw": NaN, "x": 0.06', 1), "NaN"),
+        ("deep", '{"tool": "rdmacheck", "kind": "bench", "schema_version": 2, "context": '
+                 + "[" * 5000 + "]" * 5000 + "}", "nested deeper"),
+        ("deep-100k", "[" * 100000 + "]" * 100000, "nested deeper"),
+    ]
+    return out
+
+
+@pytest.mark.parametrize("name,doc,field", _bad_docs(), ids=[b[0] for b in _bad_docs()])
+def test_report_refuses_unknown_evidence_naming_file_and_field(name, doc, field, tmp_path):
+    p = tmp_path / f"{name}.json"
+    p.write_text(doc if isinstance(doc, str) else json.dumps(doc))
+    out = tmp_path / "r.html"
+    out.write_text("before")
+    r = run_cli("report", str(p), "-o", str(out), timeout=60)
+    assert r.returncode == 2, (r.returncode, r.stdout, r.stderr)
+    assert "Traceback" not in r.stderr and str(p) in r.stderr and field in r.stderr, r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
+    assert out.read_text() == "before"
+
+
+def test_unknown_kind_inside_a_folder_is_an_error_not_skipped(tmp_path):
+    """Before, failing evidence of an unknown kind made 'No gates were evaluated' and exit 0."""
+    d = tmp_path / "cluster"
+    d.mkdir()
+    failing = _committed_v2()
+    failing["results"] = [dict(failing["results"][0], status="fail")]
+    (d / "a.json").write_text(json.dumps(dict(failing, kind="benchmark")))
+    (d / "other.json").write_text(json.dumps({"not": "evidence"}))     # foreign JSON in a folder: skipped
+    r = run_cli("report", str(d), "-o", str(tmp_path / "r.html"), timeout=60)
+    assert r.returncode == 2 and str(d / "a.json") in r.stderr and "'kind'" in r.stderr, r.stderr
+
+
+def test_bench_preflight_evidence_reader_refuses_too(tmp_path):
+    """The path proof's --preflight evidence goes through the same strict reader (output/jsonout.py)."""
+    from rdmacheck.errors import UsageError
+    from rdmacheck.output.jsonout import read_evidence
+
+    p = tmp_path / "pf.json"
+    p.write_text(json.dumps(dict(_doc(REPO / "tests" / "data" / "softroce-preflight.json"), schema_version=1)))
+    with pytest.raises(UsageError, match=r"pf\.json: field 'schema_version'.*rdmacheck\.evidence_v1"):
+        read_evidence(p)
+
+
+# --------------------------------------------------------------------------- schema 1 -> 2
+
+COMMITTED = [REPO / "tests" / "data" / "softroce-preflight.json", H100_BENCH,
+             *sorted((REPO / "tests" / "data" / "nccl-logs").glob("*.json"))]
+
+
+def _as_v1(doc: dict) -> dict:
+    """A schema-2 document as a schema-1 runner wrote it: no calls, no source, version 1."""
+    v1 = json.loads(json.dumps(doc))
+    v1["schema_version"] = 1
+    if v1["kind"] == "bench":
+        v1["context"].pop("source", None)
+        for r in v1["records"]:
+            r.pop("calls", None)
+    return v1
+
+
+@pytest.mark.parametrize("path", COMMITTED, ids=lambda p: p.name)
+def test_committed_evidence_is_schema_2_and_the_converter_reproduces_it(path, tmp_path):
+    from rdmacheck.evidence_v1 import convert
+    from rdmacheck.model import SCHEMA_VERSION
+
+    doc = _doc(path)
+    assert doc["schema_version"] == SCHEMA_VERSION
+    parse(doc, str(path))                                   # valid, field by field
+    assert convert(_as_v1(doc)) == doc                      # the committed file is exactly the conversion
+    old = tmp_path / path.name
+    old.write_text(json.dumps(_as_v1(doc), indent=2))
+    r = run_cli("report", str(old), "-o", str(tmp_path / "r.html"), timeout=60)
+    assert r.returncode == 2 and "python3 -m rdmacheck.evidence_v1" in r.stderr
+    import subprocess
+    import sys
+
+    c = subprocess.run([sys.executable, "-m", "rdmacheck.evidence_v1", str(old)], capture_output=True, text=True,
+                       timeout=60, cwd=REPO)
+    assert c.returncode == 0 and "schema 1 -> 2" in c.stdout, c.stderr
+    assert json.loads(old.read_text()) == doc
+    c = subprocess.run([sys.executable, "-m", "rdmacheck.evidence_v1", str(old)], capture_output=True, text=True,
+                       timeout=60, cwd=REPO)
+    assert c.returncode == 0 and "already schema 2" in c.stdout
+
+
+def test_converter_refuses_what_it_cannot_convert(tmp_path):
+    import subprocess
+    import sys
+
+    p = tmp_path / "x.json"
+    p.write_text(json.dumps(dict(_as_v1(_committed_v2()), kind="benchmark")))
+    before = p.read_text()
+    c = subprocess.run([sys.executable, "-m", "rdmacheck.evidence_v1", str(p)], capture_output=True, text=True,
+                       timeout=60, cwd=REPO)
+    assert c.returncode == 2 and "'kind'" in c.stderr and "Traceback" not in c.stderr
+    assert p.read_text() == before
+
+
+def test_legacy_call_count_rebuilds_the_schema_1_runner_steps():
+    """The rule bench.wire applied to every read before the runner counted (now used only to convert)."""
+    from rdmacheck.evidence_v1 import legacy_calls
+
+    ctx = {"world_size": 2, "backend": "nccl", "warmup": 2, "iters": 20, "check": True}
+    rec = {"op": "all_reduce", "bytes": 1 << 20, "iters": 20, "in_place": False, "graph": False}
+    assert legacy_calls(rec, ctx) == 2 + 20 + 1
+    assert legacy_calls(rec, {**ctx, "iters": "time-based", "check": False}) == 2 + 3 + 20
+    assert legacy_calls(dict(rec, graph=True), ctx) == 2 + 20 + 1 + 1 + 20
+    # --graph auto (2x H100 capture, iters 20): 2 warm-up + 1 + 20 capture replay + 20 sampled replay + 3 + 20
+    # eager sample + 20 timed + 1 check = 87, which the veth counters confirmed at 1.00x
+    auto = {**ctx, "graph": "auto"}
+    assert legacy_calls(dict(rec, graph=True), auto) == 87
+    assert legacy_calls(rec, auto) == 87        # auto sampled both and kept eager: the sampling still ran
+    slow = dict(rec, time_us=2500.0)            # time-based and >= 1 ms per call: capture skipped
+    assert legacy_calls(slow, {**auto, "iters": "time-based"}) == 2 + 3 + 20 + 1
+
+
+def test_runner_counts_the_calls_the_legacy_rule_predicted(tmp_path):
+    """A real 2-rank gloo sweep: each record's counted ``calls`` equals what the schema-1 rule rebuilt
+    (for eager runs, where both are exact), and the evidence it writes is valid schema 2."""
+    js = tmp_path / "b.json"
+    r = run_cli("bench", "--nproc", "2", "--backend", "gloo", "--op", "all_reduce,all_gather", "--sizes", "1K,8K",
+                "--warmup", "2", "--time-per-size", "0.002", "--no-progress", "--json", str(js), timeout=300)
+    assert r.returncode in (0, 1), r.stdout + r.stderr
+    doc = _doc(js)
+    ev = parse(doc, str(js))
+    from rdmacheck.evidence import bench_records, context_of
+    from rdmacheck.evidence_v1 import legacy_calls
+
+    assert doc["context"]["source"] == "rdmacheck" and context_of(ev).source == "rdmacheck"
+    recs = bench_records(ev)
+    assert recs and all(x.calls is not None for x in recs)
+    for raw in doc["records"]:
+        assert raw["calls"] == legacy_calls(raw, doc["context"]), raw
+        assert raw["calls"] == 2 + 3 + raw["iters"] + 1        # warm-up, estimate, timed, check

@@ -14,7 +14,9 @@ from pathlib import Path
 from typing import Any
 
 from .. import __version__
+from ..evidence import BenchContext, ClusterContext, context_of, expected_busbw, preflight_facts
 from ..model import Evidence, Result, Status, now_iso, worst
+from ..plateau import DEFAULT_MIN_BYTES
 from . import consistency
 from .bench import Run
 from .load import Loaded
@@ -67,35 +69,22 @@ def _result_row(r: Result, kind: str) -> dict[str, Any]:
 
 
 def _expected_busbw(loaded: list[Loaded], override: float | None) -> float | None:
+    """--expected-busbw, else the first run's own expectation (each kind records it in one typed field:
+    rdmacheck/evidence.py ``expected_busbw``), else one 100 Gb/s link."""
     if override is not None:
         return override
     for l in loaded:
-        ctx = l.evidence.context if isinstance(l.evidence.context, dict) else {}
-        for cand in (ctx.get("expect_busbw"), ctx.get("min_busbw"), (ctx.get("expect") or {}).get("min_busbw") if isinstance(ctx.get("expect"), dict) else None,
-                     ((ctx.get("config") or {}).get("profile") or {}).get("min_busbw") if isinstance(ctx.get("config"), dict) else None):
-            try:
-                if cand is not None:
-                    return float(cand)
-            except (TypeError, ValueError):
-                continue
+        v = expected_busbw(l.evidence)
+        if v is not None:
+            return float(v)
     return DEFAULT_EXPECTED_BUSBW
 
 
-def _plateau_min_bytes(ctx: dict[str, Any]) -> int:
-    """The plateau threshold the bench judged with (imported nccl-tests runs: the profile default)."""
-    from ..plateau import DEFAULT_MIN_BYTES
-
-    v = ctx.get("plateau_min_bytes")
-    return int(v) if isinstance(v, int) and not isinstance(v, bool) and v > 0 else DEFAULT_MIN_BYTES
-
-
 def _run_label(ev: Evidence, path: str) -> str:
-    ctx = ev.context if isinstance(ev.context, dict) else {}
-    if ctx.get("source") == "nccl-tests":
-        ws = ctx.get("world_size")
-        return f"nccl-tests {Path(path).stem}" + (f" ({ws} ranks)" if ws else "")
-    backend = ctx.get("backend") or (ev.records[0].get("backend") if ev.records and isinstance(ev.records[0], dict) else "")
-    ws = ctx.get("world_size") or (ev.records[0].get("world_size") if ev.records and isinstance(ev.records[0], dict) else None)
+    bc = context_of(ev)
+    if bc.source == "nccl-tests":
+        return f"nccl-tests {Path(path).stem}" + (f" ({bc.world_size} ranks)" if bc.world_size else "")
+    backend, ws = bc.backend or "", bc.world_size
     label = f"rdmacheck {backend} @{ev.host}".replace("  ", " ")
     if ws:
         label += f" ({ws} ranks)"
@@ -118,31 +107,32 @@ def build(loaded: list[Loaded], imported: list[Loaded] | None = None, title: str
     pairwise: dict[str, Any] | None = None
     for l in everything:
         ev = l.evidence
-        ctx = ev.context if isinstance(ev.context, dict) else {}
+        ctx = ev.context
+        typed = context_of(ev, l.path)
+        imported = isinstance(typed, BenchContext) and typed.source == "nccl-tests"
         fingerprint.append({
             "file": l.path, "kind": ev.kind, "host": ev.host, "time": ev.time,
-            "tool": "nccl-tests " + str(ctx.get("nccl_tests_version") or "") if ctx.get("source") == "nccl-tests"
-            else f"rdmacheck {ev.tool_version}",
+            "tool": "nccl-tests " + (typed.nccl_tests_version or "") if imported else f"rdmacheck {ev.tool_version}",
             "status": ev.status.value if ev.results else "",
             "versions": _versions(ev),
         })
-        if ev.kind == "cluster" and isinstance(ctx.get("nodes"), list):
+        if isinstance(typed, ClusterContext) and typed.is_fleet:
             # the cluster-wide document of `rdmacheck cluster` (host "ray-cluster"): its gates
             # judge the fleet, not a node, and it carries the pairwise matrix
             for r in ev.results:
                 row = _result_row(r, ev.kind)
                 row["host"] = ev.host
                 cluster_gates.append(row)
-            if isinstance(ctx.get("pairwise"), dict):
-                pairwise = _pairwise_view(ctx["pairwise"])
+            if typed.pairwise is not None:
+                pairwise = _pairwise_view(typed.pairwise)
         elif ev.kind in GATE_KINDS:
             by_host.setdefault(ev.host, []).append(l)
-        if ev.kind == "bench":
+        if isinstance(typed, BenchContext):
             if ev.records:
-                runs.append(Run(label=_run_label(ev, l.path), source=str(ctx.get("source") or "rdmacheck"),
+                runs.append(Run(label=_run_label(ev, l.path), source=typed.source,
                                 path=l.path, host=ev.host, time=ev.time, context=ctx, records=ev.records,
-                                plateau_min_bytes=_plateau_min_bytes(ctx)))
-            pp = ctx.get("path_proof")
+                                plateau_min_bytes=typed.plateau_min_bytes or DEFAULT_MIN_BYTES))
+            pp = typed.path_proof
             if isinstance(pp, dict) and isinstance(pp.get("nodes"), dict) and pp["nodes"]:
                 path_nodes.append({"run": _run_label(ev, l.path), "rows": _path_nodes(pp["nodes"], ev.records)})
             for r in ev.results:
@@ -346,7 +336,7 @@ def _pairwise_view(data: dict[str, Any]) -> dict[str, Any]:
         "uri": None,
     }
     try:
-        from ..cluster.matrix import heatmap_svg
+        from ..output.heatmap import heatmap_svg
 
         svg = heatmap_svg(data)
         # as an <img>, the SVG is an image: nothing in it can run, whatever a label holds
@@ -364,7 +354,7 @@ def _row_dict(r: consistency.Row) -> dict[str, Any]:
 def _versions(ev: Evidence) -> str:
     """kernel, python, torch, NCCL, driver, CUDA: whatever this evidence recorded."""
     ctx = ev.context if isinstance(ev.context, dict) else {}
-    facts = ctx.get("facts") if isinstance(ctx.get("facts"), dict) else {}
+    facts = preflight_facts(ev)
     found: dict[str, Any] = {}
 
     def take(src: Any, pairs: tuple[tuple[str, str], ...]) -> None:
