@@ -15,6 +15,7 @@ import warnings
 from typing import Any
 
 from ..plateau import DEFAULT_MIN_BYTES, Plateau, plateaus
+from ..units import short_bytes, tick_bytes
 
 
 @dataclasses.dataclass
@@ -89,13 +90,6 @@ def plateau(g, min_bytes: int) -> Plateau | None:
     return plateaus(recs, min_bytes).get("op")
 
 
-def human_bytes(n: int) -> str:
-    for unit, div in (("G", 1 << 30), ("M", 1 << 20), ("K", 1 << 10)):
-        if n >= div and n % div == 0:
-            return f"{n // div}{unit}"
-    return f"{n}"
-
-
 def summaries(df, expected: float | None) -> list[dict[str, Any]]:
     """One row per (run, op): peak, plateau, verdict against the expected line."""
     out = []
@@ -108,9 +102,9 @@ def summaries(df, expected: float | None) -> list[dict[str, Any]]:
         peak = g["busbw"].max()
         out.append({
             "run": g["run"].iloc[0], "op": op, "source": g["source"].iloc[0], "rows": int(len(g)),
-            "min_bytes": human_bytes(int(g["bytes"].min())), "max_bytes": human_bytes(int(g["bytes"].max())),
+            "min_bytes": short_bytes(int(g["bytes"].min())), "max_bytes": short_bytes(int(g["bytes"].max())),
             "peak_busbw": None if peak != peak else float(peak),
-            "plateau": None if pl is None else f"{human_bytes(pl.first_bytes)}..{human_bytes(pl.last_bytes)}",
+            "plateau": None if pl is None else f"{short_bytes(pl.first_bytes)}..{short_bytes(pl.last_bytes)}",
             "plateau_busbw": None if pl is None else pl.median,
             "meets": None if (pl is None or expected is None) else pl.median >= expected,
             "wrong": int(g["wrong"].fillna(0).astype(float).sum()) if g["wrong"].notna().any() else None,
@@ -135,7 +129,7 @@ def tables(df) -> list[dict[str, Any]]:
                 t[f"{name}_{col}"] = part[col] if col in part else None
         rows = []
         for size, r in t.iterrows():
-            rows.append({"bytes": int(size), "size": human_bytes(int(size)),
+            rows.append({"bytes": int(size), "size": short_bytes(int(size)),
                          **{k: (None if v != v else v) for k, v in r.to_dict().items()}})
         out.append({"run": g["run"].iloc[0], "op": op, "rows": rows,
                     "has_ip": bool(len(ip))})
@@ -153,14 +147,6 @@ def _plain(text: object) -> str:
     """Text for matplotlib: a '$' would start mathtext, and a host name like '$\\frac$'
     makes the renderer raise; escaped, it prints as typed."""
     return str(text).replace("$", r"\$")
-
-
-def _fmt_bytes(x: float, _pos: Any = None) -> str:
-    n = int(round(x))
-    for unit, div in (("G", 1 << 30), ("M", 1 << 20), ("K", 1 << 10)):
-        if n >= div:
-            return f"{n / div:g}{unit}"
-    return f"{n}"
 
 
 def plots(df, expected: float | None) -> list[dict[str, Any]]:
@@ -200,7 +186,7 @@ def plots(df, expected: float | None) -> list[dict[str, Any]]:
         if pl:
             lo, hi, med = pl.first_bytes, pl.last_bytes, pl.median
             axes[0].axvspan(lo, hi, color="tab:green", alpha=0.12,
-                            label=f"plateau ({_fmt_bytes(lo)}..{_fmt_bytes(hi)}, {med:.1f} GB/s)")
+                            label=f"plateau ({tick_bytes(lo)}..{tick_bytes(hi)}, {med:.1f} GB/s)")
         if expected:
             axes[0].axhline(expected, color="tab:red", linestyle=":", linewidth=1.5,
                             label=f"expected {expected:g} GB/s")
@@ -208,7 +194,7 @@ def plots(df, expected: float | None) -> list[dict[str, Any]]:
                   ("latency", "time (us)"))
         for ax, (title, ylabel) in zip(axes, titles):
             ax.set_xscale("log", base=2)
-            ax.xaxis.set_major_formatter(FuncFormatter(_fmt_bytes))
+            ax.xaxis.set_major_formatter(FuncFormatter(tick_bytes))
             ax.set_xlabel("message size (bytes)")
             ax.set_ylabel(ylabel)
             ax.set_title(_plain(f"{op}: {title}"))

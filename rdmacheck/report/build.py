@@ -17,6 +17,7 @@ from .. import __version__
 from ..evidence import BenchContext, ClusterContext, context_of, expected_busbw, preflight_facts
 from ..model import Evidence, Result, Status, now_iso, worst
 from ..plateau import DEFAULT_MIN_BYTES
+from ..units import decimal_bytes
 from . import consistency
 from .bench import Run
 from .load import Loaded
@@ -236,17 +237,6 @@ def _waiver(host: str, gid: str, observed: str, w: dict[str, Any]) -> dict[str, 
     return {"host": host, "id": gid, "observed": observed, "reason": get("reason"), "user": get("user"), "time": get("time")}
 
 
-def _fmt_bytes(n: Any) -> str:
-    try:
-        v = float(n)
-    except (TypeError, ValueError):
-        return ""
-    for unit, div in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
-        if v >= div:
-            return f"{v / div:.2f} {unit}"
-    return f"{v:.0f} B"
-
-
 def _path_nodes(nodes: dict[str, Any], records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """context.path_proof.nodes (bench path-proof hook): one line per node, transport next to
     the bytes its NICs carried at the largest judged size and the busbw measured at that size."""
@@ -263,9 +253,9 @@ def _path_nodes(nodes: dict[str, Any], records: list[dict[str, Any]]) -> list[di
             "gdr": "" if d.get("gdr_enabled") is None else ("on" if d.get("gdr_enabled") else "off"),
             "hcas": ", ".join(map(str, d.get("used_hcas") or [])),
             "paths": ", ".join(f"{k} x{v}" for k, v in paths.items()),
-            "wire_size": f"{w.get('op', '')} {_fmt_bytes(w.get('bytes'))}".strip() if w else "",
-            "measured": _fmt_bytes(w.get("measured_bytes")) if w else "",
-            "expected": _fmt_bytes(w.get("expected_bytes")) if w else "",
+            "wire_size": f"{w.get('op', '')} {decimal_bytes(w.get('bytes'))}".strip() if w else "",
+            "measured": decimal_bytes(w.get("measured_bytes")) if w else "",
+            "expected": decimal_bytes(w.get("expected_bytes")) if w else "",
             "ratio": w.get("ratio") if w else None,
             "devices": ", ".join(map(str, w.get("devices") or [])) if w else "",
             "verdict": str(w.get("verdict") or "") if w else "",
@@ -312,11 +302,11 @@ def _proof_view(r: Result, records: list[dict[str, Any]]) -> dict[str, Any]:
                     continue
                 devs = {**(n.get("hcas") or {}), **(n.get("netdevs") or {})}
                 out["wire_rows"].append({
-                    "op": row.get("op"), "size": _fmt_bytes(row.get("bytes")),
+                    "op": row.get("op"), "size": decimal_bytes(row.get("bytes")),
                     "busbw": bw.get((row.get("op"), row.get("bytes"))),
                     "node": f"{n.get('host', '?')} (rank {n.get('rank', '?')})",
                     "devices": ", ".join(sorted(map(str, devs))) or "none watched",
-                    "expected": _fmt_bytes(row.get("expected_bytes")), "measured": _fmt_bytes(n.get("measured_bytes")),
+                    "expected": decimal_bytes(row.get("expected_bytes")), "measured": decimal_bytes(n.get("measured_bytes")),
                     "ratio": n.get("ratio"), "verdict": str(row.get("verdict") or ""),
                 })
     if out["facts"] or out["causes"] or out["wire_rows"]:
