@@ -241,3 +241,127 @@ def test_runner_counts_the_calls_the_legacy_rule_predicted(tmp_path):
     for raw in doc["records"]:
         assert raw["calls"] == legacy_calls(raw, doc["context"]), raw
         assert raw["calls"] == 2 + 3 + raw["iters"] + 1        # warm-up, estimate, timed, check
+
+
+# --------------------------------------------------------------------------- the runner's count on the CUDA-graph paths
+
+class _FakeCuda:
+    """torch.cuda as _measure uses it, for a machine with no GPU: streams and synchronize do nothing, a
+    CUDAGraph records the collectives issued while capturing and issues them again on every replay,
+    and events give a fixed time per event pair so --graph auto's choice is set by the test.
+    (Mocked because no GPU exists here; the collectives themselves are counted by the fake dist.)"""
+
+    def __init__(self, dist, graph_faster: bool, sampling_fails: bool = False):
+        self.dist, self.graph_faster, self.sampling_fails = dist, graph_faster, sampling_fails
+
+    def Stream(self):
+        return type("S", (), {"wait_stream": lambda self, s: None})()
+
+    def current_stream(self):
+        return self.Stream()
+
+    def stream(self, s):
+        import contextlib
+
+        return contextlib.nullcontext()
+
+    def synchronize(self):
+        pass
+
+    def CUDAGraph(self):
+        dist = self.dist
+
+        class G:
+            captured = 0
+
+            def replay(self):
+                dist.executed += self.captured
+                dist.replayed += self.captured
+
+        return G()
+
+    def graph(self, g):
+        import contextlib
+
+        dist = self.dist
+
+        @contextlib.contextmanager
+        def capture():
+            dist.capturing = g
+            try:
+                yield
+            finally:
+                dist.capturing = None
+
+        return capture()
+
+    def Event(self, enable_timing=False):
+        cuda = self
+
+        class E:
+            def record(self):
+                self.at = (cuda.dist.executed, cuda.dist.replayed)
+
+            def synchronize(self):
+                pass
+
+            def elapsed_time(self, end):
+                if cuda.sampling_fails and end.at[1] > self.at[1]:
+                    raise RuntimeError("operation not permitted when stream is capturing")
+                replayed = end.at[1] - self.at[1]
+                eager = end.at[0] - self.at[0] - replayed
+                # ms: an eager call 0.01; a replayed one cheaper or dearer, which sets auto's choice
+                return max(eager * 0.01 + replayed * (0.001 if cuda.graph_faster else 0.1), 1e-6)
+
+        return E()
+
+
+class _FakeDist:
+    def __init__(self):
+        self.executed = 0
+        self.replayed = 0
+        self.capturing = None
+
+    def all_reduce(self, buf, group=None, op=None):
+        if self.capturing is not None:
+            self.capturing.captured += 1
+        else:
+            self.executed += 1
+
+
+@pytest.mark.parametrize("graph,auto,graph_faster,fails", [(True, False, True, False), (True, True, True, False),
+                                                            (True, True, False, False), (False, False, True, False),
+                                                            (True, True, True, True)])
+def test_runner_counts_every_issued_collective_on_the_graph_paths(graph, auto, graph_faster, fails):
+    """_measure's ``calls`` equals the collectives that really ran (captured ones run at each replay) on
+    the eager, graph and --graph auto paths, and equals the schema-1 rule that met the NIC counters."""
+    import types
+
+    import torch
+
+    from rdmacheck.bench.plan import build_plan
+    from rdmacheck.bench.runner import BenchOptions, Runner, Watchdog, _Timer
+    from rdmacheck.evidence_v1 import legacy_calls
+
+    dist = _FakeDist()
+    fake_torch = types.SimpleNamespace(**{k: getattr(torch, k) for k in ("empty", "tensor", "float32", "float64",
+                                                                            "int64")})
+    fake_torch.cuda = _FakeCuda(dist, graph_faster, sampling_fails=fails)
+    opts = BenchOptions(ops=["all_reduce"], sizes=[4096], iters=30, warmup=3, check=True)
+    r = Runner.__new__(Runner)
+    r.opts, r.rank, r.world, r.backend, r.context = opts, 0, 1, "nccl", {}
+    r.graph_auto = auto
+    r.wd = Watchdog(0, 60, lambda *a: None)
+    try:
+        (row,), _ = build_plan(["all_reduce"], [4096], "float", 1)
+        rec = r._measure(fake_torch, dist, torch.device("cpu"), torch.float32,
+                         _Timer(fake_torch, types.SimpleNamespace(type="cuda")), row, True, graph, "p")
+    finally:
+        r.wd.stop()
+    assert rec["calls"] == dist.executed
+    if fails:   # the auto sampling failed after the capture: measured eagerly, and said so
+        assert rec["graph"] is False and "graph_fallback" in r.context
+        return
+    ctx = {"graph": "auto" if auto else graph, "iters": 30, "warmup": 3, "check": True}
+    assert rec["calls"] == legacy_calls(rec, ctx)
+    assert rec["graph"] is (graph and (not auto or graph_faster))

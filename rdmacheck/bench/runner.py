@@ -528,6 +528,7 @@ class Runner:
                         fn, calls_per_fn, g = call, 1, None
             except Exception as e:  # capture unsupported here: measure eagerly and say so
                 g = None
+                fn, calls_per_fn = call, 1
                 self.context.setdefault("graph_fallback", f"{row.op}: {type(e).__name__}: {str(e)[:200]}")
         reps = max(1, -(-iters // calls_per_fn))
         wd.enter(f"{phase}: timed loop ({reps * calls_per_fn} calls)")
