@@ -46,6 +46,7 @@ import re
 from typing import Any, Iterable, Mapping
 
 from ..busbw import FACTORS
+from ..evidence import parse
 from ..model import Evidence, Result, Status
 from ..nccl_log import NcclLog
 from ..ncclspec import hca_selected
@@ -122,7 +123,7 @@ def _preflight_index(preflight: Any) -> dict[str, list[tuple[str, Result]]]:
         elif isinstance(it, Result):
             out.setdefault(it.id, []).append(("", it))
         elif isinstance(it, dict) and "results" in it:
-            ev = Evidence.from_dict(it)
+            ev = parse(it, "preflight evidence")   # the strict reader: kind, schema version, fields
             for r in ev.results:
                 out.setdefault(r.id, []).append((ev.host, r))
     return out

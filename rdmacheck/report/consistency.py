@@ -9,7 +9,8 @@ property out of each and names every property whose values differ.
 It reads one shape, the one preflight writes (docs/report.md): the facts through
 :func:`rdmacheck.evidence.preflight_facts` and the env through
 :func:`rdmacheck.evidence.run_env`, the only two accessors, so a new facts record is one edit
-there.  From the facts: ``nccl_version``, ``driver_version``, ``cuda_version``; ``ports`` (one row
+there.  From the facts: a flat ``facts[<property key>]`` first (preflight writes ``nccl_version``,
+``driver_version``, ``cuda_version``); else ``ports`` (one row
 per selected RDMA port: ``netdev_mtu``, ``active_mtu``, ``fw_ver``, ``gid.type``, ``gid.ipv4``) and
 ``netdevs[name].ipv4`` for the GID's prefix.  From results: the documented detail keys of the
 gates (``gpu.nvml``: ``driver_version``, ``cuda_driver_version``).  A missing value is "not
@@ -37,8 +38,9 @@ PROPERTIES: list[tuple[str, str, str]] = [
     ("firmware", "HCA firmware", "firmware differences change RoCE/congestion behaviour"),
 ]
 
-# facts key -> property (the flat version facts preflight writes)
-_FLAT = {"nccl_version": "nccl_version", "driver_version": "driver_version", "cuda_version": "cuda_version"}
+# a flat facts[<property key>] wins (a gate that knows better states the value: docs/report.md);
+# preflight writes nccl_version, driver_version and cuda_version this way
+_FLAT = {k: k for k, _, _ in PROPERTIES}
 # result.details key -> property (gpu.nvml carries driver_version / cuda_driver_version)
 _DETAIL_KEYS = {"driver_version": "driver_version", "cuda_driver_version": "cuda_version",
                 "nccl_version": "nccl_version"}
