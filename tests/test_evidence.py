@@ -365,3 +365,17 @@ def test_runner_counts_every_issued_collective_on_the_graph_paths(graph, auto, g
     ctx = {"graph": "auto" if auto else graph, "iters": 30, "warmup": 3, "check": True}
     assert rec["calls"] == legacy_calls(rec, ctx)
     assert rec["graph"] is (graph and (not auto or graph_faster))
+
+
+def test_fingerprint_versions_come_from_each_kinds_own_fields(tmp_path):
+    """The environment fingerprint of the committed runs: the H100 bench's torch and NCCL, the H100
+    preflight's kernel and python and the NVML gate's driver and CUDA, as those files recorded them."""
+    pre = REPO / "tests" / "data" / "nccl-logs" / "h100x2-preflight.json"
+    model = make_report([str(H100_BENCH), str(pre)], tmp_path / "r.html")
+    fp = {Path(f["file"]).name: f["versions"] for f in model["fingerprint"]}
+    b, p = _doc(H100_BENCH), _doc(pre)
+    assert fp[H100_BENCH.name] == f"torch {b['context']['torch_version']}, nccl {b['context']['nccl_version']}"
+    nvml = next(r for r in p["results"] if r["id"] == "gpu.nvml")["details"]
+    want = [f"kernel {p['context']['facts']['kernel']}", f"python {p['context']['python']}",
+            f"driver {nvml['driver_version']}", f"cuda {nvml['cuda_driver_version']}"]
+    assert fp[pre.name] == ", ".join(want)

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import __version__
-from ..evidence import BenchContext, ClusterContext, context_of, expected_busbw, preflight_facts
+from ..evidence import BenchContext, ClusterContext, PreflightContext, context_of, expected_busbw, preflight_facts
 from ..model import Evidence, Result, Status, now_iso, worst
 from ..plateau import DEFAULT_MIN_BYTES
 from ..units import decimal_bytes
@@ -342,25 +342,31 @@ def _row_dict(r: consistency.Row) -> dict[str, Any]:
 
 
 def _versions(ev: Evidence) -> str:
-    """kernel, python, torch, NCCL, driver, CUDA: whatever this evidence recorded."""
-    ctx = ev.context if isinstance(ev.context, dict) else {}
-    facts = preflight_facts(ev)
+    """kernel, python, torch, NCCL, driver, CUDA, Ray: each from the one field its kind records it in."""
+    ctx = context_of(ev)
     found: dict[str, Any] = {}
 
-    def take(src: Any, pairs: tuple[tuple[str, str], ...]) -> None:
-        if isinstance(src, dict):
-            for key, label in pairs:
-                v = src.get(key)
-                if label not in found and v not in (None, "") and not isinstance(v, (dict, list)):
-                    found[label] = v
+    def put(label: str, v: Any) -> None:
+        if label not in found and isinstance(v, (str, int, float)) and not isinstance(v, bool) and v != "":
+            found[label] = v
 
-    pairs = (("kernel", "kernel"), ("python", "python"), ("python_version", "python"), ("torch_version", "torch"),
-             ("nccl_version", "nccl"), ("nccl_tests_version", "nccl-tests"), ("driver_version", "driver"),
-             ("cuda_driver_version", "cuda"), ("cuda_version", "cuda"), ("ray_version", "ray"))
-    for src in (ctx, facts, facts.get("versions"), facts.get("gpu")):
-        take(src, pairs)
+    if isinstance(ctx, PreflightContext):      # preflight and launch
+        facts = preflight_facts(ev)
+        put("kernel", facts.get("kernel"))
+        put("python", ctx.raw.get("python"))
+        put("nccl", facts.get("nccl_version"))
+        put("driver", facts.get("driver_version"))
+        put("cuda", facts.get("cuda_version"))
+    elif isinstance(ctx, BenchContext):
+        put("torch", ctx.torch_version)
+        put("nccl", ctx.nccl_version)
+        put("nccl-tests", ctx.nccl_tests_version)
+    elif isinstance(ctx, ClusterContext):
+        put("ray", ctx.raw.get("ray_version"))
     for r in ev.results:
-        take(r.details, pairs)
+        if r.id == "gpu.nvml":                 # the NVML gate's details (docs/checks-gpu-net.md)
+            put("driver", r.details.get("driver_version"))
+            put("cuda", r.details.get("cuda_driver_version"))
     return ", ".join(f"{k} {v}" for k, v in found.items())
 
 
