@@ -219,3 +219,8 @@ def test_verdict_serialises():
     assert set(d["quarantine"]) == {"node003", "node011"}
     assert d["measurements"] == len(d["log"]) and all("verdict" in e for e in d["log"])
     assert list(itertools.chain(d["bad_links"])) == []
+
+
+def test_a_fleet_below_the_floor_is_one_fleet_finding_not_every_node_quarantined():
+    v, _ = drive(Fab(names(20), slow={n: 0.1 for n in names(20)}), Policy(floor=3.0))
+    assert v.quarantine == {} and v.fleet and "below the floor 3 GB/s" in v.fleet

@@ -24,6 +24,8 @@ Failure of a measurement, judged at the end of the round it ran in:
   floor   busbw below ``Policy.floor`` (the profile's min_busbw)
   slow    busbw below ``Policy.straggler_factor`` x the fleet median (the
           median of the first round's groups: an unbiased sample of the fleet)
+A fleet whose median is below the floor is one finding about the fleet
+(``Verdict.fleet``), and the floor is then not applied node by node.
 A node Ray reports dead is named at once and the rest of its measurement is
 measured again without it.
 
@@ -96,6 +98,7 @@ class Verdict:
     unjudged: dict[str, str]             # could not be judged (no cleared node to confirm against)
     cleared: list[str]
     median: float | None
+    fleet: str | None
     measurements: int
     rounds: int
     log: list[dict]
@@ -144,6 +147,8 @@ class Planner:
         self.unexplained: list[str] = []
         self.unjudged: dict[str, str] = {}
         self.median: float | None = None
+        self.fleet: str | None = None           # a finding about the whole fleet (e.g. all below the floor)
+        self._floor = self.p.floor
         self._screen_values: list[float] = []
         # work waiting for a measurement: (kind, payload); kinds below
         self._todo: list[tuple[str, dict]] = []
@@ -212,7 +217,7 @@ class Planner:
         cleared = sorted(self.cleared - set(bad) - set(self.stragglers))
         return Verdict(bad=bad, stragglers=dict(self.stragglers), bad_links=dict(self.bad_links), flaky=dict(self.flaky),
                        unexplained=list(self.unexplained), unjudged=dict(self.unjudged), cleared=cleared,
-                       median=self.median, measurements=len(self.log), rounds=self.rounds, log=list(self.log))
+                       median=self.median, fleet=self.fleet, measurements=len(self.log), rounds=self.rounds, log=list(self.log))
 
     # ------------------------------------------------------------ placing work
 
@@ -249,8 +254,8 @@ class Planner:
     def _fail_kind(self, obs: Observation) -> tuple[str | None, str]:
         if obs.busbw is None:
             return "error", obs.error or ("no answer (timed out)" if obs.timed_out else "no result")
-        if self.p.floor is not None and obs.busbw < self.p.floor:
-            return "floor", f"{obs.busbw:.3g} GB/s < floor {self.p.floor:g} GB/s"
+        if self._floor is not None and obs.busbw < self._floor:
+            return "floor", f"{obs.busbw:.3g} GB/s < floor {self._floor:g} GB/s"
         if self.median and self.p.straggler_factor > 0 and obs.busbw < self.p.straggler_factor * self.median:
             return "slow", (f"{obs.busbw:.3g} GB/s < {self.p.straggler_factor:g} x fleet median "
                             f"{self.median:.3g} GB/s")
@@ -263,6 +268,13 @@ class Planner:
             vals = [o.busbw for mid, o in results.items() if running[mid][0].purpose == "screen" and o.busbw is not None]
             if vals:
                 self.median = statistics.median(vals)
+                if self._floor is not None and self.median < self._floor:
+                    # the whole fleet is below the floor: a fabric-wide cause (or a wrong profile), not a
+                    # node fault; quarantining every node would take the fleet down for one setting
+                    self.fleet = (f"the fleet median {self.median:.3g} GB/s is below the floor {self._floor:g} GB/s: "
+                                  "a fabric-wide problem or a wrong min_busbw, not one node; the floor is not "
+                                  "applied per node")
+                    self._floor = None
         for mid in sorted(running):
             m, w = running[mid]
             obs = results[mid]
