@@ -30,7 +30,7 @@ _PART = re.compile(r"(\d+(?:\.\d+)?)([smhd])")
 
 def parse_duration(text: str, flag: str = "--skip-validated-within") -> float:
     """'90s', '30m', '12h', '7d', '1h30m' -> seconds (> 0).  Anything else: a usage error naming the flag."""
-    s = (text or "").strip().lower()
+    s = (text or "").strip()  # lower-case units only: "M" could be read as months
     pos, total = 0, 0.0
     for m in _PART.finditer(s):
         if m.start() != pos:

@@ -1,0 +1,102 @@
+"""--isolate's bookkeeping without a Ray cluster: DURATION parsing, the validated index,
+the quarantine list, and the command line's refusals (exit 2, one line).
+
+The end-to-end proofs (a node slowed through a CPU cgroup, a node removed) are in
+test_cluster_isolate_ray.py.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from conftest import run_cli
+from rdmacheck.cluster import quarantine, validated
+from rdmacheck.errors import UsageError
+
+
+@pytest.mark.parametrize("text,seconds", [("90s", 90), ("30m", 1800), ("12h", 43200), ("7d", 604800),
+                                          ("1h30m", 5400), ("1.5h", 5400), (" 2m ", 120)])
+def test_durations(text, seconds):
+    assert validated.parse_duration(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["", "5", "-5m", "nan", "NaNs", "inf", "infs", "1h-", "0s", "0h0m", "h", "1 h",
+                                  "1h 30m", "m30", "2M", "1H", "9" * 400 + "s", "1e3s", "+5m", "5w"])
+def test_bad_durations_are_refused(text):
+    with pytest.raises(UsageError, match="--skip-validated-within"):
+        validated.parse_duration(text)
+
+
+def test_validated_index_round_trip_and_freshness(tmp_path):
+    validated.write(tmp_path, "vm/w1", {"epoch": 1000.0, "time": "t", "evidence": "e"})
+    validated.write(tmp_path, "vm/w2", {"epoch": 5000.0, "time": "t", "evidence": "e"})
+    (tmp_path / "vm_w3.json").write_text("{not json")          # damaged: counts as no record
+    (tmp_path / "vm_w4.json").write_text(json.dumps({"node": "someone-else", "epoch": 1.0}))
+    recs = validated.read(tmp_path, ["vm/w1", "vm/w2", "vm/w3", "vm/w4", "vm/w5"])
+    assert sorted(recs) == ["vm/w1", "vm/w2"]
+    assert sorted(validated.fresh(recs, 600, now=5100.0)) == ["vm/w2"]
+    assert validated.fresh(recs, 600, now=4000.0) == {}        # w2's record from the future: not trusted
+    validated.drop(tmp_path, "vm/w2")
+    validated.drop(tmp_path, "vm/w2")                           # twice: no error
+    assert sorted(validated.read(tmp_path, ["vm/w1", "vm/w2"])) == ["vm/w1"]
+
+
+def test_quarantine_list_merge_save_load(tmp_path):
+    f = tmp_path / "q.json"
+    assert quarantine.load(f) == {}
+    quarantine.save(f, quarantine.merge({}, {"a": {"reason": "slow"}, "b": {"reason": "dead"}}, set()))
+    cur = quarantine.load(f)
+    assert sorted(cur) == ["a", "b"]
+    quarantine.save(f, quarantine.merge(cur, {"c": {"reason": "x"}}, {"a"}))
+    doc = json.loads(f.read_text())
+    assert sorted(doc["nodes"]) == ["b", "c"] and doc["label"] == "rdmacheck=quarantined" and doc["schema"] == 1
+    f.write_text('{"nodes": [1, 2]}')
+    with pytest.raises(UsageError, match="not a quarantine list"):
+        quarantine.load(f)
+
+
+def test_installed_ray_cannot_relabel_a_running_node():
+    ray = pytest.importorskip("ray")
+    ok, why = quarantine.ray_labels_support(ray)
+    assert ok is False and ray.__version__ in why
+
+
+@pytest.mark.parametrize("args,words", [
+    (["--skip-validated-within", "1h"], "belongs to --isolate"),
+    (["--quarantine-only"], "belongs to --isolate"),
+    (["--isolate", "--skip-validated-within=-5m"], "positive duration"),
+    (["--isolate", "--skip-validated-within", "nan"], "positive duration"),
+    (["--isolate", "--straggler-factor", "nan"], "--straggler-factor"),
+    (["--isolate", "--straggler-factor", "1"], "--straggler-factor"),
+    (["--isolate", "--group-size", "1"], "--group-size"),
+    (["--isolate", "--measure-timeout", "-1"], "--measure-timeout"),
+    (["--isolate", "--isolate-op", "frobnicate"], "--isolate-op"),
+    (["--isolate", "--isolate-op", "all"], "--isolate-op"),
+    (["--isolate", "--isolate-sizes", "12Q"], "--isolate-sizes"),
+])
+def test_isolate_input_errors_are_one_line_exit_2(args, words, tmp_path):
+    (tmp_path / "none.env").write_text("")
+    r = run_cli("cluster", "--ray-address", "127.0.0.1:1", *args, "--out-dir", str(tmp_path / "o"),
+                "--env", str(tmp_path / "none.env"), "--quarantine-file", str(tmp_path / "q.json"))
+    assert r.returncode == 2, r.stderr
+    assert words in r.stderr and r.stderr.count("\n") == 1 and "Traceback" not in r.stderr
+    assert not (tmp_path / "o").exists() and not (tmp_path / "q.json").exists()
+
+
+def test_a_damaged_quarantine_list_is_refused_before_any_node_is_asked(tmp_path):
+    (tmp_path / "none.env").write_text("")
+    (tmp_path / "q.json").write_text("[]")
+    r = run_cli("cluster", "--ray-address", "127.0.0.1:1", "--isolate", "--quarantine-file", str(tmp_path / "q.json"),
+                "--env", str(tmp_path / "none.env"), "--out-dir", str(tmp_path / "o"))
+    assert r.returncode == 2 and "not a quarantine list" in r.stderr and r.stderr.count("\n") == 1, r.stderr
+    assert (tmp_path / "q.json").read_text() == "[]"          # never clobbered
+
+
+def test_help_teaches_isolate():
+    r = run_cli("cluster", "--help")
+    assert r.returncode == 0
+    for words in ("--isolate", "--quarantine-only", "--skip-validated-within 12h", "reports/quarantine.json",
+                  "--include-quarantined", "--straggler-factor"):
+        assert words in r.stdout, words
