@@ -39,7 +39,9 @@ from test_cluster_ray import NODE_ARGS, ray_test_cluster
 
 pytestmark = pytest.mark.ray
 
-FAST = ["--no-preflight", "--isolate-sizes", "1M", "--iters", "20", "--warmup", "3", "--node-timeout", "40",
+# --node-timeout 120: it also bounds the rank actors' start, and six torch imports on a 2-core machine that
+# other test runs load to 12 take more than a minute
+FAST = ["--no-preflight", "--isolate-sizes", "1M", "--iters", "20", "--warmup", "3", "--node-timeout", "120",
         "--expect-busbw", "0.001"]
 
 
@@ -215,7 +217,7 @@ def test_a_node_killed_mid_isolation_is_named_within_the_bound(ray_cluster, tmp_
     # larger messages: the first round lasts seconds, so the node dies inside it
     p = _cmd(cluster, env, tmp_path, tmp_path / "run", "--isolate-sizes", "16M", "--iters", "30",
              "--quarantine-only")
-    lines, deadline = [], time.monotonic() + 180
+    lines, deadline = [], time.monotonic() + 240
     for line in p.stdout:
         lines.append(line)
         if "isolate: round 1" in line:
@@ -223,19 +225,26 @@ def test_a_node_killed_mid_isolation_is_named_within_the_bound(ray_cluster, tmp_
         assert time.monotonic() < deadline, "".join(lines)
     t_kill = time.monotonic()
     cluster.remove_node(doomed)
-    rest, _ = p.communicate(timeout=200)
+    t_named = None
+    for line in p.stdout:
+        lines.append(line)
+        if t_named is None and "doomed" in line and ("FAILED" in line or "dead" in line):
+            t_named = time.monotonic()
+        assert time.monotonic() - t_kill < 300, "".join(lines)
+    p.wait(timeout=30)
     elapsed = time.monotonic() - t_kill
-    text = "".join(lines) + rest
+    text = "".join(lines)
     print(text)
+    # named from Ray's own error (or its node table, polled every second, after 5 s of grace) within
+    # seconds, not after --measure-timeout (130 s); then fresh actors, the survivors again, the report
+    assert t_named is not None and t_named - t_kill < 20, (t_named and t_named - t_kill, text)
+    assert elapsed < 130 + 60, (elapsed, text)
     cl = json.loads((tmp_path / "run" / "cluster.json").read_text())
     iso = cl["context"]["isolate"]
     labels = [n["label"] for n in cl["context"]["nodes"]]
     gone = [l for l in labels if l.endswith("/doomed")]
     assert len(gone) == 1 and p.returncode == 1, text
     assert list(iso["bad"]) == gone and "left the Ray cluster" in iso["bad"][gone[0]], iso["bad"]
-    # bound: --measure-timeout (node-timeout 40 + 10) for the round it died in, plus fresh actors,
-    # the survivors' re-measurement and the report
-    assert elapsed < 50 + 60, (elapsed, text)
     assert sorted(iso["cleared"]) == sorted(set(labels) - set(gone)), iso
     node = next(n for n in cl["context"]["nodes"] if n["label"] == gone[0])
     assert node["state"] == "dead" and node["phase"] == "isolate", node
