@@ -67,6 +67,7 @@ examples:
   rdmacheck cluster --ray-address auto --isolate --skip-validated-within 12h
                                                               leave out nodes that passed in the last 12 hours
   rdmacheck cluster --ray-address auto --isolate --include-quarantined   re-test (and release) quarantined nodes
+  (--isolate exits 1 when it quarantines a node, names a bad link or cannot judge a node)
 
 output (--out-dir, default reports/cluster-<UTC time>):
   cluster.json                     Evidence(kind=cluster): nodes, phases, timings, context.pairwise matrix
@@ -83,8 +84,7 @@ outside --out-dir (--isolate):
 every node needs rdmacheck importable (it is in the node image) and, for the
 bench, torch; actors inherit each node's environment (NCCL_*, GLOO_SOCKET_IFNAME).
 
-exit codes: 0 the report says PASS, 1 it says FAIL (a gate, a node, a link, a quarantined
-node), 2 usage error.
+exit codes: 0 the report says PASS, 1 it says FAIL (a gate, a node, a link), 2 usage error.
 """
 
 
@@ -209,11 +209,10 @@ def _options(args: argparse.Namespace):
         "cluster-" + _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ"))
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out-dir {out}: exists and is not a folder")
-    isolate = _isolate_options(args)
     return ClusterOptions(address=addr, out_dir=out, config=cfg, bench_opts=bench_opts, node_timeout=args.node_timeout,
-                          preflight=args.preflight, only=only, bench=args.bench and isolate is None,
-                          pairwise=args.pairwise, pairwise_sizes=pw_sizes, outlier_factor=args.outlier_factor,
-                          report=args.report, title=args.title, argv=list(sys.argv[1:]), isolate=isolate)
+                          preflight=args.preflight, only=only, bench=args.bench, pairwise=args.pairwise,
+                          pairwise_sizes=pw_sizes, outlier_factor=args.outlier_factor, report=args.report,
+                          title=args.title, argv=list(sys.argv[1:]))
 
 
 def _isolate_options(args: argparse.Namespace):
@@ -270,7 +269,12 @@ def _isolate_options(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
+    # --isolate's flags first: a refused one leaves nothing behind; --isolate replaces the cluster-wide bench
+    isolate = _isolate_options(args)
+    if isolate is not None:
+        args.bench = False
     opts = _options(args)
+    opts.isolate = isolate
     import importlib.util
 
     if importlib.util.find_spec("ray") is None:  # not `import ray`: that costs seconds before the address probe
