@@ -100,3 +100,35 @@ def test_help_teaches_isolate():
     for words in ("--isolate", "--quarantine-only", "--skip-validated-within 12h", "reports/quarantine.json",
                   "--include-quarantined", "--straggler-factor"):
         assert words in r.stdout, words
+
+
+def test_report_lists_quarantined_nodes_first_with_the_reason_escaped(tmp_path):
+    """The report over an --isolate run's evidence (written here the way isolate_run writes it)."""
+    from rdmacheck.model import Evidence, Result, Status
+
+    evil = "rack<script>alert(1)</script>/n9"
+    iso = {"quarantine_applied": True,
+           "quarantined": [{"node": evil, "kind": "straggler", "reason": "0.02 GB/s < 0.5 x fleet median 0.3 GB/s",
+                            "time": "2026-12-01T19:41:52Z"}],
+           "quarantined_before": {"old-node": {"kind": "bad", "reason": "RuntimeError: reset", "time": "2026-11-30T01:00:00Z"}}}
+    fleet = Evidence(kind="cluster", host="ray-cluster",
+                     results=[Result("cluster.isolate", Status.FAIL, observed=f"straggler {evil}")],
+                     context={"nodes": [], "isolate": iso})
+    (tmp_path / "cluster.json").write_text(fleet.to_json())
+    for host, st in (("a-first", Status.PASS), (evil, Status.FAIL), ("z-last", Status.PASS)):
+        d = tmp_path / "nodes" / host.replace("/", "_").replace("<", "_").replace(">", "_")
+        d.mkdir(parents=True)
+        ev = Evidence(kind="cluster", host=host, results=[Result("cluster.isolate", st, observed="x")])
+        (d / "isolate.json").write_text(ev.to_json())
+    r = run_cli("report", str(tmp_path), "-o", str(tmp_path / "r.html"))
+    assert r.returncode == 1, r.stderr
+    html = (tmp_path / "r.html").read_text()
+    assert "<script>alert(1)</script>" not in html
+    esc = "rack&lt;script&gt;alert(1)&lt;/script&gt;/n9"
+    q = html.index('id="quarantine-table"')
+    assert q < html.index('id="nodes"')
+    table = html[q:html.index("</table>", q)]
+    assert esc in table and "quarantined now" in table and "0.5 x fleet median" in table
+    assert "old-node" in table and "quarantined before, not measured" in table
+    summary = html[html.index('id="node-summary"'):]
+    assert summary.index(esc) < summary.index("a-first") < summary.index("z-last")  # quarantined first

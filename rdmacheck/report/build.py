@@ -108,7 +108,6 @@ def build(loaded: list[Loaded], imported: list[Loaded] | None = None, title: str
     cluster_gates: list[dict[str, Any]] = []
     path_nodes: list[dict[str, Any]] = []
     pairwise: dict[str, Any] | None = None
-    quarantined: list[dict[str, Any]] = []
     for l in everything:
         ev = l.evidence
         ctx = ev.context if isinstance(ev.context, dict) else {}
@@ -128,8 +127,6 @@ def build(loaded: list[Loaded], imported: list[Loaded] | None = None, title: str
                 cluster_gates.append(row)
             if isinstance(ctx.get("pairwise"), dict):
                 pairwise = _pairwise_view(ctx["pairwise"])
-            if isinstance(ctx.get("isolate"), dict):
-                quarantined = _quarantine_view(ctx["isolate"])
         elif ev.kind in GATE_KINDS:
             by_host.setdefault(ev.host, []).append(l)
         if ev.kind == "bench":
@@ -175,6 +172,7 @@ def build(loaded: list[Loaded], imported: list[Loaded] | None = None, title: str
 
     many = len(nodes) > OPEN_FAILING_UP_TO
     node_rows = []
+    quarantined = _quarantine_view(everything)
     q_hosts = {q["node"] for q in quarantined}
     # quarantined nodes first: they are what an operator acts on
     for n in sorted(nodes, key=lambda n: n.host not in q_hosts):
@@ -353,8 +351,13 @@ def _pairwise_view(data: dict[str, Any]) -> dict[str, Any]:
     return view
 
 
-def _quarantine_view(data: dict[str, Any]) -> list[dict[str, Any]]:
+def _quarantine_view(loaded: list[Loaded]) -> list[dict[str, Any]]:
     """context.isolate of `rdmacheck cluster --isolate` -> the quarantined nodes (new ones, then those left out)."""
+    data: dict[str, Any] = {}
+    for l in loaded:  # the fleet document (kind cluster, with nodes) of an --isolate run
+        ctx = l.evidence.context if isinstance(l.evidence.context, dict) else {}
+        if l.evidence.kind == "cluster" and isinstance(ctx.get("nodes"), list) and isinstance(ctx.get("isolate"), dict):
+            data = ctx["isolate"]
     applied = bool(data.get("quarantine_applied"))
     out = [{"node": str(q.get("node", "")), "kind": str(q.get("kind", "")), "reason": str(q.get("reason", "")),
             "time": str(q.get("time", "")), "state": "quarantined now" if applied else "would be quarantined"}
