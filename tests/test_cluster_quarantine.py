@@ -132,3 +132,20 @@ def test_report_lists_quarantined_nodes_first_with_the_reason_escaped(tmp_path):
     assert "old-node" in table and "quarantined before, not measured" in table
     summary = html[html.index('id="node-summary"'):]
     assert summary.index(esc) < summary.index("a-first") < summary.index("z-last")  # quarantined first
+
+
+def test_excluded_leaves_out_quarantined_and_fresh_nodes_but_never_leaves_one_node_alone(tmp_path):
+    from rdmacheck.cluster.isolate_run import IsolateOptions, excluded
+
+    labels = ["a", "b", "c", "d"]
+    quarantine.save(tmp_path / "q.json", {"d": {"reason": "slow", "kind": "straggler", "time": "t"}})
+    for l, epoch in (("a", 900.0), ("b", 950.0), ("d", 990.0)):
+        validated.write(tmp_path / "v", l, {"epoch": epoch})
+    io = IsolateOptions(quarantine_file=tmp_path / "q.json", validated_dir=tmp_path / "v", skip_validated_within=600)
+    excluded(io, labels, now=1000.0)
+    # d is quarantined (its record does not matter); c alone would be left: b, the newest record, joins it
+    assert list(io.quarantined) == ["d"] and sorted(io.skipped) == ["a"]
+    io = IsolateOptions(quarantine_file=tmp_path / "q.json", validated_dir=tmp_path / "v", skip_validated_within=600,
+                        include_quarantined=True)
+    excluded(io, labels, now=1000.0)
+    assert io.quarantined == {} and sorted(io.skipped) == ["a", "b"]   # c and d measured
