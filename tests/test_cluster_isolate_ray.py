@@ -244,7 +244,7 @@ def test_a_node_killed_mid_isolation_is_named_within_the_bound(ray_cluster, tmp_
     labels = [n["label"] for n in cl["context"]["nodes"]]
     gone = [l for l in labels if l.endswith("/doomed")]
     assert len(gone) == 1 and p.returncode == 1, text
-    assert list(iso["bad"]) == gone and "left the Ray cluster" in iso["bad"][gone[0]], iso["bad"]
+    assert list(iso["bad"]) == gone and "gone during isolation" in iso["bad"][gone[0]] and "node has died" in iso["bad"][gone[0]], iso["bad"]
     assert sorted(iso["cleared"]) == sorted(set(labels) - set(gone)), iso
     node = next(n for n in cl["context"]["nodes"] if n["label"] == gone[0])
     assert node["state"] == "dead" and node["phase"] == "isolate", node

@@ -181,7 +181,7 @@ def test_a_node_that_dies_is_named_and_its_group_is_measured_again_without_it():
         return None
 
     v, rounds = drive(Fab(nodes), on_round=die)
-    assert list(v.bad) == ["node006"] and "left the Ray cluster" in v.bad["node006"]
+    assert list(v.bad) == ["node006"] and "gone during isolation" in v.bad["node006"]
     assert "node has died" in v.bad["node006"]
     again = [m for m in rounds[1] if set(m.nodes) & {"node004", "node005", "node007"}]
     assert again and "node006" not in again[0].nodes

@@ -280,7 +280,8 @@ class Planner:
             obs = results[mid]
             newly_dead = [n for n in obs.dead if n in m.nodes and n not in self.dead]
             for n in newly_dead:
-                self.dead[n] = f"left the Ray cluster during isolation ({m.purpose} measurement {m.id}): " \
+                # Ray says it left the cluster, or it stopped answering (the error says which)
+                self.dead[n] = f"gone during isolation ({m.purpose} measurement {m.id}): " \
                                f"{obs.error or 'Ray reports the node dead'}"
             kind, why = (None, "") if newly_dead else self._fail_kind(obs)
             entry = dict(m.to_dict(), busbw=obs.busbw, error=obs.error, timed_out=obs.timed_out,

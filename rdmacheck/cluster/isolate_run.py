@@ -110,6 +110,7 @@ def _start(run: Any, ray: Any, members: list[Node], opts) -> tuple[list, dict, O
     gone = [n.label for n in members if not n.ok]
     if gone:
         why = "; ".join(f"{by.label} {by.state} since {by.phase}: {by.error}" for by in members if not by.ok)
+        # (dead: Ray says the node left; lost: its actor could not be restarted in time)
         return [], {}, Observation(None, error=why, dead=tuple(gone))
     ranks = [(n, a) for n in members for a in run.actors.get(n.label, [])]
     n0, a0 = ranks[0]
