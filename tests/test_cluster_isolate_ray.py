@@ -14,6 +14,8 @@ test_cluster_ray's ``ray_test_cluster``).  Nothing is mocked:
   limit bit.  --isolate must name that node, and only it,
   record it in the quarantine list, and say why in cluster.json and the
   report.
+* frozen (opt-in, RDMACHECK_LONG_RAY=1, ~90 s): a 6th raylet and its workers frozen through a cgroup
+  freezer: its group times out, is retried, and the node is named once Ray declares it dead.
 * killed: a 6th raylet is removed (``cluster.remove_node``: its raylet and
   workers get SIGTERM) once the isolation phase has started; it must be
   named as gone within the bound, and the other nodes must still be cleared.
@@ -26,6 +28,7 @@ from __future__ import annotations
 import html as htmlmod
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -252,3 +255,68 @@ def test_a_node_killed_mid_isolation_is_named_within_the_bound(ray_cluster, tmp_
     assert not (tmp_path / "quarantine.json").exists() or \
         json.loads((tmp_path / "quarantine.json").read_text())["nodes"] == {}
     assert iso["quarantine_applied"] is False
+
+
+def _freezer(name: str) -> tuple[Path, Path, str]:
+    """A child freezer cgroup: (its folder, the root's procs file, the file that freezes it)."""
+    for base in (Path("/sys/fs/cgroup"), Path("/sys/fs/cgroup/unified")):
+        if (base / "cgroup.controllers").exists() and (base / "cgroup.subtree_control").exists():
+            try:
+                (base / name).mkdir()
+            except OSError:
+                continue
+            if (base / name / "cgroup.freeze").exists():
+                return base / name, base / "cgroup.procs", "cgroup.freeze"
+            (base / name).rmdir()
+    v1 = Path("/sys/fs/cgroup/freezer")
+    require((v1 / "cgroup.procs").exists() and os.access(v1, os.W_OK), "no writable freezer cgroup")
+    (v1 / name).mkdir()
+    return v1 / name, v1 / "cgroup.procs", "freezer.state"
+
+
+@pytest.mark.skipif(os.environ.get("RDMACHECK_LONG_RAY") != "1",
+                    reason="long (~90 s: Ray's own heartbeat timeout decides when the frozen node is dead); "
+                           "set RDMACHECK_LONG_RAY=1")
+def test_a_frozen_node_times_out_is_retried_and_named(ray_cluster, tmp_path):
+    """A 6th raylet and its workers are frozen (cgroup freezer) once the isolation phase starts: its
+    group gives no answer within --measure-timeout, is killed and retried; the frozen node's actor cannot
+    be replaced, Ray declares the node dead, and it is named while the rest is cleared."""
+    cluster, env = ray_cluster
+    fz, root_procs, ctl = _freezer(f"rdmc-frz-{uuid.uuid4().hex[:6]}")
+    stuck = cluster.add_node(**NODE_ARGS, node_name="stuck")
+    try:
+        cluster.wait_for_nodes(timeout=60)
+        raylet = stuck.all_processes["raylet"][0].process.pid
+        p = _cmd(cluster, env, tmp_path, tmp_path / "run", "--measure-timeout", "8", "--quarantine-only")
+        lines = []
+        for line in p.stdout:
+            lines.append(line)
+            if "isolate: " in line and not (fz / ctl).read_text().strip() in ("1", "FROZEN"):
+                for pid in _tree(raylet):
+                    (fz / "cgroup.procs").write_text(str(pid))
+                (fz / ctl).write_text("1" if ctl == "cgroup.freeze" else "FROZEN")
+        p.wait(timeout=300)
+    finally:
+        (fz / ctl).write_text("0" if ctl == "cgroup.freeze" else "THAWED")
+        cluster.remove_node(stuck)
+        for _ in range(50):
+            for pid in (fz / "cgroup.procs").read_text().split():
+                try:
+                    root_procs.write_text(pid)
+                except OSError:
+                    pass
+            try:
+                fz.rmdir()
+                break
+            except OSError:
+                time.sleep(0.2)
+    text = "".join(lines)
+    print(text)
+    iso = json.loads((tmp_path / "run" / "cluster.json").read_text())["context"]["isolate"]
+    labels = [n["label"] for n in json.loads((tmp_path / "run" / "cluster.json").read_text())["context"]["nodes"]]
+    gone = [l for l in labels if l.endswith("/stuck")]
+    assert p.returncode == 1 and list(iso["bad"]) == gone, text
+    first = [e for e in iso["log"] if gone[0] in e["nodes"]]
+    assert first[0]["timed_out"] and re.search(r"no answer within [0-9.]+ s", first[0]["error"]), first
+    assert any(e["attempt"] == 2 for e in first), first          # the timed-out group was run once more
+    assert sorted(iso["cleared"]) == sorted(set(labels) - set(gone))

@@ -96,7 +96,7 @@ def phase(run: Any, ray: Any) -> None:
         started = [(m, _start(run, ray, [by_label[x] for x in m.nodes], opts)) for m in ms]
         for m, (ranks, refs, obs) in started:
             if obs is None:
-                left = max(1.0, bound - (time.monotonic() - t_round))
+                left = max(1.0, round(bound - (time.monotonic() - t_round), 1))
                 out = run.waiter.wait(refs, left, hard=True, abort_if_dead=True)
                 run._retire(ray, ranks, out)
                 obs = _observe(run, ranks, out, io.op)
