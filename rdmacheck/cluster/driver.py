@@ -62,6 +62,7 @@ class ClusterOptions:
     report: bool = True
     title: str | None = None
     argv: list[str] = dataclasses.field(default_factory=list)
+    isolate: Any = None                           # cluster.isolate_run.IsolateOptions for --isolate
 
 
 @dataclasses.dataclass
@@ -294,6 +295,7 @@ class ClusterRun:
         self.pairwise: dict[str, Any] | None = None
         self.backend: str = "gloo"
         self.stale: set[tuple[str, int]] = set()     # (label, index) of actors to replace before use
+        self.exclude: set[str] = set()               # labels that get no rank actor (--isolate: quarantined, validated)
 
     # -- helpers
     def by_id(self) -> dict[str, Node]:
@@ -343,14 +345,21 @@ class ClusterRun:
                 raise UsageError(f"--ray-address {o.address}: the Ray cluster has no live node")
             say(f"{len(self.nodes)} Ray node(s): " + ", ".join(f"{n.label} ({n.ip}, {n.gpus} GPU)" for n in self.nodes))
             self.waiter = Waiter(ray, self.by_id())
+            if o.isolate is not None:  # quarantined and recently validated nodes get no rank actor
+                from . import isolate_run
+
+                isolate_run.excluded(o.isolate, [n.label for n in self.nodes], time.time())
+                self.exclude = set(o.isolate.quarantined) | set(o.isolate.skipped)
             if o.preflight:
                 _phase("preflight")
                 self._timed("preflight", lambda: self.phase_preflight(ray))
-            if o.bench or o.pairwise:
+            if o.bench or o.pairwise or o.isolate is not None:
                 self._timed("actors", lambda: self.start_actors(ray))
             if o.bench:
                 _phase("bench")
                 self._timed("bench", lambda: self.phase_bench(ray))
+            if o.isolate is not None:
+                self._timed("isolate", lambda: isolate_run.phase(self, ray))
             if o.pairwise:
                 self._timed("pairwise", lambda: self.phase_pairwise(ray))
         finally:
@@ -391,7 +400,7 @@ class ClusterRun:
     # -- actors
     def start_actors(self, ray) -> None:
         o = self.o
-        live = [n for n in self.nodes if n.ok]
+        live = [n for n in self.nodes if n.ok and n.label not in self.exclude]
         want = o.bench_opts.backend
         all_gpu = bool(live) and all(n.gpus >= 1 for n in live)
         if want == "nccl" and not all_gpu:

@@ -25,11 +25,27 @@ What happens, in order:
                 there are no GPUs, forming one torch.distributed group and
                 running the same runner as 'rdmacheck bench' (same numbers,
                 same bench.busbw/bench.check gates)
-  4. pairwise   (--pairwise) sendrecv between every pair of nodes, in rounds
+  4. isolate    (--isolate, instead of the cluster-wide bench) group testing:
+                the nodes in groups of about sqrt(N), every group measured at
+                once (--isolate-op, default all_reduce); only failing groups
+                are bisected; a suspect is named only after failing twice
+                beside nodes that passed.  A group fails when its collective
+                fails, when it misses --measure-timeout twice, when its busbw
+                is below the floor (--expect-busbw / profile min_busbw) or
+                below --straggler-factor x the fleet median (a straggler).
+                512 nodes with one bad node: about 34 measurements in 6
+                rounds (benchmarks/results/isolation-scale.md), against
+                130,816 pairs in 511 rounds for --pairwise.
+                Nodes found bad or slow are quarantined: recorded with the
+                reason and time in --quarantine-file (Ray cannot relabel a
+                running node), left out of later --isolate runs, listed first
+                in the report.  A group sees a link only between its own
+                members: --pairwise stays the way to check every link
+  5. pairwise   (--pairwise) sendrecv between every pair of nodes, in rounds
                 where each node is in at most one pair (n-1 rounds for even n,
                 n for odd n): the one bad cable that an all-reduce over 64
                 nodes averages away shows up as one cold cell of the matrix
-  5. report     evidence files + report.html in --out-dir
+  6. report     evidence files + report.html in --out-dir
 
 Failures are bounded and named, and the rest is still measured and reported:
   a node Ray reports dead   named at once with Ray's error (ActorDiedError ... its
@@ -45,14 +61,25 @@ examples:
   rdmacheck cluster --ray-address 192.168.100.1:6379 --pairwise --sizes 1M..1G
   rdmacheck cluster --ray-address auto --no-bench --pairwise --pairwise-sizes 256M
   rdmacheck cluster --ray-address auto --backend gloo --sizes 1K..16M --node-timeout 60
+  rdmacheck cluster --ray-address auto --isolate                 find the bad nodes of a fleet, quarantine them
+  rdmacheck cluster --ray-address auto --isolate --quarantine-only --straggler-factor 0.7
+                                                              name nodes below 0.7 x the median, record nothing
+  rdmacheck cluster --ray-address auto --isolate --skip-validated-within 12h
+                                                              leave out nodes that passed in the last 12 hours
+  rdmacheck cluster --ray-address auto --isolate --include-quarantined   re-test (and release) quarantined nodes
+  (--isolate exits 1 when it quarantines a node, names a bad link or cannot judge a node)
 
 output (--out-dir, default reports/cluster-<UTC time>):
   cluster.json                     Evidence(kind=cluster): nodes, phases, timings, context.pairwise matrix
   bench.json                       Evidence(kind=bench) of the cluster-wide sweep (rank 0's)
   nodes/<label>/preflight.json     each node's preflight evidence
   nodes/<label>/cluster-node.json  cluster.node: did the node answer (with the Ray error if not)
+  nodes/<label>/isolate.json       cluster.isolate: cleared, quarantined (with the reason), flaky
   pairwise.csv, pairwise.svg       the node-by-node sendrecv busbw matrix and its heatmap
-  report.html                      rdmacheck report over all of the above, heatmap included
+  report.html                      rdmacheck report over all of the above, quarantined nodes first
+outside --out-dir (--isolate):
+  reports/quarantine.json          the quarantine list: label -> reason, kind, time, NodeID, evidence
+  reports/validated/<label>.json   when each node last passed --isolate (for --skip-validated-within)
 
 every node needs rdmacheck importable (it is in the node image) and, for the
 bench, torch; actors inherit each node's environment (NCCL_*, GLOO_SOCKET_IFNAME).
@@ -83,6 +110,30 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="sizes for each pair; the largest gives the matrix value (default 64M)")
     g.add_argument("--outlier-factor", type=float, default=0.5, metavar="F",
                    help="also flag (warn) a link below F x the median link (default 0.5)")
+    g = p.add_argument_group("fault isolation (--isolate)")
+    g.add_argument("--isolate", action="store_true",
+                   help="group testing: groups of about sqrt(N), bisection of failing groups, each suspect "
+                        "confirmed beside a node that passed; replaces the cluster-wide bench")
+    g.add_argument("--isolate-op", default="all_reduce", metavar="OP",
+                   help="the collective each group runs (default all_reduce)")
+    g.add_argument("--isolate-sizes", default="64M", metavar="SIZES",
+                   help="sizes per measurement; the largest gives its busbw (default 64M)")
+    g.add_argument("--group-size", type=int, default=None, metavar="N",
+                   help="nodes per first-round group (default round(sqrt(N)), at most N/3)")
+    g.add_argument("--straggler-factor", type=float, default=0.5, metavar="F",
+                   help="a group below F x the fleet median busbw fails as slow (default 0.5; 0 turns it off)")
+    g.add_argument("--measure-timeout", type=float, default=None, metavar="S",
+                   help="bound on one measurement; a timed-out one is retried once (default --node-timeout + 10)")
+    g.add_argument("--quarantine-file", default=None, metavar="FILE",
+                   help="the recorded quarantine list (default reports/quarantine.json)")
+    g.add_argument("--quarantine-only", action="store_true",
+                   help="print and report what would be quarantined; change neither the list nor the validated index")
+    g.add_argument("--include-quarantined", action="store_true",
+                   help="measure quarantined nodes too; one that passes is released from the list")
+    g.add_argument("--skip-validated-within", default=None, metavar="DURATION",
+                   help="leave out nodes whose last passing --isolate is younger than DURATION (90s, 30m, 12h, 7d, 1h30m)")
+    g.add_argument("--validated-dir", default=None, metavar="DIR",
+                   help="where each node's last passing evidence is indexed (default reports/validated)")
     g = p.add_argument_group("bench (the same meaning as in 'rdmacheck bench')")
     g.add_argument("--op", default="all_reduce", metavar="OPS", help="collectives, comma list or all (default all_reduce)")
     g.add_argument("--sizes", "-s", default="1K..1G", metavar="SIZES", help="MIN..MAX or a list, K/M/G binary (default 1K..1G)")
@@ -164,8 +215,66 @@ def _options(args: argparse.Namespace):
                           title=args.title, argv=list(sys.argv[1:]))
 
 
+def _isolate_options(args: argparse.Namespace):
+    """--isolate and its flags -> IsolateOptions (None without --isolate); every bad value is a usage error."""
+    import math
+
+    from ..bench.collectives import parse_ops
+    from ..bench.sizes import parse_sizes
+
+    flags = {"--quarantine-only": args.quarantine_only, "--include-quarantined": args.include_quarantined,
+             "--skip-validated-within": args.skip_validated_within is not None,
+             "--group-size": args.group_size is not None, "--measure-timeout": args.measure_timeout is not None}
+    if not args.isolate:
+        used = [f for f, on in flags.items() if on]
+        if used:
+            raise UsageError(f"{used[0]} belongs to --isolate: add --isolate")
+        return None
+    from ..cluster import validated
+    from ..cluster.isolate_run import IsolateOptions
+    from ..cluster.quarantine import DEFAULT_FILE
+
+    try:
+        ops = parse_ops(args.isolate_op)
+    except UsageError as e:
+        raise UsageError(str(e).replace("--op", "--isolate-op", 1)) from None
+    if len(ops) != 1:
+        raise UsageError(f"--isolate-op {args.isolate_op!r}: name one collective (e.g. all_reduce)")
+    try:
+        sizes = parse_sizes(args.isolate_sizes)
+    except UsageError as e:
+        raise UsageError(str(e).replace("--sizes", "--isolate-sizes", 1)) from None
+    if args.group_size is not None and args.group_size < 2:
+        raise UsageError("--group-size must be at least 2 (a collective needs two nodes)")
+    if not (math.isfinite(args.straggler_factor) and 0 <= args.straggler_factor < 1):
+        raise UsageError("--straggler-factor must be at least 0 and below 1 (0 turns the straggler rule off)")
+    if args.measure_timeout is not None and not (math.isfinite(args.measure_timeout) and args.measure_timeout > 0):
+        raise UsageError("--measure-timeout must be a number of seconds > 0")
+    within = None
+    if args.skip_validated_within is not None:
+        within = validated.parse_duration(args.skip_validated_within)
+    qfile = Path(args.quarantine_file) if args.quarantine_file else DEFAULT_FILE
+    if qfile.is_dir():
+        raise UsageError(f"--quarantine-file {qfile}: is a folder; name a JSON file")
+    vdir = Path(args.validated_dir) if args.validated_dir else validated.DEFAULT_DIR
+    if vdir.exists() and not vdir.is_dir():
+        raise UsageError(f"--validated-dir {vdir}: exists and is not a folder")
+    from ..cluster import quarantine
+
+    quarantine.load(qfile)  # a damaged list is refused now, before any node is asked
+    return IsolateOptions(op=ops[0], sizes=sizes, group_size=args.group_size, straggler_factor=args.straggler_factor,
+                          measure_timeout=args.measure_timeout, quarantine_file=qfile,
+                          quarantine_only=args.quarantine_only, include_quarantined=args.include_quarantined,
+                          validated_dir=vdir, skip_validated_within=within)
+
+
 def run(args: argparse.Namespace) -> int:
+    # --isolate's flags first: a refused one leaves nothing behind; --isolate replaces the cluster-wide bench
+    isolate = _isolate_options(args)
+    if isolate is not None:
+        args.bench = False
     opts = _options(args)
+    opts.isolate = isolate
     import importlib.util
 
     if importlib.util.find_spec("ray") is None:  # not `import ray`: that costs seconds before the address probe

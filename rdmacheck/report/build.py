@@ -172,7 +172,10 @@ def build(loaded: list[Loaded], imported: list[Loaded] | None = None, title: str
 
     many = len(nodes) > OPEN_FAILING_UP_TO
     node_rows = []
-    for n in nodes:
+    quarantined = _quarantine_view(everything)
+    q_hosts = {q["node"] for q in quarantined}
+    # quarantined nodes first: they are what an operator acts on
+    for n in sorted(nodes, key=lambda n: n.host not in q_hosts):
         c = n.counts()
         node_rows.append({
             "host": n.host, "status": n.status.value, "counts": c, "failing": n.failing(),
@@ -206,6 +209,7 @@ def build(loaded: list[Loaded], imported: list[Loaded] | None = None, title: str
         "bench_gates": bench_gates,
         "cluster_gates": cluster_gates,
         "pairwise": pairwise,
+        "quarantined": quarantined,
         "path_proof": path_proof,
         "path_nodes": path_nodes,
         "waivers": waivers,
@@ -334,6 +338,25 @@ def _pairwise_view(data: dict[str, Any]) -> dict[str, Any]:
     except Exception:  # an older or partial matrix: the table of flagged links still shows
         pass
     return view
+
+
+def _quarantine_view(loaded: list[Loaded]) -> list[dict[str, Any]]:
+    """context.isolate of `rdmacheck cluster --isolate` -> the quarantined nodes (new ones, then those left out)."""
+    data: dict[str, Any] = {}
+    for l in loaded:  # the fleet document (kind cluster, with nodes) of an --isolate run
+        ctx = l.evidence.context if isinstance(l.evidence.context, dict) else {}
+        if l.evidence.kind == "cluster" and isinstance(ctx.get("nodes"), list) and isinstance(ctx.get("isolate"), dict):
+            data = ctx["isolate"]
+    applied = bool(data.get("quarantine_applied"))
+    out = [{"node": str(q.get("node", "")), "kind": str(q.get("kind", "")), "reason": str(q.get("reason", "")),
+            "time": str(q.get("time", "")), "state": "quarantined now" if applied else "would be quarantined"}
+           for q in data.get("quarantined") or [] if isinstance(q, dict)]
+    before = data.get("quarantined_before")
+    for node, q in sorted(before.items()) if isinstance(before, dict) else []:
+        if isinstance(q, dict):
+            out.append({"node": str(node), "kind": str(q.get("kind", "")), "reason": str(q.get("reason", "")),
+                        "time": str(q.get("time", "")), "state": "quarantined before, not measured"})
+    return out
 
 
 def _row_dict(r: consistency.Row) -> dict[str, Any]:
