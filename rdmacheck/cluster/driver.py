@@ -22,7 +22,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import re
 import socket
 import sys
 import time
@@ -35,6 +34,7 @@ from ..evidence import parse
 from ..output.heatmap import heatmap_svg
 from ..model import Evidence, Result, Status
 from . import matrix, remote
+from .nodes import GRACE_S, Node, Outcome, safe_name, say  # noqa: F401  (shared with isolate_run)
 from .schedule import rounds
 
 # Observers of the run's progress: each is called with the phase the driver has reached
@@ -42,7 +42,6 @@ from .schedule import rounds
 # A tool embedding the driver (or a test, tests/fault_hooks.py, which removes a Ray node at a known
 # point) appends to it; an observer that raises ends the run like any driver error.
 PHASE_HOOKS: list[Callable[[str], None]] = []
-GRACE_S = 10.0          # extra seconds after --node-timeout before a silent rank is declared lost
 POLL_S = 1.0            # how often Ray's node table is read while waiting
 
 
@@ -65,39 +64,6 @@ class ClusterOptions:
     isolate: Any = None                           # cluster.isolate_run.IsolateOptions for --isolate
 
 
-@dataclasses.dataclass
-class Node:
-    node_id: str
-    label: str
-    hostname: str
-    ip: str
-    name: str
-    gpus: int
-    resources: dict[str, float]
-    state: str = "alive"            # alive | dead (Ray says so) | lost (no answer) | error (answered with an exception)
-    phase: str | None = None        # where it failed
-    error: str | None = None        # the Ray error, condensed
-    files: list[str] = dataclasses.field(default_factory=list)
-
-    def fail(self, state: str, phase: str, error: str) -> None:
-        if self.state == "alive":
-            self.state, self.phase, self.error = state, phase, error
-
-    @property
-    def ok(self) -> bool:
-        return self.state == "alive"
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-
-_T0 = time.monotonic()
-
-
-def say(msg: str) -> None:
-    print(f"# [{time.monotonic() - _T0:6.1f} s] {msg}", flush=True)
-
-
 def ray_error_text(e: BaseException, limit: int = 500) -> str:
     """A Ray exception in one line: its type and the informative part of its text."""
     # Ray's actor errors list class_name/actor_id/pid/namespace/ip on their own lines: ids a
@@ -107,10 +73,6 @@ def ray_error_text(e: BaseException, limit: int = 500) -> str:
     text = text.replace("\t", " ")
     out = f"{type(e).__name__}: {text}" if text else type(e).__name__
     return out if len(out) <= limit else out[: limit - 1] + "…"
-
-
-def safe_name(label: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", label).strip("_") or "node"
 
 
 def _phase(phase: str) -> None:
@@ -190,20 +152,6 @@ def label_nodes(raw: list[dict[str, Any]]) -> list[Node]:
 
 
 # ---------------------------------------------------------------- bounded waiting
-
-@dataclasses.dataclass
-class Outcome:
-    ok: bool
-    value: Any = None
-    error: str | None = None
-    node_dead: bool = False       # Ray says the node is gone (the node, not just the process)
-    timed_out: bool = False
-    aborted: bool = False         # given up by the driver because a peer's node died
-
-    @property
-    def state(self) -> str:
-        return "dead" if self.node_dead else "lost" if self.timed_out else "error"
-
 
 class Waiter:
     def __init__(self, ray, nodes: dict[str, Node]) -> None:

@@ -28,7 +28,7 @@ from ..atomic import atomic_write
 from ..model import Evidence, Result, Status
 from . import quarantine as qmod
 from . import validated as vmod
-from .driver import GRACE_S, Node, Outcome, safe_name, say
+from .nodes import GRACE_S, Node, Outcome, safe_name, say
 from .isolate import Observation, Planner, Policy
 
 

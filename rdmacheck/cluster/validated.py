@@ -21,7 +21,7 @@ from typing import Any
 
 from ..atomic import atomic_write
 from ..errors import UsageError
-from .driver import safe_name
+from .nodes import safe_name
 
 DEFAULT_DIR = Path("reports") / "validated"
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
