@@ -67,6 +67,7 @@ def _only(text: str | None) -> set[str] | None:
 
 def run(args: argparse.Namespace) -> int:
     from ..output.console import render_results, verdict_line
+    from ..model import exit_code
     from ..output.jsonout import write_evidence
     from ..preflight import context_from_args, evidence_for, judge, rejudge_from_evidence
 
@@ -83,12 +84,13 @@ def run(args: argparse.Namespace) -> int:
         facts, config = ctx.facts, ctx.config
         results = judge(facts, config, only)
         where = "" if ctx.root.live else f" (root {ctx.root.root})"
-    ev = evidence_for(facts, config, results)
     if args.json:
-        write_evidence(ev, args.json)
+        write_evidence(evidence_for(facts, config, results), args.json)
     if args.quiet:
         verdict, summary = verdict_line(results)
         print(f"{verdict}: {summary}")
     else:
-        render_results(results, title=f"rdmacheck preflight — {ev.host}{where}")
-    return ev.exit_code
+        import socket
+
+        render_results(results, title=f"rdmacheck preflight — {facts.host or socket.gethostname()}{where}")
+    return exit_code(results)
