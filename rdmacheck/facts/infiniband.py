@@ -153,7 +153,7 @@ def _state(text: str | None) -> tuple[int | None, str | None]:
     m = re.fullmatch(r"\s*(\d+)\s*:\s*(\S.*?)\s*", text)
     if m:
         return int(m.group(1)), m.group(2)
-    if text.strip().isdigit():
+    if text.strip().isdecimal():
         return int(text.strip()), None
     return None, text.strip() or None
 
@@ -200,7 +200,7 @@ def _port_netdevs(root: HostRoot, dev: str, port: int, gids: list[Gid]) -> list[
 def read_gids(root: HostRoot, dev: str, port: int) -> tuple[list[Gid], int]:
     """Non-zero GIDs of a port and the table length."""
     base = f"{IB_CLASS}/{dev}/ports/{port}"
-    entries = [e for e in root.listdir(f"{base}/gids") if e.isdigit()]
+    entries = [e for e in root.listdir(f"{base}/gids") if e.isdecimal()]
     idxs = sorted(int(e) for e in entries)[:MAX_GIDS]
     out: list[Gid] = []
     for i in idxs:
@@ -260,7 +260,7 @@ def read_device(root: HostRoot, name: str) -> Device:
         readable=root.is_dir(base),
     )
     for p in root.listdir(f"{base}/ports"):
-        if p.isdigit():
+        if p.isdecimal():
             d.ports[int(p)] = read_port(root, name, int(p))
     return d
 
