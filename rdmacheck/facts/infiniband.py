@@ -38,6 +38,10 @@ IB_CLASS = "/sys/class/infiniband"
 ZERO_GID = "0000:0000:0000:0000:0000:0000:0000:0000"
 # The largest GID table we walk; real tables are 16..1024 entries.
 MAX_GIDS = 4096
+# RoCE headers the kernel subtracts from the netdev MTU (iboe_get_mtu: GRH 40 +
+# BTH 12 + DETH/XRC 4 + AtomicETH 28 + ICRC 4) before rounding down to an IB MTU.
+ROCE_OVERHEAD = 88
+IB_MTUS = (4096, 2048, 1024, 512, 256)
 
 
 @dataclasses.dataclass
@@ -149,7 +153,7 @@ def _state(text: str | None) -> tuple[int | None, str | None]:
     m = re.fullmatch(r"\s*(\d+)\s*:\s*(\S.*?)\s*", text)
     if m:
         return int(m.group(1)), m.group(2)
-    if text.strip().isdigit():
+    if text.strip().isdecimal():
         return int(text.strip()), None
     return None, text.strip() or None
 
@@ -196,7 +200,7 @@ def _port_netdevs(root: HostRoot, dev: str, port: int, gids: list[Gid]) -> list[
 def read_gids(root: HostRoot, dev: str, port: int) -> tuple[list[Gid], int]:
     """Non-zero GIDs of a port and the table length."""
     base = f"{IB_CLASS}/{dev}/ports/{port}"
-    entries = [e for e in root.listdir(f"{base}/gids") if e.isdigit()]
+    entries = [e for e in root.listdir(f"{base}/gids") if e.isdecimal()]
     idxs = sorted(int(e) for e in entries)[:MAX_GIDS]
     out: list[Gid] = []
     for i in idxs:
@@ -256,7 +260,7 @@ def read_device(root: HostRoot, name: str) -> Device:
         readable=root.is_dir(base),
     )
     for p in root.listdir(f"{base}/ports"):
-        if p.isdigit():
+        if p.isdecimal():
             d.ports[int(p)] = read_port(root, name, int(p))
     return d
 
@@ -264,3 +268,18 @@ def read_device(root: HostRoot, name: str) -> Device:
 def read_infiniband(root: HostRoot) -> dict[str, Device]:
     """Every RDMA device under /sys/class/infiniband, by name."""
     return {name: read_device(root, name) for name in root.listdir(IB_CLASS)}
+
+
+def roce_active_mtu(netdev_mtu: int) -> int | None:
+    """The RoCE MTU the kernel derives from a netdev MTU (iboe_get_mtu)."""
+    room = netdev_mtu - ROCE_OVERHEAD
+    return next((m for m in IB_MTUS if m <= room), None)
+
+
+def port_netdevs(devices: dict[str, Device]) -> dict[str, list[str]]:
+    """RDMA port ("dev:port") -> its netdevs, for every port of every device.
+
+    The one home of the port -> netdev map (read per port by ``_port_netdevs``:
+    GID ndevs, then the PCI function's net/ on dev_port, then rxe's parent).
+    """
+    return {p.name: list(p.netdevs) for d in devices.values() for p in d.ports.values()}
