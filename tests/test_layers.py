@@ -20,7 +20,7 @@ LAYERS: dict[str, int] = {
     "ncclspec": 0,
     "model": 1, "evidence": 1,
     "root": 2, "config": 2, "nccl_log": 2,
-    "facts": 3,
+    "facts": 3, "nodefacts": 3, "gather": 3,
     "checks": 4,
     "preflight": 5, "snapshot": 5, "importers": 5, "output": 5,
     "bench": 6, "launch": 6,

@@ -12,6 +12,7 @@ import json
 import os
 import socket
 import subprocess
+import sys
 import tarfile
 import time
 from pathlib import Path
@@ -170,9 +171,18 @@ def test_facts_with_a_new_env_rederives_the_port_selection(tmp_path):
 
 
 def test_facts_refuses_evidence_without_a_record(tmp_path, captures):
-    old = captures / H200 / "preflight-live.json"  # written before NodeFacts existed
+    old = captures / H200 / "preflight-live.json"  # written before NodeFacts existed (schema 1)
     p = run_cli("preflight", "--facts", str(old))
-    assert p.returncode == 2 and str(old) in p.stderr and "no facts record" in p.stderr
+    assert p.returncode == 2 and str(old) in p.stderr and "rdmacheck.evidence_v1" in p.stderr
+    assert "Traceback" not in p.stderr and len(p.stderr.strip().splitlines()) == 1
+    # converted to schema 2 it is readable evidence, but still carries no facts record to re-judge
+    conv = tmp_path / "h200-v2.json"
+    conv.write_bytes(old.read_bytes())
+    c = subprocess.run([sys.executable, "-m", "rdmacheck.evidence_v1", str(conv)], capture_output=True, text=True,
+                       timeout=60, env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert c.returncode == 0, c.stderr
+    p = run_cli("preflight", "--facts", str(conv))
+    assert p.returncode == 2 and str(conv) in p.stderr and "no facts record" in p.stderr
     assert "Traceback" not in p.stderr and len(p.stderr.strip().splitlines()) == 1
     bad = tmp_path / "bad.json"
     d = json.loads((DATA / "softroce-preflight.json").read_text())
