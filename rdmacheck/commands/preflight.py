@@ -41,6 +41,9 @@ def run(args: argparse.Namespace) -> int:
     from ..output.jsonout import write_evidence
     from ..preflight import _gates, context_from_args, preflight_evidence, run_preflight
 
+    from ..outpath import check_output_paths
+
+    check_output_paths((args.json, "--json"))
     ctx = context_from_args(args)
     only = None
     if args.only:

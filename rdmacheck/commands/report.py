@@ -44,14 +44,23 @@ def _gbs(text: str) -> float:
 def run(args: argparse.Namespace) -> int:
     if not args.evidence and not args.imports:
         raise UsageError("no input: pass evidence JSON files/folders/globs and/or --import NCCL_TESTS_FILE")
+    from ..atomic import atomic_write
+    from ..outpath import check_output_paths
     from ..report import make_report
+    from ..sanitize import clean_text
 
+    check_output_paths((args.output, "-o"), (args.junit, "--junit"))
     model = make_report(args.evidence, args.output, imports=args.imports, title=args.title,
-                        expected_busbw=args.expected_busbw)
+                        expected_busbw=args.expected_busbw, write=False)
+    junit = None
     if args.junit:
-        from ..output.junit import write_junit
+        from ..output.junit import junit_xml
 
-        write_junit([l.evidence for l in model["_loaded"]], args.junit, consistency=model["consistency"])
-    print(f"{model['verdict']}: {model['reason']}")
+        junit = junit_xml([l.evidence for l in model["_loaded"]], consistency=model["consistency"])
+    # both outputs exist in memory before either file is replaced
+    atomic_write(args.output, model["_html"])
+    if junit is not None:
+        atomic_write(args.junit, junit)
+    print(clean_text(f"{model['verdict']}: {model['reason']}", one_line=True))
     print(f"report: {args.output}" + (f"  junit: {args.junit}" if args.junit else ""))
     return 1 if model["verdict"] == "FAIL" else 0

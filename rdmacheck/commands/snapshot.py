@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from ..units import seconds_type
+
 DESCRIPTION = """\
 Capture everything preflight reads (sysfs infiniband/net/infiniband_verbs trees with
 their device folders, /proc limits and modules, the /dev/infiniband listing, /etc/rdma,
@@ -23,12 +25,16 @@ example:
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("-o", "--output", metavar="FILE.tar.gz", required=True, help="where to write the snapshot")
     p.add_argument("--env", metavar="FILE", help="the .env whose values are recorded with the snapshot (default docker/.env if present)")
-    p.add_argument("--timeout", type=float, default=30.0, help="stop copying sysfs after this many seconds (default 30)")
+    p.add_argument("--timeout", type=seconds_type("--timeout", allow_zero=True), default=30.0,
+                   help="stop copying sysfs after this many seconds (default 30)")
 
 
 def run(args: argparse.Namespace) -> int:
     from ..config import load_config
+    from ..outpath import check_output_paths
     from ..root import HostRoot
+
+    check_output_paths((args.output, "-o"))
     from ..snapshot import write_snapshot
 
     root = HostRoot("/")

@@ -57,16 +57,22 @@ def expand_marked(args: list[str]) -> list[tuple[Path, bool]]:
                 raise UsageError(f"{a}: pattern matches no file")
             for q in matches:
                 add(q, True)   # like a folder: a pattern may sweep up other JSON
+        elif p.exists():
+            from ..inputs import regular_file_or_none
+
+            raise UsageError(f"evidence {a}: is {regular_file_or_none(p) or 'not readable'}, not a regular file; "
+                             "pass evidence JSON files, folders or globs")
         else:
             raise UsageError(f"evidence {a} not found; pass evidence JSON files, folders or globs")
     return out
 
 
 def read_one(p: Path) -> Evidence:
+    from ..inputs import EVIDENCE_MAX, read_input_file
+
+    raw = read_input_file(p, "evidence", EVIDENCE_MAX)
     try:
-        data = json.loads(p.read_bytes())
-    except OSError as e:
-        raise UsageError(f"cannot read evidence file {p}: {e.strerror}") from None
+        data = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as e:
         raise UsageError(f"{p} is not JSON ({e}); pass evidence written by rdmacheck --json "
                          "(nccl-tests output goes in --import)") from None
