@@ -45,7 +45,11 @@ memory: the largest size's buffers (x2 for fill and --check) are compared with
 free GPU memory, or with system memory on unified-memory GPUs (DGX Spark),
 before anything is allocated; --max-memory sets the limit yourself.
 
-exit codes: 0 every gate passed, 1 a gate failed or a rank failed, 2 usage error.
+bandwidth gate: --expect-busbw (or min_busbw from a profile/--expect) must be judgeable: with no
+size >= plateau_min_bytes in --sizes, or on 1 rank, the run is refused before it starts (exit 2).
+
+exit codes: 0 every gate passed, 1 a gate failed or a rank failed (the rank that stopped
+progressing is named), 2 usage error, 3 internal error (crash report saved).
 """
 
 

@@ -58,7 +58,8 @@ output (--out-dir, default reports/cluster-<UTC time>):
 every node needs rdmacheck importable (it is in the node image) and, for the
 bench, torch; actors inherit each node's environment (NCCL_*, GLOO_SOCKET_IFNAME).
 
-exit codes: 0 the report says PASS, 1 it says FAIL (a gate, a node, a link), 2 usage error.
+exit codes: 0 the report says PASS, 1 it says FAIL (a gate, a node, a link), 2 usage error,
+3 internal error (crash report saved).
 """
 
 

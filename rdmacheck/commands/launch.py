@@ -28,7 +28,8 @@ time go into the evidence. There is no blanket --force; docker.container (a runn
 container of this node) can never be waived.
 
 exit codes: 0 launched and healthy (or, with --dry-run, would launch), 1 refused or
-unhealthy, 2 usage/input error (malformed .env, undefined compose variable, bad waiver).
+unhealthy (or the Docker daemon did not answer: named, within ~16 s, also after a waiver),
+2 usage/input error (malformed .env, undefined compose variable, bad waiver), 3 internal error.
 """
 
 

@@ -20,7 +20,8 @@ examples:
   rdmacheck preflight --expect mtu=1500 --only rdma.mtu,rdma.gid
   rdmacheck preflight --root /tmp/node2-snapshot   replay a captured node
 
-exit codes: 0 every gate passed (warnings allowed), 1 a gate failed, 2 usage/input error.
+exit codes: 0 every gate passed (warnings allowed), 1 a gate failed, 2 usage/input error,
+3 internal error (crash report saved).
 Gate ids and remedies: docs/checks.md.
 """
 

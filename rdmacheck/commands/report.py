@@ -17,7 +17,8 @@ examples:
   rdmacheck report reports/ --import nccl-tests/all_reduce.txt --import run.json -o acceptance.html
   rdmacheck report node-*/preflight.json --junit reports/gates.xml -o acceptance.html
 
-exit codes: 0 the report says PASS (or only imported numbers), 1 it says FAIL, 2 usage or input error.
+exit codes: 0 the report says PASS (or only imported numbers), 1 it says FAIL, 2 usage or input error
+(neither -o nor --junit is replaced), 3 internal error (crash report saved).
 """
 
 

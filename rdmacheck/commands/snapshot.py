@@ -19,6 +19,9 @@ example:
   rdmacheck snapshot --env docker/.env -o reports/node1.tar.gz
   mkdir /tmp/node1 && tar xzf reports/node1.tar.gz -C /tmp/node1
   rdmacheck preflight --root /tmp/node1
+
+exit codes: 0 complete, 1 incomplete (timeout reached), 2 usage error (bad -o path, --env),
+3 internal error (crash report saved).
 """
 
 
