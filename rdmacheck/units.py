@@ -33,7 +33,7 @@ def seconds_type(flag: str, minimum: float = 0.0, maximum: float = 86400.0, allo
             raise UsageError(f"{flag} {text[:40]!r}: not a number of seconds") from None
         if not math.isfinite(v) or v > maximum or v < minimum or (v == minimum and not allow_zero):
             low = f">= {minimum:g}" if allow_zero else f"> {minimum:g}"
-            raise UsageError(f"{flag} {text[:40]!r}: must be a finite number of seconds {low} and <= {maximum:g}")
+            raise UsageError(f"{flag} must be {low} seconds, finite and at most {maximum:g}; got {text[:40]!r}")
         return v
 
     return parse
@@ -51,7 +51,7 @@ def fraction_type(flag: str):
         except ValueError:
             raise UsageError(f"{flag} {text[:40]!r}: not a number") from None
         if not math.isfinite(v) or not 0 <= v <= 1:
-            raise UsageError(f"{flag} {text[:40]!r}: must be between 0 and 1")
+            raise UsageError(f"{flag} must be between 0 and 1; got {text[:40]!r}")
         return v
 
     return parse

@@ -170,7 +170,12 @@ def _watch(procs: list[subprocess.Popen], status_dir: Path, opts: BenchOptions) 
                 # rank r timed out waiting; the rank it waited for is the cause
                 return _stalled_cause(procs, status_dir, opts, stalled[0], r, last_phase)
             break
-        if killed is None and reacted is None and now - last_change > opts.timeout + 2 * GRACE_S:
+        # importing torch has the rank's own longer bound (runner: max(--timeout, 300 s)): a loaded
+        # machine can take longer than a short --timeout just to import it
+        importing = any(rcs[q] is None and (last_phase[q].startswith("start") or last_phase[q] in ("", "init: import torch"))
+                        for q in range(n))
+        limit = (max(opts.timeout, 300.0) if importing else opts.timeout) + 2 * GRACE_S
+        if killed is None and reacted is None and now - last_change > limit:
             stalled = _stalled(procs, status_dir)
             if stalled:
                 return _stalled_cause(procs, status_dir, opts, stalled[0], None, last_phase)

@@ -135,8 +135,9 @@ def refuse_unjudgeable(opts, world: int) -> None:
     from ..bench.gate import one_rank_refusal, plateau_refusal
     from ..bench.plan import build_plan
 
-    if not opts.expect_explicit:
-        return  # the default expectation: the gate says SKIP and why (docs/failure-semantics.md)
+    if not opts.expect_explicit or opts.expect_busbw == 0:
+        # the default expectation, or 0 ("measure, expect nothing"): the gate says SKIP and why
+        return
     if world == 1:
         raise UsageError(one_rank_refusal(opts.expect_busbw))
     plan, _ = build_plan(opts.ops, opts.sizes, opts.dtype, world)

@@ -160,13 +160,15 @@ def _options(args: argparse.Namespace):
         "cluster-" + _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ"))
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out-dir {out}: exists and is not a folder")
-    from ..outpath import check_output_path
+    from ..outpath import check_output_folder
 
-    check_output_path(out / "cluster.json", "--out-dir")  # creates the folder, proves it writable
-    if args.bench:
+    check_output_folder(out, "--out-dir")
+    if args.bench and not args.pairwise:
+        # the expectation judges only the bench plateau here (with --pairwise it also judges every
+        # link, at --pairwise-sizes): too small a --sizes is known now; a cluster has >= 2 ranks
         from .bench import refuse_unjudgeable
 
-        refuse_unjudgeable(bench_opts, 2)  # a cluster has >= 2 ranks; too small a --sizes is known now
+        refuse_unjudgeable(bench_opts, 2)
     return ClusterOptions(address=addr, out_dir=out, config=cfg, bench_opts=bench_opts, node_timeout=args.node_timeout,
                           preflight=args.preflight, only=only, bench=args.bench, pairwise=args.pairwise,
                           pairwise_sizes=pw_sizes, outlier_factor=args.outlier_factor, report=args.report,
