@@ -31,7 +31,7 @@ def _snapshot(paths: list[Path]) -> dict[Path, tuple]:
     for p in paths:
         try:
             st = os.lstat(p)
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):
             out[p] = None
             continue
         body = p.read_bytes() if stat.S_ISREG(st.st_mode) else b""
