@@ -85,7 +85,7 @@ def read_input_text(path: str | os.PathLike, what: str, max_bytes: int, errors: 
         raise UsageError(f"{what} {path}: not UTF-8 text (byte {e.start}); save it as UTF-8") from None
 
 
-def regular_file_or_none(path: str | os.PathLike) -> str | None:
+def non_regular_kind(path: str | os.PathLike) -> str | None:
     """Why ``path`` (which exists) cannot be an input file, without opening it; None if it can."""
     try:
         st = os.stat(path)

@@ -213,18 +213,12 @@ def test_nccl_tests_text(tmp_path_factory, picks, noise, at):
     outcome("nccl-tests-text", read_run, p)
 
 
-KINDS = ["missing", "file", "folder", "fifo", "null-device", "symlink-to-folder", "under-a-file", "dangling-symlink"]
-
-
-@fast(80)
-@given(kind=st.sampled_from(KINDS), name=st.text(st.characters(blacklist_characters="/\x00"), min_size=1, max_size=12).filter(
-    lambda n: n not in (".", "..")),
-       depth=st.integers(0, 2))
-def test_output_paths(tmp_path_factory, kind, name, depth):
-    base = tmp_path_factory.mktemp("out")
-    target = base.joinpath(*(["sub"] * depth), name)
-    if kind != "under-a-file":
-        target.parent.mkdir(parents=True, exist_ok=True)
+def make_output_target(base: Path, kind: str, target: Path) -> Path:
+    """Put a thing of ``kind`` at ``target`` (below ``base``); returns the path an output is asked to use."""
+    if kind == "under-a-file":
+        (base / "afile").write_bytes(b"keep")
+        return base / "afile" / target.name
+    target.parent.mkdir(parents=True, exist_ok=True)
     if kind == "file":
         target.write_bytes(b"keep")
     elif kind == "folder":
@@ -240,9 +234,19 @@ def test_output_paths(tmp_path_factory, kind, name, depth):
         target.symlink_to(base)
     elif kind == "dangling-symlink":
         target.symlink_to(base / "nowhere" / "x")
-    elif kind == "under-a-file":
-        (base / "afile").write_bytes(b"keep")
-        target = base / "afile" / name
+    return target
+
+
+KINDS = ["missing", "file", "folder", "fifo", "null-device", "symlink-to-folder", "under-a-file", "dangling-symlink"]
+
+
+@fast(80)
+@given(kind=st.sampled_from(KINDS), name=st.text(st.characters(blacklist_characters="/\x00"), min_size=1, max_size=12).filter(
+    lambda n: n not in (".", "..")),
+       depth=st.integers(0, 2))
+def test_output_paths(tmp_path_factory, kind, name, depth):
+    base = tmp_path_factory.mktemp("out")
+    target = make_output_target(base, kind, base.joinpath(*(["sub"] * depth), name))
     try:
         before = os.lstat(target)
     except OSError:
@@ -347,25 +351,7 @@ def test_cli_report_generated_evidence_and_imports(tmp_path_factory, key, value,
 @given(kind=st.sampled_from(KINDS), cmd=st.sampled_from(["preflight", "report", "snapshot"]))
 def test_cli_output_paths(tmp_path_factory, kind, cmd):
     tmp = tmp_path_factory.mktemp("co")
-    target = tmp / "out"
-    if kind == "file":
-        target.write_bytes(b"keep")
-    elif kind == "folder":
-        target.mkdir()
-    elif kind == "fifo":
-        os.mkfifo(target)
-    elif kind == "null-device":
-        try:
-            os.mknod(target, 0o666 | stat.S_IFCHR, os.makedev(1, 3))
-        except OSError:
-            target.write_bytes(b"keep")
-    elif kind == "symlink-to-folder":
-        target.symlink_to(tmp)
-    elif kind == "dangling-symlink":
-        target.symlink_to(tmp / "nowhere" / "x")
-    elif kind == "under-a-file":
-        (tmp / "afile").write_bytes(b"keep")
-        target = tmp / "afile" / "out"
+    target = make_output_target(tmp, kind, tmp / "out")
     argv = {"preflight": ["preflight", "-q", "--json", str(target)],
             "report": ["report", str(SOFTROCE_PREFLIGHT), "-o", str(target)],
             "snapshot": ["snapshot", "--timeout", "0", "-o", str(target)]}[cmd]

@@ -58,9 +58,9 @@ def expand_marked(args: list[str]) -> list[tuple[Path, bool]]:
             for q in matches:
                 add(q, True)   # like a folder: a pattern may sweep up other JSON
         elif p.exists():
-            from ..inputs import regular_file_or_none
+            from ..inputs import non_regular_kind
 
-            raise UsageError(f"evidence {a}: is {regular_file_or_none(p) or 'not readable'}, not a regular file; "
+            raise UsageError(f"evidence {a}: is {non_regular_kind(p) or 'not readable'}, not a regular file; "
                              "pass evidence JSON files, folders or globs")
         else:
             raise UsageError(f"evidence {a} not found; pass evidence JSON files, folders or globs")
