@@ -50,9 +50,15 @@ def save_crash_report(exc: BaseException, argv: list[str] | None = None, where: 
 
 def report_internal_error(exc: BaseException, argv: list[str] | None = None, where: str = "") -> int:
     """Print the one line, save the report, return exit code 3."""
+    from .sanitize import clean_text
+
     path = save_crash_report(exc, argv, where)
     name = type(exc).__name__
-    msg = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
+    try:
+        text = str(exc).strip()
+    except Exception:  # an exception whose __str__ fails is still named
+        text = ""
+    msg = clean_text(text.splitlines()[0][:200], one_line=True) if text else ""
     saved = f"crash report: {path}" if path else "no crash report could be saved"
     try:
         sys.stderr.write(f"rdmacheck: internal error{(' in ' + where) if where else ''}: {name}"
