@@ -278,6 +278,22 @@ def test_internal_error_in_bench_ranks_is_exit_3(tmp_path):
     assert len(list((state / "rdmacheck").glob("crash-*.txt"))) >= 1
 
 
+def test_hook_that_raises_is_a_named_rank_failure_not_a_crash(tmp_path):
+    """A hook's own exception is the run failing (hooks.py: like a failed collective), exit 1, named."""
+    (tmp_path / "i13_raising_hook.py").write_text(
+        "def install(hooks):\n"
+        "    def boom(row):\n"
+        "        raise ValueError('counter file vanished')\n"
+        "    hooks.before_size.append(boom)\n")
+    js = tmp_path / "b.json"
+    cp = judge("internal", ["bench", "--backend", "gloo", "--nproc", "2", "--sizes", "1K", "--iters", "1",
+                            "--hook", "i13_raising_hook:install", "--json", str(js)], {1}, bound=90, cwd=tmp_path,
+               env={"PYTHONPATH": str(UNDER_TEST) + os.pathsep + str(tmp_path)})
+    assert "raised ValueError in phase 'all_reduce 1 KiB: before_size hooks': counter file vanished" in cp.stderr
+    run = {r["id"]: r for r in json.loads(js.read_text())["results"]}["bench.run"]
+    assert run["status"] == "fail" and "counter file vanished" in run["observed"]
+
+
 # ---------------------------------------------------------------------------------------------
 # hangs, each timed
 def test_fifo_env_ends_at_once(bed):

@@ -451,7 +451,7 @@ class Runner:
 
                 os.kill(os.getpid(), signal.SIGKILL)
             for h in self.hooks.before_size:
-                h(row)
+                self._hook(h, row)
             by_variant: dict[bool, dict[str, Any]] = {}
             for in_place in row.variants:
                 phase = f"{tag} {'in-place' if in_place else 'out-of-place'}"
@@ -468,7 +468,7 @@ class Runner:
             main = by_variant.get(False) or by_variant[True]
             wd.enter(f"{tag}: after_size hooks")
             for h in self.hooks.after_size:
-                h(row, main)
+                self._hook(h, row, main)
             self.records.extend(by_variant[v] for v in row.variants)
             if self.rank == 0:
                 if progress:
@@ -481,7 +481,7 @@ class Runner:
         info_run = RunInfo(self.rank, self.world, backend, self.records, self.context, self._results(True))
         extra: list[Result] = []
         for h in self.hooks.after_run:
-            extra.extend(h(info_run) or [])
+            extra.extend(self._hook(h, info_run) or [])
         results = self._write(complete=True, extra=extra)
         if self.rank == 0:
             if o.csv_path:
@@ -493,6 +493,18 @@ class Runner:
         except Exception:
             pass
         return exit_code(results)
+
+    def _hook(self, h, *args):
+        """A hook that raises ends the run like a failed collective (rdmacheck.bench.hooks): exit 1, named."""
+        try:
+            return h(*args)
+        except (UsageError, RankFailure):
+            raise
+        except Exception as e:
+            name = getattr(h, "__qualname__", None) or type(h).__name__
+            msg = str(e).strip().splitlines()[0][:300] if str(e).strip() else ""
+            raise RankFailure(f"rank {self.rank}: hook {name} raised {type(e).__name__} in phase "
+                              f"'{self.wd.phase}'{': ' + msg if msg else ''}") from None
 
     # -- one measurement --------------------------------------------------------------------------
     def _measure(self, torch, dist, device, tdtype, timer: _Timer, row: PlanRow, in_place: bool, graph: bool,
