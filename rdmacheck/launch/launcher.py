@@ -156,6 +156,11 @@ def launch(opts: LaunchOptions, preflight_ctx) -> int:
 
     prep = prepare(opts)
     wv = waivers_mod.validate(opts.waivers)
+    evidence_path = Path(opts.json_path) if opts.json_path else _default_evidence_path(opts.role)
+    if not (opts.dry_run and not opts.json_path):
+        from ..outpath import check_output_path
+
+        check_output_path(evidence_path, "--json")  # before the gates: never "cannot write" after the work
     results = run_preflight(preflight_ctx)
     docker_results, state = container_gates(prep.inv, prep.driver, opts.docker, opts.pull,
                                             None if opts.compose_driver == "auto" else f"--compose-driver {opts.compose_driver}")
@@ -187,7 +192,6 @@ def launch(opts: LaunchOptions, preflight_ctx) -> int:
         ctx["facts"] = collect_facts(preflight_ctx)
     except Exception as e:  # facts are context, not a gate: never let them stop the record
         ctx["facts"] = {"error": f"{type(e).__name__}: {e}"}
-    evidence_path = Path(opts.json_path) if opts.json_path else _default_evidence_path(opts.role)
 
     def finish(code: int) -> int:
         ctx["finished"] = now_iso()  # ev.time stays the start: gates were judged then
