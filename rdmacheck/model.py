@@ -22,8 +22,22 @@ import socket
 from typing import Any, Iterable
 
 from . import __version__
+from .errors import UsageError
 
-SCHEMA_VERSION = 1
+# Version 2 (rdmacheck 0.x, this push): every field of the per-kind context and of a bench record is
+# typed (rdmacheck/evidence.py), bench records carry ``calls`` (collective calls between the
+# before_size and after_size hooks, counted by the runner) and bench context carries ``source``.
+# Version 1 files are refused with the command that converts them (rdmacheck/evidence_v1.py).
+SCHEMA_VERSION = 2
+KINDS = ("preflight", "bench", "launch", "cluster")
+
+
+class EvidenceError(UsageError):
+    """An evidence document this rdmacheck cannot read: names the file and the field (exit 2)."""
+
+    def __init__(self, source: str, field: str, problem: str) -> None:
+        self.source, self.field, self.problem = source, field, problem
+        super().__init__(f"{source}: field {field!r}: {problem}")
 
 
 class Status(str, enum.Enum):
@@ -160,22 +174,61 @@ class Evidence:
         return json.dumps(self.to_dict(), indent=2, sort_keys=False, default=str)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "Evidence":
-        if d.get("tool") != "rdmacheck" or "kind" not in d:
-            raise ValueError("not an rdmacheck evidence document")
-        version = int(d.get("schema_version", 0))
-        if version > SCHEMA_VERSION:
-            raise ValueError(
-                f"evidence schema {version} is newer than this rdmacheck understands "
-                f"({SCHEMA_VERSION}); upgrade rdmacheck"
-            )
+    def from_dict(cls, d: Any, source: str = "evidence") -> "Evidence":
+        """A document written by ``to_dict`` -> Evidence; anything else raises EvidenceError naming
+        ``source`` (the file) and the field.  Never guesses: an unknown kind or schema version is refused.
+        The document level only: readers of files use ``rdmacheck.evidence.parse``, which also checks
+        the kind's context and the bench records field by field."""
+        if not isinstance(d, dict):
+            raise EvidenceError(source, "(top level)", "not a JSON object; pass evidence written by rdmacheck --json")
+        if d.get("tool") != "rdmacheck":
+            raise EvidenceError(source, "tool", "not an rdmacheck evidence document")
+        if "schema_version" not in d:
+            raise EvidenceError(source, "schema_version", "missing; pass evidence written by rdmacheck --json")
+        version = d["schema_version"]
+        if isinstance(version, bool) or not isinstance(version, int):
+            raise EvidenceError(source, "schema_version", f"{_short(version)} is not an integer version")
+        if version == 1:
+            raise EvidenceError(source, "schema_version",
+                                f"schema 1 evidence (this rdmacheck reads schema {SCHEMA_VERSION}); convert it once with "
+                                f"'python3 -m rdmacheck.evidence_v1 {source}'")
+        if version != SCHEMA_VERSION:
+            newer = " is newer than this rdmacheck understands; upgrade rdmacheck" if version > SCHEMA_VERSION else " is unknown"
+            raise EvidenceError(source, "schema_version", f"schema {version}{newer} (this one reads schema {SCHEMA_VERSION})")
+        if "kind" not in d:
+            raise EvidenceError(source, "kind", f"missing; one of {', '.join(KINDS)}")
+        if d["kind"] not in KINDS:
+            raise EvidenceError(source, "kind", f"{_short(d['kind'])} is not an evidence kind this rdmacheck knows "
+                                                f"({', '.join(KINDS)})")
+        for key, typ, what in (("host", str, "a string"), ("time", str, "a string"), ("tool_version", str, "a string"),
+                               ("context", dict, "an object"), ("results", list, "a list"), ("records", list, "a list")):
+            if key in d and d[key] is not None and not isinstance(d[key], typ):
+                raise EvidenceError(source, key, f"must be {what}, not {type(d[key]).__name__}")
+        results = []
+        for i, r in enumerate(d.get("results") or []):
+            if not isinstance(r, dict) or not isinstance(r.get("id"), str) or r.get("status") not in _STATUS_VALUES:
+                raise EvidenceError(source, f"results[{i}]", "must be an object with a string id and a status "
+                                                             f"({', '.join(_STATUS_VALUES)})")
+            if r.get("details") is not None and not isinstance(r["details"], dict):
+                raise EvidenceError(source, f"results[{i}].details", "must be an object")
+            if r.get("waiver") is not None and not isinstance(r["waiver"], dict):
+                raise EvidenceError(source, f"results[{i}].waiver", "must be an object")
+            results.append(Result.from_dict(r))
         return cls(
-            kind=str(d["kind"]),
-            results=[Result.from_dict(r) for r in d.get("results", [])],
-            host=str(d.get("host", "")),
-            time=str(d.get("time", "")),
-            tool_version=str(d.get("tool_version", "")),
+            kind=d["kind"],
+            results=results,
+            host=str(d.get("host") or ""),
+            time=str(d.get("time") or ""),
+            tool_version=str(d.get("tool_version") or ""),
             schema_version=version,
             context=dict(d.get("context") or {}),
             records=list(d.get("records") or []),
         )
+
+
+_STATUS_VALUES = tuple(s.value for s in Status)
+
+
+def _short(v: Any) -> str:
+    t = repr(v)
+    return t if len(t) <= 40 else t[:39] + "…"

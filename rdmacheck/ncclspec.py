@@ -82,6 +82,18 @@ def parse_list_spec(text: str | None, what: str, with_ports: bool = False) -> Li
     return ListSpec(entries=entries, exclude=exclude, exact=exact, raw=text)
 
 
+def hca_selected(text: str | None, name: str, port: int | None = None) -> bool:
+    """Whether NCCL_IB_HCA=``text`` lets NCCL use HCA ``name`` (port ``port``); unset selects every HCA.
+
+    For judging a run after the fact (bench.transport, the path proof's counters): a spec the
+    ``rdma.devices`` gate refuses as malformed selects nothing here rather than raising."""
+    try:
+        spec = parse_list_spec(text, "NCCL_IB_HCA", with_ports=True)
+    except UsageError:
+        return False
+    return spec.matches(name, port)
+
+
 # ---------------------------------------------------------------- GID selection
 
 def _words(b: bytes) -> list[int]:

@@ -1,19 +1,72 @@
-"""Human-readable byte counts, shared by the gates and the bench (binary units, as nccl-tests)."""
+"""Byte counts and rates as people read them: the one home for every formatter rdmacheck prints.
+
+Binary units (1 KiB = 1024 B) for message sizes and limits, as nccl-tests and the kernel use them;
+decimal units for bytes counted on a wire and for bandwidth (GB/s = 1e9 B/s, nccl-tests' algbw and
+busbw).  Each function is for one place a number is read:
+
+* :func:`human_bytes`: sentences and gate results ("64 MiB", "4.0 KiB", "unlimited");
+* :func:`short_bytes`: compact size labels in tables and ranges ("64M", "1G"; a size that is not a
+  whole unit stays in bytes, as nccl-tests' size column does);
+* :func:`tick_bytes`: plot axis ticks ("0.5K", "64M");
+* :func:`decimal_bytes`: bytes counted by NIC counters ("5.85 GB");
+* :func:`gbs`: a bandwidth figure in GB/s with two decimals.
+"""
 
 from __future__ import annotations
+
+import math
+from typing import Any
+
+_BINARY = (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10))
 
 
 def human_bytes(n: int | None) -> str:
     """1024 -> '1 KiB', 3 -> '3 B', None -> 'unlimited' (an rlimit); exact units where they divide."""
     if n is None:
         return "unlimited"
-    for unit, mult in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+    for unit, mult in _BINARY:
         if n >= mult and n % mult == 0:
             return f"{n // mult} {unit}"
-    for unit, mult in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+    for unit, mult in _BINARY:
         if n >= mult:
             return f"{n / mult:.1f} {unit}"
     return f"{n} B"
+
+
+def short_bytes(n: int) -> str:
+    """65536 -> '64K', 1 << 30 -> '1G', 1000 -> '1000' (whole binary units only)."""
+    for unit, mult in _BINARY:
+        if n >= mult and n % mult == 0:
+            return f"{n // mult}{unit[0]}"
+    return f"{n}"
+
+
+def tick_bytes(x: float, _pos: Any = None) -> str:
+    """An axis tick: 512 -> '512', 1536 -> '1.5K' (matplotlib FuncFormatter signature)."""
+    n = int(round(x))
+    for unit, mult in _BINARY:
+        if n >= mult:
+            return f"{n / mult:g}{unit[0]}"
+    return f"{n}"
+
+
+def decimal_bytes(n: Any) -> str:
+    """Bytes counted on a wire, decimal: 5848706194 -> '5.85 GB'; '' for what is not a number."""
+    try:
+        v = float(n)
+    except (TypeError, ValueError):
+        return ""
+    if not math.isfinite(v):
+        return ""
+    for unit, div in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if v >= div:
+            return f"{v / div:.2f} {unit}"
+    return f"{v:.0f} B"
+
+
+def gbs(v: float | None) -> str:
+    """A bandwidth in GB/s, two decimals; '' for none."""
+    return "" if v is None else f"{v:.2f}"
 
 
 def seconds_type(flag: str, minimum: float = 0.0, maximum: float = 86400.0, allow_zero: bool = False):

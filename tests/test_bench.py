@@ -1,11 +1,12 @@
 """rdmacheck bench on CPU: real torch.distributed gloo ranks over loopback (2 and 3 ranks).
 
 Nothing is mocked: every multi-rank test starts real rank processes through
-the real CLI (``--nproc N``, or torchrun).  Two test-only hooks in
-rdmacheck/bench/runner.py plant faults that cannot be produced on demand
-otherwise: RDMACHECK_BENCH_TEST_CORRUPT_RANK (one rank adds 1 to one element of
-its result, i.e. a reduction that got one element wrong) and
-RDMACHECK_BENCH_TEST_DIE (a rank SIGKILLs itself at a given size, a real kill -9).
+the real CLI (``--nproc N``, or torchrun).  A test-only bench hook,
+``--hook tests.fault_hooks:install`` (tests/fault_hooks.py, through the hook mechanism
+users have), plants faults that cannot be produced on demand otherwise:
+RDMACHECK_FAULT_CORRUPT (one rank adds 1 to one element of its result, i.e. a
+reduction that got one element wrong) and RDMACHECK_FAULT_DIE (a rank SIGKILLs
+itself at a given size, a real kill -9).
 Sizes are tiny so the whole file stays well under a minute; speed goals live in
 benchmarks/, not here.
 """
@@ -23,6 +24,7 @@ import time
 import pytest
 
 from conftest import REPO, require, run_cli
+from fault_hooks import HOOK as FAULTS
 from rdmacheck.bench.collectives import COLLECTIVES, parse_ops
 from rdmacheck.bench.gate import busbw_gate, check_result, memory_verdict
 from rdmacheck.bench.plan import build_plan
@@ -145,7 +147,7 @@ def test_three_ranks_all_ops_factors_gate_and_planted_wrong_element(tmp_path, to
     p = run_cli("bench", "--nproc", "3", "--op", "all", "--sizes", "1K,4K", *GLOO, "--check",
                 "--expect", "plateau_min_bytes=1K", "--expect-busbw", "1000000GB/s",
                 "--json", str(js), "--csv", str(csv),
-                env={"RDMACHECK_BENCH_TEST_CORRUPT_RANK": "2:broadcast"}, timeout=150)
+                "--hook", FAULTS, env={"RDMACHECK_FAULT_CORRUPT": "2:broadcast"}, timeout=150)
     ev = _evidence(js)
     res = {r["id"]: r for r in ev["results"]}
     assert p.returncode == 1, p.stdout + p.stderr
@@ -179,7 +181,7 @@ def test_rank_killed_mid_sweep_is_named_and_sizes_kept(tmp_path, torch_ranks):
     js = tmp_path / "b.json"
     t0 = time.monotonic()
     p = run_cli("bench", "--nproc", "2", "--sizes", "1K..8K", *GLOO[:-2], "--timeout", "20",
-                "--expect-busbw", "0", "--json", str(js), env={"RDMACHECK_BENCH_TEST_DIE": "1:2"}, timeout=90)
+                "--expect-busbw", "0", "--json", str(js), "--hook", FAULTS, env={"RDMACHECK_FAULT_DIE": "1:2"}, timeout=90)
     took = time.monotonic() - t0
     assert p.returncode == 1, p.stdout + p.stderr
     assert "rank 1 was killed by SIGKILL in phase 'all_reduce 4 KiB" in p.stderr, p.stderr

@@ -1,9 +1,9 @@
 """rdmacheck bench with NCCL on 2 GPUs (marker ``gpu``; skips where torch sees fewer than 2 GPUs).
 
 The same proofs as tests/test_bench.py, on the real NCCL path: every op with
---check on, CUDA-graph timing, the planted wrong element (test-only hook
-RDMACHECK_BENCH_TEST_CORRUPT_RANK, see rdmacheck/bench/runner.py), a rank
-SIGKILLed mid-sweep (RDMACHECK_BENCH_TEST_DIE) ending the run within the
+--check on, CUDA-graph timing, the planted wrong element (the test-only
+bench hook tests/fault_hooks.py, RDMACHECK_FAULT_CORRUPT), a rank
+SIGKILLed mid-sweep (RDMACHECK_FAULT_DIE) ending the run within the
 timeout with the rank named, and the memory guard refusing a size that cannot
 fit.  NVLink multicast stays off (NCCL_NVLS_ENABLE=0): on shared machines it
 can take the host's GPUs down.
@@ -17,6 +17,7 @@ import time
 import pytest
 
 from conftest import cuda_gpu_count, run_cli
+from fault_hooks import HOOK as FAULTS
 
 pytestmark = pytest.mark.gpu
 
@@ -56,7 +57,7 @@ def test_nccl_check_catches_planted_wrong_element(tmp_path):
     js = tmp_path / "b.json"
     p = run_cli("bench", "--nproc", "2", "--sizes", "1M", "--no-progress", "--expect-busbw", "0",
                 "--expect", "plateau_min_bytes=1M", "--json", str(js),
-                env=dict(SAFE, RDMACHECK_BENCH_TEST_CORRUPT_RANK="0"), timeout=300)
+                "--hook", FAULTS, env=dict(SAFE, RDMACHECK_FAULT_CORRUPT="0"), timeout=300)
     assert p.returncode == 1, p.stdout + p.stderr
     ev = json.loads(js.read_text())
     assert [r["wrong"] for r in ev["records"]] == [1]
@@ -66,7 +67,7 @@ def test_nccl_rank_killed_mid_sweep(tmp_path):
     js = tmp_path / "b.json"
     t0 = time.monotonic()
     p = run_cli("bench", "--nproc", "2", "--sizes", "1K..16K", "--no-progress", "--timeout", "30",
-                "--expect-busbw", "0", "--json", str(js), env=dict(SAFE, RDMACHECK_BENCH_TEST_DIE="1:2"), timeout=300)
+                "--expect-busbw", "0", "--json", str(js), "--hook", FAULTS, env=dict(SAFE, RDMACHECK_FAULT_DIE="1:2"), timeout=300)
     assert p.returncode == 1, p.stdout + p.stderr
     assert "rank 1 was killed by SIGKILL in phase 'all_reduce 4 KiB" in p.stderr, p.stderr
     assert time.monotonic() - t0 < 30 + 30

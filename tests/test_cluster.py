@@ -16,6 +16,7 @@ import pytest
 
 from conftest import REPO, run_cli
 from rdmacheck.cluster import matrix
+from rdmacheck.output.heatmap import heatmap_svg
 from rdmacheck.cluster.driver import label_nodes, ray_error_text
 from rdmacheck.cluster.schedule import rounds
 from rdmacheck.model import Status
@@ -102,7 +103,7 @@ def test_one_node_has_no_pairs_to_judge():
 def test_heatmap_escapes_labels_and_marks_missing_cells():
     nodes = ["<script>x</script>", "n&2", "n3"]
     data, _ = matrix.judge(nodes, _m(nodes, {("n&2", "n3"): 1.0}), {}, expected=0.5)
-    svg = matrix.heatmap_svg(data)
+    svg = heatmap_svg(data)
     assert "<script>" not in svg and "&lt;script&gt;" in svg and "n&amp;2" in svg
     assert svg.count(">x</text>") == 4  # two unmeasured pairs, both halves of the matrix
     csv = matrix.to_csv(nodes, data["busbw"])
@@ -112,7 +113,7 @@ def test_heatmap_escapes_labels_and_marks_missing_cells():
 def test_heatmap_of_512_nodes_stays_a_picture():
     nodes = [f"node{i:03d}" for i in range(512)]
     m = [[None if i == j else 10.0 for j in range(512)] for i in range(512)]
-    svg = matrix.heatmap_svg({"nodes": nodes, "busbw": m, "expected": 5.0, "flagged": []})
+    svg = heatmap_svg({"nodes": nodes, "busbw": m, "expected": 5.0, "flagged": []})
     assert "node511" not in svg  # labels dropped above 40 nodes
     assert "data:image/png;base64," in svg and svg.count("<rect") < 10  # one raster, not 262144 rects
     assert len(svg) < 200_000

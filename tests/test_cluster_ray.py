@@ -110,11 +110,14 @@ def ray_cluster():
 
 def _cmd(cluster, env, out: Path, *extra: str, hold: str | None = None) -> subprocess.Popen:
     e = dict(os.environ, **env)
+    module = "rdmacheck"
     if hold:
-        e["RDMACHECK_CLUSTER_TEST_HOLD"] = hold
+        # the CLI with a phase observer in the driver (tests/fault_hooks.py): holds at PHASE until FILE exists
+        e["RDMACHECK_FAULT_HOLD"] = hold
+        module = "tests.fault_hooks"
     (out.parent / "empty.env").write_text("")  # no MASTER_ADDR: net.peer probes nothing beyond loopback
     return subprocess.Popen(
-        [sys.executable, "-m", "rdmacheck", "cluster", "--ray-address", cluster.address, "--out-dir", str(out),
+        [sys.executable, "-m", module, "cluster", "--ray-address", cluster.address, "--out-dir", str(out),
          "--env", str(out.parent / "empty.env"), *extra],
         cwd=out.parent, env=e, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 

@@ -7,6 +7,7 @@ import json
 import pytest
 
 from rdmacheck.config import load_config
+from rdmacheck.model import SCHEMA_VERSION
 from rdmacheck.preflight import PreflightContext, run_preflight
 from rdmacheck.root import HostRoot
 from sysfs_builder import LINK_LOCAL, ipv4_gid, roce_tree
@@ -158,7 +159,7 @@ def test_cli_on_tree_exit_codes_and_json(tmp_path):
                 "rdma.devices,rdma.port,rdma.netdev,rdma.gid,rdma.mtu,rdma.qos,rdma.devfiles,limits.memlock")
     assert p.returncode == 0, p.stdout + p.stderr
     ev = json.loads(out.read_text())
-    assert ev["kind"] == "preflight" and ev["schema_version"] == 1 and ev["status"] == "pass"
+    assert ev["kind"] == "preflight" and ev["schema_version"] == SCHEMA_VERSION and ev["status"] == "pass"
     assert {r["id"] for r in ev["results"]} >= {"rdma.gid", "rdma.mtu"}
     assert ev["context"]["facts"]["ports"][0]["gid_index"] == 1
     p = run_cli("preflight", "--root", str(tree), "--expect", "mtu=1500", "--only", "rdma.mtu")

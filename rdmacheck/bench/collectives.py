@@ -11,7 +11,7 @@ Sizes follow nccl-tests exactly, so the two tables can be diffed:
 * the ``size`` column is the larger of the send and receive buffers in bytes;
 * the ``count`` column is the per-call element count nccl passes
   (all_gather/reduce_scatter/alltoall: per rank, rounded down to 16 bytes);
-* algbw = size / time; busbw = algbw x factor(n): all_reduce 2(n-1)/n;
+* algbw = size / time; busbw = algbw x factor(n) (rdmacheck/busbw.py): all_reduce 2(n-1)/n;
   all_gather, reduce_scatter, alltoall (n-1)/n; broadcast, sendrecv 1.
 
 torch is passed in, never imported here at module level.
@@ -22,6 +22,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Callable
 
+from ..busbw import FACTORS
 from ..errors import UsageError
 
 # nccl-tests type names -> (torch dtype attribute, bytes per element)
@@ -248,12 +249,12 @@ def _make_sendrecv(torch, dist, lay: Layout, rank: int, n: int, dtype, device, i
 COLLECTIVES: dict[str, Collective] = {
     c.name: c
     for c in (
-        Collective("all_reduce", "sum", -1, _flat, lambda n: 2 * (n - 1) / n, (True,), _make_all_reduce),
-        Collective("all_gather", "none", -1, _gather_layout, lambda n: (n - 1) / n, (False, True), _make_all_gather),
-        Collective("reduce_scatter", "sum", -1, _scatter_layout, lambda n: (n - 1) / n, (False, True), _make_reduce_scatter),
-        Collective("alltoall", "none", -1, _alltoall_layout, lambda n: (n - 1) / n, (False,), _make_alltoall),
-        Collective("broadcast", "none", 0, _flat, lambda n: 1.0, (True,), _make_broadcast),
-        Collective("sendrecv", "none", -1, _flat, lambda n: 1.0, (False,), _make_sendrecv, min_ranks=2),
+        Collective("all_reduce", "sum", -1, _flat, FACTORS["all_reduce"], (True,), _make_all_reduce),
+        Collective("all_gather", "none", -1, _gather_layout, FACTORS["all_gather"], (False, True), _make_all_gather),
+        Collective("reduce_scatter", "sum", -1, _scatter_layout, FACTORS["reduce_scatter"], (False, True), _make_reduce_scatter),
+        Collective("alltoall", "none", -1, _alltoall_layout, FACTORS["alltoall"], (False,), _make_alltoall),
+        Collective("broadcast", "none", 0, _flat, FACTORS["broadcast"], (True,), _make_broadcast),
+        Collective("sendrecv", "none", -1, _flat, FACTORS["sendrecv"], (False,), _make_sendrecv, min_ranks=2),
     )
 }
 OP_ALIASES = {"allreduce": "all_reduce", "allgather": "all_gather", "reducescatter": "reduce_scatter",

@@ -5,10 +5,10 @@ Pure functions over records, so the CPU tests check them exactly.
 
 from __future__ import annotations
 
-import statistics
 from typing import Any
 
 from ..model import Result, Status
+from ..plateau import plateaus
 from .sizes import human_bytes
 
 
@@ -37,18 +37,10 @@ def one_rank_refusal(expect_busbw: float) -> str:
 
 def busbw_gate(records: list[dict[str, Any]], expect_busbw: float, plateau_min_bytes: int,
                world_size: int | None = None) -> Result:
-    """``bench.busbw``: per op, the median busbw over sizes >= the plateau threshold.
-
-    Only the plateau counts: nccl-tests' "Avg bus bandwidth" averages 1 KiB
-    (latency-bound) with 1 GiB (bandwidth-bound) and says little about either.
-    The median of the plateau sizes shrugs off one noisy size.  Every op
-    measured must reach the expectation.
-    """
+    """``bench.busbw``: per op, the plateau figure (rdmacheck/plateau.py: the median busbw over
+    sizes >= the plateau threshold).  Every op measured must reach the expectation; one rank SKIPs."""
     plateau_txt = human_bytes(plateau_min_bytes)
-    per_op: dict[str, list[dict[str, Any]]] = {}
-    for r in records:
-        if r.get("bytes", 0) >= plateau_min_bytes and r.get("busbw") is not None:
-            per_op.setdefault(r["op"], []).append(r)
+    per_op = plateaus(records, plateau_min_bytes)
     expected = f"median busbw >= {expect_busbw:g} GB/s at sizes >= {plateau_txt}"
     if world_size == 1:
         # one rank moves nothing over a link: broadcast/sendrecv "bandwidth" is a local copy
@@ -61,17 +53,12 @@ def busbw_gate(records: list[dict[str, Any]], expect_busbw: float, plateau_min_b
         )
     details: dict[str, Any] = {"plateau_min_bytes": plateau_min_bytes, "expect_busbw": expect_busbw, "ops": {}}
     obs, failed = [], []
-    for op, recs in per_op.items():
-        # both variants of a size count as samples: they move the same bytes
-        vals = [float(r["busbw"]) for r in recs]
-        med = statistics.median(vals)
-        lo = min(recs, key=lambda r: r["busbw"])
-        hi = max(recs, key=lambda r: r["busbw"])
-        details["ops"][op] = {"median": med, "min": lo["busbw"], "min_bytes": lo["bytes"], "max": hi["busbw"],
-                              "max_bytes": hi["bytes"], "sizes": sorted({r["bytes"] for r in recs})}
-        obs.append(f"{op} {med:.2f} GB/s (min {lo['busbw']:.2f} at {human_bytes(lo['bytes'])}, "
-                   f"max {hi['busbw']:.2f} at {human_bytes(hi['bytes'])})")
-        if med < expect_busbw:
+    for op, p in per_op.items():
+        details["ops"][op] = {"median": p.median, "min": p.low, "min_bytes": p.low_bytes, "max": p.high,
+                              "max_bytes": p.high_bytes, "sizes": list(p.sizes)}
+        obs.append(f"{op} {p.median:.2f} GB/s (min {p.low:.2f} at {human_bytes(p.low_bytes)}, "
+                   f"max {p.high:.2f} at {human_bytes(p.high_bytes)})")
+        if p.median < expect_busbw:
             failed.append(op)
     status = Status.FAIL if failed else Status.PASS
     remedy = ""

@@ -44,6 +44,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import UsageError
+from ..ncclspec import hca_selected, parse_list_spec
 from ..root import HostRoot
 
 ENV_DIR = "RDMACHECK_PATH_DIR"
@@ -97,31 +98,24 @@ def _split(spec: str) -> list[str]:
 
 
 def select_netdevs(spec: str | None, available: list[str], nccl_style: bool = True) -> list[str]:
-    """Interfaces named by NCCL_SOCKET_IFNAME-style ``spec`` (prefix, ``=`` exact, ``^`` exclude).
+    """Interfaces named by NCCL_SOCKET_IFNAME-style ``spec`` (prefix, ``=`` exact, ``^`` exclude:
+    rdmacheck/ncclspec.py, NCCL's syntax); an excluding spec never selects ``lo``.
 
     ``nccl_style=False`` is GLOO_SOCKET_IFNAME: a comma list of exact names.
     """
     if not spec:
         return []
-    s = spec.strip()
     if not nccl_style:
-        names = _split(s)
-        return [n for n in names if n in available]
-    exclude = s.startswith("^")
-    s = s.lstrip("^")
-    exact = s.startswith("=")
-    s = s.lstrip("=")
-    items = [i.split(":")[0] for i in _split(s)]
-    hit = [a for a in available if any((a == i if exact else a.startswith(i)) for i in items)]
-    if exclude:
-        return [a for a in available if a not in hit and a != "lo"]
-    return hit
+        return [n for n in _split(spec) if n in available]
+    try:
+        sel = parse_list_spec(spec, "NCCL_SOCKET_IFNAME")
+    except UsageError:
+        return []
+    return [a for a in available if sel.matches(a) and not (sel.exclude and a == "lo")]
 
 
 def select_hcas(spec: str | None, root: HostRoot) -> list[tuple[str, int]]:
     """(hca, port) pairs NCCL_IB_HCA-style ``spec`` selects on this host."""
-    from ..checks.path import hca_selected
-
     if not spec:
         return []
     if spec.strip() == "^":

@@ -47,15 +47,6 @@ from .sizes import human_bytes
 from .table import header, row_line, write_csv
 
 STATUS_DIR_ENV = "RDMACHECK_BENCH_STATUS_DIR"
-# TEST HOOK ONLY: when set to a rank number ("RANK" or "RANK:OP"), that rank adds 1 to one element of
-# its result after the --check call, i.e. it behaves like a reduction that got
-# one element wrong.  It exists so CI can prove --check catches a wrong result;
-# nothing sets it outside tests/test_bench*.py.
-TEST_CORRUPT_ENV = "RDMACHECK_BENCH_TEST_CORRUPT_RANK"
-# TEST HOOK ONLY: "RANK:INDEX" makes RANK SIGKILL itself when it reaches plan
-# row INDEX, so CI can prove a rank dying mid-sweep ends the run with a named
-# cause.  A real kill -9, not a simulation of one.
-TEST_DIE_ENV = "RDMACHECK_BENCH_TEST_DIE"
 
 
 @dataclasses.dataclass
@@ -415,7 +406,7 @@ class Runner:
             except Exception:
                 pass
         self.context = {
-            "world_size": self.world, "backend": backend, "dtype": o.dtype, "ops": o.ops,
+            "source": "rdmacheck", "world_size": self.world, "backend": backend, "dtype": o.dtype, "ops": o.ops,
             "sizes": o.sizes, "graph": "auto" if self.graph_auto else graph, "check": o.check,
             "iters": o.iters if o.iters else f"time-based: {o.time_per_size * 1e3:g} ms per size, {o.min_iters}..{o.max_iters} calls",
             "warmup": o.warmup, "timing": ("CUDA events" if device.type == "cuda" else "perf_counter after a barrier")
@@ -432,8 +423,6 @@ class Runner:
         progress = o.progress if o.progress is not None else sys.stderr.isatty()
         if self.rank == 0:
             self._print_preamble(infos, graph, device)
-        die = os.environ.get(TEST_DIE_ENV, "")
-        corrupt = os.environ.get(TEST_CORRUPT_ENV, "").split(":")
         current_op = None
 
         for row in self.plan:
@@ -446,10 +435,6 @@ class Runner:
             if progress and self.rank == 0:
                 _progress(row, tag)
             wd.enter(f"{tag}: before_size hooks")
-            if die and die == f"{self.rank}:{row.index}":  # TEST HOOK ONLY (see TEST_DIE_ENV)
-                import signal
-
-                os.kill(os.getpid(), signal.SIGKILL)
             for h in self.hooks.before_size:
                 self._hook(h, row)
             by_variant: dict[bool, dict[str, Any]] = {}
@@ -457,8 +442,7 @@ class Runner:
                 phase = f"{tag} {'in-place' if in_place else 'out-of-place'}"
                 wd.enter(f"{phase}: measure")
                 try:
-                    rec = self._measure(torch, dist, device, tdtype, timer, row, in_place, graph, phase,
-                                        corrupt=(corrupt[0] == str(self.rank) and (len(corrupt) == 1 or corrupt[1] == row.op)))
+                    rec = self._measure(torch, dist, device, tdtype, timer, row, in_place, graph, phase)
                 except (UsageError, RankFailure):
                     raise
                 except Exception as e:  # a peer died, NCCL/gloo error, OOM ...
@@ -508,7 +492,7 @@ class Runner:
 
     # -- one measurement --------------------------------------------------------------------------
     def _measure(self, torch, dist, device, tdtype, timer: _Timer, row: PlanRow, in_place: bool, graph: bool,
-                 phase: str, corrupt: bool) -> dict[str, Any]:
+                 phase: str) -> dict[str, Any]:
         o = self.opts
         wd = self.wd
         coll = COLLECTIVES[row.op]
@@ -517,20 +501,35 @@ class Runner:
         lay = Layout(row.count, row.send, row.recv)
         wd.enter(f"{phase}: allocate")
         b = coll.make(torch, dist, lay, self.rank, self.world, tdtype, device, in_place)
+        # every collective this variant issues, as a NIC counter around the size sees them (the record's
+        # "calls", which bench.wire multiplies by the bytes per call); captured calls run on replay
+        calls = 0
+        per_graph = 0
+
+        def call() -> None:
+            nonlocal calls
+            calls += 1
+            b.call()
+
+        def replay() -> None:
+            nonlocal calls
+            calls += per_graph
+            g.replay()
+
         b.fill()
         wd.enter(f"{phase}: warmup")
         for _ in range(o.warmup):
-            b.call()
+            call()
         timer.sync()
         est = None
         if o.iters:
             iters = o.iters
         else:
             wd.enter(f"{phase}: estimate")
-            est = timer.run(b.call, 3)
+            est = timer.run(call, 3)
             est = self._allreduce_max(torch, dist, device, est)
             iters = int(min(o.max_iters, max(o.min_iters, o.time_per_size / max(est, 1e-7))))
-        fn, calls_per_fn = b.call, 1
+        fn, calls_per_fn = call, 1
         g = None
         # auto: at >= 1 ms per call the launch overhead a graph hides is under 3%, and NCCL's
         # captured calls run slower there (measured, see docs/bench.md): stay eager, skip capture
@@ -541,31 +540,34 @@ class Runner:
                 s = torch.cuda.Stream()
                 s.wait_stream(torch.cuda.current_stream())
                 with torch.cuda.stream(s):
-                    b.call()
+                    call()
                 torch.cuda.current_stream().wait_stream(s)
                 torch.cuda.synchronize()
                 g = torch.cuda.CUDAGraph()
                 with torch.cuda.graph(g):
                     for _ in range(per_graph):
                         b.call()
-                g.replay()
+                replay()
                 torch.cuda.synchronize()
-                fn, calls_per_fn = g.replay, per_graph
+                fn, calls_per_fn = replay, per_graph
                 if self.graph_auto:
                     wd.enter(f"{phase}: graph or eager")
-                    tg = timer.run(g.replay, 1) / per_graph
-                    timer.run(b.call, 3)  # the first eager calls after a replay run slow
-                    te = timer.run(b.call, per_graph)
+                    tg = timer.run(replay, 1) / per_graph
+                    timer.run(call, 3)  # the first eager calls after a replay run slow
+                    te = timer.run(call, per_graph)
                     tg, te = self._allreduce_max(torch, dist, device, tg, te)
                     if te < tg:
-                        fn, calls_per_fn, g = b.call, 1, None
+                        fn, calls_per_fn, g = call, 1, None
             except Exception as e:  # capture unsupported here: measure eagerly and say so
                 g = None
+                fn, calls_per_fn = call, 1
                 self.context.setdefault("graph_fallback", f"{row.op}: {type(e).__name__}: {str(e)[:200]}")
         reps = max(1, -(-iters // calls_per_fn))
         wd.enter(f"{phase}: timed loop ({reps * calls_per_fn} calls)")
         self._barrier(torch, dist, device)
-        t = timer.run(fn, reps) / calls_per_fn
+        # the timed loop calls the raw callable (no counting wrapper inside the measurement)
+        t = timer.run(g.replay if fn is replay else b.call, reps) / calls_per_fn
+        calls += reps * calls_per_fn
         t = self._allreduce_max(torch, dist, device, t)
         used_graph = g is not None
         del g
@@ -575,12 +577,9 @@ class Runner:
             b.fill()
             timer.sync()
             self._barrier(torch, dist, device)
-            b.call()
+            call()
             timer.sync()
             out = b.out
-            if corrupt:  # TEST HOOK ONLY (see TEST_CORRUPT_ENV)
-                flat = out.view(-1)
-                flat[flat.numel() // 2] += 1
             local = int((out != b.expected()).sum().item())
             wrong = int(self._allreduce_sum(torch, dist, device, local))
         alg, bus = coll.bandwidth(row.nbytes, t, self.world)
@@ -588,7 +587,7 @@ class Runner:
             "op": row.op, "bytes": row.nbytes, "count": row.count, "dtype": row.dtype, "redop": row.redop,
             "root": row.root, "time_us": t * 1e6, "algbw": alg, "busbw": bus, "wrong": wrong, "in_place": in_place,
             "world_size": self.world, "backend": self.backend, "iters": reps * calls_per_fn,
-            "graph": used_graph,
+            "graph": used_graph, "calls": calls,
         }
 
     def _allreduce_max(self, torch, dist, device, *v: float):

@@ -45,8 +45,11 @@ import dataclasses
 import re
 from typing import Any, Iterable, Mapping
 
+from ..busbw import FACTORS
+from ..evidence import parse
 from ..model import Evidence, Result, Status
 from ..nccl_log import NcclLog
+from ..ncclspec import hca_selected
 
 TRANSPORT_ID = "bench.transport"
 WIRE_ID = "bench.wire"
@@ -56,14 +59,6 @@ MIN_RATIO = 0.5  # measured < 0.5 x expected: the NIC carried far less -> fail
 MAX_RATIO = 3.0  # measured > 3 x expected: other traffic shares it or a unit is wrong -> warn
 MIN_JUDGE_BYTES = 1 << 20  # per node per size; below it headers, ACKs and background traffic dominate
 
-_FACTORS = {
-    "all_reduce": lambda n: 2.0 * (n - 1) / n,
-    "all_gather": lambda n: (n - 1) / n,
-    "reduce_scatter": lambda n: (n - 1) / n,
-    "alltoall": lambda n: (n - 1) / n,
-    "broadcast": lambda n: 1.0,
-    "sendrecv": lambda n: 1.0,
-}
 
 
 def wire_factor(op: str, world_size: int, backend: str = "nccl") -> float | None:
@@ -74,7 +69,7 @@ def wire_factor(op: str, world_size: int, backend: str = "nccl") -> float | None
     """
     if backend == "gloo" and op == "reduce_scatter":
         op = "all_reduce"
-    f = _FACTORS.get(op)
+    f = FACTORS.get(op)
     if f is None or world_size < 2:
         return None
     return f(world_size)
@@ -112,38 +107,6 @@ class PathExpectation:
         return s + " between nodes"
 
 
-def parse_ib_hca(spec: str) -> tuple[bool, bool, list[tuple[str, int | None]]]:
-    """NCCL_IB_HCA -> (exclude, exact, [(name, port)]).
-
-    NCCL's syntax: ``^`` excludes, ``=`` matches names exactly (else prefix),
-    entries are comma separated, ``:port`` optional.
-    """
-    s = spec.strip()
-    exclude = s.startswith("^")
-    s = s.lstrip("^")
-    exact = s.startswith("=")
-    s = s.lstrip("=")
-    out: list[tuple[str, int | None]] = []
-    for part in s.split(","):
-        part = part.strip()
-        if not part:
-            continue
-        name, _, port = part.partition(":")
-        out.append((name, int(port) if port.isdigit() else None))
-    return exclude, exact, out
-
-
-def hca_selected(spec: str | None, name: str, port: int | None = None) -> bool:
-    """Whether NCCL_IB_HCA=spec lets NCCL use HCA ``name`` (port ``port``)."""
-    if not spec:
-        return True
-    exclude, exact, items = parse_ib_hca(spec)
-    hit = any(
-        (name == n if exact else name.startswith(n)) and (p is None or port is None or p == port) for n, p in items
-    )
-    return not hit if exclude else hit
-
-
 # ------------------------------------------------------------------ preflight cross-reference
 
 
@@ -160,7 +123,7 @@ def _preflight_index(preflight: Any) -> dict[str, list[tuple[str, Result]]]:
         elif isinstance(it, Result):
             out.setdefault(it.id, []).append(("", it))
         elif isinstance(it, dict) and "results" in it:
-            ev = Evidence.from_dict(it)
+            ev = parse(it, "preflight evidence")   # the strict reader: kind, schema version, fields
             for r in ev.results:
                 out.setdefault(r.id, []).append((ev.host, r))
     return out
@@ -436,42 +399,15 @@ def node_bytes(sample: Mapping[str, Any]) -> int:
     return max(h, n)
 
 
-def calls_in_window(records: Iterable[Mapping[str, Any]], context: Mapping[str, Any]) -> int:
-    """Collective calls between one size's before_size and after_size hooks.
-
-    ``records`` are that size's records (one per variant).  Uses the record's
-    ``calls`` when the bench gives it (exact); else rebuilds it from the
-    runner's steps (rdmacheck/bench/runner.py ``_measure``): warm-up, 3 estimate
-    calls (time-based iterations), the timed calls, the --check call and, with
-    a CUDA graph, one side-stream call plus one replay of the captured block;
-    ``--graph auto`` also samples a replay, 3 eager calls and an eager block of
-    the same length before choosing (skipped when a call takes >= 1 ms with
-    time-based iterations).  Measured on 2x H100 over a veth: this count met the
-    counters at 1.00x once the auto sampling was counted (1.98x before).
-    """
+def calls_in_window(records: Iterable[Mapping[str, Any]]) -> int | None:
+    """Collective calls between one size's before_size and after_size hooks: the sum of its records'
+    ``calls`` (one record per variant), as the runner counted them; None when a record has none."""
     total = 0
-    auto = context.get("graph") == "auto"
-    timed_based = not isinstance(context.get("iters"), int)
     for r in records:
-        if r.get("calls") is not None:
-            total += int(r["calls"])
-            continue
-        iters = int(r.get("iters") or 0)
-        per_graph = min(iters, 100)
-        n = int(context.get("warmup") or 0) + iters
-        if timed_based:
-            n += 3
-        captured = bool(r.get("graph")) or context.get("graph") is True
-        if auto:
-            # the runner skips capture only for time-based sizes whose calls take >= 1 ms
-            captured = bool(r.get("graph")) or not (timed_based and float(r.get("time_us") or 0) >= 1000)
-        if captured:
-            n += 1 + per_graph
-            if auto:
-                n += per_graph + 3 + per_graph
-        if context.get("check"):
-            n += 1
-        total += n
+        c = r.get("calls")
+        if isinstance(c, bool) or not isinstance(c, int):
+            return None
+        total += c
     return total
 
 
@@ -507,9 +443,9 @@ def check_wire(
             watched[str(n.get("host"))] = {"hcas": sorted((n.get("hcas") or {}).keys()),
                                            "netdevs": sorted((n.get("netdevs") or {}).keys())}
         factor = wire_factor(op, world, backend)
-        calls = calls_in_window(recs, context)
+        calls = calls_in_window(recs)
         row: dict[str, Any] = {"op": op, "bytes": nbytes, "calls": calls, "factor": factor, "nodes": []}
-        expected = factor * nbytes * calls if factor is not None else None
+        expected = factor * nbytes * calls if factor is not None and calls is not None else None
         row["expected_bytes"] = expected
         unreadable_hosts = []
         for n in nodes:
@@ -527,7 +463,9 @@ def check_wire(
                 "top_other": {"name": top[0], "bytes": top[1]} if top and top[1] > 0 else None,
                 "unreadable": bad,
             })
-        if expected is None:
+        if calls is None:
+            row["verdict"] = "not judged (no call count recorded: evidence older than schema 2)"
+        elif expected is None:
             row["verdict"] = "not judged (unknown op)"
         elif expected < min_bytes:
             row["verdict"] = f"not judged (< {min_bytes} B expected)"

@@ -31,15 +31,17 @@ from typing import Any, Callable
 
 from ..atomic import atomic_write
 from ..errors import UsageError
+from ..evidence import parse
+from ..output.heatmap import heatmap_svg
 from ..model import Evidence, Result, Status
 from . import matrix, remote
 from .schedule import rounds
 
-# TEST HOOK ONLY: "PHASE:FILE" makes the driver stop when it reaches PHASE
-# ("preflight", "bench", "pairwise-round-N"), print "# test hold: PHASE", and
-# wait (at most 120 s) until FILE exists.  tests/test_cluster_ray.py uses it
-# to remove a Ray node at a known point of the run; nothing else sets it.
-TEST_HOLD_ENV = "RDMACHECK_CLUSTER_TEST_HOLD"
+# Observers of the run's progress: each is called with the phase the driver has reached
+# ("preflight", "bench", "pairwise-round-N") before the phase's tasks start, in the driver process.
+# A tool embedding the driver (or a test, tests/fault_hooks.py, which removes a Ray node at a known
+# point) appends to it; an observer that raises ends the run like any driver error.
+PHASE_HOOKS: list[Callable[[str], None]] = []
 GRACE_S = 10.0          # extra seconds after --node-timeout before a silent rank is declared lost
 POLL_S = 1.0            # how often Ray's node table is read while waiting
 
@@ -110,15 +112,9 @@ def safe_name(label: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", label).strip("_") or "node"
 
 
-def _hold(phase: str) -> None:
-    spec = os.environ.get(TEST_HOLD_ENV, "")
-    want, _, path = spec.partition(":")
-    if not spec or want != phase:
-        return
-    say(f"test hold: {phase} (waiting for {path})")
-    end = time.monotonic() + 120
-    while time.monotonic() < end and not os.path.exists(path):
-        time.sleep(0.1)
+def _phase(phase: str) -> None:
+    for hook in PHASE_HOOKS:
+        hook(phase)
 
 
 # ---------------------------------------------------------------- connecting
@@ -348,12 +344,12 @@ class ClusterRun:
             say(f"{len(self.nodes)} Ray node(s): " + ", ".join(f"{n.label} ({n.ip}, {n.gpus} GPU)" for n in self.nodes))
             self.waiter = Waiter(ray, self.by_id())
             if o.preflight:
-                _hold("preflight")
+                _phase("preflight")
                 self._timed("preflight", lambda: self.phase_preflight(ray))
             if o.bench or o.pairwise:
                 self._timed("actors", lambda: self.start_actors(ray))
             if o.bench:
-                _hold("bench")
+                _phase("bench")
                 self._timed("bench", lambda: self.phase_bench(ray))
             if o.pairwise:
                 self._timed("pairwise", lambda: self.phase_pairwise(ray))
@@ -549,7 +545,7 @@ class ClusterRun:
         r0 = out.get(0)
         ev_dict = r0.value.get("evidence") if r0 is not None and r0.ok and isinstance(r0.value, dict) else None
         if ev_dict:
-            ev = Evidence.from_dict(ev_dict)
+            ev = parse(ev_dict, f"rank 0's bench evidence (on {ranks[0][0].label})")
             ev.host = ranks[0][0].label
             ev.context["cluster"] = {"nodes": [n.label for n, _ in ranks], "ray_address": o.address}
             path = o.out_dir / "bench.json"
@@ -604,7 +600,7 @@ class ClusterRun:
             f"(each node in at most one pair per round)")
         self._refresh_all(ray)
         for k, rnd in enumerate(sched, 1):
-            _hold(f"pairwise-round-{k}")
+            _phase(f"pairwise-round-{k}")
             groups = []
             for a, b in rnd:
                 key = f"{a}|{b}"
@@ -658,7 +654,7 @@ class ClusterRun:
         self.pairwise = data
         self.results.append(res)
         atomic_write(o.out_dir / "pairwise.csv", matrix.to_csv(labels, bw))
-        atomic_write(o.out_dir / "pairwise.svg", matrix.heatmap_svg(data))
+        atomic_write(o.out_dir / "pairwise.svg", heatmap_svg(data))
 
     def _start_pair(self, ray, na: Node, nb: Node, opts):
         ranks = [(na, self.actors[na.label][0]), (nb, self.actors[nb.label][0])]
@@ -744,7 +740,7 @@ def write_report(out_dir: Path, title: str | None, expected: float | None,
     """The report over every evidence file under ``out_dir`` (rdmacheck.report.make_report).
 
     The report reads cluster.json itself: its gates as "Cluster gates", and
-    ``context.pairwise`` as the heatmap (matrix.heatmap_svg) with the flagged links.
+    ``context.pairwise`` as the heatmap (rdmacheck.output.heatmap) with the flagged links.
     pairwise.svg beside it is the same picture for people who want the file.
     """
     from ..report import make_report

@@ -17,8 +17,9 @@ examples:
   rdmacheck report reports/ --import nccl-tests/all_reduce.txt --import run.json -o acceptance.html
   rdmacheck report node-*/preflight.json --junit reports/gates.xml -o acceptance.html
 
-exit codes: 0 the report says PASS (or only imported numbers), 1 it says FAIL, 2 usage or input error
-(neither -o nor --junit is replaced), 3 internal error (crash report saved).
+exit codes: 0 the report says PASS; 1 it says FAIL, or INFO (no gate was evaluated: only imported numbers);
+  2 usage or input error, e.g. evidence of an unknown kind or schema version (the file and field are named;
+  neither -o nor --junit is replaced); 3 internal error (crash report saved).
 """
 
 
@@ -64,4 +65,5 @@ def run(args: argparse.Namespace) -> int:
         atomic_write(args.junit, junit)
     print(clean_text(f"{model['verdict']}: {model['reason']}", one_line=True))
     print(f"report: {args.output}" + (f"  junit: {args.junit}" if args.junit else ""))
-    return 1 if model["verdict"] == "FAIL" else 0
+    # only a PASS is worth a 0: a page that judged nothing (INFO) must not let a pipeline through
+    return 0 if model["verdict"] == "PASS" else 1

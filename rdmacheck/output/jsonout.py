@@ -1,12 +1,13 @@
-"""JSON evidence files, written atomically."""
+"""JSON evidence files, written atomically and read back strictly (rdmacheck/evidence.py)."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from ..atomic import atomic_write
+from ..boundedjson import JsonBoundsError, loads
 from ..errors import UsageError
+from ..evidence import parse
 from ..model import Evidence
 
 
@@ -14,17 +15,24 @@ def write_evidence(evidence: Evidence, path: str | Path) -> Path:
     return atomic_write(path, evidence.to_json() + "\n")
 
 
+def parse_json(raw: bytes | str, source: str, hint: str = "") -> object:
+    """The JSON of an evidence file, bounded in depth and number range (UsageError naming ``source``)."""
+    try:
+        return loads(raw)
+    except JsonBoundsError as e:
+        raise UsageError(f"{source}: {e}; evidence written by rdmacheck --json never holds that") from None
+    except (ValueError, UnicodeDecodeError) as e:
+        raise UsageError(f"{source} is not JSON ({e}); pass evidence written by rdmacheck --json{hint}") from None
+
+
 def read_evidence(path: str | Path) -> Evidence:
+    """One evidence file -> Evidence; anything it cannot read with certainty is a UsageError naming the file
+    (and the field: an unknown kind or schema version, a field of the wrong type)."""
     p = Path(path)
     try:
-        data = json.loads(p.read_text(encoding="utf-8"))
+        raw = p.read_bytes()
     except FileNotFoundError:
         raise UsageError(f"evidence file {p} not found") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise UsageError(f"cannot read evidence file {p}: {e}") from None
-    except ValueError as e:
-        raise UsageError(f"{p} is not JSON ({e}); pass evidence written by rdmacheck --json") from None
-    try:
-        return Evidence.from_dict(data)
-    except (ValueError, KeyError, TypeError) as e:
-        raise UsageError(f"{p}: {e}") from None
+    except OSError as e:
+        raise UsageError(f"cannot read evidence file {p}: {e.strerror or e}") from None
+    return parse(parse_json(raw, str(p)), str(p))

@@ -14,8 +14,8 @@ import io
 import warnings
 from typing import Any
 
-# fraction of the peak busbw a size must reach to count as the plateau
-PLATEAU_FRACTION = 0.9
+from ..plateau import DEFAULT_MIN_BYTES, Plateau, plateaus
+from ..units import short_bytes, tick_bytes
 
 
 @dataclasses.dataclass
@@ -27,6 +27,9 @@ class Run:
     time: str
     context: dict[str, Any]
     records: list[dict[str, Any]]
+    # the bench's plateau threshold (its context.plateau_min_bytes); imported nccl-tests runs
+    # carry none and are judged at the profile default
+    plateau_min_bytes: int = DEFAULT_MIN_BYTES
 
 
 def _num(v: Any) -> float | None:
@@ -63,9 +66,10 @@ def frame(runs: list[Run]):
                 # #wrong as a number or nothing: evidence from elsewhere may hold "N/A" or any text
                 "wrong": _int_or_none(r.get("wrong")), "dtype": r.get("dtype"), "redop": r.get("redop"),
                 "world_size": r.get("world_size"), "backend": r.get("backend"),
+                "plateau_min_bytes": run.plateau_min_bytes,
             })
     cols = ["run", "run_index", "source", "op", "bytes", "in_place", "time_us", "algbw", "busbw",
-            "wrong", "dtype", "redop", "world_size", "backend"]
+            "wrong", "dtype", "redop", "world_size", "backend", "plateau_min_bytes"]
     return pd.DataFrame(rows, columns=cols)
 
 
@@ -80,24 +84,10 @@ def primary(df):
     return df[mask]
 
 
-def plateau(df) -> tuple[int, int, float] | None:
-    """(first size, last size, median busbw) where busbw >= 90 % of the run's peak."""
-    d = df.dropna(subset=["busbw"])
-    d = d[d["bytes"] > 0]
-    if d.empty:
-        return None
-    peak = d["busbw"].max()
-    if not peak or peak <= 0:
-        return None
-    on = d[d["busbw"] >= PLATEAU_FRACTION * peak]
-    return int(on["bytes"].min()), int(on["bytes"].max()), float(on["busbw"].median())
-
-
-def human_bytes(n: int) -> str:
-    for unit, div in (("G", 1 << 30), ("M", 1 << 20), ("K", 1 << 10)):
-        if n >= div and n % div == 0:
-            return f"{n // div}{unit}"
-    return f"{n}"
+def plateau(g, min_bytes: int) -> Plateau | None:
+    """The plateau of one run's one op (every variant's rows): the bench gate's own figure."""
+    recs = [{"op": "op", "bytes": b, "busbw": bw} for b, bw in zip(g["bytes"], g["busbw"])]
+    return plateaus(recs, min_bytes).get("op")
 
 
 def summaries(df, expected: float | None) -> list[dict[str, Any]]:
@@ -107,15 +97,16 @@ def summaries(df, expected: float | None) -> list[dict[str, Any]]:
         return out
     for (idx, op), g in primary(df).groupby(["run_index", "op"], sort=True):
         g = g.sort_values("bytes")
-        pl = plateau(g)
+        whole = df[(df["run_index"] == idx) & (df["op"] == op)]
+        pl = plateau(whole, int(whole["plateau_min_bytes"].iloc[0]))
         peak = g["busbw"].max()
         out.append({
             "run": g["run"].iloc[0], "op": op, "source": g["source"].iloc[0], "rows": int(len(g)),
-            "min_bytes": human_bytes(int(g["bytes"].min())), "max_bytes": human_bytes(int(g["bytes"].max())),
+            "min_bytes": short_bytes(int(g["bytes"].min())), "max_bytes": short_bytes(int(g["bytes"].max())),
             "peak_busbw": None if peak != peak else float(peak),
-            "plateau": None if pl is None else f"{human_bytes(pl[0])}..{human_bytes(pl[1])}",
-            "plateau_busbw": None if pl is None else pl[2],
-            "meets": None if (pl is None or expected is None) else pl[2] >= expected,
+            "plateau": None if pl is None else f"{short_bytes(pl.first_bytes)}..{short_bytes(pl.last_bytes)}",
+            "plateau_busbw": None if pl is None else pl.median,
+            "meets": None if (pl is None or expected is None) else pl.median >= expected,
             "wrong": int(g["wrong"].fillna(0).astype(float).sum()) if g["wrong"].notna().any() else None,
         })
     return out
@@ -138,7 +129,7 @@ def tables(df) -> list[dict[str, Any]]:
                 t[f"{name}_{col}"] = part[col] if col in part else None
         rows = []
         for size, r in t.iterrows():
-            rows.append({"bytes": int(size), "size": human_bytes(int(size)),
+            rows.append({"bytes": int(size), "size": short_bytes(int(size)),
                          **{k: (None if v != v else v) for k, v in r.to_dict().items()}})
         out.append({"run": g["run"].iloc[0], "op": op, "rows": rows,
                     "has_ip": bool(len(ip))})
@@ -158,14 +149,6 @@ def _plain(text: object) -> str:
     return str(text).replace("$", r"\$")
 
 
-def _fmt_bytes(x: float, _pos: Any = None) -> str:
-    n = int(round(x))
-    for unit, div in (("G", 1 << 30), ("M", 1 << 20), ("K", 1 << 10)):
-        if n >= div:
-            return f"{n / div:g}{unit}"
-    return f"{n}"
-
-
 def plots(df, expected: float | None) -> list[dict[str, Any]]:
     """One SVG per collective (busbw | algbw | latency panels), as data URIs."""
     if df.empty:
@@ -182,24 +165,28 @@ def plots(df, expected: float | None) -> list[dict[str, Any]]:
     d = d[d["bytes"] > 0]
     for op, g in d.groupby("op", sort=True):
         fig, axes = plt.subplots(1, 3, figsize=(12, 3.8), constrained_layout=True)
-        main = None
+        candidates = []   # (not rdmacheck, run index): the band shows the first rdmacheck run's plateau
         for idx, rg in g.groupby("run_index", sort=True):
             rg = rg.sort_values("bytes")
             label = rg["run"].iloc[0]
             style = "-" if rg["source"].iloc[0] == "rdmacheck" else "--"
-            if main is None or (rg["source"].iloc[0] == "rdmacheck" and main["source"].iloc[0] != "rdmacheck"):
-                main = rg
+            candidates.append((rg["source"].iloc[0] != "rdmacheck", idx))
             for ax, col in zip(axes, ("busbw", "algbw", "time_us")):
                 s = rg.dropna(subset=[col])
                 if col == "time_us":
                     s = s[s[col] > 0]
                 if not s.empty:
                     ax.plot(s["bytes"], s[col], style, marker=".", markersize=3, linewidth=1.2, label=_plain(label))
-        pl = plateau(main) if main is not None else None
+        pl = None
+        for _, idx in sorted(candidates):   # ... else the first run that reached a plateau size
+            whole = df[(df["run_index"] == idx) & (df["op"] == op)]
+            pl = plateau(whole, int(whole["plateau_min_bytes"].iloc[0]))
+            if pl:
+                break
         if pl:
-            lo, hi, med = pl
+            lo, hi, med = pl.first_bytes, pl.last_bytes, pl.median
             axes[0].axvspan(lo, hi, color="tab:green", alpha=0.12,
-                            label=f"plateau ({_fmt_bytes(lo)}..{_fmt_bytes(hi)}, {med:.1f} GB/s)")
+                            label=f"plateau ({tick_bytes(lo)}..{tick_bytes(hi)}, {med:.1f} GB/s)")
         if expected:
             axes[0].axhline(expected, color="tab:red", linestyle=":", linewidth=1.5,
                             label=f"expected {expected:g} GB/s")
@@ -207,7 +194,7 @@ def plots(df, expected: float | None) -> list[dict[str, Any]]:
                   ("latency", "time (us)"))
         for ax, (title, ylabel) in zip(axes, titles):
             ax.set_xscale("log", base=2)
-            ax.xaxis.set_major_formatter(FuncFormatter(_fmt_bytes))
+            ax.xaxis.set_major_formatter(FuncFormatter(tick_bytes))
             ax.set_xlabel("message size (bytes)")
             ax.set_ylabel(ylabel)
             ax.set_title(_plain(f"{op}: {title}"))
@@ -221,5 +208,5 @@ def plots(df, expected: float | None) -> list[dict[str, Any]]:
             fig.savefig(buf, format="svg")
         plt.close(fig)
         uri = "data:image/svg+xml;base64," + base64.b64encode(buf.getvalue().encode()).decode()
-        out.append({"op": op, "uri": uri, "plateau": pl})
+        out.append({"op": op, "uri": uri, "plateau": None if pl is None else (lo, hi, med)})
     return out

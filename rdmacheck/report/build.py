@@ -14,7 +14,10 @@ from pathlib import Path
 from typing import Any
 
 from .. import __version__
+from ..evidence import BenchContext, ClusterContext, PreflightContext, context_of, expected_busbw, preflight_facts
 from ..model import Evidence, Result, Status, now_iso, worst
+from ..plateau import DEFAULT_MIN_BYTES
+from ..units import decimal_bytes
 from . import consistency
 from .bench import Run
 from .load import Loaded
@@ -67,27 +70,22 @@ def _result_row(r: Result, kind: str) -> dict[str, Any]:
 
 
 def _expected_busbw(loaded: list[Loaded], override: float | None) -> float | None:
+    """--expected-busbw, else the first run's own expectation (each kind records it in one typed field:
+    rdmacheck/evidence.py ``expected_busbw``), else one 100 Gb/s link."""
     if override is not None:
         return override
     for l in loaded:
-        ctx = l.evidence.context if isinstance(l.evidence.context, dict) else {}
-        for cand in (ctx.get("expect_busbw"), ctx.get("min_busbw"), (ctx.get("expect") or {}).get("min_busbw") if isinstance(ctx.get("expect"), dict) else None,
-                     ((ctx.get("config") or {}).get("profile") or {}).get("min_busbw") if isinstance(ctx.get("config"), dict) else None):
-            try:
-                if cand is not None:
-                    return float(cand)
-            except (TypeError, ValueError):
-                continue
+        v = expected_busbw(l.evidence)
+        if v is not None:
+            return float(v)
     return DEFAULT_EXPECTED_BUSBW
 
 
 def _run_label(ev: Evidence, path: str) -> str:
-    ctx = ev.context if isinstance(ev.context, dict) else {}
-    if ctx.get("source") == "nccl-tests":
-        ws = ctx.get("world_size")
-        return f"nccl-tests {Path(path).stem}" + (f" ({ws} ranks)" if ws else "")
-    backend = ctx.get("backend") or (ev.records[0].get("backend") if ev.records and isinstance(ev.records[0], dict) else "")
-    ws = ctx.get("world_size") or (ev.records[0].get("world_size") if ev.records and isinstance(ev.records[0], dict) else None)
+    bc = context_of(ev)
+    if bc.source == "nccl-tests":
+        return f"nccl-tests {Path(path).stem}" + (f" ({bc.world_size} ranks)" if bc.world_size else "")
+    backend, ws = bc.backend or "", bc.world_size
     label = f"rdmacheck {backend} @{ev.host}".replace("  ", " ")
     if ws:
         label += f" ({ws} ranks)"
@@ -110,30 +108,32 @@ def build(loaded: list[Loaded], imported: list[Loaded] | None = None, title: str
     pairwise: dict[str, Any] | None = None
     for l in everything:
         ev = l.evidence
-        ctx = ev.context if isinstance(ev.context, dict) else {}
+        ctx = ev.context
+        typed = context_of(ev, l.path)
+        imported = isinstance(typed, BenchContext) and typed.source == "nccl-tests"
         fingerprint.append({
             "file": l.path, "kind": ev.kind, "host": ev.host, "time": ev.time,
-            "tool": "nccl-tests " + str(ctx.get("nccl_tests_version") or "") if ctx.get("source") == "nccl-tests"
-            else f"rdmacheck {ev.tool_version}",
+            "tool": "nccl-tests " + (typed.nccl_tests_version or "") if imported else f"rdmacheck {ev.tool_version}",
             "status": ev.status.value if ev.results else "",
             "versions": _versions(ev),
         })
-        if ev.kind == "cluster" and isinstance(ctx.get("nodes"), list):
+        if isinstance(typed, ClusterContext) and typed.is_fleet:
             # the cluster-wide document of `rdmacheck cluster` (host "ray-cluster"): its gates
             # judge the fleet, not a node, and it carries the pairwise matrix
             for r in ev.results:
                 row = _result_row(r, ev.kind)
                 row["host"] = ev.host
                 cluster_gates.append(row)
-            if isinstance(ctx.get("pairwise"), dict):
-                pairwise = _pairwise_view(ctx["pairwise"])
+            if typed.pairwise is not None:
+                pairwise = _pairwise_view(typed.pairwise)
         elif ev.kind in GATE_KINDS:
             by_host.setdefault(ev.host, []).append(l)
-        if ev.kind == "bench":
+        if isinstance(typed, BenchContext):
             if ev.records:
-                runs.append(Run(label=_run_label(ev, l.path), source=str(ctx.get("source") or "rdmacheck"),
-                                path=l.path, host=ev.host, time=ev.time, context=ctx, records=ev.records))
-            pp = ctx.get("path_proof")
+                runs.append(Run(label=_run_label(ev, l.path), source=typed.source,
+                                path=l.path, host=ev.host, time=ev.time, context=ctx, records=ev.records,
+                                plateau_min_bytes=typed.plateau_min_bytes or DEFAULT_MIN_BYTES))
+            pp = typed.path_proof
             if isinstance(pp, dict) and isinstance(pp.get("nodes"), dict) and pp["nodes"]:
                 path_nodes.append({"run": _run_label(ev, l.path), "rows": _path_nodes(pp["nodes"], ev.records)})
             for r in ev.results:
@@ -237,17 +237,6 @@ def _waiver(host: str, gid: str, observed: str, w: dict[str, Any]) -> dict[str, 
     return {"host": host, "id": gid, "observed": observed, "reason": get("reason"), "user": get("user"), "time": get("time")}
 
 
-def _fmt_bytes(n: Any) -> str:
-    try:
-        v = float(n)
-    except (TypeError, ValueError):
-        return ""
-    for unit, div in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
-        if v >= div:
-            return f"{v / div:.2f} {unit}"
-    return f"{v:.0f} B"
-
-
 def _path_nodes(nodes: dict[str, Any], records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """context.path_proof.nodes (bench path-proof hook): one line per node, transport next to
     the bytes its NICs carried at the largest judged size and the busbw measured at that size."""
@@ -264,9 +253,9 @@ def _path_nodes(nodes: dict[str, Any], records: list[dict[str, Any]]) -> list[di
             "gdr": "" if d.get("gdr_enabled") is None else ("on" if d.get("gdr_enabled") else "off"),
             "hcas": ", ".join(map(str, d.get("used_hcas") or [])),
             "paths": ", ".join(f"{k} x{v}" for k, v in paths.items()),
-            "wire_size": f"{w.get('op', '')} {_fmt_bytes(w.get('bytes'))}".strip() if w else "",
-            "measured": _fmt_bytes(w.get("measured_bytes")) if w else "",
-            "expected": _fmt_bytes(w.get("expected_bytes")) if w else "",
+            "wire_size": f"{w.get('op', '')} {decimal_bytes(w.get('bytes'))}".strip() if w else "",
+            "measured": decimal_bytes(w.get("measured_bytes")) if w else "",
+            "expected": decimal_bytes(w.get("expected_bytes")) if w else "",
             "ratio": w.get("ratio") if w else None,
             "devices": ", ".join(map(str, w.get("devices") or [])) if w else "",
             "verdict": str(w.get("verdict") or "") if w else "",
@@ -313,11 +302,11 @@ def _proof_view(r: Result, records: list[dict[str, Any]]) -> dict[str, Any]:
                     continue
                 devs = {**(n.get("hcas") or {}), **(n.get("netdevs") or {})}
                 out["wire_rows"].append({
-                    "op": row.get("op"), "size": _fmt_bytes(row.get("bytes")),
+                    "op": row.get("op"), "size": decimal_bytes(row.get("bytes")),
                     "busbw": bw.get((row.get("op"), row.get("bytes"))),
                     "node": f"{n.get('host', '?')} (rank {n.get('rank', '?')})",
                     "devices": ", ".join(sorted(map(str, devs))) or "none watched",
-                    "expected": _fmt_bytes(row.get("expected_bytes")), "measured": _fmt_bytes(n.get("measured_bytes")),
+                    "expected": decimal_bytes(row.get("expected_bytes")), "measured": decimal_bytes(n.get("measured_bytes")),
                     "ratio": n.get("ratio"), "verdict": str(row.get("verdict") or ""),
                 })
     if out["facts"] or out["causes"] or out["wire_rows"]:
@@ -337,7 +326,7 @@ def _pairwise_view(data: dict[str, Any]) -> dict[str, Any]:
         "uri": None,
     }
     try:
-        from ..cluster.matrix import heatmap_svg
+        from ..output.heatmap import heatmap_svg
 
         svg = heatmap_svg(data)
         # as an <img>, the SVG is an image: nothing in it can run, whatever a label holds
@@ -353,25 +342,31 @@ def _row_dict(r: consistency.Row) -> dict[str, Any]:
 
 
 def _versions(ev: Evidence) -> str:
-    """kernel, python, torch, NCCL, driver, CUDA: whatever this evidence recorded."""
-    ctx = ev.context if isinstance(ev.context, dict) else {}
-    facts = ctx.get("facts") if isinstance(ctx.get("facts"), dict) else {}
+    """kernel, python, torch, NCCL, driver, CUDA, Ray: each from the one field its kind records it in."""
+    ctx = context_of(ev)
     found: dict[str, Any] = {}
 
-    def take(src: Any, pairs: tuple[tuple[str, str], ...]) -> None:
-        if isinstance(src, dict):
-            for key, label in pairs:
-                v = src.get(key)
-                if label not in found and v not in (None, "") and not isinstance(v, (dict, list)):
-                    found[label] = v
+    def put(label: str, v: Any) -> None:
+        if label not in found and isinstance(v, (str, int, float)) and not isinstance(v, bool) and v != "":
+            found[label] = v
 
-    pairs = (("kernel", "kernel"), ("python", "python"), ("python_version", "python"), ("torch_version", "torch"),
-             ("nccl_version", "nccl"), ("nccl_tests_version", "nccl-tests"), ("driver_version", "driver"),
-             ("cuda_driver_version", "cuda"), ("cuda_version", "cuda"), ("ray_version", "ray"))
-    for src in (ctx, facts, facts.get("versions"), facts.get("gpu")):
-        take(src, pairs)
+    if isinstance(ctx, PreflightContext):      # preflight and launch
+        facts = preflight_facts(ev)
+        put("kernel", facts.get("kernel"))
+        put("python", ctx.raw.get("python"))
+        put("nccl", facts.get("nccl_version"))
+        put("driver", facts.get("driver_version"))
+        put("cuda", facts.get("cuda_version"))
+    elif isinstance(ctx, BenchContext):
+        put("torch", ctx.torch_version)
+        put("nccl", ctx.nccl_version)
+        put("nccl-tests", ctx.nccl_tests_version)
+    elif isinstance(ctx, ClusterContext):
+        put("ray", ctx.raw.get("ray_version"))
     for r in ev.results:
-        take(r.details, pairs)
+        if r.id == "gpu.nvml":                 # the NVML gate's details (docs/checks-gpu-net.md)
+            put("driver", r.details.get("driver_version"))
+            put("cuda", r.details.get("cuda_driver_version"))
     return ", ".join(f"{k} {v}" for k, v in found.items())
 
 
@@ -402,15 +397,19 @@ def _verdict(nodes: list[Node], mism: list[consistency.Row], bench_results: list
     if parts:
         return "FAIL", "; ".join(parts) + "."
     if not nodes and not bench_results and not cluster_results:
-        return "INFO", "No gates were evaluated: the evidence holds only bench numbers (e.g. imported nccl-tests runs)."
+        return "INFO", ("No gates were evaluated: the evidence holds only bench numbers (e.g. imported nccl-tests runs); "
+                        "exit 1, since nothing was judged: add preflight, bench, launch or cluster evidence.")
     bits = []
     if nodes:
         bits.append(f"all {len(nodes)} node(s) passed every gate" + (" and agree on MTU, GID, versions and NCCL env" if len(nodes) > 1 else ""))
     own = [s for s in summ if s["source"] == "rdmacheck" and s["plateau_busbw"] is not None]
     if own:
-        best = max(own, key=lambda s: s["plateau_busbw"])
-        bits.append(f"the bench plateau reached {best['plateau_busbw']:.1f} GB/s busbw ({best['op']})"
+        # the op the bench.busbw gate is bound by: every op must reach the expectation
+        low = min(own, key=lambda s: s["plateau_busbw"])
+        bits.append(f"the bench plateau reached {low['plateau_busbw']:.2f} GB/s busbw ({low['op']}"
+                    + (f", the lowest of {len(own)} ops" if len(own) > 1 else "") + ")"
                     + (f" against {expected:g} GB/s expected" if expected else ""))
     elif bench_results:
         bits.append("every bench gate passed")
-    return "PASS", (", ".join(bits) or "every gate passed").capitalize() + "."
+    text = ", ".join(bits) or "every gate passed"
+    return "PASS", text[0].upper() + text[1:] + "."   # not str.capitalize(): it lowercases "GB/s"

@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from ..units import gbs
+
 TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
 
 
@@ -20,7 +22,7 @@ def environment():
         trim_blocks=True,
         lstrip_blocks=True,
     )
-    env.filters["gbs"] = lambda v: "" if v is None else f"{v:.2f}"
+    env.filters["gbs"] = gbs
     env.filters["us"] = lambda v: "" if v is None else (f"{v:.1f}" if v >= 100 else f"{v:.2f}")
     env.filters["num"] = lambda v: "" if v is None else (f"{int(v)}" if float(v).is_integer() else f"{v:g}")
     return env
