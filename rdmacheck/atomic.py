@@ -16,6 +16,9 @@ def atomic_write(path: str | os.PathLike, data: str | bytes, mode: int = 0o644) 
     content or the whole new one.  Parent folders are created.
     """
     p = Path(path)
+    if p.exists() and not p.is_file():
+        # rename(2) over a device replaces the node itself (--json /dev/null would delete /dev/null)
+        raise UsageError(f"cannot write {p}: it exists and is not a regular file; choose a file path")
     try:
         p.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)

@@ -6,7 +6,9 @@ their heavy dependencies (torch, pandas, ray) inside ``run`` so that
 ``rdmacheck preflight`` starts fast and never imports torch.
 
 Exit codes, for every command: 0 all gates passed, 1 a gate failed,
-2 usage or input error (one line on stderr, no traceback).
+2 usage or input error (one line on stderr, no traceback), 3 internal error
+(one line naming the exception and the crash report saved by rdmacheck.crash).
+docs/failure-semantics.md says what is written on each kind of failure.
 """
 
 from __future__ import annotations
@@ -29,7 +31,13 @@ COMMANDS = [
 ]
 
 EPILOG = """\
-exit codes: 0 every gate passed, 1 a gate failed, 2 usage or input error.
+exit codes (every command):
+  0  every gate passed
+  1  a gate failed (or could not be judged once running: a rank died, a node went silent)
+  2  usage or input error: one line naming the problem and the fix; no output file was replaced
+  3  internal error: one line naming it and the crash report saved under
+     $XDG_STATE_HOME/rdmacheck/ (else the temp folder); please report it
+  see docs/failure-semantics.md
 
 quick start:
   rdmacheck preflight --env docker/.env            gate this node
@@ -92,10 +100,18 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         return int(args._run(args) or 0)
     except UsageError as e:
-        print(f"rdmacheck: error: {e}", file=sys.stderr)
+        from .sanitize import clean_text
+
+        print(clean_text(f"rdmacheck: error: {e}", one_line=True), file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("rdmacheck: interrupted", file=sys.stderr)
         return 130
     except BrokenPipeError:
         return 1
+    except SystemExit:
+        raise  # --help, --version
+    except BaseException as e:  # a bug: exit 3, the traceback in a file, not on the terminal
+        from .crash import report_internal_error
+
+        return report_internal_error(e, argv)

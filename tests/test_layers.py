@@ -17,7 +17,7 @@ PKG = REPO / "rdmacheck"
 # equal layer.  The same table is in docs/architecture.md.
 LAYERS: dict[str, int] = {
     "rdmacheck": 0, "errors": 0, "units": 0, "busbw": 0, "plateau": 0, "boundedjson": 0, "atomic": 0,
-    "ncclspec": 0,
+    "ncclspec": 0, "crash": 0, "inputs": 0, "outpath": 0, "sanitize": 0,
     "model": 1, "evidence": 1,
     "root": 2, "config": 2, "nccl_log": 2,
     "facts": 3, "nodefacts": 3, "gather": 3,

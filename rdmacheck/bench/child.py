@@ -5,12 +5,27 @@ from __future__ import annotations
 import os
 import sys
 
+from ..errors import UsageError
 from .runner import BenchOptions, run_rank
 
 
+OPTIONS_FILE_ENV = "RDMACHECK_BENCH_OPTIONS_FILE"
+
+
 def main() -> int:
-    opts = BenchOptions.from_json(os.environ["RDMACHECK_BENCH_OPTIONS"])
-    return run_rank(opts)
+    try:
+        # a file, not an environment variable: Linux caps one variable at 128 KiB (E2BIG at exec)
+        with open(os.environ[OPTIONS_FILE_ENV], encoding="utf-8") as f:
+            opts = BenchOptions.from_json(f.read())
+        return run_rank(opts)
+    except UsageError as e:
+        if os.environ.get("RANK", "0") == "0":  # every rank would say the same: rank 0 speaks
+            print(f"rdmacheck: error: {e}", file=sys.stderr)
+        return 2
+    except Exception as e:
+        from ..crash import report_internal_error
+
+        return report_internal_error(e, None, where=f"bench rank {os.environ.get('RANK', '?')}")
 
 
 if __name__ == "__main__":

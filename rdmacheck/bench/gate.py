@@ -12,12 +12,40 @@ from ..plateau import plateaus
 from .sizes import human_bytes
 
 
-def busbw_gate(records: list[dict[str, Any]], expect_busbw: float, plateau_min_bytes: int) -> Result:
+ONE_RANK = "1 rank: nothing crosses a link"
+
+
+def plateau_refusal(plan_nbytes: list[int], plateau_min_bytes: int, expect_busbw: float) -> str | None:
+    """Why a bandwidth gate the user asked for could not be judged by this sweep, or None.
+
+    Known before any rank starts: when no size reaches the plateau, the gate
+    would only ever SKIP, and a run whose one gate skipped must not read as a pass.
+    """
+    if any(n >= plateau_min_bytes for n in plan_nbytes):
+        return None
+    plateau = human_bytes(plateau_min_bytes)
+    largest = human_bytes(max(plan_nbytes)) if plan_nbytes else "none"
+    return (f"the bandwidth gate ({expect_busbw:g} GB/s) judges sizes >= {plateau}, but the largest size in --sizes "
+            f"is {largest}: add a size of at least {plateau} to --sizes (e.g. --sizes 1K..1G), "
+            "or lower --expect plateau_min_bytes=SIZE")
+
+
+def one_rank_refusal(expect_busbw: float) -> str:
+    return (f"{ONE_RANK}, so the bandwidth gate ({expect_busbw:g} GB/s) cannot be judged; run 2 or more ranks "
+            "(--nproc 2, or torchrun across nodes), or drop --expect-busbw / min_busbw to measure one rank ungated")
+
+
+def busbw_gate(records: list[dict[str, Any]], expect_busbw: float, plateau_min_bytes: int,
+               world_size: int | None = None) -> Result:
     """``bench.busbw``: per op, the plateau figure (rdmacheck/plateau.py: the median busbw over
-    sizes >= the plateau threshold).  Every op measured must reach the expectation."""
+    sizes >= the plateau threshold).  Every op measured must reach the expectation; one rank SKIPs."""
     plateau_txt = human_bytes(plateau_min_bytes)
     per_op = plateaus(records, plateau_min_bytes)
     expected = f"median busbw >= {expect_busbw:g} GB/s at sizes >= {plateau_txt}"
+    if world_size == 1:
+        # one rank moves nothing over a link: broadcast/sendrecv "bandwidth" is a local copy
+        return Result("bench.busbw", Status.SKIP, observed=ONE_RANK, expected=expected + " across >= 2 ranks",
+                      remedy="run 2 or more ranks (--nproc 2, or torchrun across nodes) to judge bandwidth")
     if not per_op:
         return Result(
             "bench.busbw", Status.SKIP, observed=f"no size >= {plateau_txt} was measured", expected=expected,

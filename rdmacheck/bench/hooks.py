@@ -57,8 +57,11 @@ class BenchHooks:
 HOOKS = BenchHooks()
 
 
-def load_hook(spec: str, hooks: BenchHooks) -> None:
-    """``package.module:install`` -> import it and call ``install(hooks)``."""
+def resolve_hook(spec: str) -> Callable[[BenchHooks], None]:
+    """``package.module:install`` -> the ``install`` function, or UsageError (exit 2) naming what is wrong.
+
+    Called by ``rdmacheck bench`` before any rank starts, and by each rank to load it.
+    """
     mod_name, sep, attr = spec.partition(":")
     if not sep or not mod_name or not attr:
         raise UsageError(f"--hook {spec!r}: write MODULE:FUNCTION, e.g. mypkg.wire:install")
@@ -66,7 +69,14 @@ def load_hook(spec: str, hooks: BenchHooks) -> None:
         mod = importlib.import_module(mod_name)
     except ImportError as e:
         raise UsageError(f"--hook {spec!r}: cannot import {mod_name} ({e}); check the module is on PYTHONPATH") from None
+    except Exception as e:  # the module itself raised while importing
+        raise UsageError(f"--hook {spec!r}: importing {mod_name} raised {type(e).__name__}: {str(e)[:200]}") from None
     fn = getattr(mod, attr, None)
     if not callable(fn):
         raise UsageError(f"--hook {spec!r}: {mod_name} has no function {attr}")
-    fn(hooks)
+    return fn
+
+
+def load_hook(spec: str, hooks: BenchHooks) -> None:
+    """``package.module:install`` -> import it and call ``install(hooks)``."""
+    resolve_hook(spec)(hooks)

@@ -23,6 +23,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from .child import OPTIONS_FILE_ENV
 from .runner import STATUS_DIR_ENV, BenchOptions
 
 GRACE_S = 3.0
@@ -48,6 +49,36 @@ def _phase(status_dir: Path, rank: int) -> str:
         return (status_dir / f"rank{rank}").read_text().strip() or "start"
     except OSError:
         return "start (before importing torch)"
+
+
+STALE_S = 5.0   # a heartbeat older than this: the rank is not running (watchdog ticks every 0.2 s)
+
+
+def _stalled(procs: list[subprocess.Popen], status_dir: Path) -> list[tuple[int, str]]:
+    """Live ranks that stopped progressing themselves: (rank, why), most certain first.
+
+    A rank blocked in a collective waiting for a peer still ticks its heartbeat; a
+    rank stopped by a signal (process state T) or frozen does not.
+    """
+    now = time.time()
+    out: list[tuple[int, str]] = []
+    for r, p in enumerate(procs):
+        if p.poll() is not None:
+            continue
+        try:
+            state = Path(f"/proc/{p.pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (OSError, IndexError):
+            state = "?"
+        if state in ("T", "t"):
+            out.insert(0, (r, "is stopped (process state T: SIGSTOP/SIGTSTP or a debugger)"))
+            continue
+        try:
+            age = now - (status_dir / f"rank{r}.beat").stat().st_mtime
+        except OSError:
+            continue
+        if age > STALE_S:
+            out.append((r, f"stopped making progress (no heartbeat for {age:.0f} s: frozen, or starved of CPU)"))
+    return out
 
 
 def _record_cause(json_path: str | None, cause: str) -> None:
@@ -80,8 +111,10 @@ def spawn(opts: BenchOptions, nproc: int, env_extra: dict[str, str] | None = Non
     base.setdefault("OMP_NUM_THREADS", "1")  # as torchrun does: N ranks must not each take every core
     base.update({
         "WORLD_SIZE": str(nproc), "LOCAL_WORLD_SIZE": str(nproc), "MASTER_ADDR": "127.0.0.1",
-        "MASTER_PORT": str(_free_port()), STATUS_DIR_ENV: str(status_dir), "RDMACHECK_BENCH_OPTIONS": opts.to_json(),
+        "MASTER_PORT": str(_free_port()), STATUS_DIR_ENV: str(status_dir),
+        OPTIONS_FILE_ENV: str(status_dir / "options.json"),
     })
+    (status_dir / "options.json").write_text(opts.to_json(), encoding="utf-8")
     procs: list[subprocess.Popen] = []
     try:
         for r in range(nproc):
@@ -116,6 +149,10 @@ def _watch(procs: list[subprocess.Popen], status_dir: Path, opts: BenchOptions) 
                 killed_at = now
             elif rc in (1, 2) and reacted is None:
                 reacted = (r, rc, now)
+        if 3 in rcs:
+            # a rank hit a bug: it printed the one line and saved its crash report
+            _stop(procs)
+            return 3
         if all(rc is not None for rc in rcs) and killed is None:
             # every rank ended by itself: 2 usage error, 1 a gate failed, 0 all passed
             return 2 if 2 in rcs else (1 if any(rcs) else 0)
@@ -128,8 +165,20 @@ def _watch(procs: list[subprocess.Popen], status_dir: Path, opts: BenchOptions) 
             if rc == 2:
                 _stop(procs)
                 return 2
+            stalled = _stalled(procs, status_dir)
+            if stalled and stalled[0][0] != r:
+                # rank r timed out waiting; the rank it waited for is the cause
+                return _stalled_cause(procs, status_dir, opts, stalled[0], r, last_phase)
             break
-        if killed is None and reacted is None and now - last_change > opts.timeout + 2 * GRACE_S:
+        # importing torch has the rank's own longer bound (runner: max(--timeout, 300 s)): a loaded
+        # machine can take longer than a short --timeout just to import it
+        importing = any(rcs[q] is None and (last_phase[q].startswith("start") or last_phase[q] in ("", "init: import torch"))
+                        for q in range(n))
+        limit = (max(opts.timeout, 300.0) if importing else opts.timeout) + 2 * GRACE_S
+        if killed is None and reacted is None and now - last_change > limit:
+            stalled = _stalled(procs, status_dir)
+            if stalled:
+                return _stalled_cause(procs, status_dir, opts, stalled[0], None, last_phase)
             stuck = ", ".join(f"rank {q} in '{last_phase[q]}'" for q in range(n) if rcs[q] is None)
             cause = f"no rank made progress for {opts.timeout:g} s ({stuck}); stopped them all"
             _stop(procs)
@@ -140,6 +189,18 @@ def _watch(procs: list[subprocess.Popen], status_dir: Path, opts: BenchOptions) 
     cause = f"rank {r} {_describe(rc)} in phase '{last_phase[r] or _phase(status_dir, r)}'"
     if any(p.poll() is None for p in procs):
         cause += "; the other ranks were stopped"
+    _stop(procs)
+    print(f"rdmacheck: bench: {cause}", file=sys.stderr)
+    _record_cause(opts.json_path, cause)
+    return 1
+
+
+def _stalled_cause(procs, status_dir: Path, opts: BenchOptions, stalled: tuple[int, str], waiter: int | None,
+                   last_phase: dict[int, str]) -> int:
+    r, why = stalled
+    cause = f"rank {r} {why} in phase '{last_phase.get(r) or _phase(status_dir, r)}'"
+    cause += (f"; rank {waiter} gave up waiting for it after {opts.timeout:g} s" if waiter is not None
+              else f"; no rank made progress for {opts.timeout:g} s") + "; the ranks were stopped"
     _stop(procs)
     print(f"rdmacheck: bench: {cause}", file=sys.stderr)
     _record_cause(opts.json_path, cause)

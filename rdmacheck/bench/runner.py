@@ -66,6 +66,7 @@ class BenchOptions:
     json_path: str | None = None
     csv_path: str | None = None
     expect_busbw: float = 12.0
+    expect_explicit: bool = False     # --expect-busbw, or min_busbw in the profile/--expect
     plateau_min_bytes: int = 64 << 20
     max_memory: int | None = None
     hooks: list[str] = dataclasses.field(default_factory=list)
@@ -101,6 +102,11 @@ class Watchdog:
         self.timeout_now = timeout
         self.deadline: float | None = None
         self.status_dir = os.environ.get(STATUS_DIR_ENV)
+        # heartbeat: this thread touches rankN.beat every tick, also while the main thread waits
+        # in a collective; a rank that is stopped or frozen stops touching it, one that waits for
+        # a peer does not, so the launcher can name the rank that stopped progressing
+        self.beat = Path(self.status_dir) / f"rank{rank}.beat" if self.status_dir else None
+        self._touch()
         self._stop = threading.Event()
         self._t = threading.Thread(target=self._loop, name="rdmacheck-bench-watchdog", daemon=True)
         self._t.start()
@@ -122,8 +128,16 @@ class Watchdog:
         self.deadline = None
         self._stop.set()
 
+    def _touch(self) -> None:
+        if self.beat is not None:
+            try:
+                self.beat.touch()
+            except OSError:
+                pass
+
     def _loop(self) -> None:
         while not self._stop.wait(0.2):
+            self._touch()
             d = self.deadline
             if d is not None and time.monotonic() > d:
                 if self.phase.startswith("init: rendezvous"):
@@ -260,7 +274,7 @@ class Runner:
     # -- evidence ------------------------------------------------------------------------------
     def _results(self, complete: bool) -> list[Result]:
         o = self.opts
-        res = [busbw_gate(self.records, o.expect_busbw, o.plateau_min_bytes), check_result(self.records, o.check)]
+        res = [busbw_gate(self.records, o.expect_busbw, o.plateau_min_bytes, self.world), check_result(self.records, o.check)]
         done = len({(r["op"], r["bytes"]) for r in self.records})
         if self.failure:
             res.append(Result("bench.run", Status.FAIL, observed=self.failure,
@@ -311,6 +325,10 @@ class Runner:
             self._write(complete=False)
             print(f"rdmacheck: bench: {e}", file=sys.stderr)
             return 1
+        except Exception as e:  # a bug: exit 3 with a crash report, never a traceback per rank
+            from ..crash import report_internal_error
+
+            return report_internal_error(e, self.opts.argv, where=f"bench rank {self.rank}")
         finally:
             self.wd.stop()
 
@@ -342,8 +360,10 @@ class Runner:
         # eager loop at each size and keep the faster.  Measured on 2x H100 (NCCL 2.28.9): a graph
         # saves ~25 us of torch.distributed launch overhead per call at small sizes, but NCCL's
         # captured calls cost ~6-15 us more than eager ones once the kernels are long (>= 16 MiB).
-        self.graph_auto = o.graph is None and device.type == "cuda"
-        graph = o.graph if o.graph is not None else (device.type == "cuda")
+        # one rank: NCCL launches no kernel for a 1-rank collective, so a captured graph would be
+        # empty (torch warns "The CUDA Graph is empty"); measure eagerly
+        self.graph_auto = o.graph is None and device.type == "cuda" and self.world > 1
+        graph = o.graph if o.graph is not None else (device.type == "cuda" and self.world > 1)
         if graph and device.type != "cuda":
             raise UsageError("--graph needs CUDA (gloo collectives cannot be captured); drop --graph")
         if self.world > 1 or not dist.is_initialized():
@@ -416,7 +436,7 @@ class Runner:
                 _progress(row, tag)
             wd.enter(f"{tag}: before_size hooks")
             for h in self.hooks.before_size:
-                h(row)
+                self._hook(h, row)
             by_variant: dict[bool, dict[str, Any]] = {}
             for in_place in row.variants:
                 phase = f"{tag} {'in-place' if in_place else 'out-of-place'}"
@@ -432,7 +452,7 @@ class Runner:
             main = by_variant.get(False) or by_variant[True]
             wd.enter(f"{tag}: after_size hooks")
             for h in self.hooks.after_size:
-                h(row, main)
+                self._hook(h, row, main)
             self.records.extend(by_variant[v] for v in row.variants)
             if self.rank == 0:
                 if progress:
@@ -445,7 +465,7 @@ class Runner:
         info_run = RunInfo(self.rank, self.world, backend, self.records, self.context, self._results(True))
         extra: list[Result] = []
         for h in self.hooks.after_run:
-            extra.extend(h(info_run) or [])
+            extra.extend(self._hook(h, info_run) or [])
         results = self._write(complete=True, extra=extra)
         if self.rank == 0:
             if o.csv_path:
@@ -457,6 +477,18 @@ class Runner:
         except Exception:
             pass
         return exit_code(results)
+
+    def _hook(self, h, *args):
+        """A hook that raises ends the run like a failed collective (rdmacheck.bench.hooks): exit 1, named."""
+        try:
+            return h(*args)
+        except (UsageError, RankFailure):
+            raise
+        except Exception as e:
+            name = getattr(h, "__qualname__", None) or type(h).__name__
+            msg = str(e).strip().splitlines()[0][:300] if str(e).strip() else ""
+            raise RankFailure(f"rank {self.rank}: hook {name} raised {type(e).__name__} in phase "
+                              f"'{self.wd.phase}'{': ' + msg if msg else ''}") from None
 
     # -- one measurement --------------------------------------------------------------------------
     def _measure(self, torch, dist, device, tdtype, timer: _Timer, row: PlanRow, in_place: bool, graph: bool,

@@ -7,6 +7,7 @@ import os
 import sys
 
 from ..errors import UsageError
+from ..units import seconds_type
 
 DESCRIPTION = """\
 Measure NCCL (or gloo) collectives over torch.distributed and print the table
@@ -44,7 +45,11 @@ memory: the largest size's buffers (x2 for fill and --check) are compared with
 free GPU memory, or with system memory on unified-memory GPUs (DGX Spark),
 before anything is allocated; --max-memory sets the limit yourself.
 
-exit codes: 0 every gate passed, 1 a gate failed or a rank failed, 2 usage error.
+bandwidth gate: --expect-busbw (or min_busbw from a profile/--expect) must be judgeable: with no
+size >= plateau_min_bytes in --sizes, or on 1 rank, the run is refused before it starts (exit 2).
+
+exit codes: 0 every gate passed, 1 a gate failed or a rank failed (the rank that stopped
+progressing is named), 2 usage error, 3 internal error (crash report saved).
 """
 
 
@@ -65,7 +70,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--iters", "-n", type=int, default=None,
                    help="timed calls per size (default: time-based, see --time-per-size)")
     g.add_argument("--warmup", "-w", type=int, default=5, help="warm-up calls per size (default 5)")
-    g.add_argument("--time-per-size", type=float, default=0.02, metavar="S",
+    g.add_argument("--time-per-size", type=seconds_type("--time-per-size", maximum=3600), default=0.02, metavar="S",
                    help="time-based iterations: about S seconds of calls per size, at least 20, at most 10000 (default 0.02)")
     g.add_argument("--graph", action=argparse.BooleanOptionalAction, default=None,
                    help="capture the timed loop in a CUDA graph.  Default (auto, NCCL on GPUs): per size, time a "
@@ -73,7 +78,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "launch overhead at small sizes, eager wins once a call takes ~1 ms")
     g.add_argument("--check", action=argparse.BooleanOptionalAction, default=True,
                    help="verify every element on every rank (nccl-tests #wrong; default on)")
-    g.add_argument("--timeout", type=float, default=120.0, metavar="S",
+    g.add_argument("--timeout", type=seconds_type("--timeout"), default=120.0, metavar="S",
                    help="seconds a rank may spend in init or in one size before the run ends (default 120)")
     g.add_argument("--max-memory", default=None, metavar="SIZE",
                    help="most memory one rank may allocate (default: detected free GPU / system memory)")
@@ -102,10 +107,10 @@ def build_options(args: argparse.Namespace):
     sizes = parse_sizes(args.sizes, args.step_factor)
     ops = parse_ops(args.op)
     dtype = dtype_name(args.dtype)
-    if args.iters is not None and args.iters < 1:
-        raise UsageError("--iters must be >= 1")
-    if args.warmup < 0:
-        raise UsageError("--warmup must be >= 0")
+    if args.iters is not None and not 1 <= args.iters <= 10_000_000:
+        raise UsageError("--iters must be between 1 and 10000000")
+    if not 0 <= args.warmup <= 1_000_000:
+        raise UsageError("--warmup must be between 0 and 1000000")
     if not args.timeout > 0:
         raise UsageError("--timeout must be > 0 seconds")
     if not args.time_per_size > 0:
@@ -114,18 +119,45 @@ def build_options(args: argparse.Namespace):
         raise UsageError("--nproc must be between 1 and 1024")
     cfg = load_config(args.env, args.profile, args.expect, process_env=dict(os.environ))
     expect = parse_bandwidth(args.expect_busbw, "--expect-busbw") if args.expect_busbw is not None else cfg.profile.min_busbw
+    explicit = args.expect_busbw is not None or "min_busbw" in cfg.profile.explicit
     max_mem = parse_bytes(args.max_memory, "--max-memory") if args.max_memory is not None else None
     return BenchOptions(
         ops=ops, sizes=sizes, dtype=dtype, iters=args.iters, warmup=args.warmup, time_per_size=args.time_per_size,
         graph=args.graph, check=args.check, backend=args.backend, timeout=args.timeout,
-        json_path=args.json, csv_path=args.csv, expect_busbw=expect,
+        json_path=args.json, csv_path=args.csv, expect_busbw=expect, expect_explicit=explicit,
         plateau_min_bytes=cfg.profile.plateau_min_bytes, max_memory=max_mem, hooks=list(args.hook),
         config=cfg.to_dict(), progress=args.progress, argv=list(sys.argv[1:]),
     )
 
 
+def refuse_unjudgeable(opts, world: int) -> None:
+    """A bandwidth gate the user asked for that this run could never judge: exit 2 before any rank starts."""
+    from ..bench.gate import one_rank_refusal, plateau_refusal
+    from ..bench.plan import build_plan
+
+    if not opts.expect_explicit or opts.expect_busbw == 0:
+        # the default expectation, or 0 ("measure, expect nothing"): the gate says SKIP and why
+        return
+    if world == 1:
+        raise UsageError(one_rank_refusal(opts.expect_busbw))
+    plan, _ = build_plan(opts.ops, opts.sizes, opts.dtype, world)
+    msg = plateau_refusal([r.nbytes for r in plan] or opts.sizes, opts.plateau_min_bytes, opts.expect_busbw)
+    if msg:
+        raise UsageError(msg)
+
+
 def run(args: argparse.Namespace) -> int:
+    from ..bench.hooks import resolve_hook
+    from ..outpath import check_output_paths
+
     opts = build_options(args)
+    check_output_paths((opts.json_path, "--json"), (opts.csv_path, "--csv"))
+    for spec in opts.hooks:
+        resolve_hook(spec)  # a bad module or function is exit 2 here, not a traceback in every rank
+    in_torchrun = "RANK" in os.environ and "WORLD_SIZE" in os.environ
+    world = args.nproc if args.nproc else (int(os.environ["WORLD_SIZE"]) if in_torchrun
+                                           and os.environ["WORLD_SIZE"].isdigit() else 1)
+    refuse_unjudgeable(opts, world)
     import importlib.util
 
     try:
@@ -146,7 +178,6 @@ def run(args: argparse.Namespace) -> int:
             msg = memory_verdict(max(r.memory_need() for r in plan), opts.max_memory, "--max-memory", opts.max_memory)
             if msg:
                 raise UsageError(msg)
-    in_torchrun = "RANK" in os.environ and "WORLD_SIZE" in os.environ
     if args.nproc and args.nproc > 1:
         if in_torchrun:
             raise UsageError("--nproc starts local ranks itself; under torchrun leave it out")

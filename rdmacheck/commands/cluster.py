@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 from ..errors import UsageError
+from ..units import fraction_type, seconds_type
 
 DESCRIPTION = """\
 Fleet acceptance through the Ray cluster the nodes already run: one command
@@ -84,7 +85,8 @@ outside --out-dir (--isolate):
 every node needs rdmacheck importable (it is in the node image) and, for the
 bench, torch; actors inherit each node's environment (NCCL_*, GLOO_SOCKET_IFNAME).
 
-exit codes: 0 the report says PASS, 1 it says FAIL (a gate, a node, a link), 2 usage error.
+exit codes: 0 the report says PASS, 1 it says FAIL (a gate, a node, a link), 2 usage error,
+3 internal error (crash report saved).
 """
 
 
@@ -93,7 +95,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--ray-address", required=True, metavar="ADDR",
                    help="the Ray head's GCS address HOST:PORT (port 6379 by default), or 'auto' on a node "
                         "where Ray already runs (the head container)")
-    g.add_argument("--node-timeout", type=float, default=120.0, metavar="S",
+    g.add_argument("--node-timeout", type=seconds_type("--node-timeout"), default=120.0, metavar="S",
                    help="seconds a node may stay silent (preflight phase; a rank in one size) before it is "
                         "reported as lost (default 120)")
     g.add_argument("--out-dir", default=None, metavar="DIR",
@@ -108,7 +110,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="measure sendrecv busbw between every pair of nodes, in rounds (one pair per node per round)")
     g.add_argument("--pairwise-sizes", default="64M", metavar="SIZES",
                    help="sizes for each pair; the largest gives the matrix value (default 64M)")
-    g.add_argument("--outlier-factor", type=float, default=0.5, metavar="F",
+    g.add_argument("--outlier-factor", type=fraction_type("--outlier-factor"), default=0.5, metavar="F",
                    help="also flag (warn) a link below F x the median link (default 0.5)")
     g = p.add_argument_group("fault isolation (--isolate)")
     g.add_argument("--isolate", action="store_true",
@@ -143,7 +145,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="default: nccl when every node has a GPU in Ray's resources, else gloo (one rank per node)")
     g.add_argument("--iters", "-n", type=int, default=None, help="timed calls per size (default time-based)")
     g.add_argument("--warmup", "-w", type=int, default=5, help="warm-up calls per size (default 5)")
-    g.add_argument("--time-per-size", type=float, default=0.02, metavar="S", help="time-based iterations (default 0.02 s)")
+    g.add_argument("--time-per-size", type=seconds_type("--time-per-size", maximum=3600), default=0.02, metavar="S", help="time-based iterations (default 0.02 s)")
     g.add_argument("--check", action=argparse.BooleanOptionalAction, default=True, help="verify every element (default on)")
     g.add_argument("--max-memory", default=None, metavar="SIZE", help="most memory one rank may allocate")
     g = p.add_argument_group("expectations (as in 'rdmacheck preflight')")
@@ -209,6 +211,15 @@ def _options(args: argparse.Namespace):
         "cluster-" + _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ"))
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out-dir {out}: exists and is not a folder")
+    from ..outpath import check_output_folder
+
+    check_output_folder(out, "--out-dir")
+    if args.bench and not args.pairwise:
+        # the expectation judges only the bench plateau here (with --pairwise it also judges every
+        # link, at --pairwise-sizes): too small a --sizes is known now; a cluster has >= 2 ranks
+        from .bench import refuse_unjudgeable
+
+        refuse_unjudgeable(bench_opts, 2)
     return ClusterOptions(address=addr, out_dir=out, config=cfg, bench_opts=bench_opts, node_timeout=args.node_timeout,
                           preflight=args.preflight, only=only, bench=args.bench, pairwise=args.pairwise,
                           pairwise_sizes=pw_sizes, outlier_factor=args.outlier_factor, report=args.report,

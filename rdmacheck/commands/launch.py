@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from ..errors import UsageError
+from ..units import seconds_type
 
 DESCRIPTION = """\
 Run every preflight gate (the same code as `rdmacheck preflight`) plus the container
@@ -27,7 +28,8 @@ time go into the evidence. There is no blanket --force; docker.container (a runn
 container of this node) can never be waived.
 
 exit codes: 0 launched and healthy (or, with --dry-run, would launch), 1 refused or
-unhealthy, 2 usage/input error (malformed .env, undefined compose variable, bad waiver).
+unhealthy (or the Docker daemon did not answer: named, within ~16 s, also after a waiver),
+2 usage/input error (malformed .env, undefined compose variable, bad waiver), 3 internal error.
 """
 
 
@@ -52,7 +54,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="accept one failing gate by id; must be followed by --reason (repeatable)")
     g.add_argument("--reason", metavar="TEXT", action=ReasonAction,
                    help="why the preceding --waive is acceptable (recorded with user and time)")
-    g.add_argument("--health-timeout", metavar="S", type=_seconds, default=300.0,
+    g.add_argument("--health-timeout", metavar="S", type=seconds_type("--health-timeout"), default=300.0,
                    help="seconds to wait for the container to be healthy (default 300)")
     g.add_argument("--down", dest="down_flag", action="store_true", help="same as the `down` action")
     o = p.add_argument_group("output")
@@ -60,19 +62,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="write the launch evidence here (default reports/launch-HOST-ROLE-TIME.json)")
 
 
-def _seconds(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        raise UsageError(f"--health-timeout {text!r}: not a number of seconds") from None
-    if not 0 < v <= 86400:
-        raise UsageError(f"--health-timeout {text!r}: must be between 0 and 86400 seconds")
-    return v
-
-
 def run(args: argparse.Namespace) -> int:
     from ..launch.launcher import LaunchOptions, down, launch
+    from ..outpath import check_output_paths
     from ..preflight import context_from_args
+
+    check_output_paths((args.json, "--json"))
 
     opts = LaunchOptions(
         role=args.role,

@@ -32,7 +32,8 @@ nccl.env's bind test) are judged from the recorded probe answers and say so.
 
 --only selects which results are printed and written; the facts are gathered in full either way.
 
-exit codes: 0 every gate passed (warnings allowed), 1 a gate failed, 2 usage/input error.
+exit codes: 0 every gate passed (warnings allowed), 1 a gate failed, 2 usage/input error,
+3 internal error (crash report saved).
 Gate ids and remedies: docs/checks.md.
 """
 
@@ -71,6 +72,9 @@ def run(args: argparse.Namespace) -> int:
     from ..output.jsonout import write_evidence
     from ..preflight import context_from_args, evidence_for, judge, rejudge_from_evidence
 
+    from ..outpath import check_output_paths
+
+    check_output_paths((args.json, "--json"))
     only = _only(args.only)
     if args.facts:
         if (getattr(args, "root", "/") or "/") != "/":

@@ -18,7 +18,8 @@ examples:
   rdmacheck report node-*/preflight.json --junit reports/gates.xml -o acceptance.html
 
 exit codes: 0 the report says PASS; 1 it says FAIL, or INFO (no gate was evaluated: only imported numbers);
-  2 usage or input error, e.g. evidence of an unknown kind or schema version (the file and field are named).
+  2 usage or input error, e.g. evidence of an unknown kind or schema version (the file and field are named;
+  neither -o nor --junit is replaced); 3 internal error (crash report saved).
 """
 
 
@@ -45,15 +46,24 @@ def _gbs(text: str) -> float:
 def run(args: argparse.Namespace) -> int:
     if not args.evidence and not args.imports:
         raise UsageError("no input: pass evidence JSON files/folders/globs and/or --import NCCL_TESTS_FILE")
+    from ..atomic import atomic_write
+    from ..outpath import check_output_paths
     from ..report import make_report
+    from ..sanitize import clean_text
 
+    check_output_paths((args.output, "-o"), (args.junit, "--junit"))
     model = make_report(args.evidence, args.output, imports=args.imports, title=args.title,
-                        expected_busbw=args.expected_busbw)
+                        expected_busbw=args.expected_busbw, write=False)
+    junit = None
     if args.junit:
-        from ..output.junit import write_junit
+        from ..output.junit import junit_xml
 
-        write_junit([l.evidence for l in model["_loaded"]], args.junit, consistency=model["consistency"])
-    print(f"{model['verdict']}: {model['reason']}")
+        junit = junit_xml([l.evidence for l in model["_loaded"]], consistency=model["consistency"])
+    # both outputs exist in memory before either file is replaced
+    atomic_write(args.output, model["_html"])
+    if junit is not None:
+        atomic_write(args.junit, junit)
+    print(clean_text(f"{model['verdict']}: {model['reason']}", one_line=True))
     print(f"report: {args.output}" + (f"  junit: {args.junit}" if args.junit else ""))
     # only a PASS is worth a 0: a page that judged nothing (INFO) must not let a pipeline through
     return 0 if model["verdict"] == "PASS" else 1

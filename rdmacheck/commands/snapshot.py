@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from ..units import seconds_type
+
 DESCRIPTION = """\
 Capture everything preflight reads into one .tar.gz: preflight's fact gathering runs
 through a recording root and exactly the files, folders and links it read are copied
@@ -21,27 +23,26 @@ examples:
   rdmacheck preflight --root reports/node1.tar.gz            replay it (unpacked safely to a temp folder)
   mkdir /tmp/node1 && tar xzf reports/node1.tar.gz -C /tmp/node1 && rdmacheck preflight --root /tmp/node1
 
-exit codes: 0 complete snapshot written, 1 incomplete (timeout reached), 2 usage error.
+exit codes: 0 complete snapshot written, 1 incomplete (timeout reached), 2 usage error (bad -o path,
+--env, --timeout), 3 internal error (crash report saved).
 """
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("-o", "--output", metavar="FILE.tar.gz", required=True, help="where to write the snapshot")
     p.add_argument("--env", metavar="FILE", help="the .env whose values are recorded with the snapshot (default docker/.env if present)")
-    p.add_argument("--timeout", type=float, default=30.0,
+    p.add_argument("--timeout", type=seconds_type("--timeout"), default=30.0,
                    help="stop copying after this many seconds (default 30; the probes before it have their own bounds)")
 
 
 def run(args: argparse.Namespace) -> int:
-    import math
-
     from ..config import load_config
-    from ..errors import UsageError
+    from ..outpath import check_output_paths
     from ..root import HostRoot
+
+    check_output_paths((args.output, "-o"))
     from ..snapshot import write_snapshot
 
-    if not (args.timeout > 0 and math.isfinite(args.timeout)):
-        raise UsageError(f"--timeout {args.timeout:g}: give a positive number of seconds, e.g. --timeout 30")
     root = HostRoot("/")
     cfg = load_config(args.env, None, None, root.environ())
     env = dict(root.environ())

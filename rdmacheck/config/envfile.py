@@ -21,6 +21,7 @@ from pathlib import Path
 from ..errors import UsageError
 
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.\-]*\Z")
+MAX_LINE = 64 * 1024
 _ESCAPES = {"n": "\n", "t": "\t", "r": "\r", '"': '"', "\\": "\\", "$": "$"}
 
 
@@ -86,6 +87,11 @@ def parse_env_text(text: str, source: str = ".env") -> dict[str, str]:
     out: dict[str, str] = {}
     for n, line in enumerate(text.splitlines(), 1):
         where = f"{source} line {n}"
+        if len(line) > MAX_LINE:
+            # Linux refuses one environment string over 128 KiB (MAX_ARG_STRLEN: E2BIG when
+            # compose or the bench starts a process with it): say so here, naming the line
+            raise EnvFileError(f"{where}: {len(line)} characters is longer than the {MAX_LINE} an environment "
+                               "variable can carry into a process; shorten the value")
         s = line.strip()
         if not s or s.startswith("#"):
             continue
@@ -102,15 +108,13 @@ def parse_env_text(text: str, source: str = ".env") -> dict[str, str]:
 
 
 def load_env_file(path: str | Path) -> dict[str, str]:
+    from ..inputs import ENV_MAX, read_input_text
+
     p = Path(path)
+    if not p.exists() and not p.is_symlink():
+        raise EnvFileError(f"env file {p} not found; pass --env FILE or copy docker/.env.example to docker/.env")
     try:
-        raw = p.read_bytes()
-    except FileNotFoundError:
-        raise EnvFileError(f"env file {p} not found; pass --env FILE or copy docker/.env.example to docker/.env") from None
-    except OSError as e:
-        raise EnvFileError(f"cannot read env file {p}: {e.strerror}") from None
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError:
-        raise EnvFileError(f"env file {p} is not UTF-8 text; save it as UTF-8") from None
+        text = read_input_text(p, "env file", ENV_MAX)
+    except UsageError as e:
+        raise EnvFileError(str(e)) from None
     return parse_env_text(text, str(p))

@@ -20,15 +20,24 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
+import math
 import re
 try:
     import tomllib
 except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib  # type: ignore[no-redef]
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from ..errors import UsageError
+
+MAX_BYTES = 1 << 50      # 1 PiB: no buffer, limit or threshold here is larger
+MAX_GBS = 1e6            # 1 PB/s: a typo, not a link
+def _show(v: Any) -> str:
+    """A value in a message, cut short: the line must stay one line."""
+    r = repr(v)
+    return r if len(r) <= 40 else r[:37] + "..."
+
 
 _BIN = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
 
@@ -36,28 +45,39 @@ _BIN = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
 def parse_bytes(text: str | int, what: str = "size") -> int:
     """``64MiB``, ``64M``, ``1G``, ``4096`` -> bytes.  K/M/G are binary (as nccl-tests)."""
     if isinstance(text, bool):
-        raise UsageError(f"{what}: expected a size such as 64MiB, got {text!r}")
+        raise UsageError(f"{what}: expected a size such as 64MiB, got {_show(text)}")
     if isinstance(text, int):
         if text < 0:
             raise UsageError(f"{what}: must not be negative")
+        if text > MAX_BYTES:
+            raise UsageError(f"{what}: {text} is larger than 1 PiB; write a real size")
         return text
     m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([kKmMgGtT]?)(?:i?[bB])?\s*", str(text))
     if not m:
-        raise UsageError(f"{what}: {text!r} is not a size; write e.g. 64MiB, 1G or 4096")
-    return int(float(m.group(1)) * _BIN[m.group(2).lower()])
+        raise UsageError(f"{what}: {_show(text)} is not a size; write e.g. 64MiB, 1G or 4096")
+    n = int(float(m.group(1)) * _BIN[m.group(2).lower()]) if len(m.group(1)) < 20 else MAX_BYTES + 1
+    if n > MAX_BYTES:
+        raise UsageError(f"{what}: {_show(text)} is larger than 1 PiB; write a real size")
+    return n
 
 
 def parse_bandwidth(text: str | int | float, what: str = "bandwidth") -> float:
     """``12GB/s``, ``12``, ``12.5 GB/s`` -> GB/s (1e9 bytes/s, as nccl-tests prints)."""
     if isinstance(text, bool):
-        raise UsageError(f"{what}: expected e.g. 12GB/s, got {text!r}")
+        raise UsageError(f"{what}: expected e.g. 12GB/s, got {_show(text)}")
     if isinstance(text, (int, float)):
-        v = float(text)
+        try:
+            v = float(text)
+        except OverflowError:
+            v = math.inf
     else:
         m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(GB/s|GB|G)?\s*", str(text), re.IGNORECASE)
         if not m:
-            raise UsageError(f"{what}: {text!r} is not a bandwidth; write e.g. 12GB/s")
+            raise UsageError(f"{what}: {_show(text)} is not a bandwidth; write e.g. 12GB/s")
         v = float(m.group(1))
+    # NaN compares false with everything: a NaN threshold would pass any bandwidth
+    if not math.isfinite(v) or v > MAX_GBS:
+        raise UsageError(f"{what}: {_show(text)} is not a finite bandwidth; write e.g. 12GB/s")
     if v < 0:
         raise UsageError(f"{what}: must not be negative")
     return v
@@ -83,6 +103,10 @@ class Profile:
     plateau_min_bytes: int = 64 << 20
     # "auto", "none" (expect no GPU), or a platform tag such as "dgx-spark".
     gpu_platform: str = "auto"
+
+    # Keys a profile file or --expect set (the rest are defaults): a gate the user asked for
+    # must be judged, a default one may skip.  A class variable, so not part of to_dict().
+    explicit: ClassVar[frozenset] = frozenset()
 
     def network(self) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
         return ipaddress.ip_network(self.subnet, strict=False)
@@ -130,6 +154,7 @@ def _coerce(key: str, value: Any) -> Any:
 
 def build_profile(data: dict[str, Any] | None = None, overrides: list[str] | None = None) -> Profile:
     p = Profile()
+    keys = set((data or {}).keys())
     for key, value in (data or {}).items():
         if key not in _FIELDS:
             raise UsageError(f"unknown profile key {key!r}; known keys: {', '.join(sorted(_FIELDS))}")
@@ -142,19 +167,24 @@ def build_profile(data: dict[str, Any] | None = None, overrides: list[str] | Non
         if key not in _FIELDS:
             raise UsageError(f"--expect: unknown key {key!r}; known keys: {', '.join(sorted(_FIELDS))}")
         setattr(p, key, _coerce(key, value.strip()))
+        keys.add(key)
+    p.explicit = frozenset(keys)
     return p
 
 
 def load_profile(path: str | Path | None, overrides: list[str] | None = None) -> Profile:
     data: dict[str, Any] = {}
     if path:
+        from ..inputs import PROFILE_MAX, read_input_text
+
         p = Path(path)
+        if not p.exists() and not p.is_symlink():
+            raise UsageError(f"profile {p} not found; pass an existing TOML file or drop --profile")
+        text = read_input_text(p, "profile", PROFILE_MAX)
         try:
-            data = tomllib.loads(p.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise UsageError(f"profile {p} not found; pass an existing TOML file or drop --profile") from None
-        except (OSError, UnicodeDecodeError) as e:
-            raise UsageError(f"cannot read profile {p}: {e}") from None
+            data = tomllib.loads(text)
+        except RecursionError:
+            raise UsageError(f"profile {p} nests tables too deeply to be a profile; fix the file") from None
         except tomllib.TOMLDecodeError as e:
             raise UsageError(f"profile {p} is not valid TOML ({e}); fix the line named") from None
         if isinstance(data.get("expect"), dict):  # allow an [expect] table too

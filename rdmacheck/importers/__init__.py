@@ -17,24 +17,17 @@ from .nccl_tests_text import ImportedRun, op_from_name, parse_text
 
 __all__ = ["ImportedRun", "import_file", "parse_json", "parse_text", "read_run", "run_to_evidence", "op_from_name"]
 
-_MAX_BYTES = 64 * 1024 * 1024  # a log bigger than this is not a results table
-
 
 def read_run(path: str | Path, op: str | None = None) -> ImportedRun:
+    from ..inputs import IMPORT_MAX, read_input_text
+
     p = Path(path)
-    try:
-        if p.stat().st_size > _MAX_BYTES:
-            raise UsageError(f"{p}: larger than 64 MiB; pass the nccl-tests output, not a whole job log")
-        text = p.read_text(encoding="utf-8", errors="replace")
-    except FileNotFoundError:
-        raise UsageError(f"--import {p}: file not found") from None
-    except IsADirectoryError:
-        raise UsageError(f"--import {p}: is a folder; pass nccl-tests output files") from None
-    except OSError as e:
-        raise UsageError(f"--import {p}: cannot read ({e.strerror})") from None
+    text = read_input_text(p, "--import", IMPORT_MAX, errors="replace")
     if text.lstrip().startswith("{"):
         try:
             data = json.loads(text)
+        except RecursionError:
+            raise UsageError(f"--import {p}: JSON nested too deeply to be nccl-tests -J output") from None
         except ValueError as e:
             raise UsageError(f"--import {p}: looks like JSON but does not parse ({e}); "
                              "an nccl-tests run killed mid-way leaves its -J file unterminated") from None

@@ -23,6 +23,7 @@ the file unterminated; that is reported as bad input, not guessed at.
 from __future__ import annotations
 
 import math
+import re
 from typing import Any
 
 from ..errors import UsageError
@@ -42,6 +43,17 @@ def _f(v: Any) -> float | None:
     return None if math.isnan(x) or math.isinf(x) else x
 
 
+def _int(v: Any) -> int | None:
+    """A whole number from JSON (int, or an integral finite float); anything else None."""
+    if isinstance(v, bool):
+        return None
+    if isinstance(v, int):
+        return v if abs(v) < 1 << 62 else None
+    if isinstance(v, float) and math.isfinite(v) and v.is_integer() and abs(v) < 2 ** 62:
+        return int(v)
+    return None
+
+
 def looks_like_json(data: dict[str, Any]) -> bool:
     return isinstance(data, dict) and isinstance(data.get("results"), list) and "version" in data and "config" in data
 
@@ -50,11 +62,17 @@ def parse_json(data: dict[str, Any], source: str = "<json>", op: str | None = No
     if not looks_like_json(data):
         raise UsageError(f"{source}: not an nccl-tests -J JSON file (no version/config/results keys)")
     args = data.get("args") or []
+    if not isinstance(args, list):
+        args = []
     if op is None:
         op = (op_from_name(str(args[0])) if args else None) or op_from_name(source) or "unknown"
     cfg = data.get("config") or {}
-    devices = [d for d in (cfg.get("devices") or []) if isinstance(d, dict)]
-    world = (max(int(d.get("rank", 0)) for d in devices) + 1) if devices else None
+    if not isinstance(cfg, dict):
+        raise UsageError(f"{source}: 'config' is {type(cfg).__name__}, not an object; is this an nccl-tests -J file?")
+    devs = cfg.get("devices") or []
+    devices = [d for d in (devs if isinstance(devs, list) else []) if isinstance(d, dict)]
+    ranks = [_int(d.get("rank", 0)) for d in devices]
+    world = (max(r for r in ranks if r is not None) + 1) if any(r is not None for r in ranks) else None
     records: list[dict[str, Any]] = []
     rows = 0
     for i, row in enumerate(data["results"]):
@@ -67,17 +85,21 @@ def parse_json(data: dict[str, Any], source: str = "<json>", op: str | None = No
             if not isinstance(blk, dict):
                 continue  # null: trace-replay runs only do in-place
             nwrong = _f(blk.get("nwrong"))
+            size = _int(row["size"])
+            if size is None or size < 0:
+                raise UsageError(f"{source}: results[{i}].size is {str(row['size'])[:40]!r}, not a byte count; "
+                                 "is this an nccl-tests -J file?")
             records.append({
                 "op": op,
-                "bytes": int(row["size"]),
-                "count": int(row["count"]) if row.get("count") is not None else None,
+                "bytes": size,
+                "count": _int(row.get("count")),
                 "dtype": row.get("type"),
                 "redop": row.get("redop"),
-                "root": int(root_s) if root_s.lstrip("-").isdigit() else None,
+                "root": int(root_s) if re.fullmatch(r"-?[0-9]{1,9}", root_s) else None,
                 "time_us": _f(blk.get("time", blk.get("cpu_time"))),
                 "algbw": _f(blk.get("alg_bw")),
                 "busbw": _f(blk.get("bus_bw")),
-                "wrong": int(nwrong) if nwrong is not None else None,
+                "wrong": _int(nwrong) if nwrong is not None else None,
                 "in_place": in_place,
                 "world_size": world,
                 "backend": "nccl",
@@ -92,17 +114,19 @@ def parse_json(data: dict[str, Any], source: str = "<json>", op: str | None = No
         hosts=sorted({str(d.get("hostname", "")) for d in devices if d.get("hostname")}),
         devices=devices, world_size=world, nccl_version=_nccl_code_to_version(data.get("nccl_version")),
         avg_busbw=_f(avg.get("bandwidth")) if isinstance(avg, dict) else None,
-        out_of_bounds=int(oob["count"]) if isinstance(oob, dict) and oob.get("count") is not None else None,
+        out_of_bounds=_int(oob.get("count")) if isinstance(oob, dict) else None,
         footer="average_bus_bandwidth" in data,
     )
     # The JSON holds the whole process environment; keep only what explains the
     # run, so tokens and passwords in someone's shell never reach a report.
-    for e in data.get("env") or []:
+    env = data.get("env")
+    for e in env if isinstance(env, list) else []:
         if isinstance(e, str) and "=" in e:
             k, v = e.split("=", 1)
             if k.startswith(_KEEP_ENV):
                 run.env[k] = v
     run.time = str(data["start_time"]) if data.get("start_time") else None
-    if data.get("errors"):
-        run.notes.append("errors: " + "; ".join(str(e) for e in data["errors"]))
+    errs = data.get("errors")
+    if errs:
+        run.notes.append("errors: " + "; ".join(str(e)[:500] for e in (errs if isinstance(errs, list) else [errs])))
     return run

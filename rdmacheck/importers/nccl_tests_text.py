@@ -137,7 +137,7 @@ def _nccl_code_to_version(code: str | int | None) -> str | None:
     """NCCL_VERSION_CODE 22809 -> '2.28.9' (>= 2.9 encoding: X*10000 + Y*100 + Z)."""
     try:
         c = int(code)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         return None
     if c <= 0:
         return None

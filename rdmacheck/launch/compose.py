@@ -83,7 +83,7 @@ def detect_driver(docker: str = "docker", v1: str = "docker-compose", timeout: f
     if prefer not in DRIVER_CHOICES:
         raise ValueError(prefer)
     if prefer in ("auto", "v2"):
-        p = proc.run([docker, "compose", "version", "--short"], timeout)
+        p = proc.run([docker, "compose", "version", "--short"], timeout, needs_daemon=False)
         if p.ok and p.stdout.strip():
             return ComposeDriver([docker, "compose"], 2, p.stdout.strip().lstrip("v"))
         if prefer == "v2":
@@ -120,7 +120,9 @@ class ComposeInvocation:
         return env
 
     def run(self, *sub: str, timeout: float) -> proc.Proc:
-        return proc.run(self.argv(*sub), timeout, env=self.subprocess_env())
+        # `config` and `version` are answered by the CLI alone; everything else asks the daemon
+        return proc.run(self.argv(*sub), timeout, env=self.subprocess_env(),
+                        needs_daemon=sub[:1] not in (("config",), ("version",)))
 
 
 # ${NAME}, ${NAME:-default}, ${NAME-default}, ${NAME:?err}, ${NAME?err}, ${NAME:+alt}, $NAME

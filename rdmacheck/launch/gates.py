@@ -25,7 +25,7 @@ ENGINE, RUNTIME, IMAGE, COMPOSE, CONTAINER = (
     "docker.engine", "docker.runtime", "docker.image", "docker.compose", "docker.container")
 GATE_IDS = (ENGINE, RUNTIME, IMAGE, COMPOSE, CONTAINER)
 UNWAIVABLE = frozenset({CONTAINER})
-PROBE_TIMEOUT = 20.0
+PROBE_TIMEOUT = 15.0   # launch and down must end within 30 s on a silent daemon
 
 
 @dataclasses.dataclass

@@ -156,6 +156,11 @@ def launch(opts: LaunchOptions, preflight_ctx) -> int:
 
     prep = prepare(opts)
     wv = waivers_mod.validate(opts.waivers)
+    evidence_path = Path(opts.json_path) if opts.json_path else _default_evidence_path(opts.role)
+    if not (opts.dry_run and not opts.json_path):
+        from ..outpath import check_output_path
+
+        check_output_path(evidence_path, "--json")  # before the gates: never "cannot write" after the work
     results = run_preflight(preflight_ctx)
     docker_results, state = container_gates(prep.inv, prep.driver, opts.docker, opts.pull,
                                             None if opts.compose_driver == "auto" else f"--compose-driver {opts.compose_driver}")
@@ -187,7 +192,6 @@ def launch(opts: LaunchOptions, preflight_ctx) -> int:
         ctx["facts"] = collect_facts(preflight_ctx)
     except Exception as e:  # facts are context, not a gate: never let them stop the record
         ctx["facts"] = {"error": f"{type(e).__name__}: {e}"}
-    evidence_path = Path(opts.json_path) if opts.json_path else _default_evidence_path(opts.role)
 
     def finish(code: int) -> int:
         ctx["finished"] = now_iso()  # ev.time stays the start: gates were judged then
@@ -246,7 +250,9 @@ def launch(opts: LaunchOptions, preflight_ctx) -> int:
     if not up.ok:
         results.append(Result("launch.up", Status.FAIL, observed=f"compose up failed: {up.tail(400)}",
                               expected="container created and started",
-                              remedy="read the error above; the project was taken down again so nothing half-started remains"))
+                              remedy=("the Docker daemon is not answering: check dockerd (systemctl status docker) "
+                                      "and DOCKER_HOST, then launch again" if proc.daemon_silent() else
+                                      "read the error above; the project was taken down again so nothing half-started remains")))
         # compose leaves a Created-but-not-started container behind on a start error: remove it.
         prep.inv.run("down", "--timeout", "10", timeout=DOWN_TIMEOUT)
         _print_results(results[-1:], "compose up")
@@ -277,6 +283,15 @@ def down(opts: LaunchOptions) -> int:
     if opts.dry_run:
         _say(f"would run: {proc.display(argv)}")
         return 0
+    # compose down may legitimately take DOWN_TIMEOUT stopping containers; a daemon that does not
+    # answer at all must not hold it that long: ask it first, with the probe's bound
+    from .gates import PROBE_TIMEOUT
+
+    ping = proc.run([opts.docker, "version", "--format", "{{.Server.Version}}"], PROBE_TIMEOUT)
+    if not ping.ok:
+        print(f"rdmacheck: compose down not run: {proc.daemon_silent() or 'docker version failed: ' + ping.tail(300)}; "
+              "check dockerd (systemctl status docker) and DOCKER_HOST", file=sys.stderr)
+        return 1
     _say(f"running: {proc.display(argv)}")
     p = prep.inv.run("down", "--timeout", "30", timeout=DOWN_TIMEOUT)
     if not p.ok:

@@ -10,6 +10,7 @@ the gates turn it into a FAIL with a remedy.
 from __future__ import annotations
 
 import dataclasses
+import os
 import shlex
 import subprocess
 from typing import Mapping, Sequence
@@ -37,8 +38,35 @@ def display(argv: Sequence[str]) -> str:
     return shlex.join(list(argv))
 
 
-def run(argv: Sequence[str], timeout: float, env: Mapping[str, str] | None = None) -> Proc:
+# Once a call that talks to the daemon has timed out, every later one in this process would wait
+# its own full timeout too (a waived docker.engine took compose up to its 600 s bound): they
+# return at once instead, naming the first timeout as the cause.  One CLI run is one process.
+_daemon_silent: str | None = None
+
+
+def daemon_address(env: Mapping[str, str] | None = None) -> str:
+    e = os.environ if env is None else env
+    return e.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
+
+
+def daemon_silent() -> str | None:
+    """Why the daemon counts as unreachable for the rest of this run (None: it has answered or not been asked)."""
+    return _daemon_silent
+
+
+def reset_daemon_state() -> None:
+    global _daemon_silent
+    _daemon_silent = None
+
+
+def run(argv: Sequence[str], timeout: float, env: Mapping[str, str] | None = None,
+        needs_daemon: bool = True) -> Proc:
+    """Run ``argv`` for at most ``timeout`` s.  ``needs_daemon=False`` for calls the CLI answers alone
+    (``compose version``, ``compose config``): those still run after the daemon went silent."""
+    global _daemon_silent
     argv = [str(a) for a in argv]
+    if needs_daemon and _daemon_silent:
+        return Proc(argv, 124, "", f"not run: {_daemon_silent}")
     try:
         cp = subprocess.run(
             argv, capture_output=True, text=True, timeout=timeout,
@@ -50,5 +78,9 @@ def run(argv: Sequence[str], timeout: float, env: Mapping[str, str] | None = Non
         return Proc(argv, 126, "", f"{argv[0]}: {e.strerror}")
     except subprocess.TimeoutExpired as e:
         out = e.stdout.decode(errors="replace") if isinstance(e.stdout, bytes) else (e.stdout or "")
-        return Proc(argv, 124, out, f"{display(argv)} timed out after {timeout:g} s")
+        if needs_daemon and _daemon_silent is None:
+            _daemon_silent = (f"the Docker daemon at {daemon_address(env)} did not answer "
+                              f"`{display(argv)[:120]}` within {timeout:g} s")
+        return Proc(argv, 124, out, f"{display(argv)} timed out after {timeout:g} s "
+                                    f"(the Docker daemon at {daemon_address(env)} did not answer)")
     return Proc(argv, cp.returncode, cp.stdout, cp.stderr)

@@ -35,7 +35,9 @@ _BAD_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
 
 
 def _x(s: Any) -> str:
-    return _BAD_XML.sub("", str(s if s is not None else ""))
+    from ..sanitize import clean_text
+
+    return _BAD_XML.sub("", clean_text(s if s is not None else ""))
 
 
 def _timestamp(t: str) -> str:

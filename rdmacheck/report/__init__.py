@@ -15,8 +15,13 @@ from ..errors import UsageError
 
 
 def make_report(evidence_args: list[str], out: str | Path, imports: list[str] | None = None,
-                title: str | None = None, expected_busbw: float | None = None) -> dict[str, Any]:
-    """Load, build and write the report; returns the model (verdict, reason, ...)."""
+                title: str | None = None, expected_busbw: float | None = None, write: bool = True) -> dict[str, Any]:
+    """Load, build and write the report; returns the model (verdict, reason, ...).
+
+    ``write=False`` leaves the page in ``model["_html"]`` for the caller, which writes it only once
+    every other output (JUnit) has been produced too: a failed run replaces no file.
+    """
+    from ..sanitize import clean_text
     from ..importers import import_file
     from .build import build
     from .load import Loaded, load
@@ -30,6 +35,9 @@ def make_report(evidence_args: list[str], out: str | Path, imports: list[str] | 
                          + (f" ({len(skipped)} JSON file(s) skipped: {skipped[0]})" if skipped else ""))
     model = build(loaded, imported, title=title, expected_busbw=expected_busbw)
     model["skipped_files"] = skipped
-    atomic_write(out, render(model))
+    # evidence text is foreign data: a lone surrogate could not even be encoded as UTF-8
+    model["_html"] = clean_text(render(model))
+    if write:
+        atomic_write(out, model["_html"])
     model["_loaded"] = loaded + imported
     return model

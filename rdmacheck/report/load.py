@@ -57,18 +57,21 @@ def expand_marked(args: list[str]) -> list[tuple[Path, bool]]:
                 raise UsageError(f"{a}: pattern matches no file")
             for q in matches:
                 add(q, True)   # like a folder: a pattern may sweep up other JSON
+        elif p.exists():
+            from ..inputs import non_regular_kind
+
+            raise UsageError(f"evidence {a}: is {non_regular_kind(p) or 'not readable'}, not a regular file; "
+                             "pass evidence JSON files, folders or globs")
         else:
             raise UsageError(f"evidence {a} not found; pass evidence JSON files, folders or globs")
     return out
 
 
 def read_one(p: Path) -> Evidence:
+    from ..inputs import EVIDENCE_MAX, read_input_file
     from ..output.jsonout import parse_json
 
-    try:
-        raw = p.read_bytes()
-    except OSError as e:
-        raise UsageError(f"cannot read evidence file {p}: {e.strerror}") from None
+    raw = read_input_file(p, "evidence", EVIDENCE_MAX)
     data = parse_json(raw, str(p), " (nccl-tests output goes in --import)")
     hint = " (nccl-tests -J output goes in --import)" if isinstance(data, dict) and "results" in data and "config" in data else ""
     if not isinstance(data, dict):
