@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
+import re
 from typing import Callable, Iterable
 
 from .errors import UsageError
@@ -80,6 +81,39 @@ def parse_list_spec(text: str | None, what: str, with_ports: bool = False) -> Li
             raise UsageError(f"{what}={text!r}: empty device name; write e.g. roceP2p1s0f0 or =mlx5_0:1")
         entries.append(SpecEntry(part, port))
     return ListSpec(entries=entries, exclude=exclude, exact=exact, raw=text)
+
+
+# ---------------------------------------------------------------- NCCL's number parsing
+
+_C_INT = re.compile(r"[ \t\n\v\f\r]*([+-]?)(0[xX][0-9a-fA-F]+|0[0-7]*|[1-9][0-9]*)")
+
+
+def c_strtol(text: str) -> tuple[int | None, bool]:
+    """C's ``strtol(text, &end, 0)`` as NCCL calls it: (value, whole text consumed).
+
+    Base 0: ``0x`` hex, a leading ``0`` octal, else decimal; leading white space skipped; parsing stops at
+    the first character that does not fit (``"08"`` reads 0).  No digits at all: ``(None, False)`` where C
+    would return 0.  NCCL_PARAM integers (src/misc/param.cc ncclLoadParam: ``strtoll(str, nullptr, 0)``,
+    empty string = default) and NCCL_NET_GDR_LEVEL's legacy numbers (src/graph/paths.cc ncclGetLevel) read so.
+    """
+    m = _C_INT.match(text)
+    if not m:
+        return None, False
+    v = int(m.group(2), 16) if m.group(2)[:2].lower() == "0x" else int(m.group(2), 8 if m.group(2).startswith("0") else 10)
+    return (-v if m.group(1) == "-" else v), m.end() == len(text)
+
+
+def nccl_param_int(text: str | None) -> int | None:
+    """An integer NCCL_PARAM as NCCL reads it; None when unset or empty (NCCL then uses its default).
+
+    Raises ValueError for text NCCL would silently read as 0 or as a prefix (``"abc"``, ``"3x"``): the
+    setting does not say what the user meant, so a gate must say so rather than guess."""
+    if text is None or text == "":
+        return None
+    v, whole = c_strtol(text)
+    if v is None or not whole:
+        raise ValueError(f"{text!r} is not an integer (NCCL would read it as {v or 0})")
+    return v
 
 
 # ---------------------------------------------------------------- GID selection
