@@ -189,3 +189,47 @@ def predict_gid_index(
         if (version_at(idx) != version_at(cand) or not gid_valid(g)) and version_at(cand) == roce_version:
             idx = cand
     return idx
+
+
+# ---------------------------------------------------------------- socket interfaces (bootstrap)
+
+def socket_family(text: str | None) -> str | None:
+    """NCCL_SOCKET_FAMILY (src/misc/socket.cc ncclEnvSocketFamily): exactly "AF_INET" / "AF_INET6", else
+    not forced (None: the first address found, of either family)."""
+    return {"AF_INET": "inet", "AF_INET6": "inet6"}.get(text or "")
+
+
+def socket_interfaces(
+    addrs: dict[str, dict[str, list[str]]],
+    running: Callable[[str], bool],
+    ifname: str | None,
+    family: str | None = None,
+) -> list[tuple[str, str]]:
+    """[(interface, address)] NCCL's socket layer would use for NCCL_SOCKET_IFNAME, in its order.
+
+    Follows src/os/linux.cc ncclOsFindInterfaces: walk getifaddrs (glibc lists every interface's IPv4
+    addresses, then the IPv6 ones), keep running interfaces of the forced family, skip ::1, match the
+    NCCL list syntax, and keep only the *first* address of each interface.  The bootstrap (src/bootstrap.cc
+    bootstrapNetInit, ncclFindInterfaces with maxIfs 1) advertises the first pair.  ``addrs`` is
+    {ifname: {"ipv4": ["a/len", ...], "ipv6": [...]}} in getifaddrs order (facts.net.addresses).
+    NCCL ignores a NCCL_SOCKET_IFNAME of one character (``strlen(env) > 1``); then, as when unset, it picks
+    by its own order and the result here is [] (not judged).
+    """
+    if not ifname or len(ifname) <= 1:
+        return []
+    spec = parse_list_spec(ifname, "NCCL_SOCKET_IFNAME")
+    out: list[tuple[str, str]] = []
+    seen: set[str] = set()
+    for fam, key in (("inet", "ipv4"), ("inet6", "ipv6")):
+        if family and fam != family:
+            continue
+        for name, a in addrs.items():
+            for addr in (a or {}).get(key) or []:
+                ip = addr.split("/")[0]
+                if fam == "inet6" and ip == "::1":
+                    continue
+                if name in seen or not running(name) or not spec.matches(name):
+                    continue
+                seen.add(name)
+                out.append((name, addr))
+    return out

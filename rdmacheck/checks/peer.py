@@ -47,17 +47,72 @@ def step(name: str, status: Status, observed: str, remedy: str = "", **extra: An
 
 
 def subnet_interfaces(ctx) -> dict[str, list[str]]:
-    """{ifname: [addr/len, ...]} of this host's IPv4 addresses inside profile.subnet."""
+    """{ifname: [addr, ...]} of this host's addresses inside profile.subnet (IPv4 or IPv6, as the subnet is).
+
+    From the interfaces (live, or a snapshot's rdmacheck/addrs.json).  A snapshot that did not capture
+    addresses still has the RoCE GID tables, and each RoCE GID is derived by the kernel from an address of
+    its netdev: those addresses are proof, so they are used (``address_source`` says so) rather than
+    reading "not captured" as "no address"."""
+    from ..facts.net import addresses, addresses_known
+
     net = ctx.config.profile.network()
+    key = "ipv4" if net.version == 4 else "ipv6"
     out: dict[str, list[str]] = {}
-    for ifname, addrs in pf.local_addresses(ctx.root).items():
-        for a in addrs:
-            try:
-                if ipaddress.ip_interface(a).ip in net:
-                    out.setdefault(ifname, []).append(a)
-            except ValueError:
-                continue
+    if addresses_known(ctx.root):
+        for ifname, a in addresses(ctx.root).items():
+            for x in (a or {}).get(key) or [] if isinstance(a, dict) else []:
+                try:
+                    if ipaddress.ip_interface(x).ip in net:
+                        out.setdefault(ifname, []).append(x)
+                except ValueError:
+                    continue
+        return out
+    for dev in ctx.ib.values():
+        for port in dev.ports.values():
+            for g in port.gids:
+                ip = g.ip
+                if ip is not None and g.ndev and ip.version == net.version and ip in net:
+                    lst = out.setdefault(g.ndev, [])
+                    if str(ip) not in lst:
+                        lst.append(str(ip))
     return out
+
+
+def address_source(ctx) -> str:
+    """Where subnet_interfaces' addresses come from, for the observed text."""
+    from ..facts.net import addresses_known
+
+    return "interfaces" if addresses_known(ctx.root) else \
+        "the RoCE GID table (interface addresses not captured in this snapshot)"
+
+
+def mesh_interface(ctx, subnet_ifs: dict[str, list[str]] | None = None) -> str:
+    """The interface a remedy should name for the mesh: the one NCCL_SOCKET_IFNAME names, if it holds a
+    subnet address; else the netdev of a selected RDMA port that does; else the first subnet interface.
+    Never simply the first in address order: on a node (or a test bed) with two mesh interfaces that is
+    the other one."""
+    subnet_ifs = subnet_interfaces(ctx) if subnet_ifs is None else subnet_ifs
+    spec = ctx.config.get("NCCL_SOCKET_IFNAME")
+    if spec:
+        try:
+            named = [i for i in subnet_ifs if pf.ifname_matches(spec, i)]
+        except Exception:  # an unparsable list is rdma.netdev's to report
+            named = []
+        if named:
+            return named[0]
+    for p in ctx.selection.ports:
+        for nd in p.netdevs:
+            if nd in subnet_ifs:
+                return nd
+    for p in ctx.selection.ports:
+        if p.netdevs:
+            return p.netdevs[0]
+    return next(iter(subnet_ifs), "<RDMA netdev>")
+
+
+def _down(ctx, dev: str | None) -> bool:
+    nd = ctx.net.get(dev) if dev else None
+    return nd is not None and not nd.up
 
 
 def master(ctx) -> dict[str, Any]:
@@ -70,13 +125,18 @@ def master(ctx) -> dict[str, Any]:
         r = pf.resolve(name) if ctx.root.live else {"addrs": [], "error": "not resolved when replaying a snapshot",
                                                       "elapsed_s": 0.0, "timed_out": False}
         info["resolve"] = r
-        v4 = [a for a in r["addrs"] if ":" not in a]
-        info["addr"] = (v4 or r["addrs"] or [None])[0]
+        # the address in the mesh's family first (an IPv6 mesh resolves MASTER_ADDR to its IPv6 address)
+        want6 = ctx.config.profile.network().version == 6
+        fam = [a for a in r["addrs"] if (":" in a) == want6]
+        info["addr"] = (fam or r["addrs"] or [None])[0]
         if info["addr"]:
-            for ifname, addrs in pf.local_addresses(ctx.root).items():
-                if any(a.split("/")[0] == info["addr"] for a in addrs):
+            from ..facts.net import addresses
+
+            for ifname, a in addresses(ctx.root).items():
+                mine = list((a or {}).get("ipv4") or []) + list((a or {}).get("ipv6") or [])
+                if any(x.split("/")[0] == info["addr"] for x in mine):
                     info["local_if"] = ifname
-            info["role"] = "head" if info["local_if"] or info["addr"].startswith("127.") else "worker"
+            info["role"] = "head" if info["local_if"] or ipaddress.ip_address(info["addr"]).is_loopback else "worker"
     info["detected_role"] = info["role"]
     # The compose .env declares the role (RAY_MODE=head|worker); RDMACHECK_ROLE overrides for preflight only.
     for key in ("RDMACHECK_ROLE", "RAY_MODE"):
@@ -149,7 +209,11 @@ def gate_net_peer(ctx) -> list[Result]:
         dev = rt["dev"]
         how = f"route to {addr} leaves via {dev}" if dev else f"no route to {addr}: {rt['error']}"
     on_subnet = subnet_interfaces(ctx)
-    if dev is None:
+    if _down(ctx, dev):
+        # an address on a down interface is still "own" to getifaddrs, but nothing leaves through it
+        items.append(step("route", Status.FAIL, f"{how}, but {dev} is down ({ctx.net[dev].operstate or 'no carrier'})",
+                          f"ip link set {dev} up (and check its cable: rdma.port shows the RDMA link state)"))
+    elif dev is None:
         items.append(step("route", Status.FAIL, how, "add an address in the RDMA subnet to the RDMA interface"))
     elif dev not in on_subnet:
         items.append(step("route", Status.FAIL, f"{how}, which has no address in {prof.subnet}",
@@ -163,7 +227,9 @@ def gate_net_peer(ctx) -> list[Result]:
         items.append(step("route", Status.PASS, how + (f" (matches NCCL_SOCKET_IFNAME={ifspec})" if ifspec else "")))
     if m["role"] == "head":
         items.append(step("tcp", Status.SKIP, "head: the Ray port is this node's own (checked on workers)"))
-        items.append(step("mtu", Status.SKIP, "head: no peer address known here (the DF ping runs on workers)"))
+        items.append(step("mtu", Status.SKIP,
+                          "head: a peer's MTU cannot be seen from here (the DF ping runs on each worker, towards "
+                          "the head): run preflight on every worker to prove the path MTU"))
         return [combine("net.peer", items, expected)]
     if items[-1]["status"] != Status.PASS.value:
         # Probing the head along a path that is not the RDMA mesh proves nothing about the mesh, and through a

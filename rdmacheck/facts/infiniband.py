@@ -60,6 +60,16 @@ class Gid:
         return None
 
     @property
+    def ip(self) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+        """The address a RoCE GID carries: IPv4 for ::ffff:a.b.c.d, else the IPv6 address; None when empty."""
+        b = self.raw
+        if not b or b == bytes(16):
+            return None
+        if self.ipv4:
+            return ipaddress.IPv4Address(self.ipv4)
+        return ipaddress.IPv6Address(b)
+
+    @property
     def roce_version(self) -> int | None:
         return roce_version_of(self.type)
 

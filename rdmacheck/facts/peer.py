@@ -112,7 +112,7 @@ def tcp_connect(host: str, port: int, timeout: float = CONNECT_TIMEOUT_S) -> dic
 def df_ping(addr: str, mtu: int, ifname: str | None = None, count: int = PING_COUNT,
             wait_s: int = PING_WAIT_S) -> dict[str, Any]:
     """Do-not-fragment ping with a payload that fills the MTU (IPv4: MTU - 28)."""
-    payload = mtu - 28
+    payload = mtu - (48 if ":" in addr else 28)  # IPv6 header 40 + ICMPv6 8
     # no -q: quiet mode hides "local error: message too long, mtu=1500", the clearest diagnosis there is
     cmd = ["ping", "-n", "-M", "do", "-s", str(payload), "-c", str(count), "-W", str(wait_s)]
     if ifname:
