@@ -145,6 +145,12 @@ def gid_valid(b: bytes) -> bool:
     return gid_configured(b) and not gid_link_local(b)
 
 
+def ib_addr_family(text: str | None) -> str:
+    """NCCL_IB_ADDR_FAMILY as src/transport/net_ib/connect.cc envIbAddrFamily reads it: exactly "AF_INET6"
+    is IPv6; anything else ("af_inet6" included: strcmp) is NCCL's default AF_INET."""
+    return "inet6" if text == "AF_INET6" else "inet"
+
+
 def parse_addr_range(text: str | None, family: str):
     """NCCL_IB_ADDR_RANGE (e.g. 192.168.100.0/24) -> network, None when unset."""
     if not text:

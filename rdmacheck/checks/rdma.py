@@ -1,8 +1,9 @@
 """RDMA gates: devices, ports, netdev map, GID, MTU, QoS values, device files.
 
-Port selection follows NCCL: with NCCL_IB_HCA set, exactly the ports it names
-(prefix match unless ``=``, ``^`` excludes, ``:port`` narrows); without it,
-every port of every device (NCCL then uses the ACTIVE ones).
+Port selection follows NCCL (NVIDIA/nccl src/transport/net_ib/init.cc): NCCL walks every port, drops
+the ones that are not ACTIVE, then keeps those NCCL_IB_HCA matches (prefix match unless ``=``, ``^``
+excludes, ``:port`` narrows; unset: all).  A down port that an entry names exactly is kept so the gates
+fail it; a down port matched only by a prefix is one NCCL skips (``Selection.skipped``).
 """
 
 from __future__ import annotations
@@ -13,15 +14,32 @@ import ipaddress
 from ..errors import UsageError
 from ..facts.infiniband import Port, gid_bytes
 from ..model import Result, Status
-from ..ncclspec import ListSpec, parse_addr_range, parse_list_spec, predict_gid_index
+from ..ncclspec import (ListSpec, ib_addr_family, nccl_param_int, parse_addr_range, parse_list_spec,
+                        predict_gid_index)
 from . import gate
 
 ACTIVE = 4
 LINK_UP = 5
-# RoCE headers the kernel subtracts from the netdev MTU (iboe_get_mtu: GRH 40 +
-# BTH 12 + DETH/XRC 4 + AtomicETH 28 + ICRC 4) before rounding down to an IB MTU.
+# RoCE headers the kernel subtracts from the netdev MTU before rounding down to an IB MTU, per driver:
+# mlx5 and the other hardware drivers use iboe_get_mtu (include/rdma/ib_addr.h: GRH 40 + BTH 12 +
+# DETH/XRC 4 + AtomicETH 28 + ICRC 4 = 88); rxe uses its own RXE_MAX_HDR_LENGTH, 80
+# (drivers/infiniband/sw/rxe/rxe_param.h eth_mtu_int_to_enum): netdev MTU 4176 gives rxe 4096, mlx5 2048.
 ROCE_OVERHEAD = 88
+ROCE_OVERHEAD_BY_DRIVER = {"rxe": 80}
 IB_MTUS = (4096, 2048, 1024, 512, 256)
+
+
+def roce_driver(dev) -> str | None:
+    """"rxe" for soft-RoCE (its class entry carries ``parent``, the netdev it sits on), else the PCI driver."""
+    if dev is None:
+        return None
+    if dev.parent and not dev.name.startswith("siw"):
+        return "rxe"
+    return dev.driver
+
+
+def roce_overhead(driver: str | None) -> int:
+    return ROCE_OVERHEAD_BY_DRIVER.get(driver or "", ROCE_OVERHEAD)
 
 
 @dataclasses.dataclass
@@ -30,10 +48,21 @@ class Selection:
     spec_error: str | None
     explicit: bool
     ports: list[Port]
+    # matched by NCCL_IB_HCA but not ACTIVE and not named exactly: NCCL skips them
+    skipped: list[Port] = dataclasses.field(default_factory=list)
     # filled by gates for the evidence: port name -> (active_mtu, source)
     active_mtu: dict[str, tuple[int | None, str | None]] = dataclasses.field(default_factory=dict)
     gid_index: dict[str, int | None] = dataclasses.field(default_factory=dict)
     gid_info: dict[str, dict] = dataclasses.field(default_factory=dict)
+
+
+def named_exactly(spec: ListSpec, p: Port) -> bool:
+    """Does an NCCL_IB_HCA entry name this very port (exact mode, or the full device name)?  A prefix
+    such as ``roce`` (DGX Spark setups) names a family: NCCL drops its non-ACTIVE members silently
+    (src/transport/net_ib/init.cc: ``if (portAttr.state != IBV_PORT_ACTIVE) continue;`` before matching)."""
+    if spec.exclude or not spec.entries:
+        return False
+    return any((e.name == p.device) and (e.port is None or e.port == p.port) for e in spec.entries)
 
 
 def select_ports(ctx) -> Selection:
@@ -43,8 +72,17 @@ def select_ports(ctx) -> Selection:
         err = None
     except UsageError as e:
         spec, err = ListSpec(entries=[], raw=raw or ""), str(e)
-    ports = [p for d in ctx.ib.values() for p in d.ports.values() if spec.matches(d.name, p.port)]
-    return Selection(spec=spec, spec_error=err, explicit=bool(spec.entries) and not spec.exclude, ports=ports)
+    matched = [p for d in ctx.ib.values() for p in d.ports.values() if spec.matches(d.name, p.port)]
+    # NCCL drops non-ACTIVE ports before it matches NCCL_IB_HCA (src/transport/net_ib/init.cc): a down port
+    # that no entry names exactly is one NCCL skips, so only rdma.port mentions it.  When no port is ACTIVE
+    # at all every matched port stays, so each gate shows what is wrong with it.
+    if any(q.state_id == ACTIVE for q in matched):
+        ports = [q for q in matched if q.state_id == ACTIVE or named_exactly(spec, q)]
+    else:
+        ports = matched
+    skipped = [q for q in matched if q not in ports]
+    return Selection(spec=spec, spec_error=err, explicit=bool(spec.entries) and not spec.exclude, ports=ports,
+                     skipped=skipped)
 
 
 def _no_devices_remedy() -> str:
@@ -100,27 +138,46 @@ def _port_row(ctx, p: Port) -> dict:
             "rate": p.rate, "fw_ver": _fw(ctx, p.device)}
 
 
+def _up_remedy(ctx, p: Port) -> str:
+    nd = p.netdevs[0] if p.netdevs else None
+    if p.link_layer == "InfiniBand":
+        return f"{p.name}: check the cable and that a subnet manager runs (`ibstat {p.device}`, `rdma link show {p.device}/{p.port}`)"
+    if nd:
+        return (f"{p.name}: ip link set {nd} up; if it stays down check the cable/switch port "
+                f"(`rdma link show {p.device}/{p.port}`, `ethtool {nd}`)")
+    return f"{p.name}: check the cable/switch port and `rdma link show {p.device}/{p.port}` (no netdev mapped)"
+
+
 @gate("rdma.port")
 def gate_port(ctx) -> list[Result]:
     sel = ctx.selection
     if not sel.ports:
         return [Result("rdma.port", Status.SKIP, observed="no port selected", expected="ACTIVE / LinkUp",
                        remedy="see rdma.devices")]
-    rows = [_port_row(ctx, p) for p in sel.ports]
-    up = [p for p in sel.ports if p.state_id == ACTIVE and p.phys_state_id == LINK_UP]
-    down = [p for p in sel.ports if p not in up]
+    every = sel.ports + sel.skipped
+    rows = [_port_row(ctx, p) for p in every]
+    up = [p for p in every if p.state_id == ACTIVE and p.phys_state_id == LINK_UP]
+    down = [p for p in every if p not in up]
+    pinned_down = [p for p in down if named_exactly(sel.spec, p)]
     obs = "; ".join(f"{p.name} {p.state or '?'}/{p.phys_state or '?'} {p.link_layer or '?'} "
-                    f"{p.rate or '?'} fw {_fw(ctx, p.device) or '?'}" for p in sel.ports)
+                    f"{p.rate or '?'} fw {_fw(ctx, p.device) or '?'}" for p in every)
     exp = "each selected port ACTIVE / LinkUp"
-    if not up or (down and sel.explicit):
-        names = ", ".join(p.name for p in down)
-        return [Result("rdma.port", Status.FAIL, observed=obs, expected=exp,
-                       remedy=f"bring {names} up: check the cable/switch port, `ip link set <netdev> up`, "
-                              "`rdma link show`; a port in INIT has no subnet manager (IB) or no link partner",
+    if not up or pinned_down:
+        bad = pinned_down or down
+        why = ("no selected port is ACTIVE: NCCL finds no RDMA device and falls back to NET/Socket" if not up
+               else f"NCCL_IB_HCA={sel.spec.raw} names {', '.join(p.name for p in bad)}, which NCCL skips while not ACTIVE")
+        return [Result("rdma.port", Status.FAIL, observed=f"{obs} — {why}", expected=exp,
+                       remedy="; ".join(_up_remedy(ctx, p) for p in bad),
                        details={"ports": rows})]
     if down:
-        return [Result("rdma.port", Status.WARN, observed=obs, expected=exp,
-                       remedy=f"{', '.join(p.name for p in down)} down; NCCL skips it. Pin NCCL_IB_HCA to the ports you cable",
+        how = (f"NCCL_IB_HCA={sel.spec.raw} matches them by prefix" if sel.spec.entries and not sel.spec.exclude
+               else "NCCL_IB_HCA does not name them")
+        return [Result("rdma.port", Status.WARN,
+                       observed=f"{obs} — {', '.join(p.name for p in down)} not ACTIVE: NCCL skips it ({how}) "
+                                f"and uses {', '.join(p.name for p in up)}",
+                       expected=exp,
+                       remedy="cable it and bring it up if it should carry traffic (" +
+                              "; ".join(_up_remedy(ctx, p) for p in down) + "), else nothing to do",
                        details={"ports": rows})]
     return [Result("rdma.port", Status.PASS, observed=obs, expected=exp, details={"ports": rows})]
 
@@ -167,9 +224,17 @@ def gate_netdev(ctx) -> list[Result]:
     exp = "each RoCE port has an up netdev; NCCL_SOCKET_IFNAME names an existing, up interface"
     details = {"map": mapping}
     if problems:
+        downs = [p.netdevs[0] for p in sel.ports if p.link_layer == "Ethernet" and p.netdevs
+                 and net.get(p.netdevs[0]) is not None and not net[p.netdevs[0]].up]
+        first = next((p.netdevs[0] for p in sel.ports if p.netdevs), None)
+        fix = [f"ip link set dev {d} up" for d in dict.fromkeys(downs)]
+        if ifname and any("NCCL_SOCKET_IFNAME" in x for x in problems):
+            fix.append(f"set NCCL_SOCKET_IFNAME={first}" if first else
+                       "set NCCL_SOCKET_IFNAME to the netdev of the RDMA port (see `rdma link` / ibdev2netdev)")
+        if not fix:
+            fix.append("map each RoCE port to its netdev (`rdma link` / ibdev2netdev) and bring it up")
         return [Result("rdma.netdev", Status.FAIL, observed=obs + " — " + "; ".join(problems), expected=exp,
-                       remedy="bring the interface up (`ip link set dev IF up`) and set NCCL_SOCKET_IFNAME to the "
-                              "netdev of the RDMA port (see `rdma link` / ibdev2netdev)", details=details)]
+                       remedy="; ".join(fix), details=details)]
     return [Result("rdma.netdev", status, observed=obs, expected=exp, remedy=remedy, details=details)]
 
 
@@ -181,22 +246,37 @@ def _gid_label(g_bytes: bytes | None, gtype: str | None, idx: int) -> str:
     return f"[{idx}] {text} {gtype or 'type ?'}"
 
 
+def _gids_in(p: Port, subnet, version: int | None = None) -> list:
+    """The port's GIDs whose address lies in ``subnet`` (of its family), of RoCE ``version`` if given."""
+    return [g for g in p.gids if g.ip is not None and g.ip.version == subnet.version and g.ip in subnet
+            and (version is None or g.roce_version == version)]
+
+
 @gate("rdma.gid")
 def gate_gid(ctx) -> list[Result]:
+    """GID checks following NVIDIA/nccl src/transport/net_ib/connect.cc (ncclIbGetGidIndex,
+    ncclUpdateGidIndex, envIbAddrFamily, envIbAddrRange) and src/misc/param.cc (integer parsing)."""
     sel = ctx.selection
     profile = ctx.config.profile
     subnet = profile.network()
     env = ctx.config
-    family = "inet6" if (env.get("NCCL_IB_ADDR_FAMILY") or "AF_INET").upper() == "AF_INET6" else "inet"
+    fam_word = "IPv4" if subnet.version == 4 else "IPv6"
+    family = ib_addr_family(env.get("NCCL_IB_ADDR_FAMILY"))
+    rv_raw = env.get("NCCL_IB_ROCE_VERSION_NUM")
     try:
         addr_range = parse_addr_range(env.get("NCCL_IB_ADDR_RANGE"), family)
-        roce_ver = int(env.get("NCCL_IB_ROCE_VERSION_NUM") or profile.roce_version)
+        nccl_ver = nccl_param_int(rv_raw)
+        nccl_ver = 2 if nccl_ver is None else nccl_ver  # NCCL_PARAM(IbRoceVersionNum, "IB_ROCE_VERSION_NUM", 2)
         explicit = env.get("NCCL_IB_GID_INDEX")
-        explicit_idx = int(explicit) if explicit is not None else None
+        explicit_idx = nccl_param_int(explicit)
     except (UsageError, ValueError) as e:
         return [Result("rdma.gid", Status.FAIL, observed=f"bad GID setting: {e}", expected="valid NCCL_IB_* GID settings",
-                       remedy="fix NCCL_IB_GID_INDEX (an integer), NCCL_IB_ROCE_VERSION_NUM (1 or 2) or NCCL_IB_ADDR_RANGE")]
-    exp = f"a RoCE v{roce_ver} GID with an IPv4 address in {subnet} on each port; NCCL's pick inside it"
+                       remedy="fix NCCL_IB_GID_INDEX (an integer; -1 or unset = NCCL picks), NCCL_IB_ROCE_VERSION_NUM "
+                              "(1 or 2) or NCCL_IB_ADDR_RANGE in the .env")]
+    if explicit_idx is not None and explicit_idx < 0:
+        explicit_idx = None  # "if (*gidIndex >= 0) return" else auto-select: -1 is NCCL's own default
+    want_ver = profile.roce_version
+    exp = f"a RoCE v{want_ver} GID with an {fam_word} address in {subnet} on each port; NCCL's pick inside it"
     out: list[Result] = []
     roce_ports = [p for p in sel.ports if p.link_layer != "InfiniBand"]
     if not sel.ports:
@@ -205,6 +285,7 @@ def gate_gid(ctx) -> list[Result]:
         return [Result("rdma.gid", Status.PASS, observed="InfiniBand ports: NCCL uses GID 0 / LID routing",
                        expected=exp)]
     fails, obs_parts, details = [], [], {}
+    want_family = "inet" if subnet.version == 4 else "inet6"
     for p in roce_ports:
         table = {g.index: g for g in p.gids}
         zero = bytes(16)
@@ -217,15 +298,16 @@ def gate_gid(ctx) -> list[Result]:
             g = table.get(i)
             return g.roce_version if g else None
 
-        in_subnet = [g for g in p.gids if g.roce_version == roce_ver and g.ipv4 and
-                     ipaddress.ip_address(g.ipv4) in subnet]
-        predicted = predict_gid_index(max(p.gid_tbl_len, 1), gid_at, ver_at, family, addr_range, roce_ver)
+        any_ver = _gids_in(p, subnet)
+        in_subnet = _gids_in(p, subnet, want_ver)
+        predicted = predict_gid_index(max(p.gid_tbl_len, 1), gid_at, ver_at, family, addr_range, nccl_ver)
         pg = table.get(predicted)
         listing = ", ".join(_gid_label(g.raw, g.type, g.index) for g in p.gids[:8]) or "no GIDs"
         chosen = explicit_idx if explicit_idx is not None else predicted
         cg = table.get(chosen)
         info = {"index": chosen, "predicted": predicted, "explicit": explicit_idx,
                 "gid": cg.gid if cg else None, "ipv4": cg.ipv4 if cg else None,
+                "ip": str(cg.ip) if cg and cg.ip else None,
                 "type": cg.type if cg else None, "in_subnet": bool(cg and cg in in_subnet)}
         sel.gid_index[p.name] = chosen
         sel.gid_info[p.name] = info
@@ -234,11 +316,26 @@ def gate_gid(ctx) -> list[Result]:
         obs_parts.append(f"{p.name}: {how} {_gid_label(cg.raw if cg else None, cg.type if cg else None, chosen)}"
                          f" (GIDs: {listing})")
         good_idx = in_subnet[-1].index if in_subnet else None
+        nd = p.netdevs[0] if p.netdevs else "<netdev>"
+        if not any_ver:
+            ip_cmd = "ip addr add" if subnet.version == 4 else "ip -6 addr add"
+            fails.append((f"{p.name}: no RoCE GID with an {fam_word} address in {subnet}",
+                          f"assign this node's {subnet} address to {nd} ({ip_cmd} <address>/{subnet.prefixlen} dev {nd}); "
+                          f"the kernel adds the RoCE GIDs itself"))
+            continue
         if not in_subnet:
-            nd = p.netdevs[0] if p.netdevs else "<netdev>"
-            fails.append((f"{p.name}: no RoCE v{roce_ver} GID with an IPv4 address in {subnet}",
-                          f"assign an address in {subnet} to {nd} (ip addr add <addr>/{subnet.prefixlen} dev {nd}); "
-                          f"the kernel adds the RoCE v2 GID itself"))
+            have = ", ".join(f"[{g.index}] {g.type}" for g in any_ver)
+            fails.append((f"{p.name}: the {subnet} address has only {have} GIDs, no RoCE v{want_ver}",
+                          f"set roce_version = {any_ver[0].roce_version} in the profile if the fabric really runs it "
+                          f"(the driver of {p.device} lists no RoCE v{want_ver} GID)"))
+            continue
+        if explicit_idx is None and nccl_ver != want_ver:
+            # The cause is the variable, not the address: NCCL skips the v{want_ver} GIDs it should take.
+            fix = ("remove NCCL_IB_ROCE_VERSION_NUM from the .env and the container environment (NCCL's default is 2) "
+                   "or set NCCL_IB_ROCE_VERSION_NUM=2") if want_ver == 2 else f"set NCCL_IB_ROCE_VERSION_NUM={want_ver}"
+            fails.append((f"{p.name}: NCCL_IB_ROCE_VERSION_NUM={rv_raw} makes NCCL look for RoCE v{nccl_ver} GIDs; "
+                          f"the {subnet} address is on RoCE v{want_ver} GID {good_idx}, so NCCL picks GID {predicted}",
+                          fix))
             continue
         if explicit_idx is not None:
             why = None
@@ -248,8 +345,8 @@ def gate_gid(ctx) -> list[Result]:
                 why = "is an fe80 link-local GID (not routable)"
             elif cg.ipv4 and ipaddress.ip_address(cg.ipv4).is_link_local:
                 why = f"carries the 169.254 link-local address {cg.ipv4}"
-            elif cg.roce_version != roce_ver:
-                why = f"is {cg.type or 'of unknown type'}, not RoCE v{roce_ver}"
+            elif cg.roce_version != want_ver:
+                why = f"is {cg.type or 'of unknown type'}, not RoCE v{want_ver}"
             elif cg not in in_subnet:
                 why = f"is outside {subnet}"
             if why:
@@ -257,8 +354,13 @@ def gate_gid(ctx) -> list[Result]:
                               f"set NCCL_IB_GID_INDEX={good_idx} (or unset it: NCCL >= 2.21 picks index {predicted} itself)"))
             continue
         if pg not in in_subnet:
-            fails.append((f"{p.name}: NCCL would pick GID {predicted}, outside {subnet} or not RoCE v{roce_ver}",
-                          f"set NCCL_IB_ADDR_RANGE={subnet} or NCCL_IB_GID_INDEX={good_idx}"))
+            if family != want_family:
+                want = "AF_INET6" if want_family == "inet6" else "AF_INET"
+                fix = (f"set NCCL_IB_ADDR_FAMILY={want} (NCCL_IB_ADDR_FAMILY={env.get('NCCL_IB_ADDR_FAMILY') or 'unset'} "
+                       f"makes NCCL take {'an IPv4' if family == 'inet' else 'an IPv6'} GID; the mesh {subnet} is {fam_word})")
+            else:
+                fix = f"set NCCL_IB_ADDR_RANGE={subnet} or NCCL_IB_GID_INDEX={good_idx}"
+            fails.append((f"{p.name}: NCCL would pick GID {predicted}, outside {subnet} or not RoCE v{want_ver}", fix))
     obs = "; ".join(obs_parts)
     if fails:
         out.append(Result("rdma.gid", Status.FAIL, observed=obs + " — " + "; ".join(f for f, _ in fails),
@@ -268,9 +370,9 @@ def gate_gid(ctx) -> list[Result]:
     return out
 
 
-def roce_active_mtu(netdev_mtu: int) -> int | None:
-    """The RoCE MTU the kernel derives from a netdev MTU (iboe_get_mtu)."""
-    room = netdev_mtu - ROCE_OVERHEAD
+def roce_active_mtu(netdev_mtu: int, driver: str | None = None) -> int | None:
+    """The RoCE MTU the kernel derives from a netdev MTU for ``driver`` (see ROCE_OVERHEAD_BY_DRIVER)."""
+    room = netdev_mtu - roce_overhead(driver)
     return next((m for m in IB_MTUS if m <= room), None)
 
 
@@ -292,7 +394,8 @@ def gate_mtu(ctx) -> list[Result]:
         elif vport.get("active_mtu"):
             amtu, src = vport["active_mtu"], "verbs"
         elif nmtu and p.link_layer != "InfiniBand":
-            amtu, src = roce_active_mtu(nmtu), "derived from netdev MTU (no verbs)"
+            drv = roce_driver(ctx.ib.get(p.device))
+            amtu, src = roce_active_mtu(nmtu, drv), f"derived from netdev MTU - {roce_overhead(drv)} ({drv or 'hardware'}; no verbs)"
         else:
             amtu, src = None, None
         sel.active_mtu[p.name] = (amtu, src)
@@ -307,9 +410,11 @@ def gate_mtu(ctx) -> list[Result]:
                               f"ip link set dev {nd.name} mtu {prof.mtu} (persist it in netplan/NetworkManager) "
                               f"and set the switch ports to {prof.mtu}+"))
         if amtu is not None and amtu != prof.active_mtu:
+            need = prof.active_mtu + roce_overhead(roce_driver(ctx.ib.get(p.device)))
+            ifn = nd.name if nd else "<netdev>"
             fails.append((f"{p.name}: active MTU {amtu} != {prof.active_mtu}",
-                          f"raise the netdev MTU to {prof.mtu}: RoCE MTU {prof.active_mtu} needs a netdev MTU >= "
-                          f"{prof.active_mtu + ROCE_OVERHEAD}"))
+                          f"ip link set dev {ifn} mtu {max(prof.mtu, need)}: RoCE MTU {prof.active_mtu} needs a netdev "
+                          f"MTU >= {need} on {ifn}"))
         elif amtu is None:
             unknown.append(p.name)
     obs = "; ".join(parts)
