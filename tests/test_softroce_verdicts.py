@@ -207,3 +207,28 @@ def test_snapshot_without_addresses_says_not_captured(tmp_path):
     assert "no interface has an address" not in r["observed"], p.stdout
     sock = _step(r, "NCCL_SOCKET_IFNAME")
     assert sock["status"] == "pass" and "GID table" in sock["observed"] and "not captured" in sock["observed"]
+
+
+# ---------------------------------------------------------------- rdmacheck counters on the guest's RDMA ports
+
+@pytest.mark.softroce
+def test_counters_command_on_the_guest_write_bw_trees(guest, tmp_path):
+    """The session's before/after copies of the real rxe hw_counters and netdev statistics around
+    ib_write_bw (N writes of S bytes): the command's deltas are the files' differences, and the client port
+    sent N x S/4096 packets (active MTU 4096), the identity docs/softroce.md measured."""
+    n, size = map(int, guest.text("counters/params.txt").split())
+    out = tmp_path / "c.json"
+    p = run_cli("counters", "--before", str(guest.dir / "counters/before"), "--after", str(guest.dir / "counters/after"),
+                "--json", str(out), timeout=60)
+    assert p.returncode == 0, p.stderr
+    rows = {r["name"]: r for r in json.loads(out.read_text())["rows"]}
+
+    def raw(tree: str, rel: str) -> int:
+        return int((guest.dir / "counters" / tree / rel.lstrip("/")).read_text())
+
+    hw = "sys/class/infiniband/roceP2p1s0f1/ports/1/hw_counters/sent_pkts"
+    assert rows["roceP2p1s0f1/1"]["tx_packets"] == raw("after", hw) - raw("before", hw) == n * size // 4096
+    assert rows["roceP2p1s0f1/1"]["tx_bytes"] is None  # rxe: no byte counter on the port, its netdev has them
+    st = f"sys/class/net/{B}/statistics/tx_bytes"
+    assert rows[B]["tx_bytes"] == raw("after", st) - raw("before", st)
+    assert "retransmits" in rows["roceP2p1s0f1/1"]["groups"]  # rxe's completer_retry_err/duplicate_request exist
