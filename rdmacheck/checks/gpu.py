@@ -51,13 +51,20 @@ def nvml_facts(ctx) -> dict[str, Any]:
 
 
 def platform(ctx, facts: dict[str, Any] | None = None) -> str | None:
-    """Profile's gpu_platform, else detected from the GPU name (GB10 -> dgx-spark)."""
+    """Profile's gpu_platform, else detected: a GPU NVML names GB10 -> dgx-spark; or a unified-memory GPU
+    (NVML memory info N/A: no framebuffer of its own) on a machine whose firmware calls itself a DGX Spark
+    (/sys/class/dmi/id/product_name, /proc/device-tree/model)."""
     p = (ctx.config.profile.gpu_platform or "auto").lower()
     if p not in ("auto", ""):
         return p
-    for g in (facts or {}).get("gpus") or []:
+    gpus = (facts or {}).get("gpus") or []
+    for g in gpus:
         name = str(g.get("name") or "")
         if "GB10" in name.upper().replace(" ", ""):
+            return "dgx-spark"
+    if any(nvmlf.is_na(g.get("memory_total")) for g in gpus):
+        model = " ".join(ctx.root.read(f) or "" for f in ("/sys/class/dmi/id/product_name", "/proc/device-tree/model"))
+        if "spark" in model.lower():
             return "dgx-spark"
     return None
 

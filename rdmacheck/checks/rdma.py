@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
+import re
 
 from ..errors import UsageError
 from ..facts.infiniband import Port, gid_bytes
@@ -117,11 +118,59 @@ def gate_devices(ctx) -> list[Result]:
                        expected=exp, remedy="fix the NCCL_IB_HCA exclusion/port list", details=details)]
     unreadable = [d.name for d in ctx.ib.values() if not d.readable]
     obs = f"{', '.join(names)}; NCCL will use {', '.join(p.name for p in sel.ports)}"
+    half = _one_half_used(ctx)
+    if half:
+        return [Result("rdma.devices", Status.WARN, observed=obs + "; " + half[0], expected=exp, remedy=half[1],
+                       details=details)]
     if unreadable:
         return [Result("rdma.devices", Status.WARN, observed=obs + f"; unreadable: {', '.join(unreadable)}",
                        expected=exp, remedy="the class entries point at missing device folders (dangling links)",
                        details=details)]
     return [Result("rdma.devices", Status.PASS, observed=obs, expected=exp, details=details)]
+
+
+# systemd's names for PCI RDMA devices: roce[P<domain>]p<bus>s<slot>f<function>
+_PCI_NAME = re.compile(r"^roce(?:P(\d+))?p(\d+)s(\d+)f(\d+)$")
+
+
+def port_halves(names) -> dict[tuple[str, str, str], list[str]]:
+    """DGX Spark: each QSFP port of its ConnectX-7 appears as two RoCE devices of ~100 Gb/s, the same
+    bus/slot/function in two PCI domains (rocep1s0f0 and roceP2p1s0f0 are port 0's halves; f1 is port 1).
+    {(bus, slot, function): [device, ...]} for the groups that have more than one device."""
+    groups: dict[tuple[str, str, str], list[str]] = {}
+    for n in sorted(names):
+        m = _PCI_NAME.match(n)
+        if m:
+            groups.setdefault(m.groups()[1:], []).append(n)
+    return {k: v for k, v in groups.items() if len(v) > 1}
+
+
+def _one_half_used(ctx) -> tuple[str, str] | None:
+    """On DGX Spark, NCCL_IB_HCA using one half of a port whose other half is ACTIVE too: (observed, remedy).
+
+    One half reaches ~12 GB/s, both ~20-24 GB/s (NVIDIA forum thread 352051; NVIDIA/dgx-spark-playbooks
+    #102 / PR #103)."""
+    halves = port_halves(ctx.ib)
+    if not halves:
+        return None  # not the layout: no NVML query needed
+    from .gpu import nvml_facts, platform
+
+    plat = platform(ctx) if (ctx.config.profile.gpu_platform or "auto") != "auto" else platform(ctx, nvml_facts(ctx))
+    if plat != "dgx-spark":
+        return None
+    used = {p.device for p in ctx.selection.ports if p.state_id == ACTIVE}
+    active = {d.name for d in ctx.ib.values() if any(p.state_id == ACTIVE for p in d.ports.values())}
+    for devs in halves.values():
+        up = [d for d in devs if d in active]
+        mine = [d for d in up if d in used]
+        if mine and len(mine) < len(up):
+            other = [d for d in up if d not in used]
+            hca = ",".join(sorted(used | set(other)))
+            return (f"only one half of the QSFP port is used: NCCL_IB_HCA selects {', '.join(mine)}, not its other "
+                    f"ACTIVE half {', '.join(other)} (one half ~12 GB/s, both ~20-24 GB/s on DGX Spark)",
+                    f"set NCCL_IB_HCA={hca} in the .env (both halves of the port; the netdev of "
+                    f"{', '.join(other)} needs its own address for a RoCE v2 GID)")
+    return None
 
 
 def _fw(ctx, dev: str) -> str | None:

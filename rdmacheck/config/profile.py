@@ -145,12 +145,30 @@ def build_profile(data: dict[str, Any] | None = None, overrides: list[str] | Non
     return p
 
 
+# Profiles that ship with the package (rdmacheck/data/profile-<name>.toml): --profile NAME.
+BUILTIN_PROFILES = ("reference", "dgx-spark")
+
+
+def builtin_profile_text(name: str) -> str | None:
+    """The TOML of a built-in profile, None when ``name`` is not one."""
+    if name not in BUILTIN_PROFILES:
+        return None
+    from importlib import resources
+
+    return resources.files("rdmacheck").joinpath("data", f"profile-{name}.toml").read_text(encoding="utf-8")
+
+
 def load_profile(path: str | Path | None, overrides: list[str] | None = None) -> Profile:
+    """``path``: a TOML file, or the name of a built-in profile (a file of that name wins)."""
     data: dict[str, Any] = {}
     if path:
         p = Path(path)
         try:
-            data = tomllib.loads(p.read_text(encoding="utf-8"))
+            builtin = None if p.is_file() else builtin_profile_text(str(path))
+            if builtin is None and not p.exists() and not str(path).endswith(".toml") and "/" not in str(path):
+                raise UsageError(f"profile {path!r} is neither a file nor a built-in profile "
+                                 f"({', '.join(BUILTIN_PROFILES)}); pass a TOML file or one of those names")
+            data = tomllib.loads(builtin if builtin is not None else p.read_text(encoding="utf-8"))
         except FileNotFoundError:
             raise UsageError(f"profile {p} not found; pass an existing TOML file or drop --profile") from None
         except (OSError, UnicodeDecodeError) as e:
