@@ -497,9 +497,12 @@ def gate_qos(ctx) -> list[Result]:
                 unset.append(f"{key} unset: NCCL uses {default}")
             continue
         try:
-            n = int(v.strip(), 0)
+            n = nccl_param_int(v)  # as NCCL's param.cc reads it: strtoll base 0 ("0x6a" = 106, "010" = 8)
         except ValueError:
-            bad.append(f"{key}={v!r} is not a number")
+            bad.append(f"{key}={v!r} is not a number (NCCL would not read it as meant)")
+            continue
+        if n is None:
+            parts.append(f"{key} empty")
             continue
         parts.append(f"{key}={n}")
         if not lo <= n <= hi:
