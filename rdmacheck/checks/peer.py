@@ -209,20 +209,24 @@ def gate_net_peer(ctx) -> list[Result]:
         dev = rt["dev"]
         how = f"route to {addr} leaves via {dev}" if dev else f"no route to {addr}: {rt['error']}"
     on_subnet = subnet_interfaces(ctx)
+    mi = mesh_interface(ctx, on_subnet)
     if _down(ctx, dev):
         # an address on a down interface is still "own" to getifaddrs, but nothing leaves through it
         items.append(step("route", Status.FAIL, f"{how}, but {dev} is down ({ctx.net[dev].operstate or 'no carrier'})",
                           f"ip link set {dev} up (and check its cable: rdma.port shows the RDMA link state)"))
     elif dev is None:
-        items.append(step("route", Status.FAIL, how, "add an address in the RDMA subnet to the RDMA interface"))
+        items.append(step("route", Status.FAIL, how,
+                          f"give {mi} this node's {prof.subnet} address "
+                          f"(ip addr add <address>/{prof.network().prefixlen} dev {mi})"))
     elif dev not in on_subnet:
         items.append(step("route", Status.FAIL, f"{how}, which has no address in {prof.subnet}",
-                          f"give the RDMA interface its {prof.subnet} address so the head is reached over the mesh, "
+                          f"give {mi} this node's {prof.subnet} address (ip addr add <address>/"
+                          f"{prof.network().prefixlen} dev {mi}) so the head is reached over the mesh, "
                           "not through the default route"))
     elif ifspec and not pf.ifname_matches(ifspec, dev):
         items.append(step("route", Status.FAIL, f"{how}, but NCCL_SOCKET_IFNAME={ifspec} does not name it",
-                          "set NCCL_SOCKET_IFNAME (and GLOO_SOCKET_IFNAME) to the interface on the RDMA subnet, "
-                          "or fix the routing so the head is reached through it"))
+                          f"set NCCL_SOCKET_IFNAME={dev} and GLOO_SOCKET_IFNAME={dev} (the interface the head is "
+                          "reached through), or fix the routing so the head is reached through the one they name"))
     else:
         items.append(step("route", Status.PASS, how + (f" (matches NCCL_SOCKET_IFNAME={ifspec})" if ifspec else "")))
     if m["role"] == "head":
