@@ -333,7 +333,7 @@ def gate_gid(ctx) -> list[Result]:
     if not roce_ports:
         return [Result("rdma.gid", Status.PASS, observed="InfiniBand ports: NCCL uses GID 0 / LID routing",
                        expected=exp)]
-    fails, obs_parts, details = [], [], {}
+    fails, warns, obs_parts, details = [], [], [], {}
     want_family = "inet" if subnet.version == 4 else "inet6"
     for p in roce_ports:
         table = {g.index: g for g in p.gids}
@@ -379,12 +379,19 @@ def gate_gid(ctx) -> list[Result]:
                           f"(the driver of {p.device} lists no RoCE v{want_ver} GID)"))
             continue
         if explicit_idx is None and nccl_ver != want_ver:
-            # The cause is the variable, not the address: NCCL skips the v{want_ver} GIDs it should take.
+            # The cause is the variable, not the address: NCCL looks for RoCE v{nccl_ver} GIDs.
             fix = ("remove NCCL_IB_ROCE_VERSION_NUM from the .env and the container environment (NCCL's default is 2) "
                    "or set NCCL_IB_ROCE_VERSION_NUM=2") if want_ver == 2 else f"set NCCL_IB_ROCE_VERSION_NUM={want_ver}"
-            fails.append((f"{p.name}: NCCL_IB_ROCE_VERSION_NUM={rv_raw} makes NCCL look for RoCE v{nccl_ver} GIDs; "
-                          f"the {subnet} address is on RoCE v{want_ver} GID {good_idx}, so NCCL picks GID {predicted}",
-                          fix))
+            if pg in in_subnet:
+                # no v{nccl_ver} GID to prefer here (rxe lists v2 only): NCCL's walk still lands on the right one,
+                # but a node with v1/v2 twins (mlx5) takes the v1 one, and the two ends disagree
+                warns.append((f"{p.name}: NCCL_IB_ROCE_VERSION_NUM={rv_raw} asks NCCL for RoCE v{nccl_ver} GIDs; this "
+                              f"port has none in {subnet}, so NCCL falls back to RoCE v{want_ver} GID {predicted} here, "
+                              f"while a node with v1/v2 twins (mlx5) would take its v{nccl_ver} GID", fix))
+            else:
+                fails.append((f"{p.name}: NCCL_IB_ROCE_VERSION_NUM={rv_raw} makes NCCL pick GID {predicted} "
+                              f"({pg.type if pg else 'empty'}); the {subnet} address is on RoCE v{want_ver} GID {good_idx}",
+                              fix))
             continue
         if explicit_idx is not None:
             why = None
@@ -411,9 +418,11 @@ def gate_gid(ctx) -> list[Result]:
                 fix = f"set NCCL_IB_ADDR_RANGE={subnet} or NCCL_IB_GID_INDEX={good_idx}"
             fails.append((f"{p.name}: NCCL would pick GID {predicted}, outside {subnet} or not RoCE v{want_ver}", fix))
     obs = "; ".join(obs_parts)
-    if fails:
-        out.append(Result("rdma.gid", Status.FAIL, observed=obs + " — " + "; ".join(f for f, _ in fails),
-                          expected=exp, remedy="; ".join(r for _, r in fails), details=details))
+    if fails or warns:
+        bad = fails + warns
+        out.append(Result("rdma.gid", Status.FAIL if fails else Status.WARN,
+                          observed=obs + " — " + "; ".join(f for f, _ in bad),
+                          expected=exp, remedy="; ".join(dict.fromkeys(r for _, r in bad)), details=details))
     else:
         out.append(Result("rdma.gid", Status.PASS, observed=obs, expected=exp, details=details))
     return out

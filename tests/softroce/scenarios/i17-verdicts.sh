@@ -44,6 +44,7 @@ rdmacheck "$V/gidauto" NCCL_IB_GID_INDEX=-1 -- preflight -q --env "$ENVFILE" --o
 # not the first interface in address order ($A)
 rdmacheck "$V/gloo" NCCL_IB_HCA="=$DB:1" NCCL_SOCKET_IFNAME=$B GLOO_SOCKET_IFNAME=lo MASTER_ADDR=$IPA \
     -- preflight -q --env "$ENVFILE" --only nccl.env --json "$V/gloo.json" &
+rdmacheck "$V/gloo_a" GLOO_SOCKET_IFNAME=lo -- preflight -q --env "$ENVFILE" --only nccl.env --json "$V/gloo_a.json" &
 wait
 mount -o remount,size=${SHM_KB}k /dev/shm
 stamp "i17 reference + env spellings"
