@@ -229,8 +229,13 @@ def test_counters_command_on_the_guest_write_bw_trees(guest, tmp_path):
         return int((guest.dir / "counters" / tree / rel.lstrip("/")).read_text())
 
     hw = "sys/class/infiniband/roceP2p1s0f1/ports/1/hw_counters/sent_pkts"
-    assert rows["roceP2p1s0f1/1"]["tx_packets"] == raw("after", hw) - raw("before", hw) == n * size // 4096
+    sent = rows["roceP2p1s0f1/1"]["tx_packets"]
+    assert sent == raw("after", hw) - raw("before", hw) >= n * size // 4096
     assert rows["roceP2p1s0f1/1"]["tx_bytes"] is None  # rxe: no byte counter on the port, its netdev has them
     st = f"sys/class/net/{B}/statistics/tx_bytes"
     assert rows[B]["tx_bytes"] == raw("after", st) - raw("before", st)
-    assert "retransmits" in rows["roceP2p1s0f1/1"]["groups"]  # rxe's completer_retry_err/duplicate_request exist
+    retx = {**rows["roceP2p1s0f1/1"]["groups"].get("retransmits", {}), **rows["roceP2p1s0f0/1"]["groups"].get("retransmits", {})}
+    assert "hw_counters/completer_retry_err" in retx  # rxe's retransmit counters are grouped as such
+    if sent > n * size // 4096:
+        # packets beyond the writes are retransmissions (a loaded emulated guest): the command shows them moving
+        assert any(v for v in retx.values()), retx
