@@ -89,6 +89,7 @@ def test_usage_errors_exit_2(args):
     ("link_downed", "link_downs"), ("link_error_recovery", "link_downs"),
     ("rx_dropped", "errors"), ("port_rcv_errors", "errors"), ("symbol_error", "errors"), ("rcvd_seq_err", "retransmits"),
     ("rx_pause_ctrl_phy", "pause"), ("np_cnp_sent", "cnp"), ("rp_cnp_handled", "cnp"),
-    ("np_ecn_marked_roce_packets", "ecn"), ("tx_bytes", None), ("rcvd_pkts", None), ("lifespan", None)])
+    ("np_ecn_marked_roce_packets", "ecn"), ("tx_bytes", None), ("rcvd_pkts", None), ("lifespan", None), ("ack_deferred", None),
+    ("rx_frame_errors", "errors"), ("rx_crc_errors", "errors"), ("tx_carrier_errors", "errors")])
 def test_counter_kinds(name, kind):
     assert kind_of(name) == kind

@@ -30,6 +30,7 @@ reset): its delta is None, never a negative number or a silent zero.
 from __future__ import annotations
 
 import dataclasses
+import re
 from typing import Any
 
 from ..root import HostRoot
@@ -281,8 +282,15 @@ KINDS = (
 def kind_of(name: str) -> str | None:
     """``completer_retry_err`` -> "retransmits", ``rx_dropped`` -> "errors", ``tx_bytes`` -> None."""
     low = name.lower()
+    words = [w for w in re.split(r"[^a-z0-9]+", low) if w]
+
+    def hit(n: str) -> bool:
+        # long or compound needles anywhere; short ones only as the start of a word ("ack_deferred" holds
+        # "err" but is no error: rxe defers an ACK)
+        return n in low if (len(n) >= 5 or "_" in n) else any(w.startswith(n) for w in words)
+
     for kind, needles in KINDS:
-        if any(n in low for n in needles):
+        if any(hit(n) for n in needles):
             return kind
     return None
 
