@@ -16,9 +16,9 @@ from typing import Any
 from ..facts import peer as pf
 from ..model import Result, Status
 from . import gate
-from ..facts.net import addresses, addresses_known
-from ..ncclspec import nccl_param_int, socket_family, socket_interfaces
-from .peer import address_source, combine, master, mesh_interface, parse_ray_address, step, subnet_interfaces
+from ..ncclspec import nccl_param_int
+from .peer import (address_source, addresses_known, combine, master, mesh_interface, parse_ray_address, step,
+                   subnet_interfaces)
 
 # Ports the stack itself opens on the head once it runs (free at preflight time, taken later).
 WELL_KNOWN_PORTS = {
@@ -35,25 +35,26 @@ MASTER_PORT_ROLE = "the model server's port (vLLM's API server), its role in doc
 MASTER_PORT_SAME_ROLE = {8000}
 
 
-def _bootstrap_step(ctx, spec: str, subnet_ifs: dict[str, list[str]], pick: str) -> dict[str, Any] | None:
-    """The address NCCL's bootstrap advertises: the first address of the first running interface that
-    NCCL_SOCKET_IFNAME matches (NVIDIA/nccl src/bootstrap.cc bootstrapNetInit -> src/misc/socket.cc
-    ncclFindInterfaces -> src/os/linux.cc ncclOsFindInterfaces).  Peers connect to that address: a stray
-    address listed before the mesh address sends the whole rendezvous off the mesh."""
-    prof = ctx.config.profile
-    net = ctx.net
-    pairs = socket_interfaces(addresses(ctx.root), lambda n: bool(net.get(n) and net[n].up), spec,
-                              socket_family(ctx.config.get("NCCL_SOCKET_FAMILY")))
-    if not pairs:
+def _bootstrap_step(facts, config, spec: str, subnet_ifs: dict[str, list[str]], pick: str) -> dict[str, Any] | None:
+    """The address NCCL's bootstrap advertises (facts.bootstrap, derived in phase 1 by NCCL's rule: the first
+    address of the first running interface NCCL_SOCKET_IFNAME matches; NVIDIA/nccl src/bootstrap.cc
+    bootstrapNetInit -> src/misc/socket.cc ncclFindInterfaces -> src/os/linux.cc ncclOsFindInterfaces).
+    Peers connect to that address: a stray address listed before the mesh address sends the whole
+    rendezvous off the mesh."""
+    prof = config.profile
+    b = facts.bootstrap or {}
+    if not b.get("addr"):
         return None  # nothing running matches: rdma.netdev says so
-    bif, baddr = pairs[0]
+    bif, baddr = b["ifname"], b.get("addr_len") or b["addr"]
     ip = ipaddress.ip_interface(baddr).ip
     if ip in prof.network():
         return step("NCCL_SOCKET_IFNAME", Status.PASS,
                     f"NCCL_SOCKET_IFNAME={spec}: NCCL's bootstrap advertises {ip} on {bif}")
     why = (f"NCCL_SOCKET_IFNAME={spec}: NCCL's bootstrap would advertise {ip} on {bif} (the first address of the first "
            f"interface it matches), outside {prof.subnet}")
-    if bif in subnet_ifs:
+    if bif in subnet_ifs and ip.version != prof.network().version:
+        fix = f"set NCCL_SOCKET_FAMILY={'AF_INET6' if prof.network().version == 6 else 'AF_INET'} in the .env"
+    elif bif in subnet_ifs:
         mesh = subnet_ifs[bif][0]
         fix = (f"make the mesh address {bif}'s first: ip addr del {baddr} dev {bif} (re-add it after {mesh} if "
                f"it is needed: ip addr add {baddr} dev {bif})")
@@ -62,9 +63,9 @@ def _bootstrap_step(ctx, spec: str, subnet_ifs: dict[str, list[str]], pick: str)
     return step("NCCL_SOCKET_IFNAME", Status.FAIL, why, fix)
 
 
-def _mesh_hca(ctx, netdev: str) -> str:
+def _mesh_hca(facts, netdev: str) -> str:
     """The RDMA device whose port's netdev is ``netdev`` (for a remedy line), else the reference name."""
-    for d in ctx.ib.values():
+    for d in facts.ib.values():
         for p in d.ports.values():
             if netdev in p.netdevs:
                 return d.name
@@ -72,14 +73,14 @@ def _mesh_hca(ctx, netdev: str) -> str:
 
 
 @gate("nccl.env")
-def gate_nccl_env(ctx) -> list[Result]:
-    cfg, prof = ctx.config, ctx.config.profile
+def gate_nccl_env(facts, config) -> list[Result]:
+    cfg, prof = config, config.profile
     items: list[dict[str, Any]] = []
-    subnet_ifs = subnet_interfaces(ctx)
-    known = addresses_known(ctx.root)
-    src = "" if known else f" (from {address_source(ctx)})"
+    subnet_ifs = subnet_interfaces(facts, config)
+    known = addresses_known(facts)
+    src = "" if known else f" (from {address_source(facts)})"
     have = ", ".join(f"{k} ({' '.join(v)})" for k, v in subnet_ifs.items()) or f"none with an address in {prof.subnet}"
-    pick = mesh_interface(ctx, subnet_ifs)
+    pick = mesh_interface(facts, config, subnet_ifs)
 
     # NCCL_SOCKET_IFNAME: NCCL's bootstrap and socket fallback interface (prefix list syntax)
     spec = cfg.get("NCCL_SOCKET_IFNAME")
@@ -97,9 +98,9 @@ def gate_nccl_env(ctx) -> list[Result]:
         hits = [i for i in subnet_ifs if pf.ifname_matches(spec, i)]
         # NCCL takes matching interfaces in getifaddrs order: a prefix that also matches another interface with
         # an IPv4 address (eno1 for "en") can put the bootstrap on the management network.
-        others = sorted(i for i, a in pf.local_addresses(ctx.root).items()
+        others = sorted(i for i, a in facts.local_addresses.items()
                         if a and i not in subnet_ifs and i != "lo" and pf.ifname_matches(spec, i))
-        boot = _bootstrap_step(ctx, spec, subnet_ifs, pick) if hits and known else None
+        boot = _bootstrap_step(facts, config, spec, subnet_ifs, pick) if hits and known else None
         if boot is not None and Status(boot["status"]) is Status.FAIL:
             items.append(boot)
         elif hits and others:
@@ -137,11 +138,11 @@ def gate_nccl_env(ctx) -> list[Result]:
     if hca:
         items.append(step("NCCL_IB_HCA", Status.PASS, f"NCCL_IB_HCA={hca} (devices checked by rdma.devices)"))
     else:
-        active = sorted({p.device for p in ctx.selection.ports if p.state_id == 4})
+        active = sorted({p.device for p in facts.selection.ports if p.state_id == 4})
         items.append(step("NCCL_IB_HCA", Status.WARN,
                           "NCCL_IB_HCA unset: NCCL uses every RDMA device with an ACTIVE port "
                           f"({', '.join(active) or 'none now'}), on any network",
-                          f"set NCCL_IB_HCA to the RDMA device(s) on the mesh, e.g. NCCL_IB_HCA={_mesh_hca(ctx, pick)}"))
+                          f"set NCCL_IB_HCA to the RDMA device(s) on the mesh, e.g. NCCL_IB_HCA={_mesh_hca(facts, pick)}"))
 
     dis = cfg.get("NCCL_IB_DISABLE")
     if dis is not None and dis.strip() != "0":
@@ -178,19 +179,19 @@ def gate_nccl_env(ctx) -> list[Result]:
                           f"NCCL_IB_GID_INDEX={gid} pinned (advice: NCCL >= 2.21 picks the RoCE v2 IPv4 GID itself; "
                           "a pinned index breaks when addresses are re-added; rdma.gid shows the index it would pick)"))
 
-    items.append(_master_port(ctx))
+    items.append(_master_port(facts, config))
     return [combine("nccl.env", items, f"env consistent with {prof.subnet}, {prof.nodes}x{prof.gpus_per_node} GPUs")]
 
 
-def _master_port(ctx) -> dict[str, Any]:
-    raw = ctx.config.get("MASTER_PORT")
+def _master_port(facts, config) -> dict[str, Any]:
+    raw = config.get("MASTER_PORT")
     if raw is None:
         return step("MASTER_PORT", Status.PASS, "MASTER_PORT unset (torch.distributed default 29500)")
     if not raw.strip().isdigit() or not 0 < int(raw) < 65536:
         return step("MASTER_PORT", Status.FAIL, f"MASTER_PORT={raw!r} is not a TCP port",
                     "set MASTER_PORT to a free port in 1024-65535, e.g. 29500")
     port = int(raw)
-    ray = parse_ray_address(ctx.config.get("RAY_ADDRESS"))
+    ray = parse_ray_address(config.get("RAY_ADDRESS"))
     taken = {p: why for p, why in WELL_KNOWN_PORTS.items() if p not in MASTER_PORT_SAME_ROLE}
     if ray:
         taken.setdefault(ray[1], "the Ray head's port in RAY_ADDRESS")
@@ -199,11 +200,12 @@ def _master_port(ctx) -> dict[str, Any]:
                     f"MASTER_PORT={port} is {taken[port]}: once the cluster runs, the two collide on the head",
                     "choose a port nothing else on the head uses, e.g. 29500 (torch.distributed's default)")
     what = f"MASTER_PORT={port}" + (f" ({MASTER_PORT_ROLE})" if port in MASTER_PORT_SAME_ROLE else "")
-    role = master(ctx)["role"] if ctx.root.live else None
-    if role != "head":
-        why = "not the head" if role == "worker" else "role unknown (MASTER_ADDR unset or unresolved)"
+    role = master(facts)["role"]
+    r = facts.answer("bind", str(port)) if role == "head" else None
+    if r is None:
+        why = "not the head" if role == "worker" else \
+            "role unknown (MASTER_ADDR unset or unresolved)" if role is None else "bind test not recorded"
         return step("MASTER_PORT", Status.PASS, f"{what}: {why}, the bind test runs on the head")
-    r = pf.port_free(port)
     if r["free"]:
         return step("MASTER_PORT", Status.PASS, f"{what} free on this head")
     return step("MASTER_PORT", Status.FAIL, f"MASTER_PORT={port}: {r['error']} on this head",

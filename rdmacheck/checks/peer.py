@@ -20,6 +20,7 @@ import ipaddress
 from typing import Any
 
 from ..facts import peer as pf
+from ..facts.peer import parse_ray_address  # noqa: F401  (re-exported)
 from ..model import Result, Status, worst
 from . import gate
 
@@ -46,28 +47,26 @@ def step(name: str, status: Status, observed: str, remedy: str = "", **extra: An
     return {"step": name, "status": status.value, "observed": observed, "remedy": remedy, **extra}
 
 
-def subnet_interfaces(ctx) -> dict[str, list[str]]:
+def addresses_known(facts) -> bool:
+    """Whether interface addresses were read at all (live, or a snapshot with rdmacheck/addrs.json): a
+    capture without them says nothing about addresses, which is not the same as having none."""
+    return facts.answer("addrs") is not None
+
+
+def subnet_interfaces(facts, config) -> dict[str, list[str]]:
     """{ifname: [addr, ...]} of this host's addresses inside profile.subnet (IPv4 or IPv6, as the subnet is).
 
     From the interfaces (live, or a snapshot's rdmacheck/addrs.json).  A snapshot that did not capture
     addresses still has the RoCE GID tables, and each RoCE GID is derived by the kernel from an address of
     its netdev: those addresses are proof, so they are used (``address_source`` says so) rather than
     reading "not captured" as "no address"."""
-    from ..facts.net import addresses, addresses_known
-
-    net = ctx.config.profile.network()
-    key = "ipv4" if net.version == 4 else "ipv6"
+    net = config.profile.network()
+    if addresses_known(facts):
+        key = "ipv4" if net.version == 4 else "ipv6"
+        local = {k: list((v or {}).get(key) or []) for k, v in facts.addrs.items() if isinstance(v, dict)}
+        return pf.in_subnet(local, net)
     out: dict[str, list[str]] = {}
-    if addresses_known(ctx.root):
-        for ifname, a in addresses(ctx.root).items():
-            for x in (a or {}).get(key) or [] if isinstance(a, dict) else []:
-                try:
-                    if ipaddress.ip_interface(x).ip in net:
-                        out.setdefault(ifname, []).append(x)
-                except ValueError:
-                    continue
-        return out
-    for dev in ctx.ib.values():
+    for dev in facts.ib.values():
         for port in dev.ports.values():
             for g in port.gids:
                 ip = g.ip
@@ -78,21 +77,19 @@ def subnet_interfaces(ctx) -> dict[str, list[str]]:
     return out
 
 
-def address_source(ctx) -> str:
+def address_source(facts) -> str:
     """Where subnet_interfaces' addresses come from, for the observed text."""
-    from ..facts.net import addresses_known
-
-    return "interfaces" if addresses_known(ctx.root) else \
+    return "interfaces" if addresses_known(facts) else \
         "the RoCE GID table (interface addresses not captured in this snapshot)"
 
 
-def mesh_interface(ctx, subnet_ifs: dict[str, list[str]] | None = None) -> str:
+def mesh_interface(facts, config, subnet_ifs: dict[str, list[str]] | None = None) -> str:
     """The interface a remedy should name for the mesh: the one NCCL_SOCKET_IFNAME names, if it holds a
     subnet address; else the netdev of a selected RDMA port that does; else the first subnet interface.
     Never simply the first in address order: on a node (or a test bed) with two mesh interfaces that is
     the other one."""
-    subnet_ifs = subnet_interfaces(ctx) if subnet_ifs is None else subnet_ifs
-    spec = ctx.config.get("NCCL_SOCKET_IFNAME")
+    subnet_ifs = subnet_interfaces(facts, config) if subnet_ifs is None else subnet_ifs
+    spec = config.get("NCCL_SOCKET_IFNAME")
     if spec:
         try:
             named = [i for i in subnet_ifs if pf.ifname_matches(spec, i)]
@@ -100,85 +97,43 @@ def mesh_interface(ctx, subnet_ifs: dict[str, list[str]] | None = None) -> str:
             named = []
         if named:
             return named[0]
-    for p in ctx.selection.ports:
+    ports = facts.selection.ports if facts.selection else []
+    for p in ports:
         for nd in p.netdevs:
             if nd in subnet_ifs:
                 return nd
-    for p in ctx.selection.ports:
+    for p in ports:
         if p.netdevs:
             return p.netdevs[0]
     return next(iter(subnet_ifs), "<RDMA netdev>")
 
 
-def _down(ctx, dev: str | None) -> bool:
-    nd = ctx.net.get(dev) if dev else None
+def _down(facts, dev: str | None) -> bool:
+    nd = facts.net.get(dev) if dev else None
     return nd is not None and not nd.up
 
 
-def master(ctx) -> dict[str, Any]:
-    """MASTER_ADDR, its resolution and this node's role; computed once per run."""
-    if "peer.master" in ctx.cache:
-        return ctx.cache["peer.master"]
-    name = ctx.config.get("MASTER_ADDR")
-    info: dict[str, Any] = {"name": name, "addr": None, "resolve": None, "role": None, "local_if": None}
-    if name:
-        r = pf.resolve(name) if ctx.root.live else {"addrs": [], "error": "not resolved when replaying a snapshot",
-                                                      "elapsed_s": 0.0, "timed_out": False}
-        info["resolve"] = r
-        # the address in the mesh's family first (an IPv6 mesh resolves MASTER_ADDR to its IPv6 address)
-        want6 = ctx.config.profile.network().version == 6
-        fam = [a for a in r["addrs"] if (":" in a) == want6]
-        info["addr"] = (fam or r["addrs"] or [None])[0]
-        if info["addr"]:
-            from ..facts.net import addresses
-
-            for ifname, a in addresses(ctx.root).items():
-                mine = list((a or {}).get("ipv4") or []) + list((a or {}).get("ipv6") or [])
-                if any(x.split("/")[0] == info["addr"] for x in mine):
-                    info["local_if"] = ifname
-            info["role"] = "head" if info["local_if"] or ipaddress.ip_address(info["addr"]).is_loopback else "worker"
-    info["detected_role"] = info["role"]
-    # The compose .env declares the role (RAY_MODE=head|worker); RDMACHECK_ROLE overrides for preflight only.
-    for key in ("RDMACHECK_ROLE", "RAY_MODE"):
-        declared = (ctx.config.get(key) or "").strip().lower()
-        if declared in ("head", "worker"):
-            info["role"], info["declared_role"], info["declared_by"] = declared, declared, key
-            break
-    ctx.cache["peer.master"] = info
-    return info
+def master(facts) -> dict[str, Any]:
+    """MASTER_ADDR, its resolution and this node's role (gathered by facts.peer.gather_peer)."""
+    return facts.peer
 
 
-def parse_ray_address(text: str | None) -> tuple[str, int] | None:
-    """``host:port``, ``ray://host:port``, ``[v6]:port`` -> (host, port); None for auto/unset/bad."""
-    if not text or text.strip().lower() in ("auto", "local"):
-        return None
-    s = text.strip()
-    if "://" in s:
-        s = s.split("://", 1)[1]
-    s = s.split("/", 1)[0]
-    if s.startswith("["):
-        host, _, rest = s[1:].partition("]")
-        port = rest.lstrip(":")
-    else:
-        host, _, port = s.rpartition(":")
-    if not host or not port.isdigit() or not 0 < int(port) < 65536:
-        return None
-    return host, int(port)
+NOT_RECORDED = "live-only: no recorded probe answer for this question (a snapshot without it, or a changed config)"
 
 
 @gate("net.peer")
-def gate_net_peer(ctx) -> list[Result]:
-    cfg, prof = ctx.config, ctx.config.profile
+def gate_net_peer(facts, config) -> list[Result]:
+    cfg, prof = config, config.profile
     expected = (f"MASTER_ADDR resolves into {prof.subnet} via NCCL_SOCKET_IFNAME; worker: Ray port open, "
                 f"DF ping at MTU {prof.mtu}")
-    if not ctx.root.live:
-        return [Result("net.peer", Status.SKIP, observed="reachability is a live probe; not judged on a snapshot")]
-    m = master(ctx)
+    m = master(facts)
     if not m["name"]:
         return [Result("net.peer", Status.SKIP, observed="MASTER_ADDR unset: no peer to check",
                        remedy="set MASTER_ADDR in the .env to the head's RDMA-subnet name or IP")]
     items: list[dict[str, Any]] = []
     r = m["resolve"]
+    if r is None:
+        return [Result("net.peer", Status.SKIP, observed=f"MASTER_ADDR={m['name']}: {NOT_RECORDED}")]
     if not m["addr"]:
         items.append(step("resolve", Status.FAIL,
                           f"MASTER_ADDR={m['name']} does not resolve: {r['error']} (after {r['elapsed_s']:g} s)",
@@ -205,14 +160,14 @@ def gate_net_peer(ctx) -> list[Result]:
         dev = m["local_if"]
         how = f"{addr} is this node's own address on {dev} (head)"
     else:
-        rt = pf.route_get(addr)
+        rt = facts.answer("route", addr) or {"dev": None, "error": NOT_RECORDED}
         dev = rt["dev"]
         how = f"route to {addr} leaves via {dev}" if dev else f"no route to {addr}: {rt['error']}"
-    on_subnet = subnet_interfaces(ctx)
-    mi = mesh_interface(ctx, on_subnet)
-    if _down(ctx, dev):
+    on_subnet = subnet_interfaces(facts, config)
+    mi = mesh_interface(facts, config, on_subnet)
+    if _down(facts, dev):
         # an address on a down interface is still "own" to getifaddrs, but nothing leaves through it
-        items.append(step("route", Status.FAIL, f"{how}, but {dev} is down ({ctx.net[dev].operstate or 'no carrier'})",
+        items.append(step("route", Status.FAIL, f"{how}, but {dev} is down ({facts.net[dev].operstate or 'no carrier'})",
                           f"ip link set {dev} up (and check its cable: rdma.port shows the RDMA link state)"))
     elif dev is None:
         items.append(step("route", Status.FAIL, how,
@@ -247,18 +202,21 @@ def gate_net_peer(ctx) -> list[Result]:
         items.append(step("tcp", Status.SKIP, f"RAY_ADDRESS={cfg.get('RAY_ADDRESS')!r}: no host:port to test"))
     else:
         host, port = ray
-        rr = pf.resolve(host) if host != m["name"] else r
+        rr = (facts.answer("resolve", host) or {"addrs": [], "error": NOT_RECORDED}) if host != m["name"] else r
         target = (rr["addrs"] or [None])[0]
         if target is None:
             items.append(step("tcp", Status.FAIL, f"RAY_ADDRESS host {host} does not resolve: {rr['error']}",
                               HOSTS_REMEDY))
-        elif ipaddress.ip_address(target) not in prof.network() or pf.route_get(target)["dev"] not in on_subnet:
+        elif ipaddress.ip_address(target) not in prof.network() or \
+                (facts.answer("route", target) or {}).get("dev") not in on_subnet:
             # never probe off the mesh (see above)
             items.append(step("tcp", Status.FAIL, f"RAY_ADDRESS {host} -> {target} is not reached over {prof.subnet}",
                               "point RAY_ADDRESS at the head's RDMA-subnet address (the same host as MASTER_ADDR)"))
         else:
-            c = pf.tcp_connect(target, port)
-            if c["ok"]:
+            c = facts.answer("tcp", f"{target}:{port}")
+            if c is None:
+                items.append(step("tcp", Status.SKIP, f"{target}:{port}: {NOT_RECORDED}"))
+            elif c["ok"]:
                 items.append(step("tcp", Status.PASS, f"{target}:{port} accepts TCP ({c['elapsed_s']:g} s)"))
             else:
                 items.append(step("tcp", Status.FAIL,
@@ -266,8 +224,10 @@ def gate_net_peer(ctx) -> list[Result]:
                                   f"(after {c['elapsed_s']:g} s)",
                                   "start the Ray head first (rdmacheck launch on the head), and open the port in "
                                   "the head's firewall", elapsed_s=c["elapsed_s"]))
-    p = pf.df_ping(addr, prof.mtu, dev)
-    if p["ok"]:
+    p = facts.answer("ping", pf.ping_target(addr, prof.mtu, dev))
+    if p is None:
+        items.append(step("mtu", Status.SKIP, f"DF ping to {addr} at MTU {prof.mtu}: {NOT_RECORDED}"))
+    elif p["ok"]:
         items.append(step("mtu", Status.PASS, f"DF ping {p['payload']} B payload to {addr}: {p['received']} replies",
                           cmd=p["cmd"]))
     else:

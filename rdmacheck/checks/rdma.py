@@ -8,53 +8,20 @@ fail it; a down port matched only by a prefix is one NCCL skips (``Selection.ski
 
 from __future__ import annotations
 
-import dataclasses
 import ipaddress
 import re
 
 from ..errors import UsageError
-from ..facts.infiniband import Port, gid_bytes
+from ..facts.infiniband import (IB_MTUS, ROCE_OVERHEAD, Port, gid_bytes, roce_active_mtu,  # noqa: F401
+                                roce_driver, roce_overhead)
+from ..gather import gid_settings, select_ports  # noqa: F401  (select_ports: re-exported)
 from ..model import Result, Status
-from ..ncclspec import (ListSpec, ib_addr_family, nccl_param_int, parse_addr_range, parse_list_spec,
-                        predict_gid_index)
+from ..ncclspec import ListSpec, nccl_param_int, parse_list_spec
+from ..nodefacts import Selection  # noqa: F401  (re-exported)
 from . import gate
 
 ACTIVE = 4
 LINK_UP = 5
-# RoCE headers the kernel subtracts from the netdev MTU before rounding down to an IB MTU, per driver:
-# mlx5 and the other hardware drivers use iboe_get_mtu (include/rdma/ib_addr.h: GRH 40 + BTH 12 +
-# DETH/XRC 4 + AtomicETH 28 + ICRC 4 = 88); rxe uses its own RXE_MAX_HDR_LENGTH, 80
-# (drivers/infiniband/sw/rxe/rxe_param.h eth_mtu_int_to_enum): netdev MTU 4176 gives rxe 4096, mlx5 2048.
-ROCE_OVERHEAD = 88
-ROCE_OVERHEAD_BY_DRIVER = {"rxe": 80}
-IB_MTUS = (4096, 2048, 1024, 512, 256)
-
-
-def roce_driver(dev) -> str | None:
-    """"rxe" for soft-RoCE (its class entry carries ``parent``, the netdev it sits on), else the PCI driver."""
-    if dev is None:
-        return None
-    if dev.parent and not dev.name.startswith("siw"):
-        return "rxe"
-    return dev.driver
-
-
-def roce_overhead(driver: str | None) -> int:
-    return ROCE_OVERHEAD_BY_DRIVER.get(driver or "", ROCE_OVERHEAD)
-
-
-@dataclasses.dataclass
-class Selection:
-    spec: ListSpec
-    spec_error: str | None
-    explicit: bool
-    ports: list[Port]
-    # matched by NCCL_IB_HCA but not ACTIVE and not named exactly: NCCL skips them
-    skipped: list[Port] = dataclasses.field(default_factory=list)
-    # filled by gates for the evidence: port name -> (active_mtu, source)
-    active_mtu: dict[str, tuple[int | None, str | None]] = dataclasses.field(default_factory=dict)
-    gid_index: dict[str, int | None] = dataclasses.field(default_factory=dict)
-    gid_info: dict[str, dict] = dataclasses.field(default_factory=dict)
 
 
 def named_exactly(spec: ListSpec, p: Port) -> bool:
@@ -66,36 +33,16 @@ def named_exactly(spec: ListSpec, p: Port) -> bool:
     return any((e.name == p.device) and (e.port is None or e.port == p.port) for e in spec.entries)
 
 
-def select_ports(ctx) -> Selection:
-    raw = ctx.config.get("NCCL_IB_HCA")
-    try:
-        spec = parse_list_spec(raw, "NCCL_IB_HCA", with_ports=True)
-        err = None
-    except UsageError as e:
-        spec, err = ListSpec(entries=[], raw=raw or ""), str(e)
-    matched = [p for d in ctx.ib.values() for p in d.ports.values() if spec.matches(d.name, p.port)]
-    # NCCL drops non-ACTIVE ports before it matches NCCL_IB_HCA (src/transport/net_ib/init.cc): a down port
-    # that no entry names exactly is one NCCL skips, so only rdma.port mentions it.  When no port is ACTIVE
-    # at all every matched port stays, so each gate shows what is wrong with it.
-    if any(q.state_id == ACTIVE for q in matched):
-        ports = [q for q in matched if q.state_id == ACTIVE or named_exactly(spec, q)]
-    else:
-        ports = matched
-    skipped = [q for q in matched if q not in ports]
-    return Selection(spec=spec, spec_error=err, explicit=bool(spec.entries) and not spec.exclude, ports=ports,
-                     skipped=skipped)
-
-
 def _no_devices_remedy() -> str:
     return ("load the RDMA driver (mlx5_ib for ConnectX, rdma_rxe for soft-RoCE), check `rdma link`, "
             "and inside a container mount /sys/class/infiniband and pass /dev/infiniband")
 
 
 @gate("rdma.devices")
-def gate_devices(ctx) -> list[Result]:
-    sel = ctx.selection
-    names = sorted(ctx.ib)
-    hca = ctx.config.get("NCCL_IB_HCA")
+def gate_devices(facts, config) -> list[Result]:
+    sel = facts.selection
+    names = sorted(facts.ib)
+    hca = config.get("NCCL_IB_HCA")
     exp = f"NCCL_IB_HCA={hca} present" if hca else "at least one RDMA device (auto-detect: NCCL_IB_HCA unset)"
     if sel.spec_error:
         return [Result("rdma.devices", Status.FAIL, observed=sel.spec_error, expected=exp,
@@ -107,7 +54,7 @@ def gate_devices(ctx) -> list[Result]:
     if sel.spec.entries and not sel.spec.exclude:
         missing = [e for e in sel.spec.entries
                    if not any((n == e.name if sel.spec.exact else n.startswith(e.name)) and
-                              (e.port is None or e.port in ctx.ib[n].ports) for n in names)]
+                              (e.port is None or e.port in facts.ib[n].ports) for n in names)]
         if missing:
             miss = ", ".join(e.name + (f":{e.port}" if e.port else "") for e in missing)
             return [Result("rdma.devices", Status.FAIL, observed=f"{miss} not found; present: {', '.join(names)}",
@@ -116,9 +63,9 @@ def gate_devices(ctx) -> list[Result]:
     if not sel.ports:
         return [Result("rdma.devices", Status.FAIL, observed=f"NCCL_IB_HCA={hca} selects no port of {', '.join(names)}",
                        expected=exp, remedy="fix the NCCL_IB_HCA exclusion/port list", details=details)]
-    unreadable = [d.name for d in ctx.ib.values() if not d.readable]
+    unreadable = [d.name for d in facts.ib.values() if not d.readable]
     obs = f"{', '.join(names)}; NCCL will use {', '.join(p.name for p in sel.ports)}"
-    half = _one_half_used(ctx)
+    half = _one_half_used(facts, config)
     if half:
         return [Result("rdma.devices", Status.WARN, observed=obs + "; " + half[0], expected=exp, remedy=half[1],
                        details=details)]
@@ -145,21 +92,21 @@ def port_halves(names) -> dict[tuple[str, str, str], list[str]]:
     return {k: v for k, v in groups.items() if len(v) > 1}
 
 
-def _one_half_used(ctx) -> tuple[str, str] | None:
+def _one_half_used(facts, config) -> tuple[str, str] | None:
     """On DGX Spark, NCCL_IB_HCA using one half of a port whose other half is ACTIVE too: (observed, remedy).
 
     One half reaches ~12 GB/s, both ~20-24 GB/s (NVIDIA forum thread 352051; NVIDIA/dgx-spark-playbooks
     #102 / PR #103)."""
-    halves = port_halves(ctx.ib)
+    halves = port_halves(facts.ib)
     if not halves:
         return None  # not the layout: no NVML query needed
-    from .gpu import nvml_facts, platform
+    from .gpu import platform
 
-    plat = platform(ctx) if (ctx.config.profile.gpu_platform or "auto") != "auto" else platform(ctx, nvml_facts(ctx))
+    plat = platform(config, facts.nvml, facts.model)
     if plat != "dgx-spark":
         return None
-    used = {p.device for p in ctx.selection.ports if p.state_id == ACTIVE}
-    active = {d.name for d in ctx.ib.values() if any(p.state_id == ACTIVE for p in d.ports.values())}
+    used = {p.device for p in facts.selection.ports if p.state_id == ACTIVE}
+    active = {d.name for d in facts.ib.values() if any(p.state_id == ACTIVE for p in d.ports.values())}
     for devs in halves.values():
         up = [d for d in devs if d in active]
         mine = [d for d in up if d in used]
@@ -173,21 +120,21 @@ def _one_half_used(ctx) -> tuple[str, str] | None:
     return None
 
 
-def _fw(ctx, dev: str) -> str | None:
+def _fw(facts, dev: str) -> str | None:
     """Firmware from sysfs, else from verbs: rxe's sysfs fw_ver is an empty file (verbs says 0.0.0)."""
-    fw = ctx.ib[dev].fw_ver
+    fw = facts.ib[dev].fw_ver
     if fw:
         return fw
-    v = (ctx.verbs.get("devices") or {}).get(dev) if isinstance(ctx.verbs, dict) else None
+    v = (facts.verbs.get("devices") or {}).get(dev) if isinstance(facts.verbs, dict) else None
     return (v or {}).get("fw_version") or None
 
 
-def _port_row(ctx, p: Port) -> dict:
+def _port_row(facts, p: Port) -> dict:
     return {"port": p.name, "state": p.state, "phys_state": p.phys_state, "link_layer": p.link_layer,
-            "rate": p.rate, "fw_ver": _fw(ctx, p.device)}
+            "rate": p.rate, "fw_ver": _fw(facts, p.device)}
 
 
-def _up_remedy(ctx, p: Port) -> str:
+def _up_remedy(facts, p: Port) -> str:
     nd = p.netdevs[0] if p.netdevs else None
     if p.link_layer == "InfiniBand":
         return f"{p.name}: check the cable and that a subnet manager runs (`ibstat {p.device}`, `rdma link show {p.device}/{p.port}`)"
@@ -198,25 +145,25 @@ def _up_remedy(ctx, p: Port) -> str:
 
 
 @gate("rdma.port")
-def gate_port(ctx) -> list[Result]:
-    sel = ctx.selection
+def gate_port(facts, config) -> list[Result]:
+    sel = facts.selection
     if not sel.ports:
         return [Result("rdma.port", Status.SKIP, observed="no port selected", expected="ACTIVE / LinkUp",
                        remedy="see rdma.devices")]
     every = sel.ports + sel.skipped
-    rows = [_port_row(ctx, p) for p in every]
+    rows = [_port_row(facts, p) for p in every]
     up = [p for p in every if p.state_id == ACTIVE and p.phys_state_id == LINK_UP]
     down = [p for p in every if p not in up]
     pinned_down = [p for p in down if named_exactly(sel.spec, p)]
     obs = "; ".join(f"{p.name} {p.state or '?'}/{p.phys_state or '?'} {p.link_layer or '?'} "
-                    f"{p.rate or '?'} fw {_fw(ctx, p.device) or '?'}" for p in every)
+                    f"{p.rate or '?'} fw {_fw(facts, p.device) or '?'}" for p in every)
     exp = "each selected port ACTIVE / LinkUp"
     if not up or pinned_down:
         bad = pinned_down or down
         why = ("no selected port is ACTIVE: NCCL finds no RDMA device and falls back to NET/Socket" if not up
                else f"NCCL_IB_HCA={sel.spec.raw} names {', '.join(p.name for p in bad)}, which NCCL skips while not ACTIVE")
         return [Result("rdma.port", Status.FAIL, observed=f"{obs} — {why}", expected=exp,
-                       remedy="; ".join(_up_remedy(ctx, p) for p in bad),
+                       remedy="; ".join(_up_remedy(facts, p) for p in bad),
                        details={"ports": rows})]
     if down:
         how = (f"NCCL_IB_HCA={sel.spec.raw} matches them by prefix" if sel.spec.entries and not sel.spec.exclude
@@ -226,15 +173,15 @@ def gate_port(ctx) -> list[Result]:
                                 f"and uses {', '.join(p.name for p in up)}",
                        expected=exp,
                        remedy="cable it and bring it up if it should carry traffic (" +
-                              "; ".join(_up_remedy(ctx, p) for p in down) + "), else nothing to do",
+                              "; ".join(_up_remedy(facts, p) for p in down) + "), else nothing to do",
                        details={"ports": rows})]
     return [Result("rdma.port", Status.PASS, observed=obs, expected=exp, details={"ports": rows})]
 
 
 @gate("rdma.netdev")
-def gate_netdev(ctx) -> list[Result]:
-    sel = ctx.selection
-    net = ctx.net
+def gate_netdev(facts, config) -> list[Result]:
+    sel = facts.selection
+    net = facts.net
     mapping = {p.name: p.netdevs for p in sel.ports}
     problems: list[str] = []
     parts = []
@@ -249,7 +196,7 @@ def gate_netdev(ctx) -> list[Result]:
         parts.append(f"{p.name} -> {p.netdevs[0]} ({state})")
         if p.link_layer == "Ethernet" and (nd is None or not nd.up):
             problems.append(f"{p.netdevs[0]} is {state}")
-    ifname = ctx.config.get("NCCL_SOCKET_IFNAME")
+    ifname = config.get("NCCL_SOCKET_IFNAME")
     try:
         spec = parse_list_spec(ifname, "NCCL_SOCKET_IFNAME")
     except UsageError as e:
@@ -302,28 +249,22 @@ def _gids_in(p: Port, subnet, version: int | None = None) -> list:
 
 
 @gate("rdma.gid")
-def gate_gid(ctx) -> list[Result]:
+def gate_gid(facts, config) -> list[Result]:
     """GID checks following NVIDIA/nccl src/transport/net_ib/connect.cc (ncclIbGetGidIndex,
     ncclUpdateGidIndex, envIbAddrFamily, envIbAddrRange) and src/misc/param.cc (integer parsing)."""
-    sel = ctx.selection
-    profile = ctx.config.profile
+    sel = facts.selection
+    profile = config.profile
     subnet = profile.network()
-    env = ctx.config
+    env = config
     fam_word = "IPv4" if subnet.version == 4 else "IPv6"
-    family = ib_addr_family(env.get("NCCL_IB_ADDR_FAMILY"))
     rv_raw = env.get("NCCL_IB_ROCE_VERSION_NUM")
     try:
-        addr_range = parse_addr_range(env.get("NCCL_IB_ADDR_RANGE"), family)
-        nccl_ver = nccl_param_int(rv_raw)
-        nccl_ver = 2 if nccl_ver is None else nccl_ver  # NCCL_PARAM(IbRoceVersionNum, "IB_ROCE_VERSION_NUM", 2)
-        explicit = env.get("NCCL_IB_GID_INDEX")
-        explicit_idx = nccl_param_int(explicit)
+        # read as NCCL reads them (gather.gid_settings); the prediction itself was made in phase 1 (gather.derive)
+        family, _range, nccl_ver, explicit_idx = gid_settings(config)
     except (UsageError, ValueError) as e:
         return [Result("rdma.gid", Status.FAIL, observed=f"bad GID setting: {e}", expected="valid NCCL_IB_* GID settings",
                        remedy="fix NCCL_IB_GID_INDEX (an integer; -1 or unset = NCCL picks), NCCL_IB_ROCE_VERSION_NUM "
                               "(1 or 2) or NCCL_IB_ADDR_RANGE in the .env")]
-    if explicit_idx is not None and explicit_idx < 0:
-        explicit_idx = None  # "if (*gidIndex >= 0) return" else auto-select: -1 is NCCL's own default
     want_ver = profile.roce_version
     exp = f"a RoCE v{want_ver} GID with an {fam_word} address in {subnet} on each port; NCCL's pick inside it"
     out: list[Result] = []
@@ -337,29 +278,15 @@ def gate_gid(ctx) -> list[Result]:
     want_family = "inet" if subnet.version == 4 else "inet6"
     for p in roce_ports:
         table = {g.index: g for g in p.gids}
-        zero = bytes(16)
-
-        def gid_at(i: int, table=table) -> bytes:
-            g = table.get(i)
-            return (g.raw or zero) if g else zero
-
-        def ver_at(i: int, table=table):
-            g = table.get(i)
-            return g.roce_version if g else None
-
         any_ver = _gids_in(p, subnet)
         in_subnet = _gids_in(p, subnet, want_ver)
-        predicted = predict_gid_index(max(p.gid_tbl_len, 1), gid_at, ver_at, family, addr_range, nccl_ver)
+        # NCCL's pick (ncclspec.predict_gid_index), derived in phase 1 (gather.derive)
+        info = sel.gid_info[p.name]
+        predicted = info["predicted"]
         pg = table.get(predicted)
         listing = ", ".join(_gid_label(g.raw, g.type, g.index) for g in p.gids[:8]) or "no GIDs"
-        chosen = explicit_idx if explicit_idx is not None else predicted
+        chosen = info["index"]
         cg = table.get(chosen)
-        info = {"index": chosen, "predicted": predicted, "explicit": explicit_idx,
-                "gid": cg.gid if cg else None, "ipv4": cg.ipv4 if cg else None,
-                "ip": str(cg.ip) if cg and cg.ip else None,
-                "type": cg.type if cg else None, "in_subnet": bool(cg and cg in in_subnet)}
-        sel.gid_index[p.name] = chosen
-        sel.gid_info[p.name] = info
         details[p.name] = {"gids": [g.to_dict() for g in p.gids[:32]], **info}
         how = "NCCL_IB_GID_INDEX" if explicit_idx is not None else "NCCL will pick"
         obs_parts.append(f"{p.name}: {how} {_gid_label(cg.raw if cg else None, cg.type if cg else None, chosen)}"
@@ -428,35 +355,19 @@ def gate_gid(ctx) -> list[Result]:
     return out
 
 
-def roce_active_mtu(netdev_mtu: int, driver: str | None = None) -> int | None:
-    """The RoCE MTU the kernel derives from a netdev MTU for ``driver`` (see ROCE_OVERHEAD_BY_DRIVER)."""
-    room = netdev_mtu - roce_overhead(driver)
-    return next((m for m in IB_MTUS if m <= room), None)
-
-
 @gate("rdma.mtu")
-def gate_mtu(ctx) -> list[Result]:
-    sel = ctx.selection
-    prof = ctx.config.profile
+def gate_mtu(facts, config) -> list[Result]:
+    sel = facts.selection
+    prof = config.profile
     exp = f"netdev MTU {prof.mtu}, RoCE active MTU {prof.active_mtu}"
     if not sel.ports:
         return [Result("rdma.mtu", Status.SKIP, observed="no port selected", expected=exp, remedy="see rdma.devices")]
-    verbs = ctx.verbs.get("devices", {}) if isinstance(ctx.verbs, dict) else {}
     fails, parts, details, unknown = [], [], {}, []
     for p in sel.ports:
-        nd = ctx.net.get(p.netdevs[0]) if p.netdevs else None
+        nd = facts.net.get(p.netdevs[0]) if p.netdevs else None
         nmtu = nd.mtu if nd else None
-        vport = (verbs.get(p.device) or {}).get("ports", {}).get(str(p.port), {})
-        if p.active_mtu:
-            amtu, src = p.active_mtu, "sysfs"
-        elif vport.get("active_mtu"):
-            amtu, src = vport["active_mtu"], "verbs"
-        elif nmtu and p.link_layer != "InfiniBand":
-            drv = roce_driver(ctx.ib.get(p.device))
-            amtu, src = roce_active_mtu(nmtu, drv), f"derived from netdev MTU - {roce_overhead(drv)} ({drv or 'hardware'}; no verbs)"
-        else:
-            amtu, src = None, None
-        sel.active_mtu[p.name] = (amtu, src)
+        # sysfs, else verbs, else derived from the netdev MTU with the driver's overhead: phase 1 decided
+        amtu, src = sel.active_mtu.get(p.name, (None, None))
         details[p.name] = {"netdev": nd.name if nd else None, "netdev_mtu": nmtu, "active_mtu": amtu, "source": src}
         parts.append(f"{p.name}: netdev {nd.name if nd else '?'} MTU {nmtu if nmtu else '?'}, "
                      f"active MTU {amtu or '?'} ({src or 'unknown'})")
@@ -468,7 +379,7 @@ def gate_mtu(ctx) -> list[Result]:
                               f"ip link set dev {nd.name} mtu {prof.mtu} (persist it in netplan/NetworkManager) "
                               f"and set the switch ports to {prof.mtu}+"))
         if amtu is not None and amtu != prof.active_mtu:
-            need = prof.active_mtu + roce_overhead(roce_driver(ctx.ib.get(p.device)))
+            need = prof.active_mtu + roce_overhead(roce_driver(facts.ib.get(p.device)))
             ifn = nd.name if nd else "<netdev>"
             fails.append((f"{p.name}: active MTU {amtu} != {prof.active_mtu}",
                           f"ip link set dev {ifn} mtu {max(prof.mtu, need)}: RoCE MTU {prof.active_mtu} needs a netdev "
@@ -496,10 +407,10 @@ QOS_RANGES = {
 
 
 @gate("rdma.qos")
-def gate_qos(ctx) -> list[Result]:
+def gate_qos(facts, config) -> list[Result]:
     bad, unset, parts = [], [], []
     for key, (lo, hi, default) in QOS_RANGES.items():
-        v = ctx.config.get(key)
+        v = config.get(key)
         if v is None:
             parts.append(f"{key} unset")
             if key in ("NCCL_IB_TC", "NCCL_IB_SL"):
@@ -529,9 +440,9 @@ def gate_qos(ctx) -> list[Result]:
 
 
 @gate("rdma.devfiles")
-def gate_devfiles(ctx) -> list[Result]:
-    df = ctx.devfiles
-    sel = ctx.selection
+def gate_devfiles(facts, config) -> list[Result]:
+    df = facts.devfiles
+    sel = facts.selection
     exp = "/dev/infiniband/rdma_cm and a uverbs device per selected HCA; /etc/rdma present"
     problems = []
     if "rdma_cm" not in df.present:
