@@ -198,15 +198,8 @@ def test_rxe_overhead_matches_the_kernel(guest, mtu):
 def test_snapshot_without_addresses_says_not_captured(tmp_path):
     """The real guest snapshot (tests/data/softroce-snapshot.tar.gz) with its addrs.json removed, as an older
     capture has it: the GID table still proves 192.168.100.1 on enP2p1s0f0np0."""
-    with tarfile.open(REPO / "tests" / "data" / "softroce-snapshot.tar.gz") as t:
-        t.extractall(tmp_path, filter="tar")
-    root = next(p.parent.parent for p in tmp_path.rglob("addrs.json"))
-    (root / "rdmacheck" / "addrs.json").unlink()
-    out = tmp_path / "pf.json"
-    p = run_cli("preflight", "-q", "--root", str(root), "--env", str(REPO / "tests/softroce/reference.env"),
-                "--only", "nccl.env", "--json", str(out), timeout=120)
-    r = next(x for x in json.loads(out.read_text())["results"] if x["id"] == "nccl.env")
-    assert "no interface has an address" not in r["observed"], p.stdout
+    r = _replay(tmp_path, {}, "nccl.env", drop_addrs=True)["nccl.env"]
+    assert "no interface has an address" not in r["observed"], r
     sock = _step(r, "NCCL_SOCKET_IFNAME")
     assert sock["status"] == "pass" and "GID table" in sock["observed"] and "not captured" in sock["observed"]
 
@@ -239,3 +232,44 @@ def test_counters_command_on_the_guest_write_bw_trees(guest, tmp_path):
     if sent > n * size // 4096:
         # packets beyond the writes are retransmissions (a loaded emulated guest): the command shows them moving
         assert any(v for v in retx.values()), retx
+
+
+# ---------------------------------------------------------------- the same cases replayed on the real guest snapshot
+
+def _replay(tmp_path, env: dict[str, str], only: str, drop_addrs: bool = False) -> dict:
+    """tests/data/softroce-snapshot.tar.gz (a real guest's good state) replayed under tests/softroce/reference.env
+    with ``env``'s values in place of its own (a replay takes the snapshot's recorded process environment,
+    so the changes go into the .env)."""
+    lines = [ln for ln in (REPO / "tests/softroce/reference.env").read_text().splitlines()
+             if ln.split("=", 1)[0] not in env]
+    env_file = tmp_path / "test.env"
+    env_file.write_text("\n".join(lines + [f"{k}={v}" for k, v in env.items()]) + "\n")
+    with tarfile.open(REPO / "tests" / "data" / "softroce-snapshot.tar.gz") as t:
+        t.extractall(tmp_path, filter="tar")
+    root = next(p.parent.parent for p in tmp_path.rglob("addrs.json"))
+    if drop_addrs:
+        (root / "rdmacheck" / "addrs.json").unlink()
+    recorded = root / "rdmacheck" / "env.json"  # the process env the snapshot recorded wins over a .env, as live
+    if recorded.is_file():
+        recorded.write_text(json.dumps({k: v for k, v in json.loads(recorded.read_text()).items() if k not in env}))
+    out = tmp_path / "pf.json"
+    p = run_cli("preflight", "-q", "--root", str(root), "--env", str(env_file), "--only", only, "--json", str(out),
+                timeout=120)
+    assert out.is_file(), p.stderr
+    return {r["id"]: r for r in json.loads(out.read_text())["results"]}
+
+
+def test_replay_roce_version_1_warns_naming_the_variable(tmp_path):
+    r = _replay(tmp_path, {"NCCL_IB_ROCE_VERSION_NUM": "1"}, "rdma.gid")["rdma.gid"]
+    gids = r["details"][f"{DA}:1"]["gids"]
+    v2 = [g["index"] for g in gids if g["type"] == "RoCE v2" and g["ipv4"] == "192.168.100.1"]
+    assert r["status"] == "warn" and r["details"][f"{DA}:1"]["predicted"] == v2[0]
+    assert "NCCL_IB_ROCE_VERSION_NUM=2" in r["remedy"] and "ip addr add" not in r["remedy"]
+
+
+@pytest.mark.parametrize("ifname,hca", [(A, "=roceP2p1s0f0:1"), (B, "=roceP2p1s0f1:1")])
+def test_replay_gloo_remedy_names_the_nccl_socket_ifname_netdev(tmp_path, ifname, hca):
+    env = {"GLOO_SOCKET_IFNAME": "lo", "NCCL_SOCKET_IFNAME": ifname, "NCCL_IB_HCA": hca}
+    r = _replay(tmp_path, env, "nccl.env")["nccl.env"]
+    gloo = _step(r, "GLOO_SOCKET_IFNAME")
+    assert gloo["status"] == "fail" and gloo["remedy"] == f"set GLOO_SOCKET_IFNAME={ifname}"
