@@ -18,6 +18,8 @@ examples:
   rdmacheck preflight                              defaults + auto-detected RDMA devices
   rdmacheck preflight --env docker/.env --json reports/node1-preflight.json
   rdmacheck preflight --expect mtu=1500 --only rdma.mtu,rdma.gid
+  rdmacheck preflight --profile dgx-spark --env docker/.env   two DGX Sparks (GB10): GDR N/A, both port halves
+  rdmacheck preflight --expect subnet=fd00:100::/64          an IPv6 mesh (with NCCL_IB_ADDR_FAMILY=AF_INET6)
   rdmacheck preflight --root /tmp/node2-snapshot   replay a captured node
 
 exit codes: 0 every gate passed (warnings allowed), 1 a gate failed, 2 usage/input error.
