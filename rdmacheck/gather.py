@@ -108,6 +108,8 @@ def gather(root: HostRoot, config: Config) -> NodeFacts:
     # a snapshot without rdmacheck/addrs.json did not capture addresses: no answer (not "none")
     addrs = pr.ask("addrs", "", lambda: addresses(root),
                    legacy=lambda: addresses(root) if addresses_known(root) else None) or {}
+    if not isinstance(addrs, dict):
+        addrs = {}
     ib = read_infiniband(root)
     nf = NodeFacts(live=root.live, root=str(root.root))
     meta_host = root.meta("host.json")
@@ -130,17 +132,17 @@ def gather(root: HostRoot, config: Config) -> NodeFacts:
     pr.ask("nvml", "", lambda: nvml.read_nvml(root), legacy=lambda: nvml.read_nvml(root))
     pr.ask("nccl_lib", "", lambda: nccl_lib.read_nccl(root), legacy=lambda: nccl_lib.read_nccl(root))
     old_dcb = None if root.live else root.meta("dcb.json")
+    nf.probes = pr.probes  # the same dict: probes asked below land in the record too
     dcb_devs = sorted({n for nds in nf.port_netdevs.values() for n in nds})
     if not dcb_devs:  # rdma.pfc then reads the interfaces on the RDMA subnet
-        dcb_devs = sorted(peer.in_subnet(nf_local(addrs), config.profile.network()))
+        dcb_devs = sorted(peer.in_subnet(nf.local_addresses, config.profile.network()))
     for nd in dcb_devs:
         for obj in ("app", "pfc"):
             legacy = None
             if isinstance(old_dcb, dict) and isinstance(old_dcb.get(nd), dict):
                 legacy = (lambda o=obj, n=nd: old_dcb[n].get(o) or None)
             pr.ask(f"dcb.{obj}", nd, lambda o=obj, n=nd: dcb.run_dcb(o, n), legacy=legacy)
-    nf.peer = peer.gather_peer(config, nf_local(addrs), pr.ask)
-    nf.probes = pr.probes
+    nf.peer = peer.gather_peer(config, nf_local(addrs), pr.ask)  # both families: an IPv6 mesh
     nf.skipped_paths = sorted(getattr(root, "skipped", ()) or ())
     derive(nf, config)
     return nf

@@ -246,9 +246,14 @@ def _replay(tmp_path, env: dict[str, str], only: str, drop_addrs: bool = False) 
     env_file.write_text("\n".join(lines + [f"{k}={v}" for k, v in env.items()]) + "\n")
     with tarfile.open(REPO / "tests" / "data" / "softroce-snapshot.tar.gz") as t:
         t.extractall(tmp_path, filter="tar")
-    root = next(p.parent.parent for p in tmp_path.rglob("addrs.json"))
-    if drop_addrs:
-        (root / "rdmacheck" / "addrs.json").unlink()
+    root = next(p.parent.parent for p in tmp_path.rglob("env.json") if p.parent.name == "rdmacheck")
+    if drop_addrs:  # what an older capture has: no interface addresses recorded at all
+        (root / "rdmacheck" / "addrs.json").unlink(missing_ok=True)
+        probes = root / "rdmacheck" / "probes.json"
+        if probes.is_file():
+            rec = json.loads(probes.read_text())
+            assert "addrs" in rec  # the capture did record them: removing them is the case under test
+            probes.write_text(json.dumps({k: v for k, v in rec.items() if k != "addrs"}))
     recorded = root / "rdmacheck" / "env.json"  # the process env the snapshot recorded wins over a .env, as live
     if recorded.is_file():
         recorded.write_text(json.dumps({k: v for k, v in json.loads(recorded.read_text()).items() if k not in env}))
