@@ -236,7 +236,7 @@ def test_counters_command_on_the_guest_write_bw_trees(guest, tmp_path):
 
 # ---------------------------------------------------------------- the same cases replayed on the real guest snapshot
 
-def _replay(tmp_path, env: dict[str, str], only: str, drop_addrs: bool = False) -> dict:
+def _replay(tmp_path, env: dict[str, str], only: str, drop_addrs: bool = False, stray: str | None = None) -> dict:
     """tests/data/softroce-snapshot.tar.gz (a real guest's good state) replayed under tests/softroce/reference.env
     with ``env``'s values in place of its own (a replay takes the snapshot's recorded process environment,
     so the changes go into the .env)."""
@@ -254,6 +254,11 @@ def _replay(tmp_path, env: dict[str, str], only: str, drop_addrs: bool = False) 
             rec = json.loads(probes.read_text())
             assert "addrs" in rec  # the capture did record them: removing them is the case under test
             probes.write_text(json.dumps({k: v for k, v in rec.items() if k != "addrs"}))
+    if stray:  # an address listed before the mesh address on enP2p1s0f0np0, as `ip addr add` order leaves it
+        probes = root / "rdmacheck" / "probes.json"
+        rec = json.loads(probes.read_text())
+        rec["addrs"]["answer"][A]["ipv4"].insert(0, stray)
+        probes.write_text(json.dumps(rec))
     recorded = root / "rdmacheck" / "env.json"  # the process env the snapshot recorded wins over a .env, as live
     if recorded.is_file():
         recorded.write_text(json.dumps({k: v for k, v in json.loads(recorded.read_text()).items() if k not in env}))
@@ -278,3 +283,12 @@ def test_replay_gloo_remedy_names_the_nccl_socket_ifname_netdev(tmp_path, ifname
     r = _replay(tmp_path, env, "nccl.env")["nccl.env"]
     gloo = _step(r, "GLOO_SOCKET_IFNAME")
     assert gloo["status"] == "fail" and gloo["remedy"] == f"set GLOO_SOCKET_IFNAME={ifname}"
+
+
+def test_replay_stray_address_first_fails_naming_it(tmp_path):
+    """The guest's recorded addresses with 10.99.0.1/24 listed first on the mesh netdev (the live guest scenario
+    checks the kernel really lists it so): nccl.env fails with the command that fixes the order."""
+    r = _replay(tmp_path, {}, "nccl.env", stray="10.99.0.1/24")["nccl.env"]
+    step = _step(r, "NCCL_SOCKET_IFNAME")
+    assert step["status"] == "fail" and f"advertise 10.99.0.1 on {A}" in step["observed"]
+    assert f"ip addr del 10.99.0.1/24 dev {A}" in step["remedy"]
