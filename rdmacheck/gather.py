@@ -26,7 +26,7 @@ from typing import Any, Callable
 
 from .config import Config
 from .errors import UsageError
-from .facts.infiniband import port_netdevs, roce_active_mtu
+from .facts.infiniband import port_netdevs, roce_active_mtu, roce_driver, roce_overhead
 from .nodefacts import NodeFacts, PciFacts, Probe, Selection, probe_key
 from .root import HostRoot
 
@@ -101,11 +101,13 @@ def gather(root: HostRoot, config: Config) -> NodeFacts:
     from .facts.gdr import read_gdr
     from .facts.infiniband import read_infiniband
     from .facts.limits import read_limits, shm_size
-    from .facts.net import addresses, read_net
+    from .facts.net import addresses, addresses_known, read_net
     from .facts.verbs import read_verbs
 
     pr = _Prober(root)
-    addrs = pr.ask("addrs", "", lambda: addresses(root), legacy=lambda: addresses(root)) or {}
+    # a snapshot without rdmacheck/addrs.json did not capture addresses: no answer (not "none")
+    addrs = pr.ask("addrs", "", lambda: addresses(root),
+                   legacy=lambda: addresses(root) if addresses_known(root) else None) or {}
     if not isinstance(addrs, dict):
         addrs = {}
     ib = read_infiniband(root)
@@ -114,6 +116,8 @@ def gather(root: HostRoot, config: Config) -> NodeFacts:
     nf.host = socket.gethostname() if root.live else (
         str(meta_host["host"]) if isinstance(meta_host, dict) and meta_host.get("host") else None)
     nf.kernel = root.read("/proc/sys/kernel/osrelease") or (platform.release() if root.live else None)
+    nf.model = " ".join(x.strip().strip("\x00") for x in (root.read("/sys/class/dmi/id/product_name"),
+                                                          root.read("/proc/device-tree/model")) if x) or None
     nf.ib = ib
     nf.net = read_net(root, addrs)
     nf.limits = read_limits(root)
@@ -138,16 +142,26 @@ def gather(root: HostRoot, config: Config) -> NodeFacts:
             if isinstance(old_dcb, dict) and isinstance(old_dcb.get(nd), dict):
                 legacy = (lambda o=obj, n=nd: old_dcb[n].get(o) or None)
             pr.ask(f"dcb.{obj}", nd, lambda o=obj, n=nd: dcb.run_dcb(o, n), legacy=legacy)
-    nf.peer = peer.gather_peer(config, nf.local_addresses, pr.ask)
+    nf.peer = peer.gather_peer(config, nf_local(addrs), pr.ask)  # both families: an IPv6 mesh
     nf.skipped_paths = sorted(getattr(root, "skipped", ()) or ())
     derive(nf, config)
     return nf
 
 
+def nf_local(addrs: dict[str, Any]) -> dict[str, list[str]]:
+    """{ifname: [addresses]}: IPv4 then IPv6 (an IPv6 mesh needs the latter; in_subnet filters by family)."""
+    return {k: list((v or {}).get("ipv4") or []) + list((v or {}).get("ipv6") or [])
+            for k, v in addrs.items() if isinstance(v, dict)}
+
+
 # ------------------------------------------------------------------ derived facts
 
 def select_ports(facts: NodeFacts, config: Config) -> Selection:
-    """NCCL's port choice: with NCCL_IB_HCA exactly the ports it names, else every port."""
+    """NCCL's port choice (NVIDIA/nccl src/transport/net_ib/init.cc): it drops ports that are not ACTIVE,
+    then keeps those NCCL_IB_HCA matches (unset: all).  A down port an entry names exactly stays (the gates
+    fail it); one matched only by a prefix is ``skipped``.  When no port is ACTIVE every matched port stays,
+    so each gate shows what is wrong with it."""
+    from .checks.rdma import ACTIVE, named_exactly
     from .ncclspec import ListSpec, parse_list_spec
 
     raw = config.get("NCCL_IB_HCA")
@@ -156,19 +170,27 @@ def select_ports(facts: NodeFacts, config: Config) -> Selection:
         err = None
     except UsageError as e:
         spec, err = ListSpec(entries=[], raw=raw or ""), str(e)
-    ports = [p for d in facts.ib.values() for p in d.ports.values() if spec.matches(d.name, p.port)]
-    return Selection(spec=spec, spec_error=err, explicit=bool(spec.entries) and not spec.exclude, ports=ports)
+    matched = [p for d in facts.ib.values() for p in d.ports.values() if spec.matches(d.name, p.port)]
+    if any(q.state_id == ACTIVE for q in matched):
+        ports = [q for q in matched if q.state_id == ACTIVE or named_exactly(spec, q)]
+    else:
+        ports = matched
+    return Selection(spec=spec, spec_error=err, explicit=bool(spec.entries) and not spec.exclude, ports=ports,
+                     skipped=[q for q in matched if q not in ports])
 
 
 def gid_settings(config: Config) -> tuple[str, Any, int, int | None]:
-    """(address family, NCCL_IB_ADDR_RANGE network, RoCE version, NCCL_IB_GID_INDEX); raises on bad values."""
-    from .ncclspec import parse_addr_range
+    """(address family, NCCL_IB_ADDR_RANGE network, NCCL's RoCE version, NCCL_IB_GID_INDEX or None for auto),
+    read as NCCL reads them (src/transport/net_ib/connect.cc envIbAddrFamily: strcmp "AF_INET6";
+    src/misc/param.cc: strtoll base 0, empty = default, IB_ROCE_VERSION_NUM default 2, a negative
+    IB_GID_INDEX = automatic); raises ValueError/UsageError on values NCCL would misread."""
+    from .ncclspec import ib_addr_family, nccl_param_int, parse_addr_range
 
-    family = "inet6" if (config.get("NCCL_IB_ADDR_FAMILY") or "AF_INET").upper() == "AF_INET6" else "inet"
+    family = ib_addr_family(config.get("NCCL_IB_ADDR_FAMILY"))
     addr_range = parse_addr_range(config.get("NCCL_IB_ADDR_RANGE"), family)
-    roce_ver = int(config.get("NCCL_IB_ROCE_VERSION_NUM") or config.profile.roce_version)
-    explicit = config.get("NCCL_IB_GID_INDEX")
-    return family, addr_range, roce_ver, (int(explicit) if explicit is not None else None)
+    roce_ver = nccl_param_int(config.get("NCCL_IB_ROCE_VERSION_NUM"))
+    explicit = nccl_param_int(config.get("NCCL_IB_GID_INDEX"))
+    return family, addr_range, 2 if roce_ver is None else roce_ver, (explicit if explicit is not None and explicit >= 0 else None)
 
 
 def _derive_gid(facts: NodeFacts, config: Config, sel: Selection) -> None:
@@ -197,10 +219,13 @@ def _derive_gid(facts: NodeFacts, config: Config, sel: Selection) -> None:
         predicted = predict_gid_index(max(p.gid_tbl_len, 1), gid_at, ver_at, family, addr_range, roce_ver)
         chosen = explicit_idx if explicit_idx is not None else predicted
         cg = table.get(chosen)
-        in_subnet = bool(cg and cg.roce_version == roce_ver and cg.ipv4 and ipaddress.ip_address(cg.ipv4) in subnet)
+        ip = cg.ip if cg else None
+        in_subnet = bool(cg and cg.roce_version == config.profile.roce_version and ip is not None
+                         and ip.version == subnet.version and ip in subnet)
         sel.gid_index[p.name] = chosen
         sel.gid_info[p.name] = {"index": chosen, "predicted": predicted, "explicit": explicit_idx,
                                 "gid": cg.gid if cg else None, "ipv4": cg.ipv4 if cg else None,
+                                "ip": str(ip) if ip is not None else None,
                                 "type": cg.type if cg else None, "in_subnet": in_subnet}
 
 
@@ -216,35 +241,42 @@ def _derive_mtu(facts: NodeFacts, sel: Selection) -> None:
         elif vport.get("active_mtu"):
             sel.active_mtu[p.name] = (vport["active_mtu"], "verbs")
         elif nmtu and p.link_layer != "InfiniBand":
-            sel.active_mtu[p.name] = (roce_active_mtu(nmtu), "derived from netdev MTU (no verbs)")
+            drv = roce_driver(facts.ib.get(p.device))
+            sel.active_mtu[p.name] = (roce_active_mtu(nmtu, drv),
+                                      f"derived from netdev MTU - {roce_overhead(drv)} ({drv or 'hardware'}; no verbs)")
         else:
             sel.active_mtu[p.name] = (None, None)
 
 
 def bootstrap_address(facts: NodeFacts, config: Config) -> dict[str, Any]:
-    """The interface and IPv4 address NCCL's bootstrap will advertise (NCCL's findInterfaces order).
-
-    NCCL takes interfaces in getifaddrs order: with NCCL_SOCKET_IFNAME the matching ones,
-    without it any but docker* and lo (lo only when nothing else has an address).
-    """
-    from .ncclspec import parse_list_spec
+    """The interface and address NCCL's bootstrap will advertise, by NCCL's own rule
+    (ncclspec.socket_interfaces: NVIDIA/nccl src/bootstrap.cc -> src/misc/socket.cc ncclFindInterfaces ->
+    src/os/linux.cc ncclOsFindInterfaces): the first address of the first running interface that
+    NCCL_SOCKET_IFNAME matches, IPv4 before IPv6 unless NCCL_SOCKET_FAMILY forces one.  Without
+    NCCL_SOCKET_IFNAME: NCCL tries ib*, then any but docker*/lo/virbr*, then docker*, lo, virbr*.
+    ``addr_len`` keeps the prefix (for a remedy that names the address exactly)."""
+    from .ncclspec import socket_family, socket_interfaces
 
     spec_text = config.get("NCCL_SOCKET_IFNAME")
+    fam = socket_family(config.get("NCCL_SOCKET_FAMILY"))
+    running = (lambda n: bool(facts.net.get(n) and facts.net[n].up))
     try:
-        spec = parse_list_spec(spec_text, "NCCL_SOCKET_IFNAME") if spec_text else None
+        if spec_text and len(spec_text) > 1:
+            rule = f"NCCL_SOCKET_IFNAME={spec_text}"
+            pairs = socket_interfaces(facts.addrs, running, spec_text, fam)
+        else:
+            rule = "NCCL_SOCKET_IFNAME unset: ib*, then any but docker*/lo/virbr*, then docker*, lo, virbr*"
+            pairs = []
+            for order in ("ib", "^docker,lo,virbr", "docker", "lo", "virbr"):
+                pairs = socket_interfaces(facts.addrs, running, order, fam)
+                if pairs:
+                    break
     except UsageError as e:
-        return {"ifname": None, "addr": None, "rule": f"NCCL_SOCKET_IFNAME invalid: {e}"}
-    local = facts.local_addresses
-    if spec is not None:
-        cands = [n for n in local if spec.matches(n)]
-        rule = f"NCCL_SOCKET_IFNAME={spec_text}"
-    else:
-        cands = [n for n in local if not n.startswith("docker") and n != "lo"] or (["lo"] if "lo" in local else [])
-        rule = "NCCL_SOCKET_IFNAME unset: first interface but docker*/lo"
-    for n in cands:
-        if local.get(n):
-            return {"ifname": n, "addr": local[n][0].split("/")[0], "rule": rule}
-    return {"ifname": None, "addr": None, "rule": rule}
+        return {"ifname": None, "addr": None, "addr_len": None, "rule": f"NCCL_SOCKET_IFNAME invalid: {e}"}
+    if not pairs:
+        return {"ifname": None, "addr": None, "addr_len": None, "rule": rule}
+    ifname, addr = pairs[0]
+    return {"ifname": ifname, "addr": addr.split("/")[0], "addr_len": addr, "rule": rule}
 
 
 def derive(facts: NodeFacts, config: Config) -> NodeFacts:

@@ -282,6 +282,18 @@ class NcclLog:
                     names.append(n)
         return names
 
+    def nodes(self) -> list[str]:
+        """Every node the log proves took part: the hosts of its line prefixes, plus each peer a NET
+        completion error names (``from peer 10.2.0.5<33092>``: another node's address, reported by this
+        one).  A log from two nodes can name one host only (each rank writes its own file)."""
+        out = list(self.hosts)
+        own = (self.oob or "").split(":", 1)[-1].split("<", 1)[0]
+        for e in self.completion_errors:
+            peer = (e.peer or "").split("<", 1)[0]
+            if peer and peer != own and f"peer {peer}" not in out:
+                out.append(f"peer {peer}")
+        return out
+
     def summary(self) -> dict[str, Any]:
         """JSON-ready digest (what evidence keeps and what ranks send to rank 0)."""
         return {

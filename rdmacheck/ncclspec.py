@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
+import re
 from typing import Callable, Iterable
 
 from .errors import UsageError
@@ -94,6 +95,39 @@ def hca_selected(text: str | None, name: str, port: int | None = None) -> bool:
     return spec.matches(name, port)
 
 
+# ---------------------------------------------------------------- NCCL's number parsing
+
+_C_INT = re.compile(r"[ \t\n\v\f\r]*([+-]?)(0[xX][0-9a-fA-F]+|0[0-7]*|[1-9][0-9]*)")
+
+
+def c_strtol(text: str) -> tuple[int | None, bool]:
+    """C's ``strtol(text, &end, 0)`` as NCCL calls it: (value, whole text consumed).
+
+    Base 0: ``0x`` hex, a leading ``0`` octal, else decimal; leading white space skipped; parsing stops at
+    the first character that does not fit (``"08"`` reads 0).  No digits at all: ``(None, False)`` where C
+    would return 0.  NCCL_PARAM integers (src/misc/param.cc ncclLoadParam: ``strtoll(str, nullptr, 0)``,
+    empty string = default) and NCCL_NET_GDR_LEVEL's legacy numbers (src/graph/paths.cc ncclGetLevel) read so.
+    """
+    m = _C_INT.match(text)
+    if not m:
+        return None, False
+    v = int(m.group(2), 16) if m.group(2)[:2].lower() == "0x" else int(m.group(2), 8 if m.group(2).startswith("0") else 10)
+    return (-v if m.group(1) == "-" else v), m.end() == len(text)
+
+
+def nccl_param_int(text: str | None) -> int | None:
+    """An integer NCCL_PARAM as NCCL reads it; None when unset or empty (NCCL then uses its default).
+
+    Raises ValueError for text NCCL would silently read as 0 or as a prefix (``"abc"``, ``"3x"``): the
+    setting does not say what the user meant, so a gate must say so rather than guess."""
+    if text is None or text == "":
+        return None
+    v, whole = c_strtol(text)
+    if v is None or not whole:
+        raise ValueError(f"{text!r} is not an integer (NCCL would read it as {v or 0})")
+    return v
+
+
 # ---------------------------------------------------------------- GID selection
 
 def _words(b: bytes) -> list[int]:
@@ -121,6 +155,12 @@ def gid_link_local(b: bytes) -> bool:
 
 def gid_valid(b: bytes) -> bool:
     return gid_configured(b) and not gid_link_local(b)
+
+
+def ib_addr_family(text: str | None) -> str:
+    """NCCL_IB_ADDR_FAMILY as src/transport/net_ib/connect.cc envIbAddrFamily reads it: exactly "AF_INET6"
+    is IPv6; anything else ("af_inet6" included: strcmp) is NCCL's default AF_INET."""
+    return "inet6" if text == "AF_INET6" else "inet"
 
 
 def parse_addr_range(text: str | None, family: str):
@@ -167,3 +207,47 @@ def predict_gid_index(
         if (version_at(idx) != version_at(cand) or not gid_valid(g)) and version_at(cand) == roce_version:
             idx = cand
     return idx
+
+
+# ---------------------------------------------------------------- socket interfaces (bootstrap)
+
+def socket_family(text: str | None) -> str | None:
+    """NCCL_SOCKET_FAMILY (src/misc/socket.cc ncclEnvSocketFamily): exactly "AF_INET" / "AF_INET6", else
+    not forced (None: the first address found, of either family)."""
+    return {"AF_INET": "inet", "AF_INET6": "inet6"}.get(text or "")
+
+
+def socket_interfaces(
+    addrs: dict[str, dict[str, list[str]]],
+    running: Callable[[str], bool],
+    ifname: str | None,
+    family: str | None = None,
+) -> list[tuple[str, str]]:
+    """[(interface, address)] NCCL's socket layer would use for NCCL_SOCKET_IFNAME, in its order.
+
+    Follows src/os/linux.cc ncclOsFindInterfaces: walk getifaddrs (glibc lists every interface's IPv4
+    addresses, then the IPv6 ones), keep running interfaces of the forced family, skip ::1, match the
+    NCCL list syntax, and keep only the *first* address of each interface.  The bootstrap (src/bootstrap.cc
+    bootstrapNetInit, ncclFindInterfaces with maxIfs 1) advertises the first pair.  ``addrs`` is
+    {ifname: {"ipv4": ["a/len", ...], "ipv6": [...]}} in getifaddrs order (facts.net.addresses).
+    NCCL ignores a NCCL_SOCKET_IFNAME of one character (``strlen(env) > 1``); then, as when unset, it picks
+    by its own order and the result here is [] (not judged).
+    """
+    if not ifname or len(ifname) <= 1:
+        return []
+    spec = parse_list_spec(ifname, "NCCL_SOCKET_IFNAME")
+    out: list[tuple[str, str]] = []
+    seen: set[str] = set()
+    for fam, key in (("inet", "ipv4"), ("inet6", "ipv6")):
+        if family and fam != family:
+            continue
+        for name, a in addrs.items():
+            for addr in (a or {}).get(key) or []:
+                ip = addr.split("/")[0]
+                if fam == "inet6" and ip == "::1":
+                    continue
+                if name in seen or not running(name) or not spec.matches(name):
+                    continue
+                seen.add(name)
+                out.append((name, addr))
+    return out

@@ -80,6 +80,8 @@ class Selection:
     spec_error: str | None
     explicit: bool
     ports: list[Port]
+    # matched by NCCL_IB_HCA but not ACTIVE and not named exactly: NCCL skips them (gather.select_ports)
+    skipped: list[Port] = dataclasses.field(default_factory=list)
     active_mtu: dict[str, tuple[int | None, str | None]] = dataclasses.field(default_factory=dict)
     gid_index: dict[str, int | None] = dataclasses.field(default_factory=dict)
     gid_info: dict[str, dict] = dataclasses.field(default_factory=dict)
@@ -88,6 +90,7 @@ class Selection:
     def to_dict(self) -> dict[str, Any]:
         return {"hca": getattr(self.spec, "raw", "") or "", "spec_error": self.spec_error,
                 "explicit": self.explicit, "ports": [p.name for p in self.ports],
+                "skipped": [p.name for p in self.skipped],
                 "active_mtu": {k: list(v) for k, v in self.active_mtu.items()},
                 "gid_index": dict(self.gid_index), "gid_info": dict(self.gid_info), "gid_error": self.gid_error}
 
@@ -99,6 +102,8 @@ class NodeFacts:
     root: str = "/"
     host: str | None = None
     kernel: str | None = None
+    # what the firmware calls the machine (/sys/class/dmi/id/product_name, /proc/device-tree/model): platform detection
+    model: str | None = None
     # files, one reader each (facts/*.py)
     ib: dict[str, Device] = dataclasses.field(default_factory=dict)
     net: dict[str, NetDev] = dataclasses.field(default_factory=dict)
@@ -195,6 +200,7 @@ def _selection_from(d: dict[str, Any], nf: NodeFacts) -> Selection:
     ports = {p.name: p for dev in nf.ib.values() for p in dev.ports.values()}
     return Selection(spec=spec, spec_error=d.get("spec_error"), explicit=bool(d.get("explicit")),
                      ports=[ports[n] for n in d.get("ports") or [] if n in ports],
+                     skipped=[ports[n] for n in d.get("skipped") or [] if n in ports],
                      active_mtu={k: (v[0], v[1]) for k, v in (d.get("active_mtu") or {}).items()},
                      gid_index=dict(d.get("gid_index") or {}), gid_info=dict(d.get("gid_info") or {}),
                      gid_error=d.get("gid_error"))

@@ -238,9 +238,9 @@ def add_config_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--env", metavar="FILE",
                    help="the .env compose uses (default: docker/.env when it exists). "
                         "Variables set in the environment win, as with docker compose.")
-    g.add_argument("--profile", metavar="FILE",
-                   help="TOML profile of expectations (MTU, subnet, memlock, GPUs per node, min busbw); "
-                        "defaults match the reference cluster (docs/profile.md)")
+    g.add_argument("--profile", metavar="FILE|NAME",
+                   help="TOML profile of expectations (MTU, subnet, memlock, GPUs per node, min busbw), or a "
+                        "built-in one: 'reference' (the default) or 'dgx-spark' (docs/profile.md)")
     g.add_argument("--expect", metavar="KEY=VALUE", action="append", default=[],
                    help="override one profile value, e.g. --expect mtu=1500 --expect subnet=10.0.0.0/24 (repeatable)")
     g.add_argument("--root", metavar="DIR|FILE.tar.gz", default="/",

@@ -153,7 +153,7 @@ def netns_pair():
 SOFTROCE_SESSION = REPO / "tests" / "softroce" / "session.sh"
 # Hang guard for the one guest session (not a speed goal: ~200 s on a quiet 2-core machine, ~400 s when
 # the machine is shared; see docs/softroce.md).
-SOFTROCE_TIMEOUT_S = float(os.environ.get("SOFTROCE_TIMEOUT", "600"))
+SOFTROCE_TIMEOUT_S = float(os.environ.get("SOFTROCE_TIMEOUT", "1200"))
 
 
 class Session:

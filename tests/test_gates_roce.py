@@ -164,3 +164,26 @@ def test_cli_on_tree_exit_codes_and_json(tmp_path):
     assert ev["context"]["facts"]["ports"][0]["gid_index"] == 1
     p = run_cli("preflight", "--root", str(tree), "--expect", "mtu=1500", "--only", "rdma.mtu")
     assert p.returncode == 1 and "FAIL" in p.stdout
+
+
+def test_roce_version_1_on_mlx5_twins_fails_naming_the_variable(tmp_path):
+    """mlx5 lists each address as v1 and v2: NCCL_IB_ROCE_VERSION_NUM=1 makes NCCL take the v1 twin (index 2);
+    the fix is the variable, not an address (it is there)."""
+    g = ipv4_gid("192.168.100.1")
+    tree = roce_tree(tmp_path, gids=[(LINK_LOCAL, "IB/RoCE v1"), (LINK_LOCAL, "RoCE v2"), (g, "IB/RoCE v1"), (g, "RoCE v2")],
+                     env={"NCCL_IB_ROCE_VERSION_NUM": "1"})
+    r = verdicts(tree)["rdma.gid"]
+    assert r.status.value == "fail" and r.details["roceP2p1s0f0:1"]["predicted"] == 2
+    assert "NCCL_IB_ROCE_VERSION_NUM=2" in r.remedy and "ip addr add" not in r.remedy
+
+
+def test_ipv6_subnet_judged_on_ipv6_gids(tmp_path):
+    v6 = "fd00:0100:0000:0000:0000:0000:0000:0001"
+    tree = roce_tree(tmp_path, gids=[(LINK_LOCAL, "RoCE v2"), (ipv4_gid("192.168.100.1"), "RoCE v2"), (v6, "RoCE v2")],
+                     env={"NCCL_IB_ADDR_FAMILY": "AF_INET6"})
+    r = verdicts(tree, expect=["subnet=fd00:100::/64"])["rdma.gid"]
+    assert r.status.value == "pass" and r.details["roceP2p1s0f0:1"]["predicted"] == 2
+    # without NCCL_IB_ADDR_FAMILY NCCL takes the IPv4 GID: the remedy is that variable
+    tree2 = roce_tree(tmp_path / "b", gids=[(LINK_LOCAL, "RoCE v2"), (ipv4_gid("192.168.100.1"), "RoCE v2"), (v6, "RoCE v2")])
+    r = verdicts(tree2, expect=["subnet=fd00:100::/64"])["rdma.gid"]
+    assert r.status.value == "fail" and "NCCL_IB_ADDR_FAMILY=AF_INET6" in r.remedy

@@ -144,8 +144,11 @@ def test_gb10_not_supported_fields_read_na_and_never_fail(tmp_path):
     assert g["pcie_width"] == nvmlf.NA and g["ecc_current"] == nvmlf.NA and g["remapped_rows"] == nvmlf.NA
     assert facts["driver_version"] == "580.95.05" and facts["cuda_driver_version"] == "13.0"
     res = by_id(gpu.gate_gpu_nvml(*make_ctx(tmp_path, nvml=facts)))
-    assert [r.status for r in res.values()] == [Status.PASS] * 3, res
-    assert "n/a (not supported)" in res["gpu.pcie"].observed
+    assert [res[k].status for k in ("gpu.nvml", "gpu.ecc")] == [Status.PASS] * 2, res
+    # no PCIe link to judge: skip (never a PASS for what could not be judged), worded as one n/a, not per field
+    assert res["gpu.pcie"].status is Status.SKIP, res["gpu.pcie"]
+    assert "GPU 0: PCIe link n/a (not supported)" in res["gpu.pcie"].observed
+    assert "Genn/a" not in res["gpu.pcie"].observed and "xn/a" not in res["gpu.pcie"].observed
     assert "n/a (not supported)" in res["gpu.ecc"].observed
     assert res["gpu.nvml"].details["platform"] == "dgx-spark"
 
@@ -279,10 +282,22 @@ def test_memory_short_and_bad_value(tmp_path):
 
 # ---------------------------------------------------------------- gpu.gdr
 
-@pytest.mark.parametrize("raw,level", [("5", "SYS"), ("0", "LOC"), ("1", "PIX"), ("3", "PHB"), ("9", "SYS"),
-                                       ("phb", "PHB"), ("SYS", "SYS"), ("LOC", "LOC"), ("bogus", None), ("", None)])
+# Every spelling as NVIDIA/nccl src/graph/paths.cc ncclGetLevel reads it: strcmp against topoPathTypeStr up to
+# SYS (case-sensitive), else a leading digit -> strtol(str, NULL, 0) -> levelsOldToNew (clamped at 5).
+@pytest.mark.parametrize("raw,level", [
+    ("5", "SYS"), ("0", "LOC"), ("1", "PIX"), ("2", "PXB"), ("3", "PHB"), ("4", "SYS"), ("9", "SYS"),
+    ("0x3", "PHB"), ("010", "SYS"), ("08", "LOC"), ("5abc", "SYS"),          # strtol base 0, stops at a non-digit
+    ("SYS", "SYS"), ("LOC", "LOC"), ("PHB", "PHB"), ("P2C", "P2C"), ("PXN", "PXN"), ("C2C", "C2C"), ("NVB", "NVB"),
+    ("phb", None), ("Sys", None), ("NET", None), ("DIS", None),            # names are compared case-sensitively
+    (" 5", None), ("-1", None), ("bogus", None), ("", None)])             # first character must be a digit
 def test_parse_gdr_level(raw, level):
     assert gpu.parse_gdr_level(raw) == level
+
+
+def test_gdr_level_lower_case_fails_with_the_exact_line(tmp_path):
+    r = gpu.gate_gpu_gdr(*make_ctx(_host(tmp_path, "nvidia_peermem 16384 0 - Live 0x0\n"), {"NCCL_NET_GDR_LEVEL": "phb"},
+                                  {"state": "no_library"}))[0]
+    assert r.status is Status.FAIL and "NCCL ignores it" in r.observed and "NCCL_NET_GDR_LEVEL=PHB" in r.remedy
 
 
 def _host(tmp_path: Path, modules: str = "", kernel: str = "6.8.0-45-generic", nvidia: str | None = None,
@@ -341,19 +356,20 @@ def test_gdr_without_rdma_device_skips(tmp_path):
     assert r.status is Status.SKIP and "no RDMA device" in r.observed and "DMA-BUF available" in r.observed
 
 
-def test_gdr_dgx_spark_says_unsupported_and_what_to_set(tmp_path):
+def test_gdr_dgx_spark_is_not_applicable_with_the_reason(tmp_path):
     facts = nvmlf.collect(api=StandIn([dict(GB10)]))  # auto-detected from the GPU name
     _host(tmp_path, "", "6.14.0-1013-nvidia", OPEN)  # Spark runs the open module: DMA-BUF still does not work
+    # the reference .env's NCCL_NET_GDR_LEVEL=5: N/A (skip) with the reason, neither PASS nor FAIL
     r = gpu.gate_gpu_gdr(*make_ctx(tmp_path, {"NCCL_NET_GDR_LEVEL": "5"}, facts))[0]
-    assert r.status is Status.WARN
+    assert r.status is Status.SKIP and r.observed.startswith("N/A: ")
     assert "not supported" in r.observed and "DGX Spark" in r.observed
-    assert "NCCL_NET_GDR_LEVEL=LOC" in r.remedy
+    assert "NCCL_NET_GDR_LEVEL=5 (SYS) has no effect here" in r.observed
     r = gpu.gate_gpu_gdr(*make_ctx(tmp_path, {"NCCL_NET_GDR_LEVEL": "0"}, facts))[0]
-    assert r.status is Status.PASS
+    assert r.status is Status.SKIP and "agrees" in r.observed
     # declared in the profile, no NVML needed
     r = gpu.gate_gpu_gdr(*make_ctx(tmp_path, {"NCCL_NET_GDR_LEVEL": "5"}, {"state": "no_library"},
                                   gpu_platform="dgx-spark"))[0]
-    assert r.status is Status.WARN and r.details["platform"] == "dgx-spark"
+    assert r.status is Status.SKIP and r.details["platform"] == "dgx-spark"
 
 
 def test_snapshot_replay_reads_nvml_json(tmp_path):
@@ -414,3 +430,10 @@ def test_real_h100_nvml_facts_replay(tmp_path):
     assert again["gpu.nvml"].status is Status.WARN and "2 usable GPU(s), profile expects 1" in again["gpu.nvml"].observed
     ok = {r.id: r for r in gpu.gate_gpu_nvml(*make_ctx(tmp_path, {}, facts, gpus_per_node=2))}
     assert ok["gpu.nvml"].status is Status.PASS
+
+
+def test_pcie_partly_not_supported_reads_na_per_field(tmp_path):
+    """A GPU whose NVML answers N/A for the max generation only: the row says n/a there, no 'Genn/a'."""
+    odd = dict(H100, nvmlDeviceGetMaxPcieLinkGeneration=not_supported())
+    r = by_id(gpu.gate_gpu_nvml(*make_ctx(tmp_path, nvml=nvmlf.collect(api=StandIn([odd])))))["gpu.pcie"]
+    assert "Gen5/n/a x16/16" in r.observed and "Genn/a" not in r.observed and r.status is Status.PASS

@@ -213,3 +213,33 @@ def test_cli_bad_import_exits_2(tmp_path):
     assert r.returncode == 2 and "no nccl-tests result rows" in r.stderr and "Traceback" not in r.stderr
     r = run_cli("report", "--import", str(tmp_path / "missing.txt"), "-o", str(tmp_path / "r.html"))
     assert r.returncode == 2 and "not found" in r.stderr
+
+
+# A build whose version string carries a git hash (NCCL's VERSION_STRING "2.28.9+cuda13.0" plus the hash
+# some builds append; nccl-tests' NCCL_TESTS_VERSION with one): the NCCL version survives both spellings.
+HASHED = """\
+# nccl-tests version 2.19.6 (b4d5bee) nccl-headers=22809 nccl-library=22809
+# Collective test starting: all_reduce_perf
+#       size         count      type   redop    root     time   algbw   busbw  #wrong     time   algbw   busbw  #wrong
+        8192          2048     float     sum      -1    16.11    0.51    0.51       0    15.84    0.52    0.52       0
+"""
+
+
+def test_version_with_git_hash_kept():
+    run = parse_text(HASHED, source="x.txt")
+    assert run.nccl_tests_version == "2.19.6" and run.nccl_version == "2.28.9"
+    # no nccl-headers/library codes: NCCL's own "NCCL version" line (NCCL_DEBUG=INFO) supplies it
+    text = HASHED.replace(" nccl-headers=22809 nccl-library=22809", "").replace(
+        "# Collective", "node-0:747:747 [0] NCCL INFO NCCL version 2.28.9+cuda13.0 (b4d5bee)\n# Collective")
+    run = parse_text(text, source="x.txt")
+    assert run.nccl_version == "2.28.9" and run.rows == 1
+
+
+def test_json_version_string_with_git_hash(tmp_path):
+    import json
+
+    data = json.loads((DATA / "all_reduce_perf-J.json").read_text())
+    data["nccl_version"] = "2.28.9+cuda13.0 (b4d5bee)"
+    f = tmp_path / "all_reduce_perf.json"
+    f.write_text(json.dumps(data))
+    assert read_run(f).nccl_version == "2.28.9"

@@ -127,9 +127,17 @@ def test_arbitrary_env_never_raises(tmp_path, env):
     assert r.id == "nccl.env" and r.status in (Status.PASS, Status.WARN, Status.FAIL)
 
 
-@pytest.mark.parametrize("port,needle", [("8000", "vLLM"), ("6379", "GCS"), ("6380", "RAY_ADDRESS")])
+@pytest.mark.parametrize("port,needle", [("6379", "GCS"), ("6380", "RAY_ADDRESS"), ("8265", "dashboard")])
 def test_master_port_colliding_with_the_stack_warns(tmp_path, port, needle):
     env = dict(REFERENCE, MASTER_PORT=port, RAY_ADDRESS="192.168.100.1:6380" if port == "6380" else "192.168.100.1:6379")
     r, st_ = judge(node(tmp_path), env)
     assert st_["MASTER_PORT"]["status"] == "warn" and needle in st_["MASTER_PORT"]["observed"]
     assert r.status is Status.WARN
+
+
+def test_master_port_8000_is_the_model_server_port_its_compose_role(tmp_path):
+    """docker/compose.yaml's reference cluster uses MASTER_PORT as the model server's port (vLLM's 8000):
+    the reference .env's MASTER_PORT=8000 is that role, not a collision with it."""
+    env = dict(REFERENCE, MASTER_PORT="8000")
+    r, st_ = judge(node(tmp_path), env)
+    assert st_["MASTER_PORT"]["status"] == "pass" and "model server" in st_["MASTER_PORT"]["observed"]

@@ -162,7 +162,7 @@ def test_completion_error_fails_on_real_capture(captures):
 
 def test_one_node_skips_and_gloo_skips_and_no_log_fails():
     r = check_transport(parse_text(P2P), PathExpectation(), multi_node=False)
-    assert r.status is Status.SKIP and r.observed == "one node: no network path used (P2P/CUMEM x2)"
+    assert r.status is Status.SKIP and r.observed.startswith("one node") and r.observed.endswith("no network path used (P2P/CUMEM x2)")
     assert check_transport(parse_text(P2P), PathExpectation(), multi_node=True).status is Status.FAIL
     assert check_transport(None, backend="gloo").status is Status.SKIP
     r = check_transport(parse_text("nothing here"), PathExpectation())
@@ -249,3 +249,35 @@ def test_wire_reset_or_saturated_counter_is_not_judged():
     # one good family still proves the bytes: a saturated HCA next to a netdev that carried them
     nodes = [dict(n, netdevs={"ib0": {"tx": nbytes * 23, "rx": nbytes * 23}}) for n in nodes]
     assert check_wire(_records("all_reduce", nbytes, 20, nodes), CTX).status is Status.PASS
+
+
+# ---------------------------------------------------------------- how many nodes the log proves
+
+def test_real_two_node_capture_without_channel_lines_is_not_one_node(captures):
+    """A real Azure 2-node capture (node-2's lines, a NET/IB completion error from peer 10.2.0.5): no channel
+    lines, but two nodes took part, so the path cannot be 'one node' and the error must surface."""
+    from rdmacheck import nccl_log
+
+    f = captures / "text" / "nccl-debug-azure-ib-plus-roce-net-ib-fail.txt"
+    r = check_transport(nccl_log.parse_text(f.read_text(), f.name))
+    assert r.status is Status.FAIL and "one node" not in r.observed
+    assert "two nodes (node-2, peer 10.2.0.5)" in r.observed and "completion error 12" in r.observed
+
+
+# Written for this test in NCCL's INFO line format (init.cc/net_ib), with the host and device names of the
+# DGX Spark captures in ../shared/captures/text (dgx-spark-ibdev2netdev-2node.txt): each node's INIT/NET
+# lines, NCCL_DEBUG_SUBSYS without GRAPH (so no channel lines).
+SPARK_TWO_HOSTS = """\
+spark-5c2d:2201:2201 [0] NCCL INFO NCCL version 2.28.9+cuda13.0
+spark-5c2d:2201:2290 [0] NCCL INFO NET/IB : Using [0]rocep1s0f0:1/RoCE [1]roceP2p1s0f0:1/RoCE [RO]; OOB enp1s0f0np0:192.168.100.10<0>
+spark-bd26:1874:1874 [0] NCCL INFO NCCL version 2.28.9+cuda13.0
+spark-bd26:1874:1960 [0] NCCL INFO NET/IB : Using [0]rocep1s0f0:1/RoCE [1]roceP2p1s0f0:1/RoCE [RO]; OOB enp1s0f0np0:192.168.100.11<0>
+"""
+
+
+def test_dgx_spark_log_naming_two_hosts_says_two_nodes():
+    from rdmacheck import nccl_log
+
+    r = check_transport(nccl_log.parse_text(SPARK_TWO_HOSTS, "spark.log"))
+    assert r.status is Status.FAIL and "two nodes (spark-5c2d, spark-bd26)" in r.observed
+    assert "NCCL_DEBUG_SUBSYS=INIT,NET,GRAPH" in r.remedy

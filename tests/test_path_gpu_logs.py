@@ -51,7 +51,7 @@ def test_nvlink_run_paths():
     assert [(g.net, g.hca_name, g.enabled) for g in log.gdr] == [("Socket", "eth0", False)] * 2
     assert log.gdr_enabled is None
     r = check_transport(log, PathExpectation(), multi_node=False)
-    assert r.status is Status.SKIP and r.observed == "one node: no network path used (P2P/CUMEM x48)"
+    assert r.status is Status.SKIP and r.observed == "one node (vm): no network path used (P2P/CUMEM x48)"
 
 
 def test_forced_network_run_falls_back_to_socket_and_fails():

@@ -14,6 +14,7 @@ from typing import Any
 
 from ..facts import nvml as nvmlf
 from ..model import Result, Status, worst
+from ..ncclspec import c_strtol
 from . import gate
 
 NA = nvmlf.NA
@@ -41,14 +42,20 @@ def _expect_no_gpu(config) -> str | None:
     return None
 
 
-def platform(config, facts: dict[str, Any] | None = None) -> str | None:
-    """Profile's gpu_platform, else detected from the GPU name (GB10 -> dgx-spark)."""
+def platform(config, facts: dict[str, Any] | None = None, model: str | None = None) -> str | None:
+    """Profile's gpu_platform, else detected: a GPU NVML names GB10 -> dgx-spark; or a unified-memory GPU
+    (NVML memory info N/A: no framebuffer of its own) on a machine whose firmware calls itself a DGX Spark
+    (``model``: NodeFacts.model, from /sys/class/dmi/id/product_name or /proc/device-tree/model)."""
     p = (config.profile.gpu_platform or "auto").lower()
     if p not in ("auto", ""):
         return p
-    for g in (facts or {}).get("gpus") or []:
+    gpus = (facts or {}).get("gpus") or []
+    for g in gpus:
         name = str(g.get("name") or "")
         if "GB10" in name.upper().replace(" ", ""):
+            return "dgx-spark"
+    if any(nvmlf.is_na(g.get("memory_total")) for g in gpus):
+        if "spark" in (model or "").lower():
             return "dgx-spark"
     return None
 
@@ -150,13 +157,23 @@ def _judge_nvml(config, facts: dict[str, Any]) -> Result:
                   details=details)
 
 
+def _link(cur, top, unit: str) -> str:
+    """``Gen4/5``, ``x16/16``; an NVML field answered NOT_SUPPORTED reads ``n/a``, never ``Genn/a (not supported)``."""
+    def one(v):
+        return "n/a" if nvmlf.is_na(v) or v is None else f"{v}"
+    return f"{unit}{one(cur)}/{one(top)}" if not (nvmlf.is_na(cur) or cur is None) else f"{unit} n/a"
+
+
 def _judge_pcie(facts: dict[str, Any]) -> Result:
     rows, problems, notes = [], [], []
     for g in facts.get("gpus") or []:
         if g.get("error"):
             continue
         gen, gmax, w, wmax = (g.get(k) for k in ("pcie_gen", "pcie_gen_max", "pcie_width", "pcie_width_max"))
-        rows.append(f"GPU {g['index']}: Gen{gen}/{gmax} x{w}/{wmax}")
+        if all(nvmlf.is_na(v) or v is None for v in (gen, gmax, w, wmax)):
+            rows.append(f"GPU {g['index']}: PCIe link {NA}")
+        else:
+            rows.append(f"GPU {g['index']}: PCIe {_link(gen, gmax, 'Gen')} {_link(w, wmax, 'x')}")
         if all(isinstance(v, int) for v in (w, wmax)) and w < wmax:
             problems.append(f"GPU {g['index']} link x{w} of x{wmax}")
         if all(isinstance(v, int) for v in (gen, gmax)) and gen < gmax:
@@ -164,8 +181,9 @@ def _judge_pcie(facts: dict[str, Any]) -> Result:
             notes.append(f"GPU {g['index']} at Gen{gen} of Gen{gmax} (normal while idle)")
     if not rows:
         return Result("gpu.pcie", Status.SKIP, observed="no GPU to inspect")
-    if all(NA in r or "n/a" in r for r in rows):
-        return Result("gpu.pcie", Status.PASS, observed="; ".join(rows) + f" ({NA}: integrated GPU, no PCIe link)")
+    if all(r.endswith(f"PCIe link {NA}") for r in rows):
+        # NVML has no PCIe link to report (GB10: the GPU sits on the SoC's C2C fabric): nothing to judge.
+        return Result("gpu.pcie", Status.SKIP, observed="; ".join(rows) + " (integrated GPU: no PCIe link to judge)")
     obs = "; ".join(rows + notes)
     if problems:
         return Result("gpu.pcie", Status.WARN, observed=obs, expected="current link width = max width",
@@ -277,20 +295,25 @@ def gate_gpu_memory(node, config) -> list[Result]:
 
 # ------------------------------------------------------------------ gpu.gdr
 
-# NCCL's path types (graph/topo.h) in order; NCCL_NET_GDR_LEVEL takes a name or a legacy integer.
-PATH_NAMES = ["LOC", "NVL", "NVB", "C2C", "PIX", "PXB", "PXN", "P2C", "PHB", "SYS"]
-# NCCL graph/paths.cc levelsOldToNew: 0 LOC, 1 PIX, 2 PXB, 3 PHB, 4 SYS, 5 SYS (larger clamps to 5)
+# NCCL's path names (src/graph/topo.cc topoPathTypeStr, indices from src/graph/topo.h) up to PATH_SYS.
+PATH_NAMES = ["LOC", "NVL", "NVB", "C2C", "PIX", "PXB", "P2C", "PXN", "PHB", "SYS"]
+# src/graph/paths.cc levelsOldToNew: 0 LOC, 1 PIX, 2 PXB, 3 PHB, 4 SYS, 5 SYS (larger clamps to 5)
 LEGACY_LEVELS = ["LOC", "PIX", "PXB", "PHB", "SYS", "SYS"]
 
 
 def parse_gdr_level(text: str) -> str | None:
-    """NCCL_NET_GDR_LEVEL -> path name (``5`` -> ``SYS``), None when NCCL would not understand it."""
-    s = text.strip().upper()
-    if s in PATH_NAMES:
-        return s
-    m = re.match(r"\d+", s)  # NCCL reads the leading digits (strtol)
-    if m:
-        return LEGACY_LEVELS[min(int(m.group(0)), len(LEGACY_LEVELS) - 1)]
+    """NCCL_NET_GDR_LEVEL -> path name (``5`` -> ``SYS``), None when NCCL would not understand it.
+
+    As src/graph/paths.cc ncclGetLevel reads it: ``strcmp`` against the names (case-sensitive: ``phb`` is
+    not PHB, NCCL ignores it and keeps its default), else, when the first character is a digit, the
+    legacy number through ``strtol(str, NULL, 0)`` clamped to 5.
+    """
+    if text in PATH_NAMES:
+        return text
+    if text[:1].isdigit():
+        v, _ = c_strtol(text)
+        if v is not None:
+            return LEGACY_LEVELS[min(v, len(LEGACY_LEVELS) - 1)]
     return None
 
 
@@ -302,12 +325,15 @@ def gate_gpu_gdr(node, config) -> list[Result]:
     raw = config.get("NCCL_NET_GDR_LEVEL")
     level = parse_gdr_level(raw) if raw is not None else None
     if raw is not None and level is None:
-        return [Result("gpu.gdr", Status.FAIL, observed=f"NCCL_NET_GDR_LEVEL={raw!r} is not a level NCCL knows",
-                       expected="LOC, PIX, PXB, PHB, SYS or 0-5",
-                       remedy="set NCCL_NET_GDR_LEVEL to e.g. SYS (5) to allow GPUDirect RDMA, or LOC (0) to disable it")]
+        fix = (f"NCCL_NET_GDR_LEVEL={raw.strip().upper()}" if raw.strip().upper() in PATH_NAMES
+               else "NCCL_NET_GDR_LEVEL=SYS (5) to allow GPUDirect RDMA, or NCCL_NET_GDR_LEVEL=LOC (0) to disable it")
+        return [Result("gpu.gdr", Status.FAIL,
+                       observed=f"NCCL_NET_GDR_LEVEL={raw!r} is not a level NCCL knows (NCCL ignores it and keeps its default)",
+                       expected="one of " + ", ".join(PATH_NAMES) + " (upper case, as NCCL compares them) or 0-5",
+                       remedy=f"set {fix} in the .env")]
     paths = node.gdr
     facts = node.nvml
-    plat = platform(config, facts)
+    plat = platform(config, facts, node.model)
     asked = "unset (NCCL's default: GPUDirect RDMA when GPU and NIC are close)" if raw is None \
         else f"NCCL_NET_GDR_LEVEL={raw} ({level})"
     have = [n for n, ok in (("nvidia_peermem", paths["nvidia_peermem"]), ("DMA-BUF", paths["dmabuf"])) if ok]
@@ -316,16 +342,15 @@ def gate_gpu_gdr(node, config) -> list[Result]:
                  f"{'open' if paths['open_kernel_module'] else 'no open'} GPU kernel module)")
     details = {"level": level, "raw": raw, "platform": plat, **paths}
     if plat in NO_GDR_PLATFORMS:
+        # Not applicable, not a fault: NCCL finds no GPUDirect path on this platform whatever the level says
+        # (its log: "GPU Direct RDMA Disabled for HCA"), and RDMA is staged through host memory, which is how
+        # the platform reaches its bandwidth.  A PASS would claim GPUDirect works; a FAIL would send the user
+        # after a module that cannot exist.
         note = NO_GDR_PLATFORMS[plat]
-        if level == "LOC":
-            return [Result("gpu.gdr", Status.PASS, observed=f"{asked}; {note}",
-                           expected="GPUDirect RDMA off on this platform", details=details)]
-        return [Result("gpu.gdr", Status.WARN, observed=f"{asked}; {note}",
-                       expected="NCCL_NET_GDR_LEVEL=LOC on this platform",
-                       remedy="set NCCL_NET_GDR_LEVEL=LOC (or 0) in the .env: NCCL stages RDMA through host memory here "
-                              "anyway (its log says 'GPU Direct RDMA Disabled for HCA'), so the setting should say so; "
-                              "the ~12 GB/s per 100 Gb/s link is reached without GPUDirect",
-                       details=details)]
+        effect = "has no effect here" if level not in (None, "LOC") else "agrees"
+        said = f"{asked} {effect}" if raw is not None else asked
+        return [Result("gpu.gdr", Status.SKIP, observed=f"N/A: {note}; {said}",
+                       expected="GPUDirect RDMA where the platform supports it", details=details)]
     if not node.ib:
         return [Result("gpu.gdr", Status.SKIP,
                        observed=f"no RDMA device: GPUDirect RDMA has no NIC to pair with (see rdma.devices); {obs_paths}",

@@ -259,6 +259,10 @@ def rank_causes(log: NcclLog | None, env: Mapping[str, str] | None = None, prefl
 # ------------------------------------------------------------------ bench.transport
 
 
+def _count(n: int) -> str:
+    return {2: "two", 3: "three", 4: "four"}.get(n, str(n))
+
+
 def check_transport(
     log: NcclLog | None,
     expect: PathExpectation | None = None,
@@ -304,12 +308,26 @@ def check_transport(
     nets = log.net_channels
     if not nets:
         intra = ", ".join(f"{k} x{v}" for k, v in log.path_kinds.items()) or "no channel lines"
+        nodes = log.nodes()
+        d["nodes"] = nodes
+        # The caller knows the world's hosts (bench); else the log itself says how many nodes took part.
+        if multi_node is None:
+            multi_node = len(nodes) > 1
         if multi_node:
-            return Result(TRANSPORT_ID, Status.FAIL, observed=f"ranks on several nodes but no NET channel in NCCL's log ({intra})",
-                          expected=exp_s, remedy="check NCCL_DEBUG_SUBSYS includes INIT,NET and the log files are complete",
-                          details=d)
-        return Result(TRANSPORT_ID, Status.SKIP, observed=f"one node: no network path used ({intra})",
-                      expected=exp_s, details=d)
+            who = f"{_count(len(nodes))} nodes ({', '.join(nodes)})" if len(nodes) > 1 else "several nodes"
+            problems = [f"ranks on {who} but no NET channel in NCCL's log ({intra})"]
+            remedies = ["run with NCCL_DEBUG=INFO NCCL_DEBUG_SUBSYS=INIT,NET,GRAPH so NCCL logs its channels, "
+                        "and keep every rank's NCCL_DEBUG_FILE"]
+            if log.completion_errors:
+                e = log.completion_errors[0]
+                problems.append(f"NET/IB completion error {e.status} ({e.status_name or '?'}, vendor err "
+                                f"{e.vendor_err}) from peer {e.peer}")
+                remedies.append("compare both nodes' preflight (rdma.gid, rdma.mtu, rdma.pfc): a GID/subnet or MTU "
+                                "mismatch, PFC/ECN drops or a down link")
+            return Result(TRANSPORT_ID, Status.FAIL, observed="; ".join(problems), expected=exp_s,
+                          remedy="; ".join(remedies), details=d)
+        return Result(TRANSPORT_ID, Status.SKIP, observed=f"one node ({', '.join(nodes) or 'host not named'}): "
+                      f"no network path used ({intra})", expected=exp_s, details=d)
 
     plugin = max({c.net for c in nets}, key=[c.net for c in nets].count) or "?"
     d["net_plugin"] = plugin

@@ -47,9 +47,70 @@ def step(name: str, status: Status, observed: str, remedy: str = "", **extra: An
     return {"step": name, "status": status.value, "observed": observed, "remedy": remedy, **extra}
 
 
+def addresses_known(facts) -> bool:
+    """Whether interface addresses were read at all (live, or a snapshot with rdmacheck/addrs.json): a
+    capture without them says nothing about addresses, which is not the same as having none."""
+    return facts.answer("addrs") is not None
+
+
 def subnet_interfaces(facts, config) -> dict[str, list[str]]:
-    """{ifname: [addr/len, ...]} of this host's IPv4 addresses inside profile.subnet."""
-    return pf.in_subnet(facts.local_addresses, config.profile.network())
+    """{ifname: [addr, ...]} of this host's addresses inside profile.subnet (IPv4 or IPv6, as the subnet is).
+
+    From the interfaces (live, or a snapshot's rdmacheck/addrs.json).  A snapshot that did not capture
+    addresses still has the RoCE GID tables, and each RoCE GID is derived by the kernel from an address of
+    its netdev: those addresses are proof, so they are used (``address_source`` says so) rather than
+    reading "not captured" as "no address"."""
+    net = config.profile.network()
+    if addresses_known(facts):
+        key = "ipv4" if net.version == 4 else "ipv6"
+        local = {k: list((v or {}).get(key) or []) for k, v in facts.addrs.items() if isinstance(v, dict)}
+        return pf.in_subnet(local, net)
+    out: dict[str, list[str]] = {}
+    for dev in facts.ib.values():
+        for port in dev.ports.values():
+            for g in port.gids:
+                ip = g.ip
+                if ip is not None and g.ndev and ip.version == net.version and ip in net:
+                    lst = out.setdefault(g.ndev, [])
+                    if str(ip) not in lst:
+                        lst.append(str(ip))
+    return out
+
+
+def address_source(facts) -> str:
+    """Where subnet_interfaces' addresses come from, for the observed text."""
+    return "interfaces" if addresses_known(facts) else \
+        "the RoCE GID table (interface addresses not captured in this snapshot)"
+
+
+def mesh_interface(facts, config, subnet_ifs: dict[str, list[str]] | None = None) -> str:
+    """The interface a remedy should name for the mesh: the one NCCL_SOCKET_IFNAME names, if it holds a
+    subnet address; else the netdev of a selected RDMA port that does; else the first subnet interface.
+    Never simply the first in address order: on a node (or a test bed) with two mesh interfaces that is
+    the other one."""
+    subnet_ifs = subnet_interfaces(facts, config) if subnet_ifs is None else subnet_ifs
+    spec = config.get("NCCL_SOCKET_IFNAME")
+    if spec:
+        try:
+            named = [i for i in subnet_ifs if pf.ifname_matches(spec, i)]
+        except Exception:  # an unparsable list is rdma.netdev's to report
+            named = []
+        if named:
+            return named[0]
+    ports = facts.selection.ports if facts.selection else []
+    for p in ports:
+        for nd in p.netdevs:
+            if nd in subnet_ifs:
+                return nd
+    for p in ports:
+        if p.netdevs:
+            return p.netdevs[0]
+    return next(iter(subnet_ifs), "<RDMA netdev>")
+
+
+def _down(facts, dev: str | None) -> bool:
+    nd = facts.net.get(dev) if dev else None
+    return nd is not None and not nd.up
 
 
 def master(facts) -> dict[str, Any]:
@@ -103,21 +164,31 @@ def gate_net_peer(facts, config) -> list[Result]:
         dev = rt["dev"]
         how = f"route to {addr} leaves via {dev}" if dev else f"no route to {addr}: {rt['error']}"
     on_subnet = subnet_interfaces(facts, config)
-    if dev is None:
-        items.append(step("route", Status.FAIL, how, "add an address in the RDMA subnet to the RDMA interface"))
+    mi = mesh_interface(facts, config, on_subnet)
+    if _down(facts, dev):
+        # an address on a down interface is still "own" to getifaddrs, but nothing leaves through it
+        items.append(step("route", Status.FAIL, f"{how}, but {dev} is down ({facts.net[dev].operstate or 'no carrier'})",
+                          f"ip link set {dev} up (and check its cable: rdma.port shows the RDMA link state)"))
+    elif dev is None:
+        items.append(step("route", Status.FAIL, how,
+                          f"give {mi} this node's {prof.subnet} address "
+                          f"(ip addr add <address>/{prof.network().prefixlen} dev {mi})"))
     elif dev not in on_subnet:
         items.append(step("route", Status.FAIL, f"{how}, which has no address in {prof.subnet}",
-                          f"give the RDMA interface its {prof.subnet} address so the head is reached over the mesh, "
+                          f"give {mi} this node's {prof.subnet} address (ip addr add <address>/"
+                          f"{prof.network().prefixlen} dev {mi}) so the head is reached over the mesh, "
                           "not through the default route"))
     elif ifspec and not pf.ifname_matches(ifspec, dev):
         items.append(step("route", Status.FAIL, f"{how}, but NCCL_SOCKET_IFNAME={ifspec} does not name it",
-                          "set NCCL_SOCKET_IFNAME (and GLOO_SOCKET_IFNAME) to the interface on the RDMA subnet, "
-                          "or fix the routing so the head is reached through it"))
+                          f"set NCCL_SOCKET_IFNAME={dev} and GLOO_SOCKET_IFNAME={dev} (the interface the head is "
+                          "reached through), or fix the routing so the head is reached through the one they name"))
     else:
         items.append(step("route", Status.PASS, how + (f" (matches NCCL_SOCKET_IFNAME={ifspec})" if ifspec else "")))
     if m["role"] == "head":
         items.append(step("tcp", Status.SKIP, "head: the Ray port is this node's own (checked on workers)"))
-        items.append(step("mtu", Status.SKIP, "head: no peer address known here (the DF ping runs on workers)"))
+        items.append(step("mtu", Status.SKIP,
+                          "head: a peer's MTU cannot be seen from here (the DF ping runs on each worker, towards "
+                          "the head): run preflight on every worker to prove the path MTU"))
         return [combine("net.peer", items, expected)]
     if items[-1]["status"] != Status.PASS.value:
         # Probing the head along a path that is not the RDMA mesh proves nothing about the mesh, and through a

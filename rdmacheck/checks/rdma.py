@@ -1,24 +1,36 @@
 """RDMA gates: devices, ports, netdev map, GID, MTU, QoS values, device files.
 
-Port selection follows NCCL: with NCCL_IB_HCA set, exactly the ports it names
-(prefix match unless ``=``, ``^`` excludes, ``:port`` narrows); without it,
-every port of every device (NCCL then uses the ACTIVE ones).
+Port selection follows NCCL (NVIDIA/nccl src/transport/net_ib/init.cc): NCCL walks every port, drops
+the ones that are not ACTIVE, then keeps those NCCL_IB_HCA matches (prefix match unless ``=``, ``^``
+excludes, ``:port`` narrows; unset: all).  A down port that an entry names exactly is kept so the gates
+fail it; a down port matched only by a prefix is one NCCL skips (``Selection.skipped``).
 """
 
 from __future__ import annotations
 
 import ipaddress
+import re
 
 from ..errors import UsageError
-from ..facts.infiniband import IB_MTUS, ROCE_OVERHEAD, Port, gid_bytes, roce_active_mtu  # noqa: F401
+from ..facts.infiniband import (IB_MTUS, ROCE_OVERHEAD, Port, gid_bytes, roce_active_mtu,  # noqa: F401
+                                roce_driver, roce_overhead)
 from ..gather import gid_settings, select_ports  # noqa: F401  (select_ports: re-exported)
 from ..model import Result, Status
-from ..ncclspec import parse_list_spec
+from ..ncclspec import ListSpec, nccl_param_int, parse_list_spec
 from ..nodefacts import Selection  # noqa: F401  (re-exported)
 from . import gate
 
 ACTIVE = 4
 LINK_UP = 5
+
+
+def named_exactly(spec: ListSpec, p: Port) -> bool:
+    """Does an NCCL_IB_HCA entry name this very port (exact mode, or the full device name)?  A prefix
+    such as ``roce`` (DGX Spark setups) names a family: NCCL drops its non-ACTIVE members silently
+    (src/transport/net_ib/init.cc: ``if (portAttr.state != IBV_PORT_ACTIVE) continue;`` before matching)."""
+    if spec.exclude or not spec.entries:
+        return False
+    return any((e.name == p.device) and (e.port is None or e.port == p.port) for e in spec.entries)
 
 
 def _no_devices_remedy() -> str:
@@ -53,11 +65,59 @@ def gate_devices(facts, config) -> list[Result]:
                        expected=exp, remedy="fix the NCCL_IB_HCA exclusion/port list", details=details)]
     unreadable = [d.name for d in facts.ib.values() if not d.readable]
     obs = f"{', '.join(names)}; NCCL will use {', '.join(p.name for p in sel.ports)}"
+    half = _one_half_used(facts, config)
+    if half:
+        return [Result("rdma.devices", Status.WARN, observed=obs + "; " + half[0], expected=exp, remedy=half[1],
+                       details=details)]
     if unreadable:
         return [Result("rdma.devices", Status.WARN, observed=obs + f"; unreadable: {', '.join(unreadable)}",
                        expected=exp, remedy="the class entries point at missing device folders (dangling links)",
                        details=details)]
     return [Result("rdma.devices", Status.PASS, observed=obs, expected=exp, details=details)]
+
+
+# systemd's names for PCI RDMA devices: roce[P<domain>]p<bus>s<slot>f<function>
+_PCI_NAME = re.compile(r"^roce(?:P(\d+))?p(\d+)s(\d+)f(\d+)$")
+
+
+def port_halves(names) -> dict[tuple[str, str, str], list[str]]:
+    """DGX Spark: each QSFP port of its ConnectX-7 appears as two RoCE devices of ~100 Gb/s, the same
+    bus/slot/function in two PCI domains (rocep1s0f0 and roceP2p1s0f0 are port 0's halves; f1 is port 1).
+    {(bus, slot, function): [device, ...]} for the groups that have more than one device."""
+    groups: dict[tuple[str, str, str], list[str]] = {}
+    for n in sorted(names):
+        m = _PCI_NAME.match(n)
+        if m:
+            groups.setdefault(m.groups()[1:], []).append(n)
+    return {k: v for k, v in groups.items() if len(v) > 1}
+
+
+def _one_half_used(facts, config) -> tuple[str, str] | None:
+    """On DGX Spark, NCCL_IB_HCA using one half of a port whose other half is ACTIVE too: (observed, remedy).
+
+    One half reaches ~12 GB/s, both ~20-24 GB/s (NVIDIA forum thread 352051; NVIDIA/dgx-spark-playbooks
+    #102 / PR #103)."""
+    halves = port_halves(facts.ib)
+    if not halves:
+        return None  # not the layout: no NVML query needed
+    from .gpu import platform
+
+    plat = platform(config, facts.nvml, facts.model)
+    if plat != "dgx-spark":
+        return None
+    used = {p.device for p in facts.selection.ports if p.state_id == ACTIVE}
+    active = {d.name for d in facts.ib.values() if any(p.state_id == ACTIVE for p in d.ports.values())}
+    for devs in halves.values():
+        up = [d for d in devs if d in active]
+        mine = [d for d in up if d in used]
+        if mine and len(mine) < len(up):
+            other = [d for d in up if d not in used]
+            hca = ",".join(sorted(used | set(other)))
+            return (f"only one half of the QSFP port is used: NCCL_IB_HCA selects {', '.join(mine)}, not its other "
+                    f"ACTIVE half {', '.join(other)} (one half ~12 GB/s, both ~20-24 GB/s on DGX Spark)",
+                    f"set NCCL_IB_HCA={hca} in the .env (both halves of the port; the netdev of "
+                    f"{', '.join(other)} needs its own address for a RoCE v2 GID)")
+    return None
 
 
 def _fw(facts, dev: str) -> str | None:
@@ -74,27 +134,46 @@ def _port_row(facts, p: Port) -> dict:
             "rate": p.rate, "fw_ver": _fw(facts, p.device)}
 
 
+def _up_remedy(facts, p: Port) -> str:
+    nd = p.netdevs[0] if p.netdevs else None
+    if p.link_layer == "InfiniBand":
+        return f"{p.name}: check the cable and that a subnet manager runs (`ibstat {p.device}`, `rdma link show {p.device}/{p.port}`)"
+    if nd:
+        return (f"{p.name}: ip link set {nd} up; if it stays down check the cable/switch port "
+                f"(`rdma link show {p.device}/{p.port}`, `ethtool {nd}`)")
+    return f"{p.name}: check the cable/switch port and `rdma link show {p.device}/{p.port}` (no netdev mapped)"
+
+
 @gate("rdma.port")
 def gate_port(facts, config) -> list[Result]:
     sel = facts.selection
     if not sel.ports:
         return [Result("rdma.port", Status.SKIP, observed="no port selected", expected="ACTIVE / LinkUp",
                        remedy="see rdma.devices")]
-    rows = [_port_row(facts, p) for p in sel.ports]
-    up = [p for p in sel.ports if p.state_id == ACTIVE and p.phys_state_id == LINK_UP]
-    down = [p for p in sel.ports if p not in up]
+    every = sel.ports + sel.skipped
+    rows = [_port_row(facts, p) for p in every]
+    up = [p for p in every if p.state_id == ACTIVE and p.phys_state_id == LINK_UP]
+    down = [p for p in every if p not in up]
+    pinned_down = [p for p in down if named_exactly(sel.spec, p)]
     obs = "; ".join(f"{p.name} {p.state or '?'}/{p.phys_state or '?'} {p.link_layer or '?'} "
-                    f"{p.rate or '?'} fw {_fw(facts, p.device) or '?'}" for p in sel.ports)
+                    f"{p.rate or '?'} fw {_fw(facts, p.device) or '?'}" for p in every)
     exp = "each selected port ACTIVE / LinkUp"
-    if not up or (down and sel.explicit):
-        names = ", ".join(p.name for p in down)
-        return [Result("rdma.port", Status.FAIL, observed=obs, expected=exp,
-                       remedy=f"bring {names} up: check the cable/switch port, `ip link set <netdev> up`, "
-                              "`rdma link show`; a port in INIT has no subnet manager (IB) or no link partner",
+    if not up or pinned_down:
+        bad = pinned_down or down
+        why = ("no selected port is ACTIVE: NCCL finds no RDMA device and falls back to NET/Socket" if not up
+               else f"NCCL_IB_HCA={sel.spec.raw} names {', '.join(p.name for p in bad)}, which NCCL skips while not ACTIVE")
+        return [Result("rdma.port", Status.FAIL, observed=f"{obs} — {why}", expected=exp,
+                       remedy="; ".join(_up_remedy(facts, p) for p in bad),
                        details={"ports": rows})]
     if down:
-        return [Result("rdma.port", Status.WARN, observed=obs, expected=exp,
-                       remedy=f"{', '.join(p.name for p in down)} down; NCCL skips it. Pin NCCL_IB_HCA to the ports you cable",
+        how = (f"NCCL_IB_HCA={sel.spec.raw} matches them by prefix" if sel.spec.entries and not sel.spec.exclude
+               else "NCCL_IB_HCA does not name them")
+        return [Result("rdma.port", Status.WARN,
+                       observed=f"{obs} — {', '.join(p.name for p in down)} not ACTIVE: NCCL skips it ({how}) "
+                                f"and uses {', '.join(p.name for p in up)}",
+                       expected=exp,
+                       remedy="cable it and bring it up if it should carry traffic (" +
+                              "; ".join(_up_remedy(facts, p) for p in down) + "), else nothing to do",
                        details={"ports": rows})]
     return [Result("rdma.port", Status.PASS, observed=obs, expected=exp, details={"ports": rows})]
 
@@ -141,9 +220,17 @@ def gate_netdev(facts, config) -> list[Result]:
     exp = "each RoCE port has an up netdev; NCCL_SOCKET_IFNAME names an existing, up interface"
     details = {"map": mapping}
     if problems:
+        downs = [p.netdevs[0] for p in sel.ports if p.link_layer == "Ethernet" and p.netdevs
+                 and net.get(p.netdevs[0]) is not None and not net[p.netdevs[0]].up]
+        first = next((p.netdevs[0] for p in sel.ports if p.netdevs), None)
+        fix = [f"ip link set dev {d} up" for d in dict.fromkeys(downs)]
+        if ifname and any("NCCL_SOCKET_IFNAME" in x for x in problems):
+            fix.append(f"set NCCL_SOCKET_IFNAME={first}" if first else
+                       "set NCCL_SOCKET_IFNAME to the netdev of the RDMA port (see `rdma link` / ibdev2netdev)")
+        if not fix:
+            fix.append("map each RoCE port to its netdev (`rdma link` / ibdev2netdev) and bring it up")
         return [Result("rdma.netdev", Status.FAIL, observed=obs + " — " + "; ".join(problems), expected=exp,
-                       remedy="bring the interface up (`ip link set dev IF up`) and set NCCL_SOCKET_IFNAME to the "
-                              "netdev of the RDMA port (see `rdma link` / ibdev2netdev)", details=details)]
+                       remedy="; ".join(fix), details=details)]
     return [Result("rdma.netdev", status, observed=obs, expected=exp, remedy=remedy, details=details)]
 
 
@@ -155,17 +242,31 @@ def _gid_label(g_bytes: bytes | None, gtype: str | None, idx: int) -> str:
     return f"[{idx}] {text} {gtype or 'type ?'}"
 
 
+def _gids_in(p: Port, subnet, version: int | None = None) -> list:
+    """The port's GIDs whose address lies in ``subnet`` (of its family), of RoCE ``version`` if given."""
+    return [g for g in p.gids if g.ip is not None and g.ip.version == subnet.version and g.ip in subnet
+            and (version is None or g.roce_version == version)]
+
+
 @gate("rdma.gid")
 def gate_gid(facts, config) -> list[Result]:
+    """GID checks following NVIDIA/nccl src/transport/net_ib/connect.cc (ncclIbGetGidIndex,
+    ncclUpdateGidIndex, envIbAddrFamily, envIbAddrRange) and src/misc/param.cc (integer parsing)."""
     sel = facts.selection
     profile = config.profile
     subnet = profile.network()
+    env = config
+    fam_word = "IPv4" if subnet.version == 4 else "IPv6"
+    rv_raw = env.get("NCCL_IB_ROCE_VERSION_NUM")
     try:
-        _family, _range, roce_ver, explicit_idx = gid_settings(config)
+        # read as NCCL reads them (gather.gid_settings); the prediction itself was made in phase 1 (gather.derive)
+        family, _range, nccl_ver, explicit_idx = gid_settings(config)
     except (UsageError, ValueError) as e:
         return [Result("rdma.gid", Status.FAIL, observed=f"bad GID setting: {e}", expected="valid NCCL_IB_* GID settings",
-                       remedy="fix NCCL_IB_GID_INDEX (an integer), NCCL_IB_ROCE_VERSION_NUM (1 or 2) or NCCL_IB_ADDR_RANGE")]
-    exp = f"a RoCE v{roce_ver} GID with an IPv4 address in {subnet} on each port; NCCL's pick inside it"
+                       remedy="fix NCCL_IB_GID_INDEX (an integer; -1 or unset = NCCL picks), NCCL_IB_ROCE_VERSION_NUM "
+                              "(1 or 2) or NCCL_IB_ADDR_RANGE in the .env")]
+    want_ver = profile.roce_version
+    exp = f"a RoCE v{want_ver} GID with an {fam_word} address in {subnet} on each port; NCCL's pick inside it"
     out: list[Result] = []
     roce_ports = [p for p in sel.ports if p.link_layer != "InfiniBand"]
     if not sel.ports:
@@ -173,11 +274,12 @@ def gate_gid(facts, config) -> list[Result]:
     if not roce_ports:
         return [Result("rdma.gid", Status.PASS, observed="InfiniBand ports: NCCL uses GID 0 / LID routing",
                        expected=exp)]
-    fails, obs_parts, details = [], [], {}
+    fails, warns, obs_parts, details = [], [], [], {}
+    want_family = "inet" if subnet.version == 4 else "inet6"
     for p in roce_ports:
         table = {g.index: g for g in p.gids}
-        in_subnet = [g for g in p.gids if g.roce_version == roce_ver and g.ipv4 and
-                     ipaddress.ip_address(g.ipv4) in subnet]
+        any_ver = _gids_in(p, subnet)
+        in_subnet = _gids_in(p, subnet, want_ver)
         # NCCL's pick (ncclspec.predict_gid_index), derived in phase 1 (gather.derive)
         info = sel.gid_info[p.name]
         predicted = info["predicted"]
@@ -190,11 +292,33 @@ def gate_gid(facts, config) -> list[Result]:
         obs_parts.append(f"{p.name}: {how} {_gid_label(cg.raw if cg else None, cg.type if cg else None, chosen)}"
                          f" (GIDs: {listing})")
         good_idx = in_subnet[-1].index if in_subnet else None
+        nd = p.netdevs[0] if p.netdevs else "<netdev>"
+        if not any_ver:
+            ip_cmd = "ip addr add" if subnet.version == 4 else "ip -6 addr add"
+            fails.append((f"{p.name}: no RoCE GID with an {fam_word} address in {subnet}",
+                          f"assign this node's {subnet} address to {nd} ({ip_cmd} <address>/{subnet.prefixlen} dev {nd}); "
+                          f"the kernel adds the RoCE GIDs itself"))
+            continue
         if not in_subnet:
-            nd = p.netdevs[0] if p.netdevs else "<netdev>"
-            fails.append((f"{p.name}: no RoCE v{roce_ver} GID with an IPv4 address in {subnet}",
-                          f"assign an address in {subnet} to {nd} (ip addr add <addr>/{subnet.prefixlen} dev {nd}); "
-                          f"the kernel adds the RoCE v2 GID itself"))
+            have = ", ".join(f"[{g.index}] {g.type}" for g in any_ver)
+            fails.append((f"{p.name}: the {subnet} address has only {have} GIDs, no RoCE v{want_ver}",
+                          f"set roce_version = {any_ver[0].roce_version} in the profile if the fabric really runs it "
+                          f"(the driver of {p.device} lists no RoCE v{want_ver} GID)"))
+            continue
+        if explicit_idx is None and nccl_ver != want_ver:
+            # The cause is the variable, not the address: NCCL looks for RoCE v{nccl_ver} GIDs.
+            fix = ("remove NCCL_IB_ROCE_VERSION_NUM from the .env and the container environment (NCCL's default is 2) "
+                   "or set NCCL_IB_ROCE_VERSION_NUM=2") if want_ver == 2 else f"set NCCL_IB_ROCE_VERSION_NUM={want_ver}"
+            if pg in in_subnet:
+                # no v{nccl_ver} GID to prefer here (rxe lists v2 only): NCCL's walk still lands on the right one,
+                # but a node with v1/v2 twins (mlx5) takes the v1 one, and the two ends disagree
+                warns.append((f"{p.name}: NCCL_IB_ROCE_VERSION_NUM={rv_raw} asks NCCL for RoCE v{nccl_ver} GIDs; this "
+                              f"port has none in {subnet}, so NCCL falls back to RoCE v{want_ver} GID {predicted} here, "
+                              f"while a node with v1/v2 twins (mlx5) would take its v{nccl_ver} GID", fix))
+            else:
+                fails.append((f"{p.name}: NCCL_IB_ROCE_VERSION_NUM={rv_raw} makes NCCL pick GID {predicted} "
+                              f"({pg.type if pg else 'empty'}); the {subnet} address is on RoCE v{want_ver} GID {good_idx}",
+                              fix))
             continue
         if explicit_idx is not None:
             why = None
@@ -204,8 +328,8 @@ def gate_gid(facts, config) -> list[Result]:
                 why = "is an fe80 link-local GID (not routable)"
             elif cg.ipv4 and ipaddress.ip_address(cg.ipv4).is_link_local:
                 why = f"carries the 169.254 link-local address {cg.ipv4}"
-            elif cg.roce_version != roce_ver:
-                why = f"is {cg.type or 'of unknown type'}, not RoCE v{roce_ver}"
+            elif cg.roce_version != want_ver:
+                why = f"is {cg.type or 'of unknown type'}, not RoCE v{want_ver}"
             elif cg not in in_subnet:
                 why = f"is outside {subnet}"
             if why:
@@ -213,12 +337,19 @@ def gate_gid(facts, config) -> list[Result]:
                               f"set NCCL_IB_GID_INDEX={good_idx} (or unset it: NCCL >= 2.21 picks index {predicted} itself)"))
             continue
         if pg not in in_subnet:
-            fails.append((f"{p.name}: NCCL would pick GID {predicted}, outside {subnet} or not RoCE v{roce_ver}",
-                          f"set NCCL_IB_ADDR_RANGE={subnet} or NCCL_IB_GID_INDEX={good_idx}"))
+            if family != want_family:
+                want = "AF_INET6" if want_family == "inet6" else "AF_INET"
+                fix = (f"set NCCL_IB_ADDR_FAMILY={want} (NCCL_IB_ADDR_FAMILY={env.get('NCCL_IB_ADDR_FAMILY') or 'unset'} "
+                       f"makes NCCL take {'an IPv4' if family == 'inet' else 'an IPv6'} GID; the mesh {subnet} is {fam_word})")
+            else:
+                fix = f"set NCCL_IB_ADDR_RANGE={subnet} or NCCL_IB_GID_INDEX={good_idx}"
+            fails.append((f"{p.name}: NCCL would pick GID {predicted}, outside {subnet} or not RoCE v{want_ver}", fix))
     obs = "; ".join(obs_parts)
-    if fails:
-        out.append(Result("rdma.gid", Status.FAIL, observed=obs + " — " + "; ".join(f for f, _ in fails),
-                          expected=exp, remedy="; ".join(r for _, r in fails), details=details))
+    if fails or warns:
+        bad = fails + warns
+        out.append(Result("rdma.gid", Status.FAIL if fails else Status.WARN,
+                          observed=obs + " — " + "; ".join(f for f, _ in bad),
+                          expected=exp, remedy="; ".join(dict.fromkeys(r for _, r in bad)), details=details))
     else:
         out.append(Result("rdma.gid", Status.PASS, observed=obs, expected=exp, details=details))
     return out
@@ -235,7 +366,7 @@ def gate_mtu(facts, config) -> list[Result]:
     for p in sel.ports:
         nd = facts.net.get(p.netdevs[0]) if p.netdevs else None
         nmtu = nd.mtu if nd else None
-        # sysfs, else verbs, else derived from the netdev MTU: phase 1 decided (gather.derive)
+        # sysfs, else verbs, else derived from the netdev MTU with the driver's overhead: phase 1 decided
         amtu, src = sel.active_mtu.get(p.name, (None, None))
         details[p.name] = {"netdev": nd.name if nd else None, "netdev_mtu": nmtu, "active_mtu": amtu, "source": src}
         parts.append(f"{p.name}: netdev {nd.name if nd else '?'} MTU {nmtu if nmtu else '?'}, "
@@ -248,9 +379,11 @@ def gate_mtu(facts, config) -> list[Result]:
                               f"ip link set dev {nd.name} mtu {prof.mtu} (persist it in netplan/NetworkManager) "
                               f"and set the switch ports to {prof.mtu}+"))
         if amtu is not None and amtu != prof.active_mtu:
+            need = prof.active_mtu + roce_overhead(roce_driver(facts.ib.get(p.device)))
+            ifn = nd.name if nd else "<netdev>"
             fails.append((f"{p.name}: active MTU {amtu} != {prof.active_mtu}",
-                          f"raise the netdev MTU to {prof.mtu}: RoCE MTU {prof.active_mtu} needs a netdev MTU >= "
-                          f"{prof.active_mtu + ROCE_OVERHEAD}"))
+                          f"ip link set dev {ifn} mtu {max(prof.mtu, need)}: RoCE MTU {prof.active_mtu} needs a netdev "
+                          f"MTU >= {need} on {ifn}"))
         elif amtu is None:
             unknown.append(p.name)
     obs = "; ".join(parts)
@@ -284,9 +417,12 @@ def gate_qos(facts, config) -> list[Result]:
                 unset.append(f"{key} unset: NCCL uses {default}")
             continue
         try:
-            n = int(v.strip(), 0)
+            n = nccl_param_int(v)  # as NCCL's param.cc reads it: strtoll base 0 ("0x6a" = 106, "010" = 8)
         except ValueError:
-            bad.append(f"{key}={v!r} is not a number")
+            bad.append(f"{key}={v!r} is not a number (NCCL would not read it as meant)")
+            continue
+        if n is None:
+            parts.append(f"{key} empty")
             continue
         parts.append(f"{key}={n}")
         if not lo <= n <= hi:

@@ -86,7 +86,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="call FUNC(hooks) on every rank to add per-size callbacks (see rdmacheck.bench.hooks)")
     g = p.add_argument_group("expectations and output")
     g.add_argument("--env", default=None, metavar="FILE", help="the compose .env (default docker/.env when present)")
-    g.add_argument("--profile", default=None, metavar="FILE", help="TOML profile of expectations")
+    g.add_argument("--profile", default=None, metavar="FILE|NAME", help="TOML profile of expectations, or reference / dgx-spark")
     g.add_argument("--expect", action="append", default=[], metavar="KEY=VALUE",
                    help="override one profile value, e.g. plateau_min_bytes=16M")
     g.add_argument("--expect-busbw", default=None, metavar="GB/s",

@@ -150,7 +150,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--max-memory", default=None, metavar="SIZE", help="most memory one rank may allocate")
     g = p.add_argument_group("expectations (as in 'rdmacheck preflight')")
     g.add_argument("--env", metavar="FILE", help="the .env compose uses (default docker/.env when it exists)")
-    g.add_argument("--profile", metavar="FILE", help="TOML profile of expectations")
+    g.add_argument("--profile", metavar="FILE|NAME", help="TOML profile of expectations, or reference / dgx-spark")
     g.add_argument("--expect", metavar="KEY=VALUE", action="append", default=[], help="override one profile value")
     g.add_argument("--expect-busbw", default=None, metavar="GB/s",
                    help="bandwidth the bench plateau and every pairwise link must reach (default: profile min_busbw)")

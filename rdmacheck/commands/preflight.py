@@ -20,6 +20,8 @@ examples:
   rdmacheck preflight                              defaults + auto-detected RDMA devices
   rdmacheck preflight --env docker/.env --json reports/node1-preflight.json
   rdmacheck preflight --expect mtu=1500 --only rdma.mtu,rdma.gid
+  rdmacheck preflight --profile dgx-spark --env docker/.env   two DGX Sparks (GB10): GDR N/A, both port halves
+  rdmacheck preflight --expect subnet=fd00:100::/64          an IPv6 mesh (with NCCL_IB_ADDR_FAMILY=AF_INET6)
   rdmacheck preflight --root reports/node2.tar.gz  replay a captured node (a snapshot file or an unpacked folder)
   rdmacheck preflight --facts reports/node1-preflight.json --expect mtu=1500
                                                    would node1 pass under MTU 1500? (judged from its recorded facts)

@@ -172,15 +172,36 @@ def build_profile(data: dict[str, Any] | None = None, overrides: list[str] | Non
     return p
 
 
+# Profiles that ship with the package (rdmacheck/data/profile-<name>.toml): --profile NAME.
+BUILTIN_PROFILES = ("reference", "dgx-spark")
+
+
+def builtin_profile_text(name: str) -> str | None:
+    """The TOML of a built-in profile, None when ``name`` is not one."""
+    if name not in BUILTIN_PROFILES:
+        return None
+    from importlib import resources
+
+    return resources.files("rdmacheck").joinpath("data", f"profile-{name}.toml").read_text(encoding="utf-8")
+
+
 def load_profile(path: str | Path | None, overrides: list[str] | None = None) -> Profile:
+    """``path``: a TOML file, or the name of a built-in profile (a file of that name wins)."""
     data: dict[str, Any] = {}
     if path:
         from ..inputs import PROFILE_MAX, read_input_text
 
         p = Path(path)
-        if not p.exists() and not p.is_symlink():
-            raise UsageError(f"profile {p} not found; pass an existing TOML file or drop --profile")
-        text = read_input_text(p, "profile", PROFILE_MAX)
+        builtin = None if (p.exists() or p.is_symlink()) else builtin_profile_text(str(path))
+        if builtin is None:
+            if not p.exists() and not p.is_symlink():
+                if not str(path).endswith(".toml") and "/" not in str(path):
+                    raise UsageError(f"profile {path!r} is neither a file nor a built-in profile "
+                                     f"({', '.join(BUILTIN_PROFILES)}); pass a TOML file or one of those names")
+                raise UsageError(f"profile {p} not found; pass an existing TOML file or drop --profile")
+            text = read_input_text(p, "profile", PROFILE_MAX)
+        else:
+            text = builtin
         try:
             data = tomllib.loads(text)
         except RecursionError:

@@ -30,6 +30,7 @@ reset): its delta is None, never a negative number or a silent zero.
 from __future__ import annotations
 
 import dataclasses
+import re
 from typing import Any
 
 from ..root import HostRoot
@@ -260,6 +261,67 @@ def sample_delta(before: CounterSample, after: CounterSample) -> dict[str, Any]:
         "ports": {k: port_delta(before.ports[k], v) for k, v in after.ports.items() if k in before.ports},
         "netdevs": {k: netdev_delta(before.netdevs[k], v) for k, v in after.netdevs.items() if k in before.netdevs},
     }
+
+
+# ---------------------------------------------------------------- what a counter means (for `rdmacheck counters`)
+
+# Counter names by what they say, across the drivers seen (IB PMA counters/, mlx5 and rxe hw_counters/,
+# netdev statistics/).  First match wins; bytes and packets are the fixed fields above.
+KINDS = (
+    ("link_downs", ("link_downed", "link_error_recovery")),
+    ("retransmits", ("retry", "retrans", "duplicate_request", "out_of_seq", "packet_seq_err", "seq_err",
+                     "local_ack_timeout", "rnr_nak", "implied_nak")),
+    ("pause", ("pause",)),
+    ("cnp", ("cnp",)),
+    ("ecn", ("ecn",)),
+    ("errors", ("err", "discard", "drop", "dropped", "fifo", "collisions", "missed", "symbol", "integrity",
+                "overrun", "constraint", "carrier", "crc", "frame", "length")),
+)
+
+
+def kind_of(name: str) -> str | None:
+    """``completer_retry_err`` -> "retransmits", ``rx_dropped`` -> "errors", ``tx_bytes`` -> None."""
+    low = name.lower()
+    words = [w for w in re.split(r"[^a-z0-9]+", low) if w]
+
+    def hit(n: str) -> bool:
+        # long or compound needles anywhere; short ones only as the start of a word ("ack_deferred" holds
+        # "err" but is no error: rxe defers an ACK)
+        return n in low if (len(n) >= 5 or "_" in n) else any(w.startswith(n) for w in words)
+
+    for kind, needles in KINDS:
+        if any(hit(n) for n in needles):
+            return kind
+    return None
+
+
+def delta_rows(before: CounterSample, after: CounterSample, seconds: float | None = None) -> list[dict[str, Any]]:
+    """One row per RDMA port and netdev: byte/packet deltas (the same counter_delta the bench's path proof
+    uses), their rates per second when ``seconds`` is known, and every other counter that moved, grouped by
+    :data:`KINDS`.  A reset or saturated counter is None, never a negative number or a zero."""
+    d = sample_delta(before, after)
+    rows: list[dict[str, Any]] = []
+    for what, deltas in (("port", d["ports"]), ("netdev", d["netdevs"])):
+        for key in sorted(deltas):
+            x = deltas[key]
+            row: dict[str, Any] = {"kind": what, "name": key, "reset": []}
+            src = (after.ports if what == "port" else after.netdevs)[key]
+            for f in ("tx_bytes", "rx_bytes", "tx_packets", "rx_packets"):
+                row[f] = x[f]
+                if x[f] is None and getattr(src, f) is not None:
+                    row["reset"].append(f)  # the counter exists: it went down or saturated
+                row[f + "_per_s"] = (x[f] / seconds) if seconds and x[f] is not None else None
+            others: dict[str, dict[str, int | None]] = {}
+            flat = {**{f"counters/{k}": v for k, v in x.get("counters", {}).items()},
+                    **{f"hw_counters/{k}": v for k, v in x.get("hw_counters", {}).items()},
+                    **{k: v for k, v in x.get("stats", {}).items()}}
+            for name, v in flat.items():
+                k = kind_of(name.rsplit("/", 1)[-1])
+                if k is not None:
+                    others.setdefault(k, {})[name] = v
+            row["groups"] = others
+            rows.append(row)
+    return rows
 
 
 def main(argv: list[str] | None = None) -> int:

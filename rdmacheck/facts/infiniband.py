@@ -38,9 +38,12 @@ IB_CLASS = "/sys/class/infiniband"
 ZERO_GID = "0000:0000:0000:0000:0000:0000:0000:0000"
 # The largest GID table we walk; real tables are 16..1024 entries.
 MAX_GIDS = 4096
-# RoCE headers the kernel subtracts from the netdev MTU (iboe_get_mtu: GRH 40 +
-# BTH 12 + DETH/XRC 4 + AtomicETH 28 + ICRC 4) before rounding down to an IB MTU.
+# RoCE headers the kernel subtracts from the netdev MTU before rounding down to an IB MTU, per driver:
+# mlx5 and the other hardware drivers use iboe_get_mtu (include/rdma/ib_addr.h: GRH 40 + BTH 12 +
+# DETH/XRC 4 + AtomicETH 28 + ICRC 4 = 88); rxe uses its own RXE_MAX_HDR_LENGTH, 80
+# (drivers/infiniband/sw/rxe/rxe_param.h eth_mtu_int_to_enum): netdev MTU 4176 gives rxe 4096, mlx5 2048.
 ROCE_OVERHEAD = 88
+ROCE_OVERHEAD_BY_DRIVER = {"rxe": 80}
 IB_MTUS = (4096, 2048, 1024, 512, 256)
 
 
@@ -62,6 +65,16 @@ class Gid:
         if b and b[:10] == b"\0" * 10 and b[10:12] == b"\xff\xff":
             return str(ipaddress.IPv4Address(b[12:]))
         return None
+
+    @property
+    def ip(self) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+        """The address a RoCE GID carries: IPv4 for ::ffff:a.b.c.d, else the IPv6 address; None when empty."""
+        b = self.raw
+        if not b or b == bytes(16):
+            return None
+        if self.ipv4:
+            return ipaddress.IPv4Address(self.ipv4)
+        return ipaddress.IPv6Address(b)
 
     @property
     def roce_version(self) -> int | None:
@@ -270,9 +283,22 @@ def read_infiniband(root: HostRoot) -> dict[str, Device]:
     return {name: read_device(root, name) for name in root.listdir(IB_CLASS)}
 
 
-def roce_active_mtu(netdev_mtu: int) -> int | None:
-    """The RoCE MTU the kernel derives from a netdev MTU (iboe_get_mtu)."""
-    room = netdev_mtu - ROCE_OVERHEAD
+def roce_driver(dev) -> str | None:
+    """"rxe" for soft-RoCE (its class entry carries ``parent``, the netdev it sits on), else the PCI driver."""
+    if dev is None:
+        return None
+    if dev.parent and not dev.name.startswith("siw"):
+        return "rxe"
+    return dev.driver
+
+
+def roce_overhead(driver: str | None) -> int:
+    return ROCE_OVERHEAD_BY_DRIVER.get(driver or "", ROCE_OVERHEAD)
+
+
+def roce_active_mtu(netdev_mtu: int, driver: str | None = None) -> int | None:
+    """The RoCE MTU the kernel derives from a netdev MTU for ``driver`` (see ROCE_OVERHEAD_BY_DRIVER)."""
+    room = netdev_mtu - roce_overhead(driver)
     return next((m for m in IB_MTUS if m <= room), None)
 
 

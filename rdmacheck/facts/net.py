@@ -73,10 +73,17 @@ def live_addresses() -> dict[str, dict[str, list[str]]]:
 
 
 def addresses(root: HostRoot) -> dict[str, dict[str, list[str]]]:
+    """{ifname: {"ipv4": [...], "ipv6": [...]}} in getifaddrs order; {} when not captured (see addresses_known)."""
     if root.live:
         return live_addresses()
     meta = root.meta("addrs.json")
     return meta if isinstance(meta, dict) else {}
+
+
+def addresses_known(root: HostRoot) -> bool:
+    """Whether interface addresses were read at all: a snapshot without rdmacheck/addrs.json (an older
+    capture, a hand-made tree) says nothing about addresses, which is not the same as having none."""
+    return root.live or isinstance(root.meta("addrs.json"), dict)
 
 
 def read_net(root: HostRoot, addrs: dict[str, dict[str, list[str]]] | None = None) -> dict[str, NetDev]:

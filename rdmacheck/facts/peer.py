@@ -112,7 +112,7 @@ def tcp_connect(host: str, port: int, timeout: float = CONNECT_TIMEOUT_S) -> dic
 def df_ping(addr: str, mtu: int, ifname: str | None = None, count: int = PING_COUNT,
             wait_s: int = PING_WAIT_S) -> dict[str, Any]:
     """Do-not-fragment ping with a payload that fills the MTU (IPv4: MTU - 28)."""
-    payload = mtu - 28
+    payload = mtu - (48 if ":" in addr else 28)  # IPv6 header 40 + ICMPv6 8
     # no -q: quiet mode hides "local error: message too long, mtu=1500", the clearest diagnosis there is
     cmd = ["ping", "-n", "-M", "do", "-s", str(payload), "-c", str(count), "-W", str(wait_s)]
     if ifname:
@@ -219,13 +219,19 @@ def gather_peer(config, local: dict[str, list[str]], ask) -> dict[str, Any]:
         r = ask("resolve", name, lambda: resolve(name))
         info["resolve"] = r
         if r is not None:
-            v4 = [a for a in r["addrs"] if ":" not in a]
-            info["addr"] = (v4 or r["addrs"] or [None])[0]
+            # the address in the mesh's family first (an IPv6 mesh resolves MASTER_ADDR to its IPv6 address)
+            want6 = prof.network().version == 6
+            fam = [a for a in r["addrs"] if (":" in a) == want6]
+            info["addr"] = (fam or r["addrs"] or [None])[0]
         if info["addr"]:
             for ifname, addrs in local.items():
                 if any(a.split("/")[0] == info["addr"] for a in addrs):
                     info["local_if"] = ifname
-            info["role"] = "head" if info["local_if"] or info["addr"].startswith("127.") else "worker"
+            try:
+                loop = ipaddress.ip_address(info["addr"]).is_loopback
+            except ValueError:
+                loop = False
+            info["role"] = "head" if info["local_if"] or loop else "worker"
     info["detected_role"] = info["role"]
     # The compose .env declares the role (RAY_MODE=head|worker); RDMACHECK_ROLE overrides for preflight only.
     for key in ("RDMACHECK_ROLE", "RAY_MODE"):

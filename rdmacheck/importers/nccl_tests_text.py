@@ -34,7 +34,13 @@ _MPI_PREFIX = re.compile(r"^\[\d+,\d+\]<std(?:out|err)>:\s?")
 _RANK_LINE = re.compile(
     r"Rank\s+(\d+)\s+(?:Group\s+\d+\s+)?(?:Pid\s+\d+\s+)?on\s+(\S+)\s+device\s+(\d+)\s+\[([^\]]*)\]\s*(.*)$"
 )
-_VERSION_LINE = re.compile(r"nccl-tests version\s+(\S+)(?:\s+nccl-headers=(\d+))?(?:\s+nccl-library=(\d+))?")
+# nccl-tests' writeDeviceReport: "# nccl-tests version %s nccl-headers=%d nccl-library=%d".  The version string
+# may carry more words (a build's "2.19.6 (b4d5bee)"), so the codes are searched for, not expected in place.
+_VERSION_LINE = re.compile(r"nccl-tests version\s+(\S+)")
+_NCCL_CODE = re.compile(r"nccl-(headers|library)=(\d+)")
+# NCCL's own init.cc VERSION_STRING, printed with NCCL_DEBUG=VERSION/INFO into the same output:
+# "NCCL version 2.28.9+cuda13.0", some builds followed by "(b4d5bee)".
+_NCCL_VERSION_LINE = re.compile(r"NCCL version (\d+\.\d+\.\d+)")
 _PROGRAM_LINE = re.compile(r"Collective test (?:starting|concluded):\s*(\S+)")
 _AVG_BUSBW = re.compile(r"Avg bus bandwidth\s*:\s*(\S+)")
 _OOB = re.compile(r"Out of bounds values\s*:\s*(\d+)\s*(\S*)")
@@ -134,7 +140,12 @@ class ImportedRun:
 
 
 def _nccl_code_to_version(code: str | int | None) -> str | None:
-    """NCCL_VERSION_CODE 22809 -> '2.28.9' (>= 2.9 encoding: X*10000 + Y*100 + Z)."""
+    """NCCL_VERSION_CODE 22809 -> '2.28.9' (>= 2.9 encoding: X*10000 + Y*100 + Z).
+
+    A version string (``"2.28.9+cuda13.0 (b4d5bee)"``: suffix and git hash as builds print them) keeps its
+    X.Y.Z instead of being lost to int()."""
+    if isinstance(code, str) and (m := re.match(r"\s*(\d+\.\d+\.\d+)", code)):
+        return m.group(1)
     try:
         c = int(code)  # type: ignore[arg-type]
     except (TypeError, ValueError, OverflowError):
@@ -173,7 +184,12 @@ def parse_text(text: str, source: str = "<text>", op: str | None = None) -> Impo
         if s.startswith("#") or not s[0].isdigit():
             if (mv := _VERSION_LINE.search(body)):
                 run.nccl_tests_version = mv.group(1)
-                run.nccl_version = _nccl_code_to_version(mv.group(3) or mv.group(2))
+                codes = dict(_NCCL_CODE.findall(body))
+                # the library that ran wins over the headers it was built against
+                run.nccl_version = (_nccl_code_to_version(codes.get("library") or codes.get("headers"))
+                                    or run.nccl_version)
+            elif (mn := _NCCL_VERSION_LINE.search(body)):
+                run.nccl_version = run.nccl_version or mn.group(1)
             elif (mp := _PROGRAM_LINE.search(body)):
                 if op is None:
                     cur_op = op_from_name(mp.group(1)) or cur_op
