@@ -26,7 +26,7 @@ from typing import Any, Callable
 
 from .config import Config
 from .errors import UsageError
-from .facts.infiniband import port_netdevs, roce_active_mtu, roce_driver, roce_overhead
+from .facts.infiniband import ACTIVE, Port, port_netdevs, roce_active_mtu, roce_driver, roce_overhead
 from .nodefacts import NodeFacts, PciFacts, Probe, Selection, probe_key
 from .root import HostRoot
 
@@ -156,12 +156,20 @@ def nf_local(addrs: dict[str, Any]) -> dict[str, list[str]]:
 
 # ------------------------------------------------------------------ derived facts
 
+def named_exactly(spec: ListSpec, p: Port) -> bool:
+    """Does an NCCL_IB_HCA entry name this very port (exact mode, or the full device name)?  A prefix
+    such as ``roce`` (DGX Spark setups) names a family: NCCL drops its non-ACTIVE members silently
+    (src/transport/net_ib/init.cc: ``if (portAttr.state != IBV_PORT_ACTIVE) continue;`` before matching)."""
+    if spec.exclude or not spec.entries:
+        return False
+    return any((e.name == p.device) and (e.port is None or e.port == p.port) for e in spec.entries)
+
+
 def select_ports(facts: NodeFacts, config: Config) -> Selection:
     """NCCL's port choice (NVIDIA/nccl src/transport/net_ib/init.cc): it drops ports that are not ACTIVE,
     then keeps those NCCL_IB_HCA matches (unset: all).  A down port an entry names exactly stays (the gates
     fail it); one matched only by a prefix is ``skipped``.  When no port is ACTIVE every matched port stays,
     so each gate shows what is wrong with it."""
-    from .checks.rdma import ACTIVE, named_exactly
     from .ncclspec import ListSpec, parse_list_spec
 
     raw = config.get("NCCL_IB_HCA")

@@ -14,23 +14,13 @@ import re
 from ..errors import UsageError
 from ..facts.infiniband import (IB_MTUS, ROCE_OVERHEAD, Port, gid_bytes, roce_active_mtu,  # noqa: F401
                                 roce_driver, roce_overhead)
-from ..gather import gid_settings, select_ports  # noqa: F401  (select_ports: re-exported)
+from ..facts.infiniband import ACTIVE, LINK_UP  # noqa: F401  (re-exported)
+from ..gather import gid_settings, named_exactly, select_ports  # noqa: F401  (select_ports: re-exported)
 from ..model import Result, Status
 from ..ncclspec import ListSpec, nccl_param_int, parse_list_spec
 from ..nodefacts import Selection  # noqa: F401  (re-exported)
 from . import gate
 
-ACTIVE = 4
-LINK_UP = 5
-
-
-def named_exactly(spec: ListSpec, p: Port) -> bool:
-    """Does an NCCL_IB_HCA entry name this very port (exact mode, or the full device name)?  A prefix
-    such as ``roce`` (DGX Spark setups) names a family: NCCL drops its non-ACTIVE members silently
-    (src/transport/net_ib/init.cc: ``if (portAttr.state != IBV_PORT_ACTIVE) continue;`` before matching)."""
-    if spec.exclude or not spec.entries:
-        return False
-    return any((e.name == p.device) and (e.port is None or e.port == p.port) for e in spec.entries)
 
 
 def _no_devices_remedy() -> str:

@@ -47,6 +47,11 @@ ROCE_OVERHEAD_BY_DRIVER = {"rxe": 80}
 IB_MTUS = (4096, 2048, 1024, 512, 256)
 
 
+# ibv_port_state / phys_state numbers as sysfs prints them ("4: ACTIVE", "5: LinkUp").
+ACTIVE = 4
+LINK_UP = 5
+
+
 @dataclasses.dataclass
 class Gid:
     index: int
