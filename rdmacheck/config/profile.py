@@ -63,6 +63,15 @@ def parse_bandwidth(text: str | int | float, what: str = "bandwidth") -> float:
     return v
 
 
+# all_reduce over one 100 Gb/s RoCE link, two nodes x one GPU: twice the published out-of-place times of
+# rccl-tests all_reduce_perf (the nccl-tests fork, same table) in ROCm/ROCm issue #5571, rounded up to 5 us
+# (8K 45.5, 16K 47.3, 32K 50.3, 64K 51.0, 128K 61.4, 256K 77.6, 512K 85.5, 1M 163.8 us at a 10.8 GB/s plateau).
+REFERENCE_LATENCY = [("all_reduce", 8 << 10, 95.0), ("all_reduce", 16 << 10, 95.0), ("all_reduce", 32 << 10, 105.0),
+                     ("all_reduce", 64 << 10, 105.0), ("all_reduce", 128 << 10, 125.0),
+                     ("all_reduce", 256 << 10, 160.0), ("all_reduce", 512 << 10, 175.0),
+                     ("all_reduce", 1 << 20, 330.0)]
+
+
 @dataclasses.dataclass
 class Profile:
     # Network
@@ -83,6 +92,9 @@ class Profile:
     plateau_min_bytes: int = 64 << 20
     # "auto", "none" (expect no GPU), or a platform tag such as "dgx-spark".
     gpu_platform: str = "auto"
+    # bench.latency ceilings (op or None, bytes, microseconds); TOML: [latency] "all_reduce:8K" = "95us".
+    # Cited, not measured here: docs/latency.md#reference-values gives the source and the rule.
+    latency: list = dataclasses.field(default_factory=lambda: list(REFERENCE_LATENCY))
 
     def network(self) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
         return ipaddress.ip_network(self.subnet, strict=False)
@@ -125,6 +137,12 @@ def _coerce(key: str, value: Any) -> Any:
         return v
     if key == "gpu_platform":
         return str(value).strip().lower()
+    if key == "latency":
+        from ..bench.latency import parse_latency_table  # no torch: bench/latency imports only the op names
+
+        if not isinstance(value, (str, dict)):
+            raise UsageError(f"{where}: write a table such as [latency] \"all_reduce:8K\" = \"95us\"")
+        return parse_latency_table(value, where)
     return value
 
 
