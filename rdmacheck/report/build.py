@@ -213,6 +213,7 @@ def build(loaded: list[Loaded], imported: list[Loaded] | None = None, title: str
         "waivers": waivers,
         "fingerprint": fingerprint,
         "skipped_files": [],
+        "changed_since": [],   # report --baseline fills it (rdmacheck/diff.py)
     }
 
 
