@@ -1,10 +1,12 @@
-"""The preflight pipeline: context (root + config + memoised facts) -> gates -> results.
+"""The preflight pipeline in two phases: gather (root + config -> NodeFacts), then judge.
 
-Gates are plain functions ``gate(ctx) -> list[Result]`` listed in ``GATES``;
-each reads facts through the context (which reads the host through one
-``HostRoot``) and judges them against ``ctx.config``.  A gate that raises is
-turned into a failing result naming the exception, so one broken probe can
-never hide the others or print a traceback.
+Phase 1, ``gather.gather(root, config)``, reads and probes everything once
+into a ``NodeFacts`` record.  Phase 2, ``judge(facts, config)``, runs the
+gates: plain functions ``gate(facts, config) -> list[Result]`` listed in
+``GATES`` that read only the record and the configuration (no file, socket,
+subprocess or clock).  A gate that raises is turned into a failing result
+naming the exception, so one broken gate can never hide the others or print a
+traceback.  ``--only`` filters the results; the facts are the same without it.
 """
 
 from __future__ import annotations
@@ -18,60 +20,30 @@ from . import __version__
 from .config import Config, load_config
 from .errors import UsageError
 from .model import Evidence, Result, Status
+from .nodefacts import LIVE_ONLY, LIVE_ONLY_NOTE, NodeFacts
 from .root import HostRoot
+
+Gate = Callable[[NodeFacts, Config], "list[Result]"]
 
 
 @dataclasses.dataclass
 class PreflightContext:
+    """One preflight run: the root it reads, its configuration, and the facts gathered once."""
+
     root: HostRoot
     config: Config
-    cache: dict[str, Any] = dataclasses.field(default_factory=dict)
-
-    def fact(self, name: str, reader: Callable[[], Any]) -> Any:
-        """Memoise one fact per run: several gates read the same sysfs class."""
-        if name not in self.cache:
-            self.cache[name] = reader()
-        return self.cache[name]
-
-    # -- the facts the core gates share ---------------------------------
-    @property
-    def ib(self):
-        from .facts.infiniband import read_infiniband
-
-        return self.fact("infiniband", lambda: read_infiniband(self.root))
+    _facts: NodeFacts | None = None
 
     @property
-    def net(self):
-        from .facts.net import read_net
+    def facts(self) -> NodeFacts:
+        if self._facts is None:
+            from .gather import gather
 
-        return self.fact("net", lambda: read_net(self.root))
-
-    @property
-    def limits(self):
-        from .facts.limits import read_limits
-
-        return self.fact("limits", lambda: read_limits(self.root))
-
-    @property
-    def devfiles(self):
-        from .facts.devfiles import read_devfiles
-
-        return self.fact("devfiles", lambda: read_devfiles(self.root))
-
-    @property
-    def verbs(self):
-        from .facts.verbs import read_verbs
-
-        return self.fact("verbs", lambda: read_verbs(self.root, sorted(self.ib)))
-
-    @property
-    def selection(self):
-        from .checks.rdma import select_ports
-
-        return self.fact("selection", lambda: select_ports(self))
+            self._facts = gather(self.root, self.config)
+        return self._facts
 
 
-def _gates() -> list[Callable[[PreflightContext], list[Result]]]:
+def _gates() -> list[Gate]:
     from .checks import limits, rdma
 
     gates = [
@@ -91,7 +63,7 @@ def _gates() -> list[Callable[[PreflightContext], list[Result]]]:
     return gates + [g for g in (_resolve(n) for n in EXTRA_GATES) if g]
 
 
-# "module:function" names of further gates, imported lazily (NVML, DNS ...).
+# "module:function" names of further gates, imported lazily.
 EXTRA_GATES: list[str] = [
     "checks.pfc:gate_rdma_pfc",
     "checks.nccl_env:gate_nccl_env",
@@ -114,41 +86,56 @@ def gate_ids() -> list[str]:
     """Stable ids of all gates (for --only validation and docs)."""
     from .checks import GATE_IDS
 
+    _gates()
     return list(GATE_IDS)
 
 
-def run_preflight(ctx: PreflightContext, only: set[str] | None = None) -> list[Result]:
+def judge(facts: NodeFacts, config: Config, only: set[str] | None = None, replay: bool | None = None) -> list[Result]:
+    """Phase 2: every gate on ``facts``; ``only`` filters the results printed.
+
+    ``replay`` (default: the facts were not gathered live) marks the live-only gates'
+    results as judged from recorded probe answers.
+    """
+    replay = (not facts.live) if replay is None else replay
     results: list[Result] = []
     for gate in _gates():
         ids = getattr(gate, "gate_ids", None)
         if only and ids and not (set(ids) & only):
             continue
         try:
-            out = gate(ctx)
+            out = gate(facts, config)
         except UsageError:
             raise
-        except Exception as e:  # a broken probe fails its gate; it never hides the others
+        except Exception as e:  # a broken gate fails; it never hides the others
             gid = (ids or [getattr(gate, "__name__", "gate")])[0]
             out = [Result(gid, Status.FAIL, observed=f"probe error: {type(e).__name__}: {e}",
                           remedy="this is a bug in rdmacheck or an unexpected host state; report it with `rdmacheck snapshot`")]
+        for r in out:
+            if replay and r.id in LIVE_ONLY and "live-only" not in r.observed:
+                r.observed = f"{r.observed} ({LIVE_ONLY_NOTE})"
+                r.details["live_only"] = LIVE_ONLY[r.id]
         results.extend(r for r in out if not only or r.id in only)
     return results
 
 
-def collect_facts(ctx: PreflightContext) -> dict[str, Any]:
+def run_preflight(ctx: PreflightContext, only: set[str] | None = None) -> list[Result]:
+    return judge(ctx.facts, ctx.config, only)
+
+
+def facts_summary(facts: NodeFacts) -> dict[str, Any]:
     """The facts a report compares across nodes (MTUs, active MTU, GIDs, firmware ...)."""
     from .checks.rdma import _fw
 
-    sel = ctx.selection
+    sel = facts.selection
     ports = []
-    for p in sel.ports:
-        nd = ctx.net.get(p.netdevs[0]) if p.netdevs else None
+    for p in sel.ports if sel else []:
+        nd = facts.net.get(p.netdevs[0]) if p.netdevs else None
         ports.append({
             "port": p.name,
             "link_layer": p.link_layer,
             "state": p.state,
             "rate": p.rate,
-            "fw_ver": _fw(ctx, p.device),
+            "fw_ver": _fw(facts, p.device),
             "netdev": p.netdevs[0] if p.netdevs else None,
             "netdev_mtu": nd.mtu if nd else None,
             "active_mtu": sel.active_mtu.get(p.name, (None, None))[0],
@@ -156,37 +143,44 @@ def collect_facts(ctx: PreflightContext) -> dict[str, Any]:
             "gid_index": sel.gid_index.get(p.name),
             "gid": sel.gid_info.get(p.name),
         })
-    from .facts.nccl_lib import read_nccl
-
-    nvml = ctx.cache.get("nvml") if isinstance(ctx.cache.get("nvml"), dict) else {}
-    nccl = ctx.fact("nccl_lib", lambda: read_nccl(ctx.root))
+    nvml = facts.nvml if isinstance(facts.nvml, dict) else {}
     return {
         # flat keys the cross-node report compares first
-        "nccl_version": nccl.get("version"),
+        "nccl_version": facts.nccl_lib.get("version"),
         "driver_version": nvml.get("driver_version"),
         "cuda_version": nvml.get("cuda_driver_version"),
-        "kernel": ctx.root.read("/proc/sys/kernel/osrelease") or (platform.release() if ctx.root.live else None),
-        "rdma_devices": sorted(ctx.ib),
+        "kernel": facts.kernel,
+        "rdma_devices": sorted(facts.ib),
         "ports": ports,
-        "netdevs": {n: d.to_dict() for n, d in ctx.net.items() if n != "lo"},
-        "verbs": {"available": ctx.verbs.get("available"), "error": ctx.verbs.get("error")},
-        **ctx.cache.get("extra_facts", {}),
+        "netdevs": {n: d.to_dict() for n, d in facts.net.items() if n != "lo"},
+        "verbs": {"available": facts.verbs.get("available"), "error": facts.verbs.get("error")},
+        "bootstrap": facts.bootstrap,
     }
 
 
-def preflight_evidence(ctx: PreflightContext, results: list[Result]) -> Evidence:
+def collect_facts(ctx: PreflightContext) -> dict[str, Any]:
+    return facts_summary(ctx.facts)
+
+
+def evidence_for(facts: NodeFacts, config: Config, results: list[Result]) -> Evidence:
+    """Preflight evidence: results, the config they were judged under, and the full NodeFacts record."""
     ev = Evidence(kind="preflight", results=results)
-    meta_host = ctx.root.meta("host.json")
-    if isinstance(meta_host, dict) and meta_host.get("host"):
-        ev.host = str(meta_host["host"])
+    if facts.host:
+        ev.host = facts.host
     ev.context = {
-        "root": str(ctx.root.root),
-        "config": ctx.config.to_dict(),
-        "facts": collect_facts(ctx),
+        "root": facts.root,
+        "config": config.to_dict(),
+        "facts": facts_summary(facts),
+        # the whole record, versioned inside (NodeFacts.version): `preflight --facts` re-judges it
+        "node_facts": facts.to_dict(),
         "python": platform.python_version(),
         "rdmacheck": __version__,
     }
     return ev
+
+
+def preflight_evidence(ctx: PreflightContext, results: list[Result]) -> Evidence:
+    return evidence_for(ctx.facts, ctx.config, results)
 
 
 # ---------------------------------------------------------------- CLI glue
@@ -201,17 +195,15 @@ def add_config_arguments(p: argparse.ArgumentParser) -> None:
                         "defaults match the reference cluster (docs/profile.md)")
     g.add_argument("--expect", metavar="KEY=VALUE", action="append", default=[],
                    help="override one profile value, e.g. --expect mtu=1500 --expect subnet=10.0.0.0/24 (repeatable)")
-    g.add_argument("--root", metavar="DIR", default="/",
-                   help="read /sys, /proc, /dev, /etc under DIR instead of / (an unpacked `rdmacheck snapshot`)")
+    g.add_argument("--root", metavar="DIR|FILE.tar.gz", default="/",
+                   help="read /sys, /proc, /dev, /etc under DIR instead of / (an unpacked `rdmacheck snapshot`), "
+                        "or the snapshot FILE.tar.gz itself (unpacked safely to a temporary folder)")
 
 
 def context_from_args(args: argparse.Namespace) -> PreflightContext:
-    import os
+    from .snapshot import open_root
 
-    root_dir = getattr(args, "root", "/") or "/"
-    if not os.path.isdir(root_dir):
-        raise UsageError(f"--root {root_dir}: not a folder; unpack the snapshot first (tar xzf FILE -C DIR)")
-    root = HostRoot(root_dir)
+    root = open_root(getattr(args, "root", "/") or "/")
     cfg = load_config(getattr(args, "env", None), getattr(args, "profile", None),
                       getattr(args, "expect", None), root.environ())
     return PreflightContext(root=root, config=cfg)

@@ -1,24 +1,28 @@
 """`rdmacheck snapshot`: capture what preflight reads, to replay with ``--root``.
 
-The tarball mirrors host paths (``sys/class/infiniband/...``, ``proc/self/limits``,
-``dev/infiniband/...``, ``etc/rdma/...``) so ``HostRoot(DIR)`` reads it exactly
-as it reads ``/``.  Facts that are not files on a live host are stored as JSON
-under ``rdmacheck/``: the configuration environment, pyverbs answers, IP
-addresses, the /dev/shm size and the host name.
+The capture list is not written down anywhere: the snapshot runs preflight's
+phase 1 (``gather``) on the live host through a recording ``HostRoot`` and
+copies exactly the paths the readers asked for, so a new reader can never be
+missing from a snapshot.  The probe answers (NVML, pyverbs, dcb, addresses,
+DNS, route, TCP, ping, bind) go to ``rdmacheck/probes.json``; the environment
+and host name to ``env.json`` and ``host.json``.  ``preflight --root`` then
+reads the files through the same readers and answers the probes from the
+record, so a replay gives the verdicts the live host gave.
 
 Capture rules, and why:
 
-* sysfs class entries are symlinks into ``/sys/devices``; we keep the links as
-  links and copy the folders they point at, so relative links resolve inside
-  the snapshot as they do on the host.
-* Only attribute files are copied, with a size cap: PCI ``config``,
-  ``resource*`` and ``rom`` are binary and large (and reading ``rom`` can
-  stall), ``queues/`` and ``power/`` are noise.
-* Unreadable files (write-only attributes, unused GID slots that answer
-  EINVAL) are left out: the readers treat a missing file and an unreadable
-  one the same way, so verdicts stay identical.
-* Device nodes under /dev/infiniband become empty regular files (creating
-  character devices would need privileges on the machine that unpacks it).
+* The tarball mirrors host paths (``sys/class/infiniband/...``,
+  ``proc/self/limits``) so ``HostRoot(DIR)`` reads it as it reads ``/``.
+* Symlinks on the way to a path are kept as links (sysfs class entries point
+  into ``/sys/devices``), so relative links resolve inside the snapshot as on
+  the host; an absolute link is written relative to its folder, so the
+  snapshot never holds a link out of itself.
+* Files are read with the readers' own size cap; only regular files are
+  copied.  A folder that was listed gets its entries: links as links, folders
+  as folders, other entries (device nodes under /dev/infiniband, files no
+  reader opened) as empty files, so a replayed listing matches.
+* The deadline (``--timeout``) counts the copy only; phase 1 has its own
+  per-probe time bounds.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ import io
 import json
 import os
 import socket
+import stat
 import tarfile
 import tempfile
 import time
@@ -34,163 +39,177 @@ from pathlib import Path
 
 from .atomic import atomic_write
 from .config import ENV_KEYS
-from .root import SNAPSHOT_META_DIR, HostRoot
+from .root import READ_LIMIT, SNAPSHOT_META_DIR, HostRoot
 
-SKIP_NAMES = {"config", "rom", "vpd", "remove", "rescan", "reset", "uevent", "new_id", "remove_id", "bind",
-              "unbind", "driver_override", "msi_bus", "broken_parity_status", "subsystem_vendor"}
-SKIP_DIRS = {"queues", "power", "msi_irqs", "subsystem", "firmware_node", "iommu", "iommu_group", "holders",
-             "slaves", "wakeup", "trace", "mgmt"}
-MAX_FILE = 64 * 1024
 # Environment prefixes worth keeping; everything else (tokens, paths) stays out.
 ENV_PREFIXES = ("NCCL_", "GLOO_", "UCX_", "RAY_", "CUDA_", "NVIDIA_", "MASTER_", "VLLM_", "TORCH_")
-# Modules whose presence gates look at (/sys/module/<name>).
-MODULES = ("nvidia", "nvidia_peermem", "nv_peer_mem", "mlx5_ib", "mlx5_core", "rdma_rxe", "ib_uverbs",
-           "rdma_ucm", "ib_core")
-PROC_FILES = ("/proc/self/limits", "/proc/modules", "/proc/sys/kernel/osrelease", "/proc/driver/nvidia/version",
-              "/proc/version", "/proc/cmdline", "/proc/mounts", "/proc/meminfo")
 
 
-class _Capture:
-    def __init__(self, src: HostRoot, dst: Path, deadline: float):
-        self.src, self.dst, self.deadline = src, dst, deadline
-        self.done: set[str] = set()
-        self.nonzero: dict[str, set[str]] = {}
+class _Copy:
+    """Copies host paths into ``dst`` with the links on their way, until a deadline."""
+
+    def __init__(self, dst: Path, deadline: float):
+        self.dst, self.deadline = dst, deadline
+        self.placed: set[str] = set()
         self.files = 0
+        self.complete = True
 
-    def _out(self, host_path: str) -> Path:
-        return self.dst / host_path.lstrip("/")
+    def _out(self, host_path: str) -> str:
+        return os.path.join(str(self.dst), host_path.lstrip("/"))
 
-    def file(self, host_path: str) -> None:
-        data = self.src.read_bytes(host_path, MAX_FILE + 1)
-        if data is None or len(data) > MAX_FILE:
-            return
+    def _link(self, host_path: str, target: str) -> None:
         out = self._out(host_path)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_bytes(data)
+        if os.path.lexists(out):
+            return
+        if target.startswith("/"):  # keep the snapshot closed: absolute -> relative to the link's folder
+            target = os.path.relpath(target, os.path.dirname(host_path))
+        os.makedirs(os.path.dirname(out), exist_ok=True)
+        os.symlink(target, out)
+
+    def _walk(self, host_path: str, follow_last: bool) -> str | None:
+        """Recreate the links on the way to ``host_path``; the real path it names on the host."""
+        parts = [x for x in host_path.split("/") if x]
+        cur: list[str] = []
+        i = hops = 0
+        while i < len(parts):
+            cur.append(parts[i])
+            i += 1
+            p = "/" + "/".join(cur)
+            if (i < len(parts) or follow_last) and os.path.islink(p) and hops < 40:
+                hops += 1
+                try:
+                    t = os.readlink(p)
+                except OSError:
+                    return None
+                self._link(p, t)
+                base = [] if t.startswith("/") else cur[:-1]
+                joined = os.path.normpath("/" + "/".join(base + [x for x in t.split("/") if x]))
+                parts = [x for x in joined.split("/") if x] + parts[i:]
+                cur, i = [], 0
+        return "/" + "/".join(cur)
+
+    def _file(self, real: str, limit: int = READ_LIMIT) -> None:
+        out = self._out(real)
+        if os.path.lexists(out) and os.path.getsize(out) > 0:
+            return
+        try:
+            fd = os.open(real, os.O_RDONLY | os.O_NONBLOCK)
+        except OSError:
+            return
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                return
+            data = os.read(fd, limit)
+        except OSError:
+            return  # write-only attributes, unused GID slots (EINVAL): the readers saw None too
+        finally:
+            os.close(fd)
+        os.makedirs(os.path.dirname(out), exist_ok=True)
+        with open(out, "wb") as f:
+            f.write(data)
         self.files += 1
 
-    def link(self, host_path: str) -> str | None:
-        target = self.src.readlink(host_path)
-        if target is None:
-            return None
-        out = self._out(host_path)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        if not os.path.lexists(out):
-            os.symlink(target, out)
-        return os.path.normpath(os.path.join(os.path.dirname(host_path), target))
-
-    def _used_gids(self, gid_attrs_dir: str) -> set[str]:
-        """Indices of non-zero GIDs of the port that owns ``.../gid_attrs/{types,ndevs}``."""
-        gids = gid_attrs_dir.rsplit("/gid_attrs/", 1)[0] + "/gids"
-        if gids not in self.nonzero:
-            used = set()
-            for n in self.src.listdir(gids):
-                g = self.src.read(f"{gids}/{n}")
-                if g and g.replace(":", "").strip("0"):
-                    used.add(n)
-            self.nonzero[gids] = used
-        return self.nonzero[gids]
-
-    def tree(self, host_path: str, depth: int, follow: tuple[str, ...] = ()) -> None:
-        """Copy a folder's attribute files down to ``depth``; links stay links.
-
-        Links named in ``follow`` also get their targets copied (one level).
-        """
-        if host_path in self.done or time.monotonic() > self.deadline:
+    def _dir(self, real: str, entries: bool) -> None:
+        out = self._out(real)
+        os.makedirs(out, exist_ok=True)
+        if not entries:
             return
-        self.done.add(host_path)
-        self._out(host_path).mkdir(parents=True, exist_ok=True)
-        names = self.src.listdir(host_path)
-        if host_path.endswith(("/gid_attrs/types", "/gid_attrs/ndevs")):
-            # unused GID slots answer EINVAL here (1024 of them on rxe): read only the used ones
-            used = self._used_gids(host_path)
-            names = [n for n in names if n in used]
-        for name in names:
-            p = f"{host_path}/{name}"
-            full = self.src.path(p)
-            if os.path.islink(full):
-                target = self.link(p)
-                if target and name in follow:
-                    self.tree(target, 2, follow=("net",) if name == "device" else ())
+        try:
+            names = os.listdir(real)
+        except OSError:
+            return
+        for n in names:
+            hp = f"{real.rstrip('/')}/{n}"
+            o = os.path.join(out, n)
+            if os.path.lexists(o):
                 continue
-            if full.is_dir():
-                if depth > 0 and name not in SKIP_DIRS:
-                    self.tree(p, depth - 1, follow=follow if name == "net" else ())
+            try:
+                st = os.lstat(hp)
+            except OSError:
                 continue
-            if name not in SKIP_NAMES and not name.startswith("resource"):
-                self.file(p)
-
-    def class_dir(self, cls: str, depth: int, follow: tuple[str, ...] = ()) -> None:
-        base = f"/sys/class/{cls}"
-        for name in self.src.listdir(base):
-            p = f"{base}/{name}"
-            full = self.src.path(p)
-            if os.path.islink(full):
-                target = self.link(p)
-                if target:
-                    self.tree(target, depth, follow)
-            elif full.is_dir():
-                self.tree(p, depth, follow)
+            if stat.S_ISLNK(st.st_mode):
+                try:
+                    self._link(hp, os.readlink(hp))
+                except OSError:
+                    pass
+            elif stat.S_ISDIR(st.st_mode):
+                os.makedirs(o, exist_ok=True)
             else:
-                self.file(p)  # e.g. bonding_masters
+                open(o, "wb").close()  # placeholder: the name is what the listing needs
+
+    def place(self, host_path: str, how: str) -> None:
+        if time.monotonic() > self.deadline:
+            self.complete = False
+            return
+        real = self._walk(host_path, follow_last=how != "link")
+        if real is None or not os.path.lexists(real):
+            return
+        if how == "link":
+            if os.path.islink(real):
+                self._link(real, os.readlink(real))
+            return
+        if os.path.isdir(real):
+            self._dir(real, entries=how == "list")
+        elif how in ("read", "stat"):
+            self._file(real)
 
 
-def capture(root: HostRoot, dst: Path, env: dict[str, str], timeout: float = 30.0) -> dict:
-    """Write the snapshot tree into ``dst``.  Returns a small summary."""
-    from .facts.dcb import snapshot_facts as dcb_facts
-    from .facts.infiniband import IB_CLASS
-    from .facts.limits import shm_size
-    from .facts.net import addresses
-    from .facts.nccl_lib import read_nccl
-    from .facts.nvml import read_nvml
-    from .facts.verbs import read_verbs
+def capture(root: HostRoot, dst: Path, config, env: dict[str, str], timeout: float = 30.0) -> dict:
+    """Gather through a recording root, copy what was read into ``dst``.  Returns a summary."""
+    from .gather import PROBES_META, gather
+    from .nodefacts import probe_key
 
-    cap = _Capture(root, dst, time.monotonic() + timeout)
-    cap.class_dir("infiniband", 5, follow=("device",))
-    cap.class_dir("infiniband_verbs", 1)
-    cap.class_dir("net", 2)
-    for f in PROC_FILES:
-        cap.file(f)
-    for m in MODULES:
-        if root.is_dir(f"/sys/module/{m}"):
-            (dst / "sys/module" / m).mkdir(parents=True, exist_ok=True)
-            cap.file(f"/sys/module/{m}/version")
-    for name in root.listdir("/dev/infiniband"):
-        out = dst / "dev/infiniband" / name
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.touch()
-    if root.is_dir("/etc/rdma"):
-        cap.tree("/etc/rdma", 2)
-    # GPUDirect peer-memory clients (MLNX_OFED's nv_peer_mem registers here)
-    if root.is_dir("/sys/kernel/mm/memory_peers"):
-        cap.tree("/sys/kernel/mm/memory_peers", 2)
+    rec = HostRoot(str(root.root), record=True)
+    facts = gather(rec, config)
+    cp = _Copy(dst, time.monotonic() + timeout)
+    # lists before reads: a folder's placeholders never hide a file read later (that file is copied over them)
+    order = {"link": 0, "list": 1, "stat": 2, "read": 3}
+    for path, how in sorted((rec.recorded or {}).items(), key=lambda kv: (order.get(kv[1], 9), kv[0])):
+        cp.place(path, how)
     meta = dst / SNAPSHOT_META_DIR
     meta.mkdir(parents=True, exist_ok=True)
-    devices = root.listdir(IB_CLASS)  # names only: the GID tables were just copied, no second full read
-    facts = {
+    probes = {probe_key(p.kind, p.target): {"kind": p.kind, "target": p.target, "answer": p.answer,
+                                            "elapsed_s": p.elapsed_s, "error": p.error}
+              for p in facts.probes.values()}
+    files = {
         "env.json": {k: v for k, v in env.items() if k in ENV_KEYS or k.startswith(ENV_PREFIXES)},
-        "verbs.json": read_verbs(root, devices),
-        "addrs.json": addresses(root),
-        "shm.json": {"size": shm_size(root)},
-        "nvml.json": read_nvml(root),
-        "dcb.json": dcb_facts(root, env.get("NCCL_IB_HCA")),
-        "nccl.json": read_nccl(root),
-        "host.json": {"host": socket.gethostname() if root.live else (root.meta("host.json") or {}).get("host"),
+        PROBES_META: probes,
+        "host.json": {"host": socket.gethostname() if root.live else facts.host,
                       "taken": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())},
     }
-    for name, value in facts.items():
-        (meta / name).write_text(json.dumps(value, indent=1, sort_keys=True))
-    return {"files": cap.files, "devices": devices, "complete": time.monotonic() <= cap.deadline}
+    for name, value in files.items():
+        # no sort_keys: the order of interfaces is getifaddrs order, which NCCL follows
+        (meta / name).write_text(json.dumps(value, indent=1))
+    return {"files": cp.files, "paths": len(rec.recorded or {}), "devices": sorted(facts.ib),
+            "complete": cp.complete}
 
 
-def write_snapshot(root: HostRoot, out: str | Path, env: dict[str, str], timeout: float = 30.0) -> dict:
+def incomplete_name(out: Path) -> Path:
+    """Where an incomplete snapshot goes when ``out`` exists: never over it."""
+    name = out.name[:-7] if out.name.endswith(".tar.gz") else out.name
+    stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
+    cand = out.with_name(f"{name}.incomplete-{stamp}.tar.gz")
+    n = 1
+    while cand.exists():
+        n += 1
+        cand = out.with_name(f"{name}.incomplete-{stamp}-{n}.tar.gz")
+    return cand
+
+
+def write_snapshot(root: HostRoot, out: str | Path, config, env: dict[str, str], timeout: float = 30.0) -> dict:
+    """Capture and write the tarball atomically; an incomplete capture never replaces an existing file."""
+    out = Path(out)
     with tempfile.TemporaryDirectory(prefix="rdmacheck-snap-") as tmp:
-        summary = capture(root, Path(tmp), env, timeout)
+        summary = capture(root, Path(tmp), config, env, timeout)
         buf = io.BytesIO()
         with tarfile.open(fileobj=buf, mode="w:gz") as tar:
             _add_tree(tar, tmp)
-        atomic_write(out, buf.getvalue())
+    target = out
+    if not summary["complete"] and out.exists():
+        target = incomplete_name(out)
+    atomic_write(target, buf.getvalue())
     summary["bytes"] = len(buf.getvalue())
+    summary["written"] = str(target)
     return summary
 
 
@@ -220,17 +239,63 @@ def _add_tree(tar: tarfile.TarFile, top: str) -> None:
                     tar.addfile(ti, f)
 
 
+def check_member(m: tarfile.TarInfo) -> str | None:
+    """Why ``m`` must not be unpacked (None when it is safe): a snapshot holds files, folders, inner links."""
+    parts = m.name.split("/")
+    if m.name.startswith("/") or (len(m.name) > 1 and m.name[1] == ":"):
+        return "has an absolute path"
+    if ".." in parts:
+        return "has a '..' path component"
+    if m.isdir() or m.isreg():
+        return None
+    if m.issym():
+        if m.linkname.startswith("/"):
+            return f"is an absolute link (-> {m.linkname})"
+        target = os.path.normpath(os.path.join(os.path.dirname(m.name), m.linkname))
+        if target == ".." or target.startswith("../") or target.startswith("/"):
+            return f"is a link out of the snapshot (-> {m.linkname})"
+        return None
+    kind = "a hard link" if m.islnk() else "a device" if (m.ischr() or m.isblk()) else \
+        "a FIFO" if m.isfifo() else "not a file, folder or link"
+    return f"is {kind}"
+
+
 def unpack(tarball: str | Path, dest: str | Path) -> Path:
-    """Unpack a snapshot safely (no absolute paths, no links escaping ``dest``)."""
+    """Unpack a snapshot safely: refuse absolute paths, '..', devices, FIFOs and links out of ``dest``."""
     from .errors import UsageError
 
     d = Path(dest)
     try:
         with tarfile.open(tarball, "r:*") as tar:
+            members = tar.getmembers()
+            for m in members:
+                why = check_member(m)
+                if why:
+                    raise UsageError(f"snapshot {tarball}: member {m.name!r} {why}; refusing to unpack it "
+                                     "(`rdmacheck snapshot` never writes one): take the snapshot again")
             try:
-                tar.extractall(d, filter="data")
-            except TypeError:  # Python < 3.10.12 has no extraction filters
-                tar.extractall(d)
-    except (OSError, tarfile.TarError) as e:
+                tar.extractall(d, members=members, filter="data")
+            except TypeError:  # Python < 3.11.4 has no extraction filters; check_member did the filtering
+                tar.extractall(d, members=members)
+    except (OSError, tarfile.TarError, EOFError) as e:
         raise UsageError(f"cannot unpack snapshot {tarball}: {e}; pass a file written by `rdmacheck snapshot`") from None
     return d
+
+
+def open_root(arg: str) -> HostRoot:
+    """``--root``: a folder, or a snapshot ``.tar.gz`` unpacked safely into a temporary folder."""
+    import atexit
+    import shutil
+
+    from .errors import UsageError
+
+    p = Path(arg)
+    if p.is_dir():
+        return HostRoot(p)
+    if p.is_file():
+        tmp = tempfile.mkdtemp(prefix="rdmacheck-root-")
+        atexit.register(shutil.rmtree, tmp, True)
+        unpack(p, tmp)
+        return HostRoot(tmp)
+    raise UsageError(f"--root {arg}: not a folder nor a snapshot file; pass a folder or a file written by "
+                     "`rdmacheck snapshot` (FILE.tar.gz)")

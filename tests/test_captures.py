@@ -71,6 +71,6 @@ def test_gates_on_real_trees(captures, name, devices_status, port_status):
 def test_hca_filter_on_real_tree(captures):
     root = tree(captures, "prometheus-procfs")
     ctx = PreflightContext(root=root, config=load_config(None, None, [], {"NCCL_IB_HCA": "=mlx4_0:2"}))
-    assert [p.name for p in ctx.selection.ports] == ["mlx4_0:2"]
+    assert [p.name for p in ctx.facts.selection.ports] == ["mlx4_0:2"]
     ctx = PreflightContext(root=root, config=load_config(None, None, [], {"NCCL_IB_HCA": "^mlx4"}))
-    assert [p.name for p in ctx.selection.ports] == ["hfi1_0:1", "mlx5_0:1"]
+    assert [p.name for p in ctx.facts.selection.ports] == ["hfi1_0:1", "mlx5_0:1"]

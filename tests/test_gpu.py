@@ -22,7 +22,8 @@ from rdmacheck.checks import gpu
 from rdmacheck.config import Config, build_profile
 from rdmacheck.facts import nvml as nvmlf
 from rdmacheck.model import Status
-from rdmacheck.preflight import PreflightContext
+from rdmacheck.gather import gather
+from rdmacheck.nodefacts import NodeFacts, Probe
 from rdmacheck.root import HostRoot
 
 
@@ -119,11 +120,13 @@ class StandIn:
         return query
 
 
-def make_ctx(tmp_path: Path, env: dict | None = None, nvml: dict | None = None, **profile) -> PreflightContext:
-    ctx = PreflightContext(root=HostRoot(tmp_path), config=Config(dict(env or {}), {}, None, build_profile(profile)))
+def make_ctx(tmp_path: Path, env: dict | None = None, nvml: dict | None = None, **profile):
+    """(NodeFacts, Config) for a gate: facts gathered from the tree at tmp_path, NVML's answer given."""
+    config = Config(dict(env or {}), {}, None, build_profile(profile))
+    facts = gather(HostRoot(tmp_path), config)
     if nvml is not None:
-        ctx.cache["nvml"] = nvml
-    return ctx
+        facts.probes["nvml"] = Probe("nvml", "", nvml)
+    return facts, config
 
 
 def by_id(results):
@@ -140,7 +143,7 @@ def test_gb10_not_supported_fields_read_na_and_never_fail(tmp_path):
     assert g["memory_total"] == nvmlf.NA == "n/a (not supported)"
     assert g["pcie_width"] == nvmlf.NA and g["ecc_current"] == nvmlf.NA and g["remapped_rows"] == nvmlf.NA
     assert facts["driver_version"] == "580.95.05" and facts["cuda_driver_version"] == "13.0"
-    res = by_id(gpu.gate_gpu_nvml(make_ctx(tmp_path, nvml=facts)))
+    res = by_id(gpu.gate_gpu_nvml(*make_ctx(tmp_path, nvml=facts)))
     assert [r.status for r in res.values()] == [Status.PASS] * 3, res
     assert "n/a (not supported)" in res["gpu.pcie"].observed
     assert "n/a (not supported)" in res["gpu.ecc"].observed
@@ -151,9 +154,9 @@ def test_gb10_memory_falls_back_to_meminfo(tmp_path):
     facts = nvmlf.collect(api=StandIn([dict(GB10)]))
     (tmp_path / "proc").mkdir()
     (tmp_path / "proc/meminfo").write_text("MemTotal:       128000000 kB\nMemAvailable:   100000000 kB\n")
-    ok = gpu.gate_gpu_memory(make_ctx(tmp_path, {"GPU_MEMORY_UTILIZATION": "0.35"}, facts))[0]
+    ok = gpu.gate_gpu_memory(*make_ctx(tmp_path, {"GPU_MEMORY_UTILIZATION": "0.35"}, facts))[0]
     assert ok.status is Status.PASS and "n/a (not supported)" in ok.observed and "unified memory" in ok.observed
-    low = gpu.gate_gpu_memory(make_ctx(tmp_path, {"GPU_MEMORY_UTILIZATION": "0.9"}, facts))[0]
+    low = gpu.gate_gpu_memory(*make_ctx(tmp_path, {"GPU_MEMORY_UTILIZATION": "0.9"}, facts))[0]
     assert low.status is Status.WARN and "0.78" in low.remedy  # 100/128 available
 
 
@@ -172,7 +175,7 @@ def test_real_pynvml_without_driver_fails_with_remedy(tmp_path):
     if facts["state"] == nvmlf.OK:
         pytest.skip("this machine has an NVIDIA driver; see test_gpu_nvml_real.py")
     assert facts["state"] in (nvmlf.NO_LIBRARY, nvmlf.NO_DRIVER)
-    res = by_id(gpu.gate_gpu_nvml(make_ctx(tmp_path, nvml=facts)))
+    res = by_id(gpu.gate_gpu_nvml(*make_ctx(tmp_path, nvml=facts)))
     assert res["gpu.nvml"].status is Status.FAIL
     assert "gpu_platform" in res["gpu.nvml"].remedy and "driver" in res["gpu.nvml"].remedy
     assert res["gpu.pcie"].status is Status.SKIP
@@ -180,8 +183,8 @@ def test_real_pynvml_without_driver_fails_with_remedy(tmp_path):
 
 @pytest.mark.parametrize("profile", [{"gpu_platform": "none"}, {"gpus_per_node": 0}])
 def test_no_gpu_expected_skips(tmp_path, profile):
-    res = gpu.gate_gpu_nvml(make_ctx(tmp_path, **profile)) + gpu.gate_gpu_memory(make_ctx(tmp_path, **profile)) \
-        + gpu.gate_gpu_gdr(make_ctx(tmp_path, **profile))
+    res = gpu.gate_gpu_nvml(*make_ctx(tmp_path, **profile)) + gpu.gate_gpu_memory(*make_ctx(tmp_path, **profile)) \
+        + gpu.gate_gpu_gdr(*make_ctx(tmp_path, **profile))
     assert {r.status for r in res} == {Status.SKIP}
     assert "expected to have no GPU" in res[0].observed
 
@@ -210,8 +213,8 @@ def test_hung_nvml_init_is_bounded():
     facts = nvmlf.collect(timeout=0.5, api=StandIn([dict(H100)], init_delay=5))
     took = time.monotonic() - t0
     assert facts["state"] == nvmlf.TIMEOUT and took < 2.0
-    r = gpu.gate_gpu_nvml(PreflightContext(HostRoot("/nonexistent"), Config({}, {}, None, build_profile()),
-                                           cache={"nvml": facts}))[0]
+    r = gpu.gate_gpu_nvml(NodeFacts(probes={"nvml": Probe("nvml", "", facts)}),
+                          Config({}, {}, None, build_profile()))[0]
     assert r.status is Status.FAIL and "Xid" in r.remedy
 
 
@@ -224,53 +227,53 @@ def test_driver_not_loaded_state():
 
 def test_healthy_h100_passes(tmp_path):
     facts = nvmlf.collect(api=StandIn([dict(H100)]))
-    res = by_id(gpu.gate_gpu_nvml(make_ctx(tmp_path, nvml=facts)) +
-                gpu.gate_gpu_memory(make_ctx(tmp_path, {"GPU_MEMORY_UTILIZATION": "0.35"}, facts)))
+    res = by_id(gpu.gate_gpu_nvml(*make_ctx(tmp_path, nvml=facts)) +
+                gpu.gate_gpu_memory(*make_ctx(tmp_path, {"GPU_MEMORY_UTILIZATION": "0.35"}, facts)))
     assert all(r.status is Status.PASS for r in res.values()), res
     assert "retired pages pending n/a (not supported)" in res["gpu.ecc"].observed
 
 
 def test_downtrained_width_warns_gen_drop_does_not(tmp_path):
     idle = dict(H100, nvmlDeviceGetCurrPcieLinkGeneration=1)
-    r = by_id(gpu.gate_gpu_nvml(make_ctx(tmp_path, nvml=nvmlf.collect(api=StandIn([idle])))))["gpu.pcie"]
+    r = by_id(gpu.gate_gpu_nvml(*make_ctx(tmp_path, nvml=nvmlf.collect(api=StandIn([idle])))))["gpu.pcie"]
     assert r.status is Status.PASS and "normal while idle" in r.observed
     narrow = dict(H100, nvmlDeviceGetCurrPcieLinkWidth=8)
-    r = by_id(gpu.gate_gpu_nvml(make_ctx(tmp_path, nvml=nvmlf.collect(api=StandIn([narrow])))))["gpu.pcie"]
+    r = by_id(gpu.gate_gpu_nvml(*make_ctx(tmp_path, nvml=nvmlf.collect(api=StandIn([narrow])))))["gpu.pcie"]
     assert r.status is Status.WARN and "x8 of x16" in r.remedy
 
 
 def test_ecc_errors(tmp_path):
     bad = dict(H100, nvmlDeviceGetTotalEccErrors=3)
-    r = by_id(gpu.gate_gpu_nvml(make_ctx(tmp_path, nvml=nvmlf.collect(api=StandIn([bad])))))["gpu.ecc"]
+    r = by_id(gpu.gate_gpu_nvml(*make_ctx(tmp_path, nvml=nvmlf.collect(api=StandIn([bad])))))["gpu.ecc"]
     assert r.status is Status.FAIL and "3 volatile uncorrected" in r.observed
     pend = dict(H100, nvmlDeviceGetRemappedRows=(1, 0, 1, 0))
-    r = by_id(gpu.gate_gpu_nvml(make_ctx(tmp_path, nvml=nvmlf.collect(api=StandIn([pend])))))["gpu.ecc"]
+    r = by_id(gpu.gate_gpu_nvml(*make_ctx(tmp_path, nvml=nvmlf.collect(api=StandIn([pend])))))["gpu.ecc"]
     assert r.status is Status.WARN
     failed = dict(H100, nvmlDeviceGetRemappedRows=(0, 2, 0, 1))
-    r = by_id(gpu.gate_gpu_nvml(make_ctx(tmp_path, nvml=nvmlf.collect(api=StandIn([failed])))))["gpu.ecc"]
+    r = by_id(gpu.gate_gpu_nvml(*make_ctx(tmp_path, nvml=nvmlf.collect(api=StandIn([failed])))))["gpu.ecc"]
     assert r.status is Status.FAIL
 
 
 def test_count_and_visible_devices(tmp_path):
     facts = nvmlf.collect(api=StandIn([dict(H100), dict(H100, nvmlDeviceGetUUID="GPU-aaaa")]))
-    r = gpu.gate_gpu_nvml(make_ctx(tmp_path, nvml=facts, gpus_per_node=1))[0]
+    r = gpu.gate_gpu_nvml(*make_ctx(tmp_path, nvml=facts, gpus_per_node=1))[0]
     assert r.status is Status.WARN and "2 usable" in r.observed
-    r = gpu.gate_gpu_nvml(make_ctx(tmp_path, {"CUDA_VISIBLE_DEVICES": "GPU-aaaa"}, facts, gpus_per_node=1))[0]
+    r = gpu.gate_gpu_nvml(*make_ctx(tmp_path, {"CUDA_VISIBLE_DEVICES": "GPU-aaaa"}, facts, gpus_per_node=1))[0]
     assert r.status is Status.PASS and r.details["visible"] == [1]
-    r = gpu.gate_gpu_nvml(make_ctx(tmp_path, {"CUDA_VISIBLE_DEVICES": "0,7"}, facts, gpus_per_node=2))[0]
+    r = gpu.gate_gpu_nvml(*make_ctx(tmp_path, {"CUDA_VISIBLE_DEVICES": "0,7"}, facts, gpus_per_node=2))[0]
     assert r.status is Status.FAIL and "entry '7'" in r.observed
-    r = gpu.gate_gpu_nvml(make_ctx(tmp_path, nvml=facts, gpus_per_node=4))[0]
+    r = gpu.gate_gpu_nvml(*make_ctx(tmp_path, nvml=facts, gpus_per_node=4))[0]
     assert r.status is Status.FAIL and "expected 4" in r.observed
 
 
 def test_memory_short_and_bad_value(tmp_path):
     busy = dict(H100, nvmlDeviceGetMemoryInfo=_Mem(80 * GIB, 20 * GIB))
     facts = nvmlf.collect(api=StandIn([busy]))
-    r = gpu.gate_gpu_memory(make_ctx(tmp_path, {"GPU_MEMORY_UTILIZATION": "0.35"}, facts))[0]
+    r = gpu.gate_gpu_memory(*make_ctx(tmp_path, {"GPU_MEMORY_UTILIZATION": "0.35"}, facts))[0]
     assert r.status is Status.FAIL and "0.25" in r.remedy
-    r = gpu.gate_gpu_memory(make_ctx(tmp_path, {"GPU_MEMORY_UTILIZATION": "35%"}, facts))[0]
+    r = gpu.gate_gpu_memory(*make_ctx(tmp_path, {"GPU_MEMORY_UTILIZATION": "35%"}, facts))[0]
     assert r.status is Status.FAIL and "fraction" in r.expected
-    r = gpu.gate_gpu_memory(make_ctx(tmp_path, {}, facts))[0]
+    r = gpu.gate_gpu_memory(*make_ctx(tmp_path, {}, facts))[0]
     assert r.status is Status.FAIL and "vLLM default 0.9" in r.observed
 
 
@@ -302,19 +305,19 @@ h100_facts = {"state": "ok", "gpus": [{"index": 0, "name": "NVIDIA H100 80GB HBM
 
 
 def test_gdr_paths(tmp_path):
-    r = gpu.gate_gpu_gdr(make_ctx(_host(tmp_path, PEERMEM, nvidia=PROPRIETARY), {"NCCL_NET_GDR_LEVEL": "5"}, h100_facts))[0]
+    r = gpu.gate_gpu_gdr(*make_ctx(_host(tmp_path, PEERMEM, nvidia=PROPRIETARY), {"NCCL_NET_GDR_LEVEL": "5"}, h100_facts))[0]
     assert r.status is Status.PASS and "peer memory via nvidia_peermem" in r.observed
-    r = gpu.gate_gpu_gdr(make_ctx(_host(tmp_path, "", nvidia=OPEN), {"NCCL_NET_GDR_LEVEL": "PHB"}, h100_facts))[0]
+    r = gpu.gate_gpu_gdr(*make_ctx(_host(tmp_path, "", nvidia=OPEN), {"NCCL_NET_GDR_LEVEL": "PHB"}, h100_facts))[0]
     assert r.status is Status.PASS and r.details["dmabuf"] is True
-    r = gpu.gate_gpu_gdr(make_ctx(_host(tmp_path, "", "5.10.0-21-amd64", OPEN), {"NCCL_NET_GDR_LEVEL": "5"}, h100_facts))[0]
+    r = gpu.gate_gpu_gdr(*make_ctx(_host(tmp_path, "", "5.10.0-21-amd64", OPEN), {"NCCL_NET_GDR_LEVEL": "5"}, h100_facts))[0]
     assert r.status is Status.FAIL and "nvidia_peermem" in r.remedy  # kernel too old for DMA-BUF
-    r = gpu.gate_gpu_gdr(make_ctx(_host(tmp_path, "", nvidia=PROPRIETARY), {"NCCL_NET_GDR_LEVEL": "5"}, h100_facts))[0]
+    r = gpu.gate_gpu_gdr(*make_ctx(_host(tmp_path, "", nvidia=PROPRIETARY), {"NCCL_NET_GDR_LEVEL": "5"}, h100_facts))[0]
     assert r.status is Status.FAIL
-    r = gpu.gate_gpu_gdr(make_ctx(_host(tmp_path, "", nvidia=PROPRIETARY), {}, h100_facts))[0]
+    r = gpu.gate_gpu_gdr(*make_ctx(_host(tmp_path, "", nvidia=PROPRIETARY), {}, h100_facts))[0]
     assert r.status is Status.WARN  # unset: NCCL quietly runs without GPUDirect
-    r = gpu.gate_gpu_gdr(make_ctx(_host(tmp_path, "", nvidia=PROPRIETARY), {"NCCL_NET_GDR_LEVEL": "LOC"}, h100_facts))[0]
+    r = gpu.gate_gpu_gdr(*make_ctx(_host(tmp_path, "", nvidia=PROPRIETARY), {"NCCL_NET_GDR_LEVEL": "LOC"}, h100_facts))[0]
     assert r.status is Status.PASS and "disabled by configuration" in r.observed
-    r = gpu.gate_gpu_gdr(make_ctx(_host(tmp_path), {"NCCL_NET_GDR_LEVEL": "often"}, h100_facts))[0]
+    r = gpu.gate_gpu_gdr(*make_ctx(_host(tmp_path), {"NCCL_NET_GDR_LEVEL": "often"}, h100_facts))[0]
     assert r.status is Status.FAIL and "not a level" in r.observed
 
 
@@ -328,27 +331,27 @@ def test_gdr_peer_memory_in_sysfs(tmp_path, path):
         p.write_text("1.3\n")
     else:
         p.mkdir(parents=True)
-    r = gpu.gate_gpu_gdr(make_ctx(tmp_path, {"NCCL_NET_GDR_LEVEL": "5"}, h100_facts))[0]
+    r = gpu.gate_gpu_gdr(*make_ctx(tmp_path, {"NCCL_NET_GDR_LEVEL": "5"}, h100_facts))[0]
     assert r.status is Status.PASS and r.details["peer_memory"]
 
 
 def test_gdr_without_rdma_device_skips(tmp_path):
     # The real H100 machine of this project: DMA-BUF available, but no RDMA device to pair with.
-    r = gpu.gate_gpu_gdr(make_ctx(_host(tmp_path, "", nvidia=OPEN, hca=False), {}, h100_facts))[0]
+    r = gpu.gate_gpu_gdr(*make_ctx(_host(tmp_path, "", nvidia=OPEN, hca=False), {}, h100_facts))[0]
     assert r.status is Status.SKIP and "no RDMA device" in r.observed and "DMA-BUF available" in r.observed
 
 
 def test_gdr_dgx_spark_says_unsupported_and_what_to_set(tmp_path):
     facts = nvmlf.collect(api=StandIn([dict(GB10)]))  # auto-detected from the GPU name
     _host(tmp_path, "", "6.14.0-1013-nvidia", OPEN)  # Spark runs the open module: DMA-BUF still does not work
-    r = gpu.gate_gpu_gdr(make_ctx(tmp_path, {"NCCL_NET_GDR_LEVEL": "5"}, facts))[0]
+    r = gpu.gate_gpu_gdr(*make_ctx(tmp_path, {"NCCL_NET_GDR_LEVEL": "5"}, facts))[0]
     assert r.status is Status.WARN
     assert "not supported" in r.observed and "DGX Spark" in r.observed
     assert "NCCL_NET_GDR_LEVEL=LOC" in r.remedy
-    r = gpu.gate_gpu_gdr(make_ctx(tmp_path, {"NCCL_NET_GDR_LEVEL": "0"}, facts))[0]
+    r = gpu.gate_gpu_gdr(*make_ctx(tmp_path, {"NCCL_NET_GDR_LEVEL": "0"}, facts))[0]
     assert r.status is Status.PASS
     # declared in the profile, no NVML needed
-    r = gpu.gate_gpu_gdr(make_ctx(tmp_path, {"NCCL_NET_GDR_LEVEL": "5"}, {"state": "no_library"},
+    r = gpu.gate_gpu_gdr(*make_ctx(tmp_path, {"NCCL_NET_GDR_LEVEL": "5"}, {"state": "no_library"},
                                   gpu_platform="dgx-spark"))[0]
     assert r.status is Status.WARN and r.details["platform"] == "dgx-spark"
 
@@ -359,9 +362,9 @@ def test_snapshot_replay_reads_nvml_json(tmp_path):
     (tmp_path / "rdmacheck").mkdir()
     (tmp_path / "rdmacheck/nvml.json").write_text(json.dumps(facts))
     ctx = make_ctx(tmp_path)
-    assert gpu.nvml_facts(ctx)["gpus"][0]["name"] == "NVIDIA H100 80GB HBM3"
+    assert ctx[0].nvml["gpus"][0]["name"] == "NVIDIA H100 80GB HBM3"
     empty = make_ctx(tmp_path / "none")
-    r = gpu.gate_gpu_nvml(empty)[0]
+    r = gpu.gate_gpu_nvml(*empty)[0]
     assert r.status is Status.SKIP and "snapshot" in r.observed
 
 
@@ -383,7 +386,7 @@ def test_arbitrary_text_becomes_results(tmp_path, gdr, util, cvd, osrel, nvver, 
         "name": "NVIDIA GB10", "uuid": "GPU-1", "memory_total": nvmlf.NA, "memory_free": nvmlf.NA}.items()})]}
     env = {"NCCL_NET_GDR_LEVEL": gdr, "GPU_MEMORY_UTILIZATION": util, "CUDA_VISIBLE_DEVICES": cvd}
     ctx = make_ctx(tmp_path, env, facts)
-    for r in gpu.gate_gpu_nvml(ctx) + gpu.gate_gpu_memory(ctx) + gpu.gate_gpu_gdr(ctx):
+    for r in gpu.gate_gpu_nvml(*ctx) + gpu.gate_gpu_memory(*ctx) + gpu.gate_gpu_gdr(*ctx):
         assert r.status in (Status.PASS, Status.WARN, Status.FAIL, Status.SKIP) and r.id.startswith("gpu.")
 
 
@@ -405,9 +408,9 @@ def test_real_h100_nvml_facts_replay(tmp_path):
     # Hopper answers NOT_SUPPORTED for retired pages (it remaps rows): seen for real, shown as n/a, not failing
     assert all(g["retired_pages_pending"] == nvmlf.NA for g in facts["gpus"])
     ctx = make_ctx(tmp_path, {}, facts)  # the run used no .env and the default profile (1 GPU per node)
-    again = {r.id: r for r in gpu.gate_gpu_nvml(ctx) + gpu.gate_gpu_memory(ctx)}
+    again = {r.id: r for r in gpu.gate_gpu_nvml(*ctx) + gpu.gate_gpu_memory(*ctx)}
     for gid in ("gpu.nvml", "gpu.pcie", "gpu.ecc", "gpu.memory"):
         assert again[gid].status.value == rec[gid]["status"], (gid, again[gid].observed, rec[gid]["observed"])
     assert again["gpu.nvml"].status is Status.WARN and "2 usable GPU(s), profile expects 1" in again["gpu.nvml"].observed
-    ok = {r.id: r for r in gpu.gate_gpu_nvml(make_ctx(tmp_path, {}, facts, gpus_per_node=2))}
+    ok = {r.id: r for r in gpu.gate_gpu_nvml(*make_ctx(tmp_path, {}, facts, gpus_per_node=2))}
     assert ok["gpu.nvml"].status is Status.PASS

@@ -86,7 +86,8 @@ def test_gates_live_and_record(facts, tmp_path):
     if os.environ.get("CUDA_VISIBLE_DEVICES"):  # the CLI below sees the process env: judge the same
         env["CUDA_VISIBLE_DEVICES"] = os.environ["CUDA_VISIBLE_DEVICES"]
     ctx = PreflightContext(HostRoot("/"), Config(env, {}, None, build_profile({"gpus_per_node": n})))
-    results = gpu.gate_gpu_nvml(ctx) + gpu.gate_gpu_memory(ctx) + gpu.gate_gpu_gdr(ctx)
+    args = (ctx.facts, ctx.config)
+    results = gpu.gate_gpu_nvml(*args) + gpu.gate_gpu_memory(*args) + gpu.gate_gpu_gdr(*args)
     by = {r.id: r for r in results}
     assert set(by) == {"gpu.nvml", "gpu.pcie", "gpu.ecc", "gpu.memory", "gpu.gdr"}
     # the count matches the profile: only persistence mode may warn on a healthy machine

@@ -34,7 +34,7 @@ def node(tmp: Path) -> Path:
 
 def judge(root: Path | str, env: dict, **profile):
     ctx = PreflightContext(HostRoot(root), Config(dict(env), {}, None, build_profile(profile)))
-    r = gate_nccl_env(ctx)[0]
+    r = gate_nccl_env(ctx.facts, ctx.config)[0]
     return r, {s["step"]: s for s in r.details["steps"]}
 
 

@@ -161,39 +161,40 @@ def _tree(tmp: Path, bridge: bytes | None, gpu: bool = True, hca: bool = True) -
 
 
 def _ctx(root: Path) -> PreflightContext:
-    return PreflightContext(HostRoot(root), Config({}, {}, None, build_profile()))
+    ctx = PreflightContext(HostRoot(root), Config({}, {}, None, build_profile()))
+    return ctx.facts, ctx.config
 
 
 def test_gate_acs_redirect_fails(tmp_path):
-    r = gate_pci_acs(_ctx(_tree(tmp_path, bridge_config(0x001D))))[0]
+    r = gate_pci_acs(*_ctx(_tree(tmp_path, bridge_config(0x001D))))[0]
     assert r.status is Status.FAIL and "0000:00:01.0" in r.observed and "ReqRedir" in r.observed
     assert "setpci" in r.remedy
     assert r.details["gpus"] == ["0000:01:00.0"] and r.details["hcas"] == {"mlx5_0": "0000:01:00.1"}
 
 
 def test_gate_acs_off_passes(tmp_path):
-    r = gate_pci_acs(_ctx(_tree(tmp_path, bridge_config(0x0000))))[0]
+    r = gate_pci_acs(*_ctx(_tree(tmp_path, bridge_config(0x0000))))[0]
     assert r.status is Status.PASS and "all off" in r.observed
 
 
 def test_gate_acs_srcvalid_only_warns(tmp_path):
-    r = gate_pci_acs(_ctx(_tree(tmp_path, bridge_config(0x0001))))[0]
+    r = gate_pci_acs(*_ctx(_tree(tmp_path, bridge_config(0x0001))))[0]
     assert r.status is Status.WARN
 
 
 def test_gate_unreadable_skips_with_reason(tmp_path):
-    r = gate_pci_acs(_ctx(_tree(tmp_path, bridge_config()[:64])))[0]
+    r = gate_pci_acs(*_ctx(_tree(tmp_path, bridge_config()[:64])))[0]
     assert r.status is Status.SKIP and "root" in r.observed
 
 
 def test_gate_no_pair_skips(tmp_path):
-    r = gate_pci_acs(_ctx(_tree(tmp_path, None, hca=False)))[0]
+    r = gate_pci_acs(*_ctx(_tree(tmp_path, None, hca=False)))[0]
     assert r.status is Status.SKIP and "PCI-attached RDMA device" in r.observed
 
 
 def test_gate_on_this_machine_skips():
     # This VM has virtio devices only: no NVIDIA GPU, no PCI RDMA device.
-    r = gate_pci_acs(_ctx(Path("/")))[0]
+    r = gate_pci_acs(*_ctx(Path("/")))[0]
     if pci.gpu_functions(HostRoot("/")) and pci.hca_functions(HostRoot("/")):
         assert r.status in (Status.PASS, Status.FAIL, Status.WARN)
     else:
@@ -206,28 +207,38 @@ GUEST_PROBE = r'''
 import json, os, subprocess, sys
 from rdmacheck.checks.pci import judge_bridges
 from rdmacheck.facts import pci
+from rdmacheck.nodefacts import PciFacts
 from rdmacheck.root import HostRoot
 
 root = HostRoot("/")
 out = {}
+
+
+def topo(eps):
+    anc, cfg = pci.read_topology(root, eps)
+    return PciFacts(ancestors=anc, config=cfg)
+
+
 # the e1000e behind the root port is the endpoint (no NVIDIA GPU can exist in the guest)
 ep = next(b for b in os.listdir("/sys/bus/pci/devices") if pci.ancestors(root, b))
 rp = pci.ancestors(root, ep)[0]
 cs = pci.read_config(root, rp)
 out["endpoint"], out["bridge"] = ep, rp
 out["before"] = {"size": cs.size, "acs_at": cs.ext_caps.get(0x000D), "cap": cs.acs_cap, "ctrl": cs.acs_ctrl,
-                 "verdict": judge_bridges(root, [ep]).status.value}
+                 "verdict": judge_bridges(topo([ep]), [ep]).status.value}
 # switch ACS on as a BIOS would (SrcValid ReqRedir CmpltRedir UpstreamFwd): write the control register through sysfs
 with open(f"/sys/bus/pci/devices/{rp}/config", "r+b") as f:
     f.seek(cs.ext_caps[0x000D] + 6)
     f.write((0x001D).to_bytes(2, "little"))
 after = pci.read_config(root, rp)
-r = judge_bridges(root, [ep])
+r = judge_bridges(topo([ep]), [ep])
 out["after"] = {"ctrl": after.acs_ctrl, "enabled": after.acs_enabled(), "verdict": r.status.value, "observed": r.observed}
 # an unprivileged reader sees 64 bytes: the gate must skip, not pass
 p = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable, "-S", "-c",
                     "import sys; sys.path.insert(0, %r); from rdmacheck.checks.pci import judge_bridges;"
-                    "from rdmacheck.root import HostRoot; print(judge_bridges(HostRoot('/'), [%r]).status.value)"
+                    "from rdmacheck.facts import pci; from rdmacheck.nodefacts import PciFacts;"
+                    "from rdmacheck.root import HostRoot; a, c = pci.read_topology(HostRoot('/'), [%r]);"
+                    "print(judge_bridges(PciFacts(ancestors=a, config=c), list(a)).status.value)"
                     % (os.environ["REPO"], ep)], capture_output=True, text=True)
 out["unprivileged"] = (p.stdout.strip(), p.stderr[-300:])
 print(json.dumps(out))

@@ -35,7 +35,7 @@ mod, fn, env, prof = sys.argv[1], sys.argv[2], json.loads(sys.argv[3]), json.loa
 gate = getattr(importlib.import_module(mod), fn)
 ctx = PreflightContext(HostRoot("/"), Config(env, {}, None, build_profile(prof)))
 t0 = time.monotonic()
-r = gate(ctx)[0]
+r = gate(ctx.facts, ctx.config)[0]
 print(json.dumps({"status": r.status.value, "observed": r.observed, "remedy": r.remedy,
                   "steps": r.details.get("steps", []), "elapsed": time.monotonic() - t0}))
 """

@@ -64,6 +64,8 @@ def test_parsers_never_raise(doc):
 def _snapshot(tmp: Path, app_file: str | None, pfc_doc) -> Path:
     ib = tmp / "sys/class/infiniband/roceP2p1s0f0/device/net/enP2p1s0f0np0"
     ib.mkdir(parents=True)
+    # the netdev is found per port (facts.infiniband.port_netdevs): the device has its port 1
+    (tmp / "sys/class/infiniband/roceP2p1s0f0/ports/1").mkdir(parents=True)
     (tmp / "rdmacheck").mkdir()
     app = {"json": load(app_file) if app_file else {}, "error": None, "unsupported": False}
     pfc = {"json": pfc_doc, "error": None, "unsupported": False}
@@ -72,7 +74,8 @@ def _snapshot(tmp: Path, app_file: str | None, pfc_doc) -> Path:
 
 
 def _ctx(root: Path, env: dict) -> PreflightContext:
-    return PreflightContext(HostRoot(root), Config(dict(env), {}, None, build_profile()))
+    ctx = PreflightContext(HostRoot(root), Config(dict(env), {}, None, build_profile()))
+    return ctx.facts, ctx.config
 
 
 @pytest.mark.parametrize("tc,status,needle", [
@@ -83,7 +86,7 @@ def _ctx(root: Path, env: dict) -> PreflightContext:
 ])
 def test_chain_on_manpage_tables(tmp_path, tc, status, needle):
     root = _snapshot(tmp_path, "app-manpage-iproute2-6.5.json", load("pfc-manpage.json"))
-    r = gate_rdma_pfc(_ctx(root, {"NCCL_IB_TC": tc, "NCCL_IB_HCA": "=roceP2p1s0f0"}))[0]
+    r = gate_rdma_pfc(*_ctx(root, {"NCCL_IB_TC": tc, "NCCL_IB_HCA": "=roceP2p1s0f0"}))[0]
     assert r.status is status, r
     assert needle in r.observed
     if status is Status.FAIL:
@@ -93,29 +96,30 @@ def test_chain_on_manpage_tables(tmp_path, tc, status, needle):
 def test_chain_on_real_mlxsw_capture(tmp_path):
     pfc = {"pfc_cap": 8, "macsec_bypass": False, "delay": 0, "prio_pfc": [False, True] + [False] * 6}
     root = _snapshot(tmp_path, "app-mlxsw-swp1-netdev-2024.json", pfc)
-    r = gate_rdma_pfc(_ctx(root, {"NCCL_IB_TC": "64"}))[0]       # DSCP 16 (CS2) -> priority 1, PFC on
+    r = gate_rdma_pfc(*_ctx(root, {"NCCL_IB_TC": "64"}))[0]       # DSCP 16 (CS2) -> priority 1, PFC on
     assert r.status is Status.PASS and "priority 1" in r.observed
-    r = gate_rdma_pfc(_ctx(root, {"NCCL_IB_TC": "32"}))[0]       # DSCP 8 (CS1) -> priority 0, PFC off
+    r = gate_rdma_pfc(*_ctx(root, {"NCCL_IB_TC": "32"}))[0]       # DSCP 8 (CS1) -> priority 0, PFC off
     assert r.status is Status.FAIL and "prio-pfc 0:on" in r.remedy
 
 
 def test_empty_app_table_means_pcp_trust(tmp_path):
     pfc = {"pfc_cap": 8, "prio_pfc": [True] + [False] * 7}
     root = _snapshot(tmp_path, None, pfc)
-    r = gate_rdma_pfc(_ctx(root, {"NCCL_IB_TC": "106"}))[0]
+    r = gate_rdma_pfc(*_ctx(root, {"NCCL_IB_TC": "106"}))[0]
     assert r.status is Status.WARN and "trusts PCP" in r.observed and "--trust dscp" in r.remedy
 
 
 def test_bad_tc_skips_and_no_netdev_skips(tmp_path):
-    r = gate_rdma_pfc(_ctx(tmp_path, {"NCCL_IB_TC": "300"}))[0]
+    r = gate_rdma_pfc(*_ctx(tmp_path, {"NCCL_IB_TC": "300"}))[0]
     assert r.status is Status.SKIP and "rdma.qos" in r.observed
-    r = gate_rdma_pfc(_ctx(tmp_path, {"NCCL_IB_TC": "106"}))[0]
+    r = gate_rdma_pfc(*_ctx(tmp_path, {"NCCL_IB_TC": "106"}))[0]
     assert r.status is Status.SKIP and "no RDMA netdev" in r.observed
 
 
 def test_snapshot_without_dcb_facts_skips(tmp_path):
     (tmp_path / "sys/class/infiniband/rxe0/device/net/eth1").mkdir(parents=True)
-    r = gate_rdma_pfc(_ctx(tmp_path, {"NCCL_IB_TC": "106"}))[0]
+    (tmp_path / "sys/class/infiniband/rxe0/ports/1").mkdir(parents=True)
+    r = gate_rdma_pfc(*_ctx(tmp_path, {"NCCL_IB_TC": "106"}))[0]
     assert r.status is Status.SKIP and "no dcb facts" in r.observed
 
 
@@ -131,7 +135,7 @@ def test_real_dcb_on_veth_skips_with_reason(netns_pair, tmp_path):
         f"raw = dcb.run_dcb('app', '{netns_pair.va}');"
         "ctx = PreflightContext(HostRoot('/'), Config({'NCCL_IB_TC': '106'}, {}, None,"
         " build_profile({'subnet': '10.199.0.0/24'})));"
-        "r = gate_rdma_pfc(ctx)[0];"
+        "r = gate_rdma_pfc(ctx.facts, ctx.config)[0];"
         "print(json.dumps({'raw': raw, 'status': r.status.value, 'observed': r.observed}))"
     )
     p = netns_pair.ns(netns_pair.a, sys.executable, "-c", probe, check=False)
@@ -153,10 +157,12 @@ def test_real_dcb_on_veth_skips_with_reason(netns_pair, tmp_path):
 
 def test_rdma_netdevs_on_real_captures(captures):
     """The RDMA device -> netdev walk (device/net) on real host dumps (shared/captures, hwloc test suite)."""
-    mlx4 = HostRoot(captures / "sysfs/hwloc-32em64t-mlx4")
+    from rdmacheck.facts.infiniband import port_netdevs, read_infiniband
+
+    mlx4 = port_netdevs(read_infiniband(HostRoot(captures / "sysfs/hwloc-32em64t-mlx4")))
     assert dcb.rdma_netdevs(mlx4, None) == {"ib0": "mlx4_0"}
     assert dcb.rdma_netdevs(mlx4, "^mlx4") == {}
     assert dcb.rdma_netdevs(mlx4, "mlx4_0:1") == {"ib0": "mlx4_0"}
-    qib = HostRoot(captures / "sysfs/hwloc-40intel64-qib")
+    qib = port_netdevs(read_infiniband(HostRoot(captures / "sysfs/hwloc-40intel64-qib")))
     assert dcb.rdma_netdevs(qib, "=qib0") == {"ib0": "qib0"}
     assert dcb.rdma_netdevs(qib, "qib0:x") == {}  # malformed port: rdma.devices reports it, no crash here

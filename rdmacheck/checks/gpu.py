@@ -1,7 +1,7 @@
 """GPU gates: gpu.nvml, gpu.pcie, gpu.ecc (one NVML read), gpu.memory, gpu.gdr.
 
-Facts come from ``facts.nvml`` (time-bounded NVML) and procfs/sysfs through
-``ctx.root``; these functions only judge.  A field the GPU answers
+Facts come from ``facts.nvml`` (time-bounded NVML), ``facts.gdr`` and
+/proc/meminfo, gathered once into ``NodeFacts``; these functions only judge.  A field the GPU answers
 NOT_SUPPORTED for is shown as "n/a (not supported)" and never fails a gate by
 itself: the GB10 of DGX Spark has unified memory and no framebuffer, so NVML
 memory info, ECC and PCIe link queries are unsupported there.
@@ -32,8 +32,8 @@ NO_GDR_PLATFORMS = {
 }
 
 
-def _expect_no_gpu(ctx) -> str | None:
-    p = ctx.config.profile
+def _expect_no_gpu(config) -> str | None:
+    p = config.profile
     if (p.gpu_platform or "").lower() == "none":
         return "profile gpu_platform = none: this node is expected to have no GPU"
     if p.gpus_per_node == 0:
@@ -41,17 +41,9 @@ def _expect_no_gpu(ctx) -> str | None:
     return None
 
 
-def nvml_facts(ctx) -> dict[str, Any]:
-    """NVML facts, read once per run (the three GPU gates share them)."""
-    cache = ctx.cache
-    if "nvml" not in cache:
-        cache["nvml"] = nvmlf.read_nvml(ctx.root)
-    return cache["nvml"]
-
-
-def platform(ctx, facts: dict[str, Any] | None = None) -> str | None:
+def platform(config, facts: dict[str, Any] | None = None) -> str | None:
     """Profile's gpu_platform, else detected from the GPU name (GB10 -> dgx-spark)."""
-    p = (ctx.config.profile.gpu_platform or "auto").lower()
+    p = (config.profile.gpu_platform or "auto").lower()
     if p not in ("auto", ""):
         return p
     for g in (facts or {}).get("gpus") or []:
@@ -106,23 +98,23 @@ def _fmt_gib(n: Any) -> str:
 
 
 @gate("gpu.nvml", "gpu.pcie", "gpu.ecc")
-def gate_gpu_nvml(ctx) -> list[Result]:
+def gate_gpu_nvml(node, config) -> list[Result]:
     """gpu.nvml (driver, count, visibility, persistence), gpu.pcie (link), gpu.ecc (errors)."""
     ids = ("gpu.nvml", "gpu.pcie", "gpu.ecc")
-    why = _expect_no_gpu(ctx)
+    why = _expect_no_gpu(config)
     if why:
         return [Result(i, Status.SKIP, observed=why) for i in ids]
-    facts = nvml_facts(ctx)
+    facts = node.nvml
     if facts.get("state") != nvmlf.OK:
         first = _no_nvml_result("gpu.nvml", facts)
         return [first] + [Result(i, Status.SKIP, observed="NVML unavailable (see gpu.nvml)") for i in ids[1:]]
-    return [_judge_nvml(ctx, facts), _judge_pcie(facts), _judge_ecc(facts)]
+    return [_judge_nvml(config, facts), _judge_pcie(facts), _judge_ecc(facts)]
 
 
-def _judge_nvml(ctx, facts: dict[str, Any]) -> Result:
+def _judge_nvml(config, facts: dict[str, Any]) -> Result:
     gpus = facts.get("gpus") or []
-    expected = ctx.config.profile.gpus_per_node
-    cvd = ctx.config.get("CUDA_VISIBLE_DEVICES")
+    expected = config.profile.gpus_per_node
+    cvd = config.get("CUDA_VISIBLE_DEVICES")
     visible, cvd_err = parse_visible(cvd, gpus)
     names = sorted({str(g.get("name")) for g in gpus})
     obs = (f"driver {facts.get('driver_version')}, CUDA {facts.get('cuda_driver_version')}, "
@@ -130,7 +122,7 @@ def _judge_nvml(ctx, facts: dict[str, Any]) -> Result:
     details: dict[str, Any] = {
         "driver_version": facts.get("driver_version"), "cuda_driver_version": facts.get("cuda_driver_version"),
         "nvml_version": facts.get("nvml_version"), "gpus": gpus, "visible": visible,
-        "platform": platform(ctx, facts),
+        "platform": platform(config, facts),
     }
     problems: list[tuple[Status, str, str]] = []
     if cvd_err:
@@ -224,21 +216,12 @@ def _judge_ecc(facts: dict[str, Any]) -> Result:
 
 # ------------------------------------------------------------------ gpu.memory
 
-def _meminfo(ctx) -> dict[str, int]:
-    out: dict[str, int] = {}
-    for line in (ctx.root.read("/proc/meminfo") or "").splitlines():
-        m = re.match(r"(\w+):\s+(\d+)\s*kB", line)
-        if m:
-            out[m.group(1)] = int(m.group(2)) * 1024
-    return out
-
-
 @gate("gpu.memory")
-def gate_gpu_memory(ctx) -> list[Result]:
-    why = _expect_no_gpu(ctx)
+def gate_gpu_memory(node, config) -> list[Result]:
+    why = _expect_no_gpu(config)
     if why:
         return [Result("gpu.memory", Status.SKIP, observed=why)]
-    raw = ctx.config.get("GPU_MEMORY_UTILIZATION")
+    raw = config.get("GPU_MEMORY_UTILIZATION")
     default = raw is None
     try:
         util = 0.9 if default else float(raw)
@@ -249,11 +232,11 @@ def gate_gpu_memory(ctx) -> list[Result]:
                        expected="a fraction in (0, 1], e.g. 0.35",
                        remedy="set GPU_MEMORY_UTILIZATION to a number such as 0.35 (vLLM --gpu-memory-utilization)")]
     src = "vLLM default 0.9 (GPU_MEMORY_UTILIZATION unset)" if default else f"GPU_MEMORY_UTILIZATION={raw}"
-    facts = nvml_facts(ctx)
+    facts = node.nvml
     if facts.get("state") != nvmlf.OK:
         return [Result("gpu.memory", Status.SKIP, observed="NVML unavailable (see gpu.nvml)")]
     gpus = [g for g in facts.get("gpus") or [] if not g.get("error")]
-    visible, _ = parse_visible(ctx.config.get("CUDA_VISIBLE_DEVICES"), facts.get("gpus") or [])
+    visible, _ = parse_visible(config.get("CUDA_VISIBLE_DEVICES"), facts.get("gpus") or [])
     gpus = [g for g in gpus if g["index"] in visible]
     if not gpus:
         return [Result("gpu.memory", Status.SKIP, observed="no usable GPU (see gpu.nvml)")]
@@ -268,7 +251,7 @@ def gate_gpu_memory(ctx) -> list[Result]:
             continue
         # Unified memory (GB10): NVML has no framebuffer to report; the GPU allocates from system RAM,
         # so MemAvailable/MemTotal is the closest fact (page cache counts as available).
-        mi = _meminfo(ctx)
+        mi = node.meminfo
         tot, avail = mi.get("MemTotal"), mi.get("MemAvailable")
         if tot and avail is not None:
             need = int(util * tot)
@@ -311,50 +294,20 @@ def parse_gdr_level(text: str) -> str | None:
     return None
 
 
-def kernel_version(text: str | None) -> tuple[int, int] | None:
-    m = re.match(r"\s*(\d+)\.(\d+)", text or "")
-    return (int(m.group(1)), int(m.group(2))) if m else None
-
-
-def gdr_paths(ctx) -> dict[str, Any]:
-    """Which GPUDirect RDMA mechanisms this host offers (read through ctx.root)."""
-    root = ctx.root
-    modules = {line.split(" ", 1)[0] for line in (root.read("/proc/modules") or "").splitlines()}
-    # What NCCL's net_ib probes for peer memory: the nvidia_peermem module (driver >= 470), the legacy
-    # MLNX_OFED nv_peer_mem module, or the peer-memory client it registers under /sys/kernel/mm/memory_peers.
-    sources = [m for m in ("nvidia_peermem", "nv_peer_mem") if m in modules or root.is_dir(f"/sys/module/{m}")]
-    sources += [f"memory_peers/{c}" for c in ("nv_mem", "nv_mem_nc")
-                if root.exists(f"/sys/kernel/mm/memory_peers/{c}/version")]
-    peermem = bool(sources)
-    osrel = root.read("/proc/sys/kernel/osrelease")
-    kv = kernel_version(osrel)
-    nv = root.read("/proc/driver/nvidia/version") or ""
-    open_module = "Open Kernel Module" in nv
-    return {
-        "nvidia_peermem": peermem,
-        "peer_memory": sources,
-        "kernel": osrel,
-        "kernel_dmabuf": bool(kv and kv >= (5, 12)),
-        "nvidia_driver": nv.splitlines()[0] if nv else None,
-        "open_kernel_module": open_module,
-        "dmabuf": bool(kv and kv >= (5, 12) and open_module),
-    }
-
-
 @gate("gpu.gdr")
-def gate_gpu_gdr(ctx) -> list[Result]:
-    why = _expect_no_gpu(ctx)
+def gate_gpu_gdr(node, config) -> list[Result]:
+    why = _expect_no_gpu(config)
     if why:
         return [Result("gpu.gdr", Status.SKIP, observed=why)]
-    raw = ctx.config.get("NCCL_NET_GDR_LEVEL")
+    raw = config.get("NCCL_NET_GDR_LEVEL")
     level = parse_gdr_level(raw) if raw is not None else None
     if raw is not None and level is None:
         return [Result("gpu.gdr", Status.FAIL, observed=f"NCCL_NET_GDR_LEVEL={raw!r} is not a level NCCL knows",
                        expected="LOC, PIX, PXB, PHB, SYS or 0-5",
                        remedy="set NCCL_NET_GDR_LEVEL to e.g. SYS (5) to allow GPUDirect RDMA, or LOC (0) to disable it")]
-    paths = gdr_paths(ctx)
-    facts = nvml_facts(ctx)
-    plat = platform(ctx, facts)
+    paths = node.gdr
+    facts = node.nvml
+    plat = platform(config, facts)
     asked = "unset (NCCL's default: GPUDirect RDMA when GPU and NIC are close)" if raw is None \
         else f"NCCL_NET_GDR_LEVEL={raw} ({level})"
     have = [n for n, ok in (("nvidia_peermem", paths["nvidia_peermem"]), ("DMA-BUF", paths["dmabuf"])) if ok]
@@ -373,7 +326,7 @@ def gate_gpu_gdr(ctx) -> list[Result]:
                               "anyway (its log says 'GPU Direct RDMA Disabled for HCA'), so the setting should say so; "
                               "the ~12 GB/s per 100 Gb/s link is reached without GPUDirect",
                        details=details)]
-    if not ctx.root.listdir("/sys/class/infiniband"):
+    if not node.ib:
         return [Result("gpu.gdr", Status.SKIP,
                        observed=f"no RDMA device: GPUDirect RDMA has no NIC to pair with (see rdma.devices); {obs_paths}",
                        details=details)]

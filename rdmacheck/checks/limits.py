@@ -21,11 +21,11 @@ def _missing(gid: str, exp: str) -> list[Result]:
 
 
 @gate("limits.memlock")
-def gate_memlock(ctx) -> list[Result]:
-    want = ctx.config.profile.memlock
+def gate_memlock(facts, config) -> list[Result]:
+    want = config.profile.memlock
     want_n = None if want == "unlimited" else int(want)
     exp = "unlimited (soft and hard)" if want_n is None else f">= {human_bytes(want_n)} (soft and hard)"
-    lim = ctx.limits
+    lim = facts.limits
     if lim is None:
         return _missing("limits.memlock", exp)
     m = lim.get(MEMLOCK)
@@ -48,10 +48,10 @@ def gate_memlock(ctx) -> list[Result]:
 
 
 @gate("limits.stack")
-def gate_stack(ctx) -> list[Result]:
-    want = ctx.config.profile.stack_min
+def gate_stack(facts, config) -> list[Result]:
+    want = config.profile.stack_min
     exp = f">= {human_bytes(want)} (soft)"
-    lim = ctx.limits
+    lim = facts.limits
     if lim is None:
         return _missing("limits.stack", exp)
     s = lim.get(STACK)
@@ -67,12 +67,10 @@ def gate_stack(ctx) -> list[Result]:
 
 
 @gate("limits.shm")
-def gate_shm(ctx) -> list[Result]:
-    from ..facts.limits import shm_size
-
-    want = ctx.config.profile.shm_min
+def gate_shm(facts, config) -> list[Result]:
+    want = config.profile.shm_min
     exp = f"/dev/shm >= {human_bytes(want)}"
-    size = ctx.fact("shm", lambda: shm_size(ctx.root))
+    size = facts.shm
     if size is None:
         return [Result("limits.shm", Status.SKIP, observed="/dev/shm size unknown", expected=exp,
                        remedy="mount /dev/shm (tmpfs); the container should use `ipc: host`")]

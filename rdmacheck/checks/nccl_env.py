@@ -27,10 +27,10 @@ WELL_KNOWN_PORTS = {
 
 
 @gate("nccl.env")
-def gate_nccl_env(ctx) -> list[Result]:
-    cfg, prof = ctx.config, ctx.config.profile
+def gate_nccl_env(facts, config) -> list[Result]:
+    cfg, prof = config, config.profile
     items: list[dict[str, Any]] = []
-    subnet_ifs = subnet_interfaces(ctx)
+    subnet_ifs = subnet_interfaces(facts, config)
     have = ", ".join(f"{k} ({' '.join(v)})" for k, v in subnet_ifs.items()) or f"none with an address in {prof.subnet}"
     pick = next(iter(subnet_ifs), "<RDMA netdev>")
 
@@ -46,7 +46,7 @@ def gate_nccl_env(ctx) -> list[Result]:
         hits = [i for i in subnet_ifs if pf.ifname_matches(spec, i)]
         # NCCL takes matching interfaces in getifaddrs order: a prefix that also matches another interface with
         # an IPv4 address (eno1 for "en") can put the bootstrap on the management network.
-        others = sorted(i for i, a in pf.local_addresses(ctx.root).items()
+        others = sorted(i for i, a in facts.local_addresses.items()
                         if a and i not in subnet_ifs and i != "lo" and pf.ifname_matches(spec, i))
         if hits and others:
             items.append(step("NCCL_SOCKET_IFNAME", Status.WARN,
@@ -109,19 +109,19 @@ def gate_nccl_env(ctx) -> list[Result]:
                           f"NCCL_IB_GID_INDEX={gid} pinned (advice: NCCL >= 2.21 picks the RoCE v2 IPv4 GID itself; "
                           "a pinned index breaks when addresses are re-added; rdma.gid shows the index it would pick)"))
 
-    items.append(_master_port(ctx))
+    items.append(_master_port(facts, config))
     return [combine("nccl.env", items, f"env consistent with {prof.subnet}, {prof.nodes}x{prof.gpus_per_node} GPUs")]
 
 
-def _master_port(ctx) -> dict[str, Any]:
-    raw = ctx.config.get("MASTER_PORT")
+def _master_port(facts, config) -> dict[str, Any]:
+    raw = config.get("MASTER_PORT")
     if raw is None:
         return step("MASTER_PORT", Status.PASS, "MASTER_PORT unset (torch.distributed default 29500)")
     if not raw.strip().isdigit() or not 0 < int(raw) < 65536:
         return step("MASTER_PORT", Status.FAIL, f"MASTER_PORT={raw!r} is not a TCP port",
                     "set MASTER_PORT to a free port in 1024-65535, e.g. 29500")
     port = int(raw)
-    ray = parse_ray_address(ctx.config.get("RAY_ADDRESS"))
+    ray = parse_ray_address(config.get("RAY_ADDRESS"))
     taken = dict(WELL_KNOWN_PORTS)
     if ray:
         taken.setdefault(ray[1], "the Ray head's port in RAY_ADDRESS")
@@ -129,11 +129,12 @@ def _master_port(ctx) -> dict[str, Any]:
         return step("MASTER_PORT", Status.WARN,
                     f"MASTER_PORT={port} is {taken[port]}: once the cluster runs, the two collide on the head",
                     "choose a port nothing else on the head uses, e.g. 29500 (torch.distributed's default)")
-    role = master(ctx)["role"] if ctx.root.live else None
-    if role != "head":
-        why = "not the head" if role == "worker" else "role unknown (MASTER_ADDR unset or unresolved)"
+    role = master(facts)["role"]
+    r = facts.answer("bind", str(port)) if role == "head" else None
+    if r is None:
+        why = "not the head" if role == "worker" else \
+            "role unknown (MASTER_ADDR unset or unresolved)" if role is None else "bind test not recorded"
         return step("MASTER_PORT", Status.PASS, f"MASTER_PORT={port} ({why}: bind test runs on the head)")
-    r = pf.port_free(port)
     if r["free"]:
         return step("MASTER_PORT", Status.PASS, f"MASTER_PORT={port} free on this head")
     return step("MASTER_PORT", Status.FAIL, f"MASTER_PORT={port}: {r['error']} on this head",

@@ -21,29 +21,33 @@ REMEDY = ("disable ACS on these bridges: the BIOS option (often 'ACS Control' / 
 
 
 @gate("pci.acs")
-def gate_pci_acs(ctx) -> list[Result]:
-    root = ctx.root
-    gpus = pci.gpu_functions(root)
-    hcas = pci.hca_functions(root)
+def gate_pci_acs(facts, config) -> list[Result]:
+    gpus = facts.pci.gpus
+    hcas = facts.pci.hcas
     if not gpus or not hcas:
         missing = " and no ".join(w for w, v in (("NVIDIA GPU on PCI", gpus), ("PCI-attached RDMA device", hcas)) if not v)
         return [Result("pci.acs", Status.SKIP,
                        observed=f"no {missing} here (integrated GPU, soft-RoCE, no RDMA or no GPU): "
                                 "no GPU-to-HCA PCIe path to inspect")]
-    return [judge_bridges(root, gpus + list(hcas.values()), {"gpus": gpus, "hcas": hcas})]
+    return [judge_bridges(facts.pci, gpus + list(hcas.values()), {"gpus": gpus, "hcas": hcas})]
 
 
-def judge_bridges(root, endpoints: list[str], details: dict[str, Any] | None = None) -> Result:
-    """pci.acs verdict for the bridges above ``endpoints`` (PCI functions), read through ``root``."""
+def judge_bridges(topo, endpoints: list[str], details: dict[str, Any] | None = None) -> Result:
+    """pci.acs verdict for the bridges above ``endpoints`` (PCI functions).
+
+    ``topo`` holds ``ancestors`` {endpoint: bridges} and ``config`` {bridge: config space hex},
+    as ``facts.pci.read_topology`` reads them (``NodeFacts.pci``).
+    """
     bridges: list[str] = []
     for bdf in endpoints:
-        for a in pci.ancestors(root, bdf):
+        for a in topo.ancestors.get(bdf, []):
             if a not in bridges:
                 bridges.append(a)
     rows: list[dict[str, Any]] = []
     unreadable, redirect, other = [], [], []
     for b in bridges:
-        cs = pci.read_config(root, b)
+        raw = topo.config.get(b)
+        cs = None if raw is None else pci.parse_config(bytes.fromhex(raw))
         if cs is None or not cs.is_bridge:
             continue
         row: dict[str, Any] = {"bdf": b, "config_bytes": cs.size}

@@ -20,6 +20,7 @@ import ipaddress
 from typing import Any
 
 from ..facts import peer as pf
+from ..facts.peer import parse_ray_address  # noqa: F401  (re-exported)
 from ..model import Result, Status, worst
 from . import gate
 
@@ -46,79 +47,32 @@ def step(name: str, status: Status, observed: str, remedy: str = "", **extra: An
     return {"step": name, "status": status.value, "observed": observed, "remedy": remedy, **extra}
 
 
-def subnet_interfaces(ctx) -> dict[str, list[str]]:
+def subnet_interfaces(facts, config) -> dict[str, list[str]]:
     """{ifname: [addr/len, ...]} of this host's IPv4 addresses inside profile.subnet."""
-    net = ctx.config.profile.network()
-    out: dict[str, list[str]] = {}
-    for ifname, addrs in pf.local_addresses(ctx.root).items():
-        for a in addrs:
-            try:
-                if ipaddress.ip_interface(a).ip in net:
-                    out.setdefault(ifname, []).append(a)
-            except ValueError:
-                continue
-    return out
+    return pf.in_subnet(facts.local_addresses, config.profile.network())
 
 
-def master(ctx) -> dict[str, Any]:
-    """MASTER_ADDR, its resolution and this node's role; computed once per run."""
-    if "peer.master" in ctx.cache:
-        return ctx.cache["peer.master"]
-    name = ctx.config.get("MASTER_ADDR")
-    info: dict[str, Any] = {"name": name, "addr": None, "resolve": None, "role": None, "local_if": None}
-    if name:
-        r = pf.resolve(name) if ctx.root.live else {"addrs": [], "error": "not resolved when replaying a snapshot",
-                                                      "elapsed_s": 0.0, "timed_out": False}
-        info["resolve"] = r
-        v4 = [a for a in r["addrs"] if ":" not in a]
-        info["addr"] = (v4 or r["addrs"] or [None])[0]
-        if info["addr"]:
-            for ifname, addrs in pf.local_addresses(ctx.root).items():
-                if any(a.split("/")[0] == info["addr"] for a in addrs):
-                    info["local_if"] = ifname
-            info["role"] = "head" if info["local_if"] or info["addr"].startswith("127.") else "worker"
-    info["detected_role"] = info["role"]
-    # The compose .env declares the role (RAY_MODE=head|worker); RDMACHECK_ROLE overrides for preflight only.
-    for key in ("RDMACHECK_ROLE", "RAY_MODE"):
-        declared = (ctx.config.get(key) or "").strip().lower()
-        if declared in ("head", "worker"):
-            info["role"], info["declared_role"], info["declared_by"] = declared, declared, key
-            break
-    ctx.cache["peer.master"] = info
-    return info
+def master(facts) -> dict[str, Any]:
+    """MASTER_ADDR, its resolution and this node's role (gathered by facts.peer.gather_peer)."""
+    return facts.peer
 
 
-def parse_ray_address(text: str | None) -> tuple[str, int] | None:
-    """``host:port``, ``ray://host:port``, ``[v6]:port`` -> (host, port); None for auto/unset/bad."""
-    if not text or text.strip().lower() in ("auto", "local"):
-        return None
-    s = text.strip()
-    if "://" in s:
-        s = s.split("://", 1)[1]
-    s = s.split("/", 1)[0]
-    if s.startswith("["):
-        host, _, rest = s[1:].partition("]")
-        port = rest.lstrip(":")
-    else:
-        host, _, port = s.rpartition(":")
-    if not host or not port.isdigit() or not 0 < int(port) < 65536:
-        return None
-    return host, int(port)
+NOT_RECORDED = "live-only: no recorded probe answer for this question (a snapshot without it, or a changed config)"
 
 
 @gate("net.peer")
-def gate_net_peer(ctx) -> list[Result]:
-    cfg, prof = ctx.config, ctx.config.profile
+def gate_net_peer(facts, config) -> list[Result]:
+    cfg, prof = config, config.profile
     expected = (f"MASTER_ADDR resolves into {prof.subnet} via NCCL_SOCKET_IFNAME; worker: Ray port open, "
                 f"DF ping at MTU {prof.mtu}")
-    if not ctx.root.live:
-        return [Result("net.peer", Status.SKIP, observed="reachability is a live probe; not judged on a snapshot")]
-    m = master(ctx)
+    m = master(facts)
     if not m["name"]:
         return [Result("net.peer", Status.SKIP, observed="MASTER_ADDR unset: no peer to check",
                        remedy="set MASTER_ADDR in the .env to the head's RDMA-subnet name or IP")]
     items: list[dict[str, Any]] = []
     r = m["resolve"]
+    if r is None:
+        return [Result("net.peer", Status.SKIP, observed=f"MASTER_ADDR={m['name']}: {NOT_RECORDED}")]
     if not m["addr"]:
         items.append(step("resolve", Status.FAIL,
                           f"MASTER_ADDR={m['name']} does not resolve: {r['error']} (after {r['elapsed_s']:g} s)",
@@ -145,10 +99,10 @@ def gate_net_peer(ctx) -> list[Result]:
         dev = m["local_if"]
         how = f"{addr} is this node's own address on {dev} (head)"
     else:
-        rt = pf.route_get(addr)
+        rt = facts.answer("route", addr) or {"dev": None, "error": NOT_RECORDED}
         dev = rt["dev"]
         how = f"route to {addr} leaves via {dev}" if dev else f"no route to {addr}: {rt['error']}"
-    on_subnet = subnet_interfaces(ctx)
+    on_subnet = subnet_interfaces(facts, config)
     if dev is None:
         items.append(step("route", Status.FAIL, how, "add an address in the RDMA subnet to the RDMA interface"))
     elif dev not in on_subnet:
@@ -177,18 +131,21 @@ def gate_net_peer(ctx) -> list[Result]:
         items.append(step("tcp", Status.SKIP, f"RAY_ADDRESS={cfg.get('RAY_ADDRESS')!r}: no host:port to test"))
     else:
         host, port = ray
-        rr = pf.resolve(host) if host != m["name"] else r
+        rr = (facts.answer("resolve", host) or {"addrs": [], "error": NOT_RECORDED}) if host != m["name"] else r
         target = (rr["addrs"] or [None])[0]
         if target is None:
             items.append(step("tcp", Status.FAIL, f"RAY_ADDRESS host {host} does not resolve: {rr['error']}",
                               HOSTS_REMEDY))
-        elif ipaddress.ip_address(target) not in prof.network() or pf.route_get(target)["dev"] not in on_subnet:
+        elif ipaddress.ip_address(target) not in prof.network() or \
+                (facts.answer("route", target) or {}).get("dev") not in on_subnet:
             # never probe off the mesh (see above)
             items.append(step("tcp", Status.FAIL, f"RAY_ADDRESS {host} -> {target} is not reached over {prof.subnet}",
                               "point RAY_ADDRESS at the head's RDMA-subnet address (the same host as MASTER_ADDR)"))
         else:
-            c = pf.tcp_connect(target, port)
-            if c["ok"]:
+            c = facts.answer("tcp", f"{target}:{port}")
+            if c is None:
+                items.append(step("tcp", Status.SKIP, f"{target}:{port}: {NOT_RECORDED}"))
+            elif c["ok"]:
                 items.append(step("tcp", Status.PASS, f"{target}:{port} accepts TCP ({c['elapsed_s']:g} s)"))
             else:
                 items.append(step("tcp", Status.FAIL,
@@ -196,8 +153,10 @@ def gate_net_peer(ctx) -> list[Result]:
                                   f"(after {c['elapsed_s']:g} s)",
                                   "start the Ray head first (rdmacheck launch on the head), and open the port in "
                                   "the head's firewall", elapsed_s=c["elapsed_s"]))
-    p = pf.df_ping(addr, prof.mtu, dev)
-    if p["ok"]:
+    p = facts.answer("ping", pf.ping_target(addr, prof.mtu, dev))
+    if p is None:
+        items.append(step("mtu", Status.SKIP, f"DF ping to {addr} at MTU {prof.mtu}: {NOT_RECORDED}"))
+    elif p["ok"]:
         items.append(step("mtu", Status.PASS, f"DF ping {p['payload']} B payload to {addr}: {p['received']} replies",
                           cmd=p["cmd"]))
     else:

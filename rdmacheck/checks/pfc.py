@@ -17,8 +17,8 @@ from . import gate
 from .peer import combine, step, subnet_interfaces
 
 
-def _tc(ctx) -> tuple[int | None, str]:
-    raw = ctx.config.get("NCCL_IB_TC")
+def _tc(config) -> tuple[int | None, str]:
+    raw = config.get("NCCL_IB_TC")
     if raw is None:
         return 0, "NCCL_IB_TC unset (NCCL default 0)"
     try:
@@ -28,34 +28,32 @@ def _tc(ctx) -> tuple[int | None, str]:
     return (v, f"NCCL_IB_TC={raw}") if 0 <= v <= 255 else (None, f"NCCL_IB_TC={raw!r}")
 
 
-def _facts(ctx, dev: str) -> tuple[dict[str, Any], dict[str, Any]]:
-    if ctx.root.live:
-        return dcb.run_dcb("app", dev), dcb.run_dcb("pfc", dev)
-    meta = ctx.root.meta("dcb.json") or {}
-    d = meta.get(dev) if isinstance(meta, dict) else None
-    if not isinstance(d, dict):
-        none = {"json": None, "error": "the snapshot holds no dcb facts for this interface", "unsupported": False,
-                "missing": True}
+def _facts(facts, dev: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The recorded ``dcb -j app/pfc show`` answers for one netdev (gather probed them)."""
+    d = facts.dcb(dev)
+    if d is None:
+        none = {"json": None, "error": "the snapshot holds no dcb facts for this interface",
+                "unsupported": False, "missing": True}
         return none, none
-    return d.get("app") or {}, d.get("pfc") or {}
+    return d
 
 
 @gate("rdma.pfc")
-def gate_rdma_pfc(ctx) -> list[Result]:
-    tc, tc_txt = _tc(ctx)
+def gate_rdma_pfc(facts, config) -> list[Result]:
+    tc, tc_txt = _tc(config)
     if tc is None:
         return [Result("rdma.pfc", Status.SKIP, observed=f"{tc_txt} is not a traffic class 0-255 (see rdma.qos)")]
     dscp = tc >> 2
-    devs = dcb.rdma_netdevs(ctx.root, ctx.config.get("NCCL_IB_HCA"))
+    devs = dcb.rdma_netdevs(facts.port_netdevs, config.get("NCCL_IB_HCA"))
     if not devs:
-        devs = {i: "?" for i in subnet_interfaces(ctx)} if ctx.root.live else {}
+        devs = {i: "?" for i in subnet_interfaces(facts, config)}
     if not devs:
         return [Result("rdma.pfc", Status.SKIP, observed="no RDMA netdev found to read DCB from")]
     expected = f"PFC on the priority DSCP {dscp} maps to"
     items: list[dict[str, Any]] = []
     skipped: list[str] = []
     for nd, rdev in devs.items():
-        app, pfc = _facts(ctx, nd)
+        app, pfc = _facts(facts, nd)
         if app.get("json") is None:
             reason = app.get("error") or "no answer"
             if app.get("unsupported"):

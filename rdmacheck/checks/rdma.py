@@ -7,44 +7,18 @@ every port of every device (NCCL then uses the ACTIVE ones).
 
 from __future__ import annotations
 
-import dataclasses
 import ipaddress
 
 from ..errors import UsageError
-from ..facts.infiniband import Port, gid_bytes
+from ..facts.infiniband import IB_MTUS, ROCE_OVERHEAD, Port, gid_bytes, roce_active_mtu  # noqa: F401
+from ..gather import gid_settings, select_ports  # noqa: F401  (select_ports: re-exported)
 from ..model import Result, Status
-from ..ncclspec import ListSpec, parse_addr_range, parse_list_spec, predict_gid_index
+from ..ncclspec import parse_list_spec
+from ..nodefacts import Selection  # noqa: F401  (re-exported)
 from . import gate
 
 ACTIVE = 4
 LINK_UP = 5
-# RoCE headers the kernel subtracts from the netdev MTU (iboe_get_mtu: GRH 40 +
-# BTH 12 + DETH/XRC 4 + AtomicETH 28 + ICRC 4) before rounding down to an IB MTU.
-ROCE_OVERHEAD = 88
-IB_MTUS = (4096, 2048, 1024, 512, 256)
-
-
-@dataclasses.dataclass
-class Selection:
-    spec: ListSpec
-    spec_error: str | None
-    explicit: bool
-    ports: list[Port]
-    # filled by gates for the evidence: port name -> (active_mtu, source)
-    active_mtu: dict[str, tuple[int | None, str | None]] = dataclasses.field(default_factory=dict)
-    gid_index: dict[str, int | None] = dataclasses.field(default_factory=dict)
-    gid_info: dict[str, dict] = dataclasses.field(default_factory=dict)
-
-
-def select_ports(ctx) -> Selection:
-    raw = ctx.config.get("NCCL_IB_HCA")
-    try:
-        spec = parse_list_spec(raw, "NCCL_IB_HCA", with_ports=True)
-        err = None
-    except UsageError as e:
-        spec, err = ListSpec(entries=[], raw=raw or ""), str(e)
-    ports = [p for d in ctx.ib.values() for p in d.ports.values() if spec.matches(d.name, p.port)]
-    return Selection(spec=spec, spec_error=err, explicit=bool(spec.entries) and not spec.exclude, ports=ports)
 
 
 def _no_devices_remedy() -> str:
@@ -53,10 +27,10 @@ def _no_devices_remedy() -> str:
 
 
 @gate("rdma.devices")
-def gate_devices(ctx) -> list[Result]:
-    sel = ctx.selection
-    names = sorted(ctx.ib)
-    hca = ctx.config.get("NCCL_IB_HCA")
+def gate_devices(facts, config) -> list[Result]:
+    sel = facts.selection
+    names = sorted(facts.ib)
+    hca = config.get("NCCL_IB_HCA")
     exp = f"NCCL_IB_HCA={hca} present" if hca else "at least one RDMA device (auto-detect: NCCL_IB_HCA unset)"
     if sel.spec_error:
         return [Result("rdma.devices", Status.FAIL, observed=sel.spec_error, expected=exp,
@@ -68,7 +42,7 @@ def gate_devices(ctx) -> list[Result]:
     if sel.spec.entries and not sel.spec.exclude:
         missing = [e for e in sel.spec.entries
                    if not any((n == e.name if sel.spec.exact else n.startswith(e.name)) and
-                              (e.port is None or e.port in ctx.ib[n].ports) for n in names)]
+                              (e.port is None or e.port in facts.ib[n].ports) for n in names)]
         if missing:
             miss = ", ".join(e.name + (f":{e.port}" if e.port else "") for e in missing)
             return [Result("rdma.devices", Status.FAIL, observed=f"{miss} not found; present: {', '.join(names)}",
@@ -77,7 +51,7 @@ def gate_devices(ctx) -> list[Result]:
     if not sel.ports:
         return [Result("rdma.devices", Status.FAIL, observed=f"NCCL_IB_HCA={hca} selects no port of {', '.join(names)}",
                        expected=exp, remedy="fix the NCCL_IB_HCA exclusion/port list", details=details)]
-    unreadable = [d.name for d in ctx.ib.values() if not d.readable]
+    unreadable = [d.name for d in facts.ib.values() if not d.readable]
     obs = f"{', '.join(names)}; NCCL will use {', '.join(p.name for p in sel.ports)}"
     if unreadable:
         return [Result("rdma.devices", Status.WARN, observed=obs + f"; unreadable: {', '.join(unreadable)}",
@@ -86,31 +60,31 @@ def gate_devices(ctx) -> list[Result]:
     return [Result("rdma.devices", Status.PASS, observed=obs, expected=exp, details=details)]
 
 
-def _fw(ctx, dev: str) -> str | None:
+def _fw(facts, dev: str) -> str | None:
     """Firmware from sysfs, else from verbs: rxe's sysfs fw_ver is an empty file (verbs says 0.0.0)."""
-    fw = ctx.ib[dev].fw_ver
+    fw = facts.ib[dev].fw_ver
     if fw:
         return fw
-    v = (ctx.verbs.get("devices") or {}).get(dev) if isinstance(ctx.verbs, dict) else None
+    v = (facts.verbs.get("devices") or {}).get(dev) if isinstance(facts.verbs, dict) else None
     return (v or {}).get("fw_version") or None
 
 
-def _port_row(ctx, p: Port) -> dict:
+def _port_row(facts, p: Port) -> dict:
     return {"port": p.name, "state": p.state, "phys_state": p.phys_state, "link_layer": p.link_layer,
-            "rate": p.rate, "fw_ver": _fw(ctx, p.device)}
+            "rate": p.rate, "fw_ver": _fw(facts, p.device)}
 
 
 @gate("rdma.port")
-def gate_port(ctx) -> list[Result]:
-    sel = ctx.selection
+def gate_port(facts, config) -> list[Result]:
+    sel = facts.selection
     if not sel.ports:
         return [Result("rdma.port", Status.SKIP, observed="no port selected", expected="ACTIVE / LinkUp",
                        remedy="see rdma.devices")]
-    rows = [_port_row(ctx, p) for p in sel.ports]
+    rows = [_port_row(facts, p) for p in sel.ports]
     up = [p for p in sel.ports if p.state_id == ACTIVE and p.phys_state_id == LINK_UP]
     down = [p for p in sel.ports if p not in up]
     obs = "; ".join(f"{p.name} {p.state or '?'}/{p.phys_state or '?'} {p.link_layer or '?'} "
-                    f"{p.rate or '?'} fw {_fw(ctx, p.device) or '?'}" for p in sel.ports)
+                    f"{p.rate or '?'} fw {_fw(facts, p.device) or '?'}" for p in sel.ports)
     exp = "each selected port ACTIVE / LinkUp"
     if not up or (down and sel.explicit):
         names = ", ".join(p.name for p in down)
@@ -126,9 +100,9 @@ def gate_port(ctx) -> list[Result]:
 
 
 @gate("rdma.netdev")
-def gate_netdev(ctx) -> list[Result]:
-    sel = ctx.selection
-    net = ctx.net
+def gate_netdev(facts, config) -> list[Result]:
+    sel = facts.selection
+    net = facts.net
     mapping = {p.name: p.netdevs for p in sel.ports}
     problems: list[str] = []
     parts = []
@@ -143,7 +117,7 @@ def gate_netdev(ctx) -> list[Result]:
         parts.append(f"{p.name} -> {p.netdevs[0]} ({state})")
         if p.link_layer == "Ethernet" and (nd is None or not nd.up):
             problems.append(f"{p.netdevs[0]} is {state}")
-    ifname = ctx.config.get("NCCL_SOCKET_IFNAME")
+    ifname = config.get("NCCL_SOCKET_IFNAME")
     try:
         spec = parse_list_spec(ifname, "NCCL_SOCKET_IFNAME")
     except UsageError as e:
@@ -182,17 +156,12 @@ def _gid_label(g_bytes: bytes | None, gtype: str | None, idx: int) -> str:
 
 
 @gate("rdma.gid")
-def gate_gid(ctx) -> list[Result]:
-    sel = ctx.selection
-    profile = ctx.config.profile
+def gate_gid(facts, config) -> list[Result]:
+    sel = facts.selection
+    profile = config.profile
     subnet = profile.network()
-    env = ctx.config
-    family = "inet6" if (env.get("NCCL_IB_ADDR_FAMILY") or "AF_INET").upper() == "AF_INET6" else "inet"
     try:
-        addr_range = parse_addr_range(env.get("NCCL_IB_ADDR_RANGE"), family)
-        roce_ver = int(env.get("NCCL_IB_ROCE_VERSION_NUM") or profile.roce_version)
-        explicit = env.get("NCCL_IB_GID_INDEX")
-        explicit_idx = int(explicit) if explicit is not None else None
+        _family, _range, roce_ver, explicit_idx = gid_settings(config)
     except (UsageError, ValueError) as e:
         return [Result("rdma.gid", Status.FAIL, observed=f"bad GID setting: {e}", expected="valid NCCL_IB_* GID settings",
                        remedy="fix NCCL_IB_GID_INDEX (an integer), NCCL_IB_ROCE_VERSION_NUM (1 or 2) or NCCL_IB_ADDR_RANGE")]
@@ -207,28 +176,15 @@ def gate_gid(ctx) -> list[Result]:
     fails, obs_parts, details = [], [], {}
     for p in roce_ports:
         table = {g.index: g for g in p.gids}
-        zero = bytes(16)
-
-        def gid_at(i: int, table=table) -> bytes:
-            g = table.get(i)
-            return (g.raw or zero) if g else zero
-
-        def ver_at(i: int, table=table):
-            g = table.get(i)
-            return g.roce_version if g else None
-
         in_subnet = [g for g in p.gids if g.roce_version == roce_ver and g.ipv4 and
                      ipaddress.ip_address(g.ipv4) in subnet]
-        predicted = predict_gid_index(max(p.gid_tbl_len, 1), gid_at, ver_at, family, addr_range, roce_ver)
+        # NCCL's pick (ncclspec.predict_gid_index), derived in phase 1 (gather.derive)
+        info = sel.gid_info[p.name]
+        predicted = info["predicted"]
         pg = table.get(predicted)
         listing = ", ".join(_gid_label(g.raw, g.type, g.index) for g in p.gids[:8]) or "no GIDs"
-        chosen = explicit_idx if explicit_idx is not None else predicted
+        chosen = info["index"]
         cg = table.get(chosen)
-        info = {"index": chosen, "predicted": predicted, "explicit": explicit_idx,
-                "gid": cg.gid if cg else None, "ipv4": cg.ipv4 if cg else None,
-                "type": cg.type if cg else None, "in_subnet": bool(cg and cg in in_subnet)}
-        sel.gid_index[p.name] = chosen
-        sel.gid_info[p.name] = info
         details[p.name] = {"gids": [g.to_dict() for g in p.gids[:32]], **info}
         how = "NCCL_IB_GID_INDEX" if explicit_idx is not None else "NCCL will pick"
         obs_parts.append(f"{p.name}: {how} {_gid_label(cg.raw if cg else None, cg.type if cg else None, chosen)}"
@@ -268,34 +224,19 @@ def gate_gid(ctx) -> list[Result]:
     return out
 
 
-def roce_active_mtu(netdev_mtu: int) -> int | None:
-    """The RoCE MTU the kernel derives from a netdev MTU (iboe_get_mtu)."""
-    room = netdev_mtu - ROCE_OVERHEAD
-    return next((m for m in IB_MTUS if m <= room), None)
-
-
 @gate("rdma.mtu")
-def gate_mtu(ctx) -> list[Result]:
-    sel = ctx.selection
-    prof = ctx.config.profile
+def gate_mtu(facts, config) -> list[Result]:
+    sel = facts.selection
+    prof = config.profile
     exp = f"netdev MTU {prof.mtu}, RoCE active MTU {prof.active_mtu}"
     if not sel.ports:
         return [Result("rdma.mtu", Status.SKIP, observed="no port selected", expected=exp, remedy="see rdma.devices")]
-    verbs = ctx.verbs.get("devices", {}) if isinstance(ctx.verbs, dict) else {}
     fails, parts, details, unknown = [], [], {}, []
     for p in sel.ports:
-        nd = ctx.net.get(p.netdevs[0]) if p.netdevs else None
+        nd = facts.net.get(p.netdevs[0]) if p.netdevs else None
         nmtu = nd.mtu if nd else None
-        vport = (verbs.get(p.device) or {}).get("ports", {}).get(str(p.port), {})
-        if p.active_mtu:
-            amtu, src = p.active_mtu, "sysfs"
-        elif vport.get("active_mtu"):
-            amtu, src = vport["active_mtu"], "verbs"
-        elif nmtu and p.link_layer != "InfiniBand":
-            amtu, src = roce_active_mtu(nmtu), "derived from netdev MTU (no verbs)"
-        else:
-            amtu, src = None, None
-        sel.active_mtu[p.name] = (amtu, src)
+        # sysfs, else verbs, else derived from the netdev MTU: phase 1 decided (gather.derive)
+        amtu, src = sel.active_mtu.get(p.name, (None, None))
         details[p.name] = {"netdev": nd.name if nd else None, "netdev_mtu": nmtu, "active_mtu": amtu, "source": src}
         parts.append(f"{p.name}: netdev {nd.name if nd else '?'} MTU {nmtu if nmtu else '?'}, "
                      f"active MTU {amtu or '?'} ({src or 'unknown'})")
@@ -333,10 +274,10 @@ QOS_RANGES = {
 
 
 @gate("rdma.qos")
-def gate_qos(ctx) -> list[Result]:
+def gate_qos(facts, config) -> list[Result]:
     bad, unset, parts = [], [], []
     for key, (lo, hi, default) in QOS_RANGES.items():
-        v = ctx.config.get(key)
+        v = config.get(key)
         if v is None:
             parts.append(f"{key} unset")
             if key in ("NCCL_IB_TC", "NCCL_IB_SL"):
@@ -363,9 +304,9 @@ def gate_qos(ctx) -> list[Result]:
 
 
 @gate("rdma.devfiles")
-def gate_devfiles(ctx) -> list[Result]:
-    df = ctx.devfiles
-    sel = ctx.selection
+def gate_devfiles(facts, config) -> list[Result]:
+    df = facts.devfiles
+    sel = facts.selection
     exp = "/dev/infiniband/rdma_cm and a uverbs device per selected HCA; /etc/rdma present"
     problems = []
     if "rdma_cm" not in df.present:

@@ -5,38 +5,55 @@ from __future__ import annotations
 import argparse
 
 DESCRIPTION = """\
-Capture everything preflight reads (sysfs infiniband/net/infiniband_verbs trees with
-their device folders, /proc limits and modules, the /dev/infiniband listing, /etc/rdma,
-the NCCL/Gloo/Ray environment, pyverbs answers, IP addresses) into one .tar.gz.
-Unpack it anywhere and run `rdmacheck preflight --root DIR` to get the same verdicts
-as on the live host: how an unreachable node is diagnosed later.
+Capture everything preflight reads into one .tar.gz: preflight's fact gathering runs
+through a recording root and exactly the files, folders and links it read are copied
+(sysfs infiniband/net/PCI entries, /proc limits and modules, /dev/infiniband, /etc/rdma),
+with every probe answer (pyverbs, NVML, dcb, IP addresses, DNS, route, ping) and the
+NCCL/Gloo/Ray environment. `rdmacheck preflight --root FILE.tar.gz` then gives the
+verdicts the live host gave: how an unreachable node is diagnosed later.
+An incomplete capture (--timeout reached) never replaces an existing file: it is written
+next to it as NAME.incomplete-TIME.tar.gz.
 """
 
 EPILOG = """\
-example:
+examples:
   rdmacheck snapshot --env docker/.env -o reports/node1.tar.gz
-  mkdir /tmp/node1 && tar xzf reports/node1.tar.gz -C /tmp/node1
-  rdmacheck preflight --root /tmp/node1
+  rdmacheck preflight --root reports/node1.tar.gz            replay it (unpacked safely to a temp folder)
+  mkdir /tmp/node1 && tar xzf reports/node1.tar.gz -C /tmp/node1 && rdmacheck preflight --root /tmp/node1
+
+exit codes: 0 complete snapshot written, 1 incomplete (timeout reached), 2 usage error.
 """
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("-o", "--output", metavar="FILE.tar.gz", required=True, help="where to write the snapshot")
     p.add_argument("--env", metavar="FILE", help="the .env whose values are recorded with the snapshot (default docker/.env if present)")
-    p.add_argument("--timeout", type=float, default=30.0, help="stop copying sysfs after this many seconds (default 30)")
+    p.add_argument("--timeout", type=float, default=30.0,
+                   help="stop copying after this many seconds (default 30; the probes before it have their own bounds)")
 
 
 def run(args: argparse.Namespace) -> int:
+    import math
+
     from ..config import load_config
+    from ..errors import UsageError
     from ..root import HostRoot
     from ..snapshot import write_snapshot
 
+    if not (args.timeout > 0 and math.isfinite(args.timeout)):
+        raise UsageError(f"--timeout {args.timeout:g}: give a positive number of seconds, e.g. --timeout 30")
     root = HostRoot("/")
     cfg = load_config(args.env, None, None, root.environ())
     env = dict(root.environ())
     env.update(cfg.env)  # the effective values: .env overlaid by the process env
-    summary = write_snapshot(root, args.output, env, args.timeout)
-    print(f"snapshot {args.output}: {summary['files']} files, {summary['bytes']} bytes, "
-          f"RDMA devices: {', '.join(summary['devices']) or 'none'}"
-          + ("" if summary["complete"] else " (INCOMPLETE: timeout reached)"))
-    return 0 if summary["complete"] else 1
+    summary = write_snapshot(root, args.output, cfg, env, args.timeout)
+    where = summary["written"]
+    line = (f"snapshot {where}: {summary['files']} files ({summary['paths']} paths read), {summary['bytes']} bytes, "
+            f"RDMA devices: {', '.join(summary['devices']) or 'none'}")
+    if summary["complete"]:
+        print(line)
+        return 0
+    note = f" (INCOMPLETE: the copy reached --timeout {args.timeout:g} s"
+    note += f"; {args.output} exists and was left as it was)" if where != str(args.output) else ")"
+    print(line + note)
+    return 1

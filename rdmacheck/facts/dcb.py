@@ -99,8 +99,12 @@ def parse_pfc(data: Any) -> dict[str, Any]:
     return out
 
 
-def rdma_netdevs(root, hca_spec: str | None) -> dict[str, str]:
-    """{netdev: rdma device} for the RDMA devices NCCL_IB_HCA selects (all when unset)."""
+def rdma_netdevs(port_netdevs: dict[str, list[str]], hca_spec: str | None) -> dict[str, str]:
+    """{netdev: rdma device} for the RDMA ports NCCL_IB_HCA selects (all when unset).
+
+    ``port_netdevs`` is ``facts.infiniband.port_netdevs()``: the per-port map, so a
+    two-port HCA gives each port's own netdev (no port-1 assumption).
+    """
     from ..errors import UsageError
     from ..ncclspec import parse_list_spec
 
@@ -109,18 +113,10 @@ def rdma_netdevs(root, hca_spec: str | None) -> dict[str, str]:
     except UsageError:
         return {}  # rdma.devices reports the malformed value
     out: dict[str, str] = {}
-    for dev in root.listdir(IB_CLASS):
-        if not spec.matches(dev):
+    for name, nds in port_netdevs.items():
+        dev, _, port = name.rpartition(":")
+        if not spec.matches(dev, int(port) if port.isdigit() else None):
             continue
-        found = root.listdir(f"{IB_CLASS}/{dev}/device/net")
-        if not found:  # soft-RoCE / no PCI parent: the GID table names the netdev
-            nd = root.read(f"{IB_CLASS}/{dev}/ports/1/gid_attrs/ndevs/0")
-            found = [nd] if nd else []
-        for nd in found:
+        for nd in nds:
             out.setdefault(nd, dev)
     return out
-
-
-def snapshot_facts(root, hca_spec: str | None = None) -> dict[str, Any]:
-    """What ``rdmacheck snapshot`` stores as ``rdmacheck/dcb.json``: {netdev: {"app": ..., "pfc": ...}}."""
-    return {nd: {"app": run_dcb("app", nd), "pfc": run_dcb("pfc", nd)} for nd in rdma_netdevs(root, hca_spec)}

@@ -79,8 +79,10 @@ def addresses(root: HostRoot) -> dict[str, dict[str, list[str]]]:
     return meta if isinstance(meta, dict) else {}
 
 
-def read_net(root: HostRoot) -> dict[str, NetDev]:
-    addrs = addresses(root)
+def read_net(root: HostRoot, addrs: dict[str, dict[str, list[str]]] | None = None) -> dict[str, NetDev]:
+    """Every interface under /sys/class/net; ``addrs`` as ``addresses()`` gives them (read when None)."""
+    if addrs is None:
+        addrs = addresses(root)
     out: dict[str, NetDev] = {}
     for name in root.listdir(NET_CLASS):
         base = f"{NET_CLASS}/{name}"

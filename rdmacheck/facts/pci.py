@@ -155,3 +155,16 @@ def hca_functions(root: HostRoot) -> dict[str, str]:
         if _BDF.match(bdf):
             out[dev] = bdf
     return out
+
+
+def read_topology(root: HostRoot, endpoints: list[str]) -> tuple[dict[str, list[str]], dict[str, str | None]]:
+    """({endpoint: bridges above it}, {bridge: config space as hex or None}) for pci.acs."""
+    anc: dict[str, list[str]] = {}
+    cfg: dict[str, str | None] = {}
+    for bdf in endpoints:
+        anc[bdf] = ancestors(root, bdf)
+        for a in anc[bdf]:
+            if a not in cfg:
+                data = root.read_bytes(f"{PCI_DEVICES}/{a}/config", limit=4096)
+                cfg[a] = None if data is None else data.hex()
+    return anc, cfg

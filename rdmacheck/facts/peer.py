@@ -162,6 +162,11 @@ def port_free(port: int, host: str = "0.0.0.0") -> dict[str, Any]:
         return {"free": False, "error": e.strerror or str(e)}
 
 
+def ping_target(addr: str, mtu: int, dev: str | None) -> str:
+    """The probe key of a DF ping: the answer holds only for this address, MTU and interface."""
+    return f"{addr} mtu {mtu} dev {dev}"
+
+
 def local_addresses(root) -> dict[str, list[str]]:
     """{ifname: ["192.168.100.1/24", ...]}: IPv4 of this host (live: getifaddrs; snapshot: rdmacheck/addrs.json)."""
     from .net import addresses
@@ -174,3 +179,91 @@ def ifname_matches(spec: str, name: str) -> bool:
     from ..ncclspec import parse_list_spec
 
     return parse_list_spec(spec, "NCCL_SOCKET_IFNAME").matches(name)
+
+
+def parse_ray_address(text: str | None) -> tuple[str, int] | None:
+    """``host:port``, ``ray://host:port``, ``[v6]:port`` -> (host, port); None for auto/unset/bad."""
+    if not text or text.strip().lower() in ("auto", "local"):
+        return None
+    s = text.strip()
+    if "://" in s:
+        s = s.split("://", 1)[1]
+    s = s.split("/", 1)[0]
+    if s.startswith("["):
+        host, _, rest = s[1:].partition("]")
+        port = rest.lstrip(":")
+    else:
+        host, _, port = s.rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        return None
+    return host, int(port)
+
+
+def in_subnet(local: dict[str, list[str]], net) -> dict[str, list[str]]:
+    """{ifname: [addr/len, ...]} of the addresses in ``local`` that lie inside ``net``."""
+    out: dict[str, list[str]] = {}
+    for ifname, addrs in local.items():
+        for a in addrs:
+            try:
+                if ipaddress.ip_interface(a).ip in net:
+                    out.setdefault(ifname, []).append(a)
+            except ValueError:
+                continue
+    return out
+
+
+def gather_peer(config, local: dict[str, list[str]], ask) -> dict[str, Any]:
+    """MASTER_ADDR, its resolution, this node's role, and the probes net.peer and nccl.env judge.
+
+    ``ask(kind, target, fn)`` runs (or, replaying, looks up) one probe and returns its answer
+    or None.  The probes follow net.peer's steps and its guards: nothing is sent towards the
+    head unless the route to it leaves through an interface on the RDMA subnet.
+    """
+    prof = config.profile
+    name = config.get("MASTER_ADDR")
+    info: dict[str, Any] = {"name": name, "addr": None, "resolve": None, "role": None, "local_if": None}
+    if name:
+        r = ask("resolve", name, lambda: resolve(name))
+        info["resolve"] = r
+        if r is not None:
+            v4 = [a for a in r["addrs"] if ":" not in a]
+            info["addr"] = (v4 or r["addrs"] or [None])[0]
+        if info["addr"]:
+            for ifname, addrs in local.items():
+                if any(a.split("/")[0] == info["addr"] for a in addrs):
+                    info["local_if"] = ifname
+            info["role"] = "head" if info["local_if"] or info["addr"].startswith("127.") else "worker"
+    info["detected_role"] = info["role"]
+    # The compose .env declares the role (RAY_MODE=head|worker); RDMACHECK_ROLE overrides for preflight only.
+    for key in ("RDMACHECK_ROLE", "RAY_MODE"):
+        declared = (config.get(key) or "").strip().lower()
+        if declared in ("head", "worker"):
+            info["role"], info["declared_role"], info["declared_by"] = declared, declared, key
+            break
+    mp = (config.get("MASTER_PORT") or "").strip()
+    if info["role"] == "head" and mp.isdigit() and 0 < int(mp) < 65536:
+        ask("bind", str(int(mp)), lambda: port_free(int(mp)))
+    addr = info["addr"]
+    if not addr or info["local_if"]:
+        return info
+    rt = ask("route", addr, lambda: route_get(addr))
+    dev = (rt or {}).get("dev")
+    on_subnet = in_subnet(local, prof.network())
+    ifspec = config.get("NCCL_SOCKET_IFNAME")
+    if info["role"] == "head" or dev not in on_subnet or (ifspec and not ifname_matches(ifspec, dev)):
+        return info
+    ray = parse_ray_address(config.get("RAY_ADDRESS"))
+    if ray:
+        host, port = ray
+        rr = ask("resolve", host, lambda: resolve(host)) if host != name else info["resolve"]
+        target = ((rr or {}).get("addrs") or [None])[0]
+        try:
+            t_inside = target is not None and ipaddress.ip_address(target) in prof.network()
+        except ValueError:
+            t_inside = False
+        if t_inside:
+            trt = ask("route", target, lambda: route_get(target))
+            if (trt or {}).get("dev") in on_subnet:
+                ask("tcp", f"{target}:{port}", lambda: tcp_connect(target, port))
+    ask("ping", ping_target(addr, prof.mtu, dev), lambda: df_ping(addr, prof.mtu, dev))
+    return info
