@@ -32,12 +32,12 @@ _GROUP_OF = {
     "ports": "fabric", "netdevs": "fabric", "rdma_devices": "fabric", "verbs": "fabric", "gid": "fabric",
     "rdma": "fabric", "net": "fabric", "pfc": "fabric", "dcb": "fabric", "peer": "fabric", "devfiles": "fabric",
     "gpu": "GPU", "gpus": "GPU", "nvml": "GPU", "driver_version": "GPU", "cuda_version": "GPU", "gdr": "GPU",
-    "pci": "GPU", "nccl_version": "software", "kernel": "software", "nccl": "software", "torch_version": "software",
+    "bootstrap": "fabric", "pci": "GPU", "nccl_version": "software", "kernel": "software", "nccl": "software", "torch_version": "software",
     "env": "software", "limits": "limits", "memlock": "limits", "stack": "limits", "shm": "limits",
     "docker": "container", "container": "container", "capabilities": "container", "launch": "container",
 }
 # leaf names that identify a node rather than judge it: shown, never gate-relevant
-IDENTITY_LEAVES = {"address", "ipv4", "ipv6", "host", "hostname", "pid", "time", "serial", "uuid", "node_guid",
+IDENTITY_LEAVES = {"address", "addr", "ipv4", "ipv6", "host", "hostname", "pid", "time", "serial", "uuid", "node_guid",
                    "sys_image_guid"}
 # the GID value and the IP in it (the GID *type*, index and subnet verdict are relevant)
 IDENTITY_PATHS = (".gid.gid", ".gid.ipv4")
@@ -121,13 +121,14 @@ def _is_snapshot_dir(p: Path) -> bool:
 def judge_snapshot(root_dir: Path, env: str | None, profile: str | None, expect: list[str] | None) -> Evidence:
     """Preflight, in-process, on an unpacked snapshot or capture (read-only)."""
     from .config import load_config
-    from .preflight import PreflightContext, preflight_evidence, run_preflight
+    from .gather import gather
+    from .preflight import evidence_for, judge
     from .root import HostRoot
 
     root = HostRoot(str(root_dir))
     cfg = load_config(env, profile, expect, root.environ())
-    ctx = PreflightContext(root=root, config=cfg)
-    return preflight_evidence(ctx, run_preflight(ctx))
+    facts = gather(root, cfg)
+    return evidence_for(facts, cfg, judge(facts, cfg))
 
 
 def load_side(arg: str, env: str | None = None, profile: str | None = None, expect: list[str] | None = None,

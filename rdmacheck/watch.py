@@ -62,6 +62,16 @@ class CounterPoint:
 
 
 @dataclasses.dataclass(frozen=True)
+class Judged:
+    """One gather + gates pass: what a cycle exports and where its counters are read."""
+
+    root: Any                        # the HostRoot the facts were read through
+    ports: list[Any]                 # the selected RDMA ports (their devices and netdevs are sampled)
+    results: list[Result]
+    summary: dict[str, Any]          # preflight's facts summary (the evidence's context.facts)
+
+
+@dataclasses.dataclass(frozen=True)
 class State:
     """Everything one scrape exports: the latest cycle's verdicts, facts and counters."""
 
@@ -74,14 +84,10 @@ class State:
     error: str | None = None         # a cycle that could not run at all (its gates keep the last values)
 
 
-def _select(ctx) -> tuple[list[str], list[str]]:
+def _select(ports) -> tuple[list[str] | None, list[str] | None]:
     """RDMA devices and netdevs to sample: the selected ports', else everything present."""
-    try:
-        ports = ctx.selection.ports
-    except Exception:
-        ports = []
-    devices = sorted({p.device for p in ports})
-    netdevs = sorted({n for p in ports for n in (p.netdevs or [])})
+    devices = sorted({p.device for p in ports or []})
+    netdevs = sorted({n for p in ports or [] for n in (p.netdevs or [])})
     return (devices or None), (netdevs or None)
 
 
@@ -110,9 +116,9 @@ def sample_counters(root, devices: list[str] | None, netdevs: list[str] | None) 
 class Watcher:
     """Runs cycles; ``state`` is the latest one (None before the first)."""
 
-    def __init__(self, judge: Callable[[], tuple[Any, list[Result], dict[str, Any]]],
+    def __init__(self, judge: Callable[[], "Judged"],
                  log: Callable[[str], None] | None = None, clock: Callable[[], float] = time.time) -> None:
-        # judge() -> (preflight context, results, facts): the gather + gates step, replaceable in one place
+        # judge() -> Judged: the gather + gates step, in one place (preflight_judge)
         self.judge = judge
         self.log = log or (lambda line: print(line, file=sys.stderr, flush=True))
         self.clock = clock
@@ -125,9 +131,10 @@ class Watcher:
         t0 = time.monotonic()
         self.cycles += 1
         try:
-            ctx, results, facts = self.judge()
-            devices, netdevs = _select(ctx)
-            values = sample_counters(ctx.root, devices, netdevs)
+            j = self.judge()
+            results, facts = j.results, j.summary
+            devices, netdevs = _select(j.ports)
+            values = sample_counters(j.root, devices, netdevs)
             error = None
         except Exception as e:  # a cycle that cannot run keeps serving the last verdicts, marked
             prev = self.state
@@ -183,17 +190,20 @@ class Watcher:
 
 
 def preflight_judge(root_dir: str, env: str | None, profile: str | None, expect: list[str] | None):
-    """judge() for Watcher: the configuration is read once (bad input fails at start, exit 2), the host
-    is re-read every cycle through a fresh context (facts are memoised per run only)."""
+    """judge() for Watcher: the configuration is read once (bad input fails at start, exit 2); every cycle
+    gathers the node's facts afresh through a new HostRoot (gather.gather) and judges them (preflight.judge),
+    exactly as `rdmacheck preflight` does."""
     from .config import load_config
-    from .preflight import PreflightContext, collect_facts, run_preflight
+    from .gather import gather
+    from .preflight import facts_summary, judge as judge_facts
     from .root import HostRoot
 
     cfg = load_config(env, profile, expect, HostRoot(root_dir).environ())
 
-    def judge():
-        ctx = PreflightContext(root=HostRoot(root_dir), config=cfg)
-        results = run_preflight(ctx)
-        return ctx, results, collect_facts(ctx)
+    def judge() -> Judged:
+        root = HostRoot(root_dir)
+        facts = gather(root, cfg)
+        sel = facts.selection
+        return Judged(root, list(sel.ports) if sel else [], judge_facts(facts, cfg), facts_summary(facts))
 
     return judge
