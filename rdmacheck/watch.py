@@ -23,6 +23,7 @@ import threading
 import time
 from typing import Any, Callable
 
+from .facts.counters import counter_delta, parse_counter, read_sample
 from .model import Result, Status
 
 # Gauge values of rdmacheck_gate_status: what the issue and the alert rules use.
@@ -93,8 +94,6 @@ def _select(ports) -> tuple[list[str] | None, list[str] | None]:
 
 def sample_counters(root, devices: list[str] | None, netdevs: list[str] | None) -> dict[tuple[str, str, str], int]:
     """(kind, device, counter) -> value, for the counters in a watched category."""
-    from .facts.counters import parse_counter, read_sample
-
     out: dict[tuple[str, str, str], int] = {}
     s = read_sample(root, devices, netdevs)
     for key, pc in s.ports.items():
@@ -149,8 +148,6 @@ class Watcher:
             if self._prev is not None:
                 before = self._prev[1].get((kind, dev, name))
                 dt = now_mono - self._prev[0]
-                from .facts.counters import counter_delta
-
                 d = counter_delta(before, v)
                 if d is not None and dt > 0:
                     rate = d / dt
