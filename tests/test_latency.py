@@ -123,6 +123,7 @@ def test_gloo_latency_gate_fails_below_and_passes_above(tmp_path, torch_ranks): 
     assert r.returncode == 0, r.stdout + r.stderr
     page = html.read_text()
     assert 'class="muted latency-gate"' in page
+    assert '<span class="small algo">algo ring (NCCL only)</span>' in page   # the run names its algorithm
     uri = re.search(r'id="plot-all_reduce"><img[^>]+src="data:image/svg\+xml;base64,([^"]+)"', page).group(1)
     svg = base64.b64decode(uri).decode()
     assert "bench.latency ceiling" in svg and "all_reduce: latency" in svg

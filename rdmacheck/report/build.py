@@ -199,7 +199,7 @@ def build(loaded: list[Loaded], imported: list[Loaded] | None = None, title: str
         "mismatches": [r.label for r in mism],
         "runs": [{"label": r.label, "source": r.source, "path": r.path, "host": r.host, "time": r.time,
                   "notes": r.context.get("notes") or [], "world_size": r.context.get("world_size"),
-                  "avg_busbw": r.context.get("avg_busbw")} for r in runs],
+                  "avg_busbw": r.context.get("avg_busbw"), "algo": _algo(r.context)} for r in runs],
         "summaries": summ,
         "tables": benchmod.tables(df) if runs else [],
         "plots": benchmod.plots(df, expected, _latency_limits(bench_gates)) if runs else [],
@@ -236,6 +236,13 @@ def _latency_limits(bench_gates: list[dict[str, Any]]) -> dict[str, list[tuple[i
             for o in ([op] if op else sorted(x for x in ops if x)):
                 out.setdefault(o, {})[b] = us
     return {op: sorted(d.items()) for op, d in out.items()}
+
+
+def _algo(ctx: dict[str, Any]) -> str | None:
+    """The NCCL algorithm a bench run recorded (bench --algo, context.algo), as its table header says it."""
+    from ..bench.algo import label
+
+    return label(ctx["algo"]) if isinstance(ctx.get("algo"), dict) else None
 
 
 def _on(value: str, hosts: list[str]) -> str:
