@@ -106,6 +106,8 @@ def gather(root: HostRoot, config: Config) -> NodeFacts:
 
     pr = _Prober(root)
     addrs = pr.ask("addrs", "", lambda: addresses(root), legacy=lambda: addresses(root)) or {}
+    if not isinstance(addrs, dict):
+        addrs = {}
     ib = read_infiniband(root)
     nf = NodeFacts(live=root.live, root=str(root.root))
     meta_host = root.meta("host.json")
@@ -126,24 +128,20 @@ def gather(root: HostRoot, config: Config) -> NodeFacts:
     pr.ask("nvml", "", lambda: nvml.read_nvml(root), legacy=lambda: nvml.read_nvml(root))
     pr.ask("nccl_lib", "", lambda: nccl_lib.read_nccl(root), legacy=lambda: nccl_lib.read_nccl(root))
     old_dcb = None if root.live else root.meta("dcb.json")
+    nf.probes = pr.probes  # the same dict: probes asked below land in the record too
     dcb_devs = sorted({n for nds in nf.port_netdevs.values() for n in nds})
     if not dcb_devs:  # rdma.pfc then reads the interfaces on the RDMA subnet
-        dcb_devs = sorted(peer.in_subnet(nf_local(addrs), config.profile.network()))
+        dcb_devs = sorted(peer.in_subnet(nf.local_addresses, config.profile.network()))
     for nd in dcb_devs:
         for obj in ("app", "pfc"):
             legacy = None
             if isinstance(old_dcb, dict) and isinstance(old_dcb.get(nd), dict):
                 legacy = (lambda o=obj, n=nd: old_dcb[n].get(o) or None)
             pr.ask(f"dcb.{obj}", nd, lambda o=obj, n=nd: dcb.run_dcb(o, n), legacy=legacy)
-    nf.peer = peer.gather_peer(config, nf_local(addrs), pr.ask)
-    nf.probes = pr.probes
+    nf.peer = peer.gather_peer(config, nf.local_addresses, pr.ask)
     nf.skipped_paths = sorted(getattr(root, "skipped", ()) or ())
     derive(nf, config)
     return nf
-
-
-def nf_local(addrs: dict[str, Any]) -> dict[str, list[str]]:
-    return {k: list((v or {}).get("ipv4") or []) for k, v in addrs.items() if isinstance(v, dict)}
 
 
 # ------------------------------------------------------------------ derived facts

@@ -21,7 +21,7 @@ import typing
 from typing import Any
 
 from .facts.devfiles import DevFiles
-from .facts.infiniband import Device, Gid, Port
+from .facts.infiniband import Device, Port
 from .facts.limits import Limit
 from .facts.net import NetDev
 
@@ -256,4 +256,4 @@ def _build(tp: Any, v: Any) -> Any:
 
 
 __all__ = ["FACTS_VERSION", "LIVE_ONLY", "LIVE_ONLY_NOTE", "NodeFacts", "PciFacts", "Probe", "Selection",
-           "probe_key", "Gid"]
+           "probe_key"]

@@ -183,6 +183,54 @@ def preflight_evidence(ctx: PreflightContext, results: list[Result]) -> Evidence
     return evidence_for(ctx.facts, ctx.config, results)
 
 
+def rejudge_from_evidence(path: str, env_file: str | None = None, profile_file: str | None = None,
+                          expect: list[str] | None = None) -> tuple[NodeFacts, Config]:
+    """The NodeFacts of a preflight evidence file and the config to judge them under.
+
+    The recorded config is the base; ``env_file`` replaces its .env (the values the node's
+    process environment set still win, as compose would there), ``profile_file`` its profile,
+    ``expect`` overrides single values.  The derived facts are computed again under it.
+    """
+    from .config import build_profile, load_env_file, load_profile
+    from .gather import derive
+    from .output.jsonout import read_evidence
+
+    ev = read_evidence(path)
+    if ev.kind != "preflight":
+        raise UsageError(f"--facts {path}: a {ev.kind!r} evidence file; pass preflight evidence "
+                         "(rdmacheck preflight --json FILE)")
+    raw = ev.context.get("node_facts")
+    if raw is None:
+        raise UsageError(f"--facts {path}: no facts record (context.node_facts): the file was written before "
+                         "rdmacheck recorded them; run `rdmacheck preflight --json FILE` on the node again, "
+                         "or replay its snapshot with --root FILE.tar.gz")
+    try:
+        facts = NodeFacts.from_dict(raw)
+    except ValueError as e:
+        raise UsageError(f"--facts {path}: {e}; write the evidence again with this rdmacheck") from None
+    rec = ev.context.get("config") if isinstance(ev.context.get("config"), dict) else {}
+    env = {str(k): str(v) for k, v in (rec.get("env") or {}).items()}
+    sources = {str(k): str(v) for k, v in (rec.get("env_sources") or {}).items()}
+    used = rec.get("env_file")
+    if env_file:
+        node_env = {k: env[k] for k, src in sources.items() if src == "process" and k in env}
+        env = {**load_env_file(env_file), **node_env}
+        sources = {**{k: "env-file" for k in env}, **{k: "process" for k in node_env}}
+        used = str(env_file)
+    if profile_file:
+        profile = load_profile(profile_file, expect)
+    else:
+        try:
+            profile = build_profile(rec.get("profile") or {}, expect)
+        except UsageError as e:
+            if expect and str(e).startswith("--expect"):
+                raise
+            raise UsageError(f"--facts {path}: recorded profile unreadable ({e}); pass --profile FILE") from None
+    config = Config(env=env, env_sources=sources, env_file=used, profile=profile)
+    derive(facts, config)
+    return facts, config
+
+
 # ---------------------------------------------------------------- CLI glue
 
 def add_config_arguments(p: argparse.ArgumentParser) -> None:

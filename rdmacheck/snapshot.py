@@ -46,16 +46,22 @@ ENV_PREFIXES = ("NCCL_", "GLOO_", "UCX_", "RAY_", "CUDA_", "NVIDIA_", "MASTER_",
 
 
 class _Copy:
-    """Copies host paths into ``dst`` with the links on their way, until a deadline."""
+    """Copies host paths from ``src`` (``/`` live) into ``dst`` with the links on their way, until a deadline.
 
-    def __init__(self, dst: Path, deadline: float):
-        self.dst, self.deadline = dst, deadline
+    Paths are host paths (``/sys/...``); ``src`` maps them to the folder they are read from.
+    """
+
+    def __init__(self, src: str, dst: Path, deadline: float):
+        self.src, self.dst, self.deadline = src.rstrip("/") or "", dst, deadline
         self.placed: set[str] = set()
         self.files = 0
         self.complete = True
 
     def _out(self, host_path: str) -> str:
         return os.path.join(str(self.dst), host_path.lstrip("/"))
+
+    def _in(self, host_path: str) -> str:
+        return self.src + host_path
 
     def _link(self, host_path: str, target: str) -> None:
         out = self._out(host_path)
@@ -75,10 +81,10 @@ class _Copy:
             cur.append(parts[i])
             i += 1
             p = "/" + "/".join(cur)
-            if (i < len(parts) or follow_last) and os.path.islink(p) and hops < 40:
+            if (i < len(parts) or follow_last) and os.path.islink(self._in(p)) and hops < 40:
                 hops += 1
                 try:
-                    t = os.readlink(p)
+                    t = os.readlink(self._in(p))
                 except OSError:
                     return None
                 self._link(p, t)
@@ -93,7 +99,7 @@ class _Copy:
         if os.path.lexists(out) and os.path.getsize(out) > 0:
             return
         try:
-            fd = os.open(real, os.O_RDONLY | os.O_NONBLOCK)
+            fd = os.open(self._in(real), os.O_RDONLY | os.O_NONBLOCK | (os.O_NOFOLLOW if self.src else 0))
         except OSError:
             return
         try:
@@ -115,7 +121,7 @@ class _Copy:
         if not entries:
             return
         try:
-            names = os.listdir(real)
+            names = os.listdir(self._in(real))
         except OSError:
             return
         for n in names:
@@ -124,12 +130,12 @@ class _Copy:
             if os.path.lexists(o):
                 continue
             try:
-                st = os.lstat(hp)
+                st = os.lstat(self._in(hp))
             except OSError:
                 continue
             if stat.S_ISLNK(st.st_mode):
                 try:
-                    self._link(hp, os.readlink(hp))
+                    self._link(hp, os.readlink(self._in(hp)))
                 except OSError:
                     pass
             elif stat.S_ISDIR(st.st_mode):
@@ -142,13 +148,13 @@ class _Copy:
             self.complete = False
             return
         real = self._walk(host_path, follow_last=how != "link")
-        if real is None or not os.path.lexists(real):
+        if real is None or not os.path.lexists(self._in(real)):
             return
         if how == "link":
-            if os.path.islink(real):
-                self._link(real, os.readlink(real))
+            if os.path.islink(self._in(real)):
+                self._link(real, os.readlink(self._in(real)))
             return
-        if os.path.isdir(real):
+        if os.path.isdir(self._in(real)):
             self._dir(real, entries=how == "list")
         elif how in ("read", "stat"):
             self._file(real)
@@ -161,7 +167,8 @@ def capture(root: HostRoot, dst: Path, config, env: dict[str, str], timeout: flo
 
     rec = HostRoot(str(root.root), record=True)
     facts = gather(rec, config)
-    cp = _Copy(dst, time.monotonic() + timeout)
+    # live: from /; a replay root (a snapshot of a snapshot, as tests take one): from its folder
+    cp = _Copy("/" if root.live else str(root.root.resolve()), dst, time.monotonic() + timeout)
     # lists before reads: a folder's placeholders never hide a file read later (that file is copied over them)
     order = {"link": 0, "list": 1, "stat": 2, "read": 3}
     for path, how in sorted((rec.recorded or {}).items(), key=lambda kv: (order.get(kv[1], 9), kv[0])):

@@ -8,7 +8,7 @@ are covered by tests/test_softroce.py.
 
 from __future__ import annotations
 
-import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -47,11 +47,11 @@ def test_iwarp_no_pma_is_unreadable_not_zero(captures):
 
 
 def test_qib_saturated_32bit_data_gives_no_delta(captures, tmp_path):
-    # hwloc's dump keeps class entries as plain files; link the real device dir in (no copy).
+    # hwloc's dump keeps class entries as plain files; the real device dir goes into a root of its own
+    # (copied to the test's temp folder: a replay never follows a link out of its root).
     dev = captures / "sysfs" / "hwloc-40intel64-qib" / "sys/devices/pci0000:40/0000:40:03.0/0000:43:00.0/infiniband/qib0"
     assert dev.is_dir()
-    (tmp_path / "sys/class/infiniband").mkdir(parents=True)
-    os.symlink(dev, tmp_path / "sys/class/infiniband/qib0")
+    shutil.copytree(dev, tmp_path / "sys/class/infiniband/qib0", symlinks=True)
     pc = C.read_port_counters(HostRoot(tmp_path), "qib0", 1)
     assert pc.counters["port_xmit_data"] == C.SATURATED_32
     assert "counters/port_xmit_data" in pc.saturated
@@ -64,8 +64,7 @@ def test_read_sample_finds_every_port_and_netdev(captures, tmp_path):
     assert {"mlx5_0/1", "mlx4_0/1", "mlx4_0/2", "hfi1_0/1"} <= set(s.ports)
     # a real netdev statistics folder (linked in from the capture's device tree)
     net = captures / "sysfs" / "prometheus-procfs" / "sys/devices/pci0000:a2/0000:a2:00.0/net/enp162s0f0np0"
-    (tmp_path / "sys/class/net").mkdir(parents=True)
-    os.symlink(net, tmp_path / "sys/class/net/enp162s0f0np0")
+    shutil.copytree(net, tmp_path / "sys/class/net/enp162s0f0np0", symlinks=True)  # inside the root
     nc = C.read_netdev_counters(HostRoot(tmp_path), "enp162s0f0np0")
     assert nc is not None and nc.tx_bytes == int((net / "statistics/tx_bytes").read_text())
     assert C.read_netdev_counters(HostRoot(tmp_path), "nonexistent") is None

@@ -24,6 +24,7 @@ import pytest
 
 from conftest import REPO, require, run_cli
 from rdmacheck.facts import counters as C
+from rdmacheck.nodefacts import LIVE_ONLY
 from rdmacheck.root import HostRoot
 
 pytestmark = pytest.mark.softroce
@@ -33,8 +34,8 @@ ENVFILE = REPO / "tests" / "softroce" / "reference.env"
 HCA, PEER_HCA = "roceP2p1s0f0", "roceP2p1s0f1"
 NETDEV, PEER_NETDEV = "enP2p1s0f0np0", "enP2p1s0f1np1"
 CORE_GATES = ("rdma.devices", "rdma.port", "rdma.netdev", "rdma.gid", "rdma.mtu")
-# Gates whose verdict comes from a live network probe (rdmacheck/checks/peer.py): skipped on a snapshot.
-LIVE_ONLY_GATES = ("net.peer",)
+# Gates whose verdict comes from a live probe: judged on a replay from the snapshot's recorded answers.
+LIVE_ONLY_GATES = tuple(LIVE_ONLY)
 
 
 # ---------------------------------------------------------------- the devices themselves
@@ -49,10 +50,10 @@ def test_devices_named_as_on_reference_cluster(guest):
 
 def test_pyverbs_reads_active_mtu_4096_for_real(guest, tmp_path):
     # rxe has no active_mtu in sysfs: only verbs knows it.  The snapshot stores what pyverbs said in
-    # the guest (rdmacheck/verbs.json); ibv_devinfo (C, libibverbs) is the independent witness.
+    # the guest (the "verbs" probe of rdmacheck/probes.json); ibv_devinfo (C, libibverbs) is the independent witness.
     assert guest.rc("snapshot") in (0, 1), guest.text("snapshot.out")
     with tarfile.open(guest.dir / "snapshot.tar.gz") as tar:
-        verbs = json.load(tar.extractfile("rdmacheck/verbs.json"))
+        verbs = json.load(tar.extractfile("rdmacheck/probes.json"))["verbs"]["answer"]
     assert verbs["available"] is True, verbs
     port = verbs["devices"][HCA]["ports"]["1"]
     assert port["active_mtu"] == 4096 and port["max_mtu"] == 4096
@@ -134,12 +135,11 @@ def test_snapshot_replays_identical_verdicts(guest, tmp_path):
     replay = {k: r["status"] for k, r in replay_results.items()}
     live = guest.statuses("pass")
     assert set(replay) == set(live)
-    # Live network probes (DNS, TCP, ping) cannot be replayed from files: such a gate must say so and
-    # skip.  Every other gate gives the same verdict from the snapshot as it gave live.
+    # Live probes (DNS, route, ping, the bind test) are answered from the snapshot's record: such a gate
+    # says so.  Every gate gives the same verdict from the snapshot as it gave live.
     for gate in LIVE_ONLY_GATES:
-        assert replay[gate] == "skip" and "snapshot" in replay_results[gate]["observed"], replay_results[gate]
-    same = {k: v for k, v in live.items() if k not in LIVE_ONLY_GATES}
-    assert {k: replay[k] for k in same} == same, {k: (live[k], replay[k]) for k in same if live[k] != replay[k]}
+        assert "live-only" in replay_results[gate]["observed"], replay_results[gate]
+    assert replay == live, {k: (live[k], replay[k]) for k in live if live[k] != replay[k]}
     assert all(replay[g] == "pass" for g in CORE_GATES)
     # and the facts the report compares are the same
     live_ports = guest.evidence("pass")["context"]["facts"]["ports"]

@@ -1,8 +1,9 @@
 """The committed outputs of a real soft-RoCE guest run, checked without booting the guest.
 
 tests/data/softroce-preflight.json and tests/data/softroce-snapshot.tar.gz come from one session of
-tests/softroce/session.sh (kernel 6.1.0-56-amd64, rdma_rxe, devices named as on the reference
-cluster, 2026-11-27): the evidence of the passing scenario and the snapshot taken in the same state.
+tests/softroce/session.sh (kernel 6.1.0-57-amd64, rdma_rxe, devices named as on the reference
+cluster, 2026-12-01, in the NodeFacts format: the evidence carries context.node_facts, the snapshot
+rdmacheck/probes.json): the evidence of the passing scenario and the snapshot taken in the same state.
 The report uses the evidence; here the snapshot must still replay to the same verdicts.
 """
 
@@ -12,12 +13,12 @@ import json
 
 from conftest import REPO, run_cli
 from rdmacheck.model import Evidence
+from rdmacheck.nodefacts import LIVE_ONLY
 from rdmacheck.snapshot import unpack
 
 DATA = REPO / "tests" / "data"
 ENVFILE = REPO / "tests" / "softroce" / "reference.env"
 CORE_GATES = ("rdma.devices", "rdma.port", "rdma.netdev", "rdma.gid", "rdma.mtu")
-LIVE_ONLY_GATES = ("net.peer",)  # live network probes: skipped on a snapshot
 
 
 def _evidence() -> Evidence:
@@ -40,10 +41,10 @@ def test_committed_snapshot_replays_committed_verdicts(tmp_path):
     p = run_cli("preflight", "--root", str(tmp_path / "node"), "--env", str(ENVFILE), "--json", str(out),
                 timeout=120, cwd=tmp_path)
     assert p.returncode == 1, p.stdout + p.stderr  # memlock (8 MiB) fails there, as live
-    replay = {r["id"]: r["status"] for r in json.loads(out.read_text())["results"]}
+    results = {r["id"]: r for r in json.loads(out.read_text())["results"]}
+    replay = {k: r["status"] for k, r in results.items()}
     live = {r.id: r.status.value for r in _evidence().results}
-    assert set(replay) == set(live)
-    for g in LIVE_ONLY_GATES:
-        assert replay[g] == "skip"
-    assert {k: v for k, v in replay.items() if k not in LIVE_ONLY_GATES} == \
-        {k: v for k, v in live.items() if k not in LIVE_ONLY_GATES}
+    # every gate, the live-only ones too: the snapshot recorded the probe answers they judge
+    assert replay == live
+    for g in LIVE_ONLY:
+        assert "live-only" in results[g]["observed"], results[g]

@@ -8,9 +8,11 @@ from ..errors import UsageError
 
 DESCRIPTION = """\
 Check this node's RDMA devices, ports, GIDs, MTU, QoS settings, device files and
-resource limits (plus GPU, GPUDirect, NCCL env and peer gates where built) against
-the cluster's .env and profile. Reads the host through one root, so a snapshot
-(`rdmacheck snapshot`) replays exactly like the live host. Never changes the host.
+resource limits (plus GPU, GPUDirect, NCCL env and peer gates) against the cluster's
+.env and profile. Two phases: every fact is gathered once (files through one root,
+live probes with their timing) into one record, then the gates judge that record.
+A snapshot (`rdmacheck snapshot`) replays exactly like the live host, and the record
+in an evidence file can be judged again (--facts) without the node. Never changes the host.
 """
 
 EPILOG = """\
@@ -18,7 +20,17 @@ examples:
   rdmacheck preflight                              defaults + auto-detected RDMA devices
   rdmacheck preflight --env docker/.env --json reports/node1-preflight.json
   rdmacheck preflight --expect mtu=1500 --only rdma.mtu,rdma.gid
-  rdmacheck preflight --root /tmp/node2-snapshot   replay a captured node
+  rdmacheck preflight --root reports/node2.tar.gz  replay a captured node (a snapshot file or an unpacked folder)
+  rdmacheck preflight --facts reports/node1-preflight.json --expect mtu=1500
+                                                   would node1 pass under MTU 1500? (judged from its recorded facts)
+  rdmacheck preflight --facts reports/node1-preflight.json --profile new.toml --json rejudged.json
+
+--facts EVIDENCE.json judges the facts recorded in preflight evidence (context.node_facts) under the
+configuration it was taken with; --env, --profile and --expect replace parts of it (a new --env file
+keeps the values the node's own environment set, as compose would there). Live-only gates (net.peer,
+nccl.env's bind test) are judged from the recorded probe answers and say so.
+
+--only selects which results are printed and written; the facts are gathered in full either way.
 
 exit codes: 0 every gate passed (warnings allowed), 1 a gate failed, 2 usage/input error.
 Gate ids and remedies: docs/checks.md.
@@ -29,34 +41,56 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     from ..preflight import add_config_arguments
 
     add_config_arguments(p)
+    p.add_argument("--facts", metavar="EVIDENCE.json",
+                   help="judge the facts recorded in this preflight evidence instead of reading a host "
+                        "(with the recorded configuration, changed by --env/--profile/--expect)")
     o = p.add_argument_group("output")
     o.add_argument("--json", metavar="FILE", help="write the evidence document (JSON, atomically) to FILE")
-    o.add_argument("--only", metavar="IDS", help="comma-separated gate ids to run, e.g. rdma.gid,rdma.mtu")
+    o.add_argument("--only", metavar="IDS", help="comma-separated gate ids to show, e.g. rdma.gid,rdma.mtu "
+                                                 "(every fact is still gathered: the evidence's facts are the same)")
     o.add_argument("--quiet", "-q", action="store_true", help="print only the verdict line")
 
 
-def run(args: argparse.Namespace) -> int:
+def _only(text: str | None) -> set[str] | None:
     from ..checks import GATE_IDS
-    from ..output.console import render_results, verdict_line
-    from ..output.jsonout import write_evidence
-    from ..preflight import _gates, context_from_args, preflight_evidence, run_preflight
+    from ..preflight import gate_ids
 
-    ctx = context_from_args(args)
-    only = None
-    if args.only:
-        _gates()  # import every gate module so GATE_IDS is complete
-        only = {s.strip() for s in args.only.split(",") if s.strip()}
-        unknown = sorted(only - set(GATE_IDS))
-        if unknown:
-            raise UsageError(f"--only: unknown gate id(s) {', '.join(unknown)}; known: {', '.join(GATE_IDS)}")
-    results = run_preflight(ctx, only)
-    ev = preflight_evidence(ctx, results)
+    if not text:
+        return None
+    gate_ids()  # import every gate module so GATE_IDS is complete
+    only = {s.strip() for s in text.split(",") if s.strip()}
+    unknown = sorted(only - set(GATE_IDS))
+    if unknown:
+        raise UsageError(f"--only: unknown gate id(s) {', '.join(unknown)}; known: {', '.join(GATE_IDS)}")
+    return only
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..output.console import render_results, verdict_line
+    from ..model import exit_code
+    from ..output.jsonout import write_evidence
+    from ..preflight import context_from_args, evidence_for, judge, rejudge_from_evidence
+
+    only = _only(args.only)
+    if args.facts:
+        if (getattr(args, "root", "/") or "/") != "/":
+            raise UsageError("--facts and --root both name a node; pass one: --facts EVIDENCE.json judges its "
+                             "recorded facts, --root replays a snapshot")
+        facts, config = rejudge_from_evidence(args.facts, args.env, args.profile, args.expect)
+        results = judge(facts, config, only, replay=True)
+        where = f" (facts from {args.facts})"
+    else:
+        ctx = context_from_args(args)
+        facts, config = ctx.facts, ctx.config
+        results = judge(facts, config, only)
+        where = "" if ctx.root.live else f" (root {ctx.root.root})"
     if args.json:
-        write_evidence(ev, args.json)
+        write_evidence(evidence_for(facts, config, results), args.json)
     if args.quiet:
         verdict, summary = verdict_line(results)
         print(f"{verdict}: {summary}")
     else:
-        title = f"rdmacheck preflight — {ev.host}" + ("" if ctx.root.live else f" (root {ctx.root.root})")
-        render_results(results, title=title)
-    return ev.exit_code
+        import socket
+
+        render_results(results, title=f"rdmacheck preflight — {facts.host or socket.gethostname()}{where}")
+    return exit_code(results)

@@ -11,7 +11,6 @@ Replaying a snapshot, the answer comes from ``rdmacheck/nccl.json``.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import importlib.util
 import os
 from typing import Any
@@ -29,8 +28,9 @@ def _candidates() -> list[str]:
         p = os.path.join(loc, "lib", "libnccl.so.2")
         if os.path.exists(p):
             out.append(p)
-    found = ctypes.util.find_library("nccl")
-    out.append(found or "libnccl.so.2")
+    # dlopen searches the loader's cache and paths itself; ctypes.util.find_library would run
+    # `ldconfig -p` (a subprocess, ~0.1 s) only to return this same soname.
+    out.append("libnccl.so.2")
     return out
 
 

@@ -167,13 +167,6 @@ def ping_target(addr: str, mtu: int, dev: str | None) -> str:
     return f"{addr} mtu {mtu} dev {dev}"
 
 
-def local_addresses(root) -> dict[str, list[str]]:
-    """{ifname: ["192.168.100.1/24", ...]}: IPv4 of this host (live: getifaddrs; snapshot: rdmacheck/addrs.json)."""
-    from .net import addresses
-
-    return {k: list((v or {}).get("ipv4") or []) for k, v in addresses(root).items() if isinstance(v, dict)}
-
-
 def ifname_matches(spec: str, name: str) -> bool:
     """NCCL_SOCKET_IFNAME semantics (comma list of prefixes, ``=`` exact, ``^`` exclude), via ncclspec."""
     from ..ncclspec import parse_list_spec

@@ -1,0 +1,332 @@
+"""One truth per node: facts gathered once into NodeFacts, pure gates, --facts re-judging, replays
+confined to their root.
+
+Trees come from tests/sysfs_builder.py (RoCE-shaped, as rxe/mlx5 lay them out), the committed
+soft-RoCE guest run (tests/data), the real H200 node capture (shared/captures) and this machine.
+"""
+
+from __future__ import annotations
+
+import builtins
+import json
+import os
+import shutil
+import socket
+import subprocess
+import tarfile
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO, run_cli
+from rdmacheck.config import load_config
+from rdmacheck.gather import gather
+from rdmacheck.nodefacts import FACTS_VERSION, LIVE_ONLY, NodeFacts, Probe
+from rdmacheck.preflight import judge
+from rdmacheck.root import HostRoot
+from sysfs_builder import roce_tree
+
+DATA = REPO / "tests" / "data"
+ENVFILE = REPO / "tests" / "softroce" / "reference.env"
+H200 = "gpu-nodes/h200-1gpu-2026-12-01"
+
+
+def _statuses(path: Path) -> dict[str, str]:
+    return {r["id"]: r["status"] for r in json.loads(path.read_text())["results"]}
+
+
+def _results(path: Path) -> dict[str, dict]:
+    return {r["id"]: r for r in json.loads(path.read_text())["results"]}
+
+
+# ---------------------------------------------------------------- the record
+
+
+def test_record_round_trips_through_json(tmp_path):
+    root = HostRoot(roce_tree(tmp_path, verbs_active_mtu=4096))
+    facts = gather(root, load_config(None, None, [], root.environ()))
+    d = json.loads(json.dumps(facts.to_dict()))
+    again = NodeFacts.from_dict(d)
+    assert again.to_dict() == d and d["version"] == FACTS_VERSION
+    assert again.ib["roceP2p1s0f0"].ports[1].gids[1].ipv4 == "192.168.100.1"
+    assert again.selection.gid_info["roceP2p1s0f0:1"]["predicted"] == 1
+    assert again.port_netdevs == {"roceP2p1s0f0:1": ["enP2p1s0f0np0"]}
+    with pytest.raises(ValueError, match="version"):
+        NodeFacts.from_dict({**d, "version": FACTS_VERSION + 1})
+
+
+def test_gates_are_pure(tmp_path, monkeypatch):
+    """Gates judged from a NodeFacts built here, with every host read, socket, subprocess and clock
+    raising, give the verdicts the tree's values call for (and those of a normal run)."""
+    tree = roce_tree(tmp_path / "t", verbs_active_mtu=4096, limits_memlock="65536")
+    root = HostRoot(tree)
+    cfg = load_config(str(ENVFILE), None, [], root.environ())
+    normal = {r.id: (r.status.value, r.observed) for r in judge(gather(root, cfg), cfg)}
+    facts = NodeFacts.from_dict(json.loads(json.dumps(gather(root, cfg).to_dict())))  # built here, from JSON
+    judge(facts, cfg)  # imports warm
+
+    def boom(*a, **k):
+        raise AssertionError("a gate touched the host")
+
+    with monkeypatch.context() as m:
+        for name in ("read", "read_bytes", "listdir", "readlink", "exists", "is_dir", "meta", "environ", "_fs"):
+            m.setattr(HostRoot, name, boom)
+        for mod, name in ((builtins, "open"), (os, "open"), (os, "listdir"), (os, "stat"), (os, "lstat"),
+                          (os, "readlink"), (os, "scandir"), (socket, "socket"), (socket, "getaddrinfo"),
+                          (subprocess, "run"), (subprocess, "Popen"), (time, "time"), (time, "monotonic"),
+                          (time, "perf_counter")):
+            m.setattr(mod, name, boom)
+        pure = {r.id: (r.status.value, r.observed) for r in judge(facts, cfg)}
+        mtu1500 = load_config(str(ENVFILE), None, ["mtu=1500"], {})
+    assert pure == normal
+    st = {k: v[0] for k, v in pure.items()}
+    # the tree: one ACTIVE RoCE port, MTU 9000, IPv4 GID at index 1 in the subnet, memlock 64 KiB
+    assert all(st[g] == "pass" for g in ("rdma.devices", "rdma.port", "rdma.netdev", "rdma.gid", "rdma.mtu"))
+    assert st["limits.memlock"] == "fail" and "soft 64 KiB" in pure["limits.memlock"][1]
+    assert "NCCL will pick [1] 192.168.100.1 RoCE v2" in pure["rdma.gid"][1]
+    from rdmacheck.gather import derive
+
+    derive(facts, mtu1500)
+    assert {r.id: r.status.value for r in judge(facts, mtu1500, {"rdma.mtu"})} == {"rdma.mtu": "fail"}
+
+
+def test_a_gate_that_raises_fails_alone(tmp_path):
+    root = HostRoot(roce_tree(tmp_path))
+    cfg = load_config(None, None, [], {})
+    facts = gather(root, cfg)
+    facts.probes["nvml"] = Probe("nvml", "", {"state": "ok", "gpus": "not a list"})  # malformed answer
+    res = {r.id: r for r in judge(facts, cfg)}
+    assert res["gpu.nvml"].status.value == "fail" and "probe error" in res["gpu.nvml"].observed
+    assert res["rdma.gid"].status.value == "pass"
+
+
+# ---------------------------------------------------------------- --only never changes the facts
+
+
+def test_only_prints_fewer_results_never_fewer_facts(tmp_path):
+    """Issue 12's first finding: --only rdma.devices wrote gid_index/active_mtu/gid as null."""
+    snap = DATA / "softroce-snapshot.tar.gz"
+    full, only = tmp_path / "full.json", tmp_path / "only.json"
+    a = run_cli("preflight", "--root", str(snap), "--env", str(ENVFILE), "--json", str(full), timeout=120)
+    b = run_cli("preflight", "--root", str(snap), "--env", str(ENVFILE), "--only", "rdma.devices",
+                "--json", str(only), timeout=120)
+    assert a.returncode in (0, 1) and b.returncode in (0, 1), a.stderr + b.stderr
+    fa, fb = (json.loads(p.read_text())["context"] for p in (full, only))
+    assert list(_statuses(only)) == ["rdma.devices"] and len(_statuses(full)) >= 19
+    for key in ("node_facts", "facts"):
+        x, y = dict(fa[key]), dict(fb[key])
+        if key == "node_facts":
+            x.pop("root"), y.pop("root")  # each run unpacks to its own temporary folder
+        assert x == y, key
+    port = fb["facts"]["ports"][0]
+    assert port["gid_index"] == 1 and port["active_mtu"] == 4096 and port["gid"]["ipv4"] == "192.168.100.1"
+
+
+def test_only_on_the_live_host_gathers_the_same_facts(tmp_path):
+    full, only = tmp_path / "full.json", tmp_path / "only.json"
+    run_cli("preflight", "--json", str(full))
+    run_cli("preflight", "--only", "limits.shm", "--json", str(only))
+    fa, fb = (json.loads(p.read_text())["context"]["node_facts"] for p in (full, only))
+    assert set(fa) == set(fb) and set(fa["probes"]) == set(fb["probes"])
+    # what cannot move between two runs a second apart is identical
+    for key in ("ib", "net", "limits", "devfiles", "pci", "port_netdevs", "selection", "bootstrap", "peer", "gdr"):
+        assert fa[key] == fb[key], key
+
+
+# ---------------------------------------------------------------- --facts: re-judging recorded facts
+
+
+def test_facts_reproduces_the_committed_guest_verdicts_and_expect_flips_mtu(tmp_path):
+    ev = DATA / "softroce-preflight.json"
+    again, flipped = tmp_path / "again.json", tmp_path / "mtu1500.json"
+    p = run_cli("preflight", "--facts", str(ev), "--json", str(again))
+    orig, rj = _results(ev), _results(again)
+    assert p.returncode == (1 if "fail" in {r["status"] for r in orig.values()} else 0), p.stdout + p.stderr
+    assert {k: r["status"] for k, r in rj.items()} == {k: r["status"] for k, r in orig.items()}
+    for k in orig:
+        if k in LIVE_ONLY:
+            assert "live-only" in rj[k]["observed"], rj[k]
+        else:
+            assert (rj[k]["observed"], rj[k]["expected"], rj[k]["remedy"]) == \
+                (orig[k]["observed"], orig[k]["expected"], orig[k]["remedy"]), k
+    assert json.loads(again.read_text())["context"]["facts"] == json.loads(ev.read_text())["context"]["facts"]
+    run_cli("preflight", "--facts", str(ev), "--expect", "mtu=1500", "--json", str(flipped))
+    st = _statuses(flipped)
+    changed = {k for k in st if st[k] != orig[k]["status"]}
+    # the guest's netdev runs MTU 9000 (ground truth in its own facts): only rdma.mtu can flip
+    nd = json.loads(ev.read_text())["context"]["facts"]["ports"][0]["netdev_mtu"]
+    assert nd == 9000 and changed == {"rdma.mtu"} and st["rdma.mtu"] == "fail"
+
+
+def test_facts_with_a_new_env_rederives_the_port_selection(tmp_path):
+    ev = DATA / "softroce-preflight.json"
+    env = tmp_path / "other.env"
+    env.write_text(ENVFILE.read_text().replace("NCCL_IB_HCA==roceP2p1s0f0:1", "NCCL_IB_HCA==mlx5_9"))
+    out = tmp_path / "o.json"
+    p = run_cli("preflight", "--facts", str(ev), "--env", str(env), "--json", str(out))
+    assert p.returncode == 1
+    r = _results(out)["rdma.devices"]
+    assert r["status"] == "fail" and "mlx5_9 not found" in r["observed"]
+
+
+def test_facts_refuses_evidence_without_a_record(tmp_path, captures):
+    old = captures / H200 / "preflight-live.json"  # written before NodeFacts existed
+    p = run_cli("preflight", "--facts", str(old))
+    assert p.returncode == 2 and str(old) in p.stderr and "no facts record" in p.stderr
+    assert "Traceback" not in p.stderr and len(p.stderr.strip().splitlines()) == 1
+    bad = tmp_path / "bad.json"
+    d = json.loads((DATA / "softroce-preflight.json").read_text())
+    d["context"]["node_facts"]["version"] = 99
+    bad.write_text(json.dumps(d))
+    q = run_cli("preflight", "--facts", str(bad))
+    assert q.returncode == 2 and "version 99" in q.stderr and str(bad) in q.stderr
+
+
+# ---------------------------------------------------------------- real captured node
+
+
+def test_h200_snapshot_replays_its_live_verdicts(captures, tmp_path):
+    """The H200 node's snapshot (taken before probes were recorded) against the node's own live run."""
+    cap = captures / H200
+    out = tmp_path / "replay.json"
+    env = {k: "" for k in os.environ if k.startswith(("NCCL_", "GLOO_", "MASTER_", "RAY_", "CUDA_", "GPU_"))}
+    p = run_cli("preflight", "--root", str(cap / "snapshot.tar.gz"), "--env", str(REPO / "docker/.env.example"),
+                "--json", str(out), env=env, timeout=120)
+    assert p.returncode == 1, p.stdout + p.stderr
+    live, replay = _results(cap / "preflight-live.json"), _results(out)
+    assert set(live) == set(replay)
+    assert {k: r["status"] for k, r in live.items() if k not in LIVE_ONLY} == \
+        {k: r["status"] for k, r in replay.items() if k not in LIVE_ONLY}
+    # an old snapshot recorded no DNS answer: net.peer says so instead of guessing
+    assert replay["net.peer"]["status"] == "skip" and "live-only" in replay["net.peer"]["observed"]
+    assert replay["gpu.nvml"]["observed"] == live["gpu.nvml"]["observed"]
+
+
+# ---------------------------------------------------------------- replays never reach the live host
+
+
+def test_planted_links_never_reach_the_live_host(tmp_path):
+    tree = roce_tree(tmp_path / "node")
+    dev = tree / "sys/devices/virtual/infiniband/roceP2p1s0f0"
+    (tree / "etc").mkdir(exist_ok=True)
+    (tree / "etc/hostname").write_text("the-snapshot-host\n")
+    (dev / "fw_ver").unlink()
+    os.symlink("/etc/hostname", dev / "fw_ver")                     # absolute: reinterpreted under the root
+    (tree / "proc/self/limits").unlink()
+    os.symlink("../../../../../../../../proc/self/limits", tree / "proc/self/limits")  # '..' clamped at the root
+    root = HostRoot(tree)
+    assert root.read("/sys/class/infiniband/roceP2p1s0f0/fw_ver") == "the-snapshot-host"
+    assert root.read("/proc/self/limits") is None  # resolves to itself inside the root: a loop, never the host's
+    facts = gather(root, load_config(None, None, [], {}))
+    assert facts.ib["roceP2p1s0f0"].fw_ver == "the-snapshot-host" and facts.limits is None
+    res = {r.id: r for r in judge(facts, load_config(None, None, [], {}))}
+    assert res["limits.memlock"].status.value == "skip"  # not the live host's 8 MiB
+
+
+def _tar(path: Path, members: list[tuple[tarfile.TarInfo, bytes | None]]) -> Path:
+    import io
+
+    with tarfile.open(path, "w:gz") as t:
+        for ti, data in members:
+            if data is not None:
+                ti.size = len(data)
+                t.addfile(ti, io.BytesIO(data))
+            else:
+                t.addfile(ti)
+    return path
+
+
+@pytest.mark.parametrize("kind,needle", [("abslink", "absolute link"), ("dotdot", "'..'"),
+                                         ("escape", "out of the snapshot"), ("fifo", "FIFO"),
+                                         ("device", "device"), ("abspath", "absolute path")])
+def test_unsafe_snapshot_members_are_refused(tmp_path, kind, needle):
+    ok = tarfile.TarInfo("proc/self/limits")
+    bad = tarfile.TarInfo({"dotdot": "sys/../../outside", "abspath": "/tmp/rdmacheck-evil"}.get(kind, "sys/x"))
+    if kind == "abslink":
+        bad.type, bad.linkname = tarfile.SYMTYPE, "/etc/hostname"
+    elif kind == "escape":
+        bad.type, bad.linkname = tarfile.SYMTYPE, "../../etc/hostname"
+    elif kind == "fifo":
+        bad.type = tarfile.FIFOTYPE
+    elif kind == "device":
+        bad.type, bad.devmajor, bad.devminor = tarfile.CHRTYPE, 1, 5
+    data = None if bad.type != tarfile.REGTYPE else b"x"
+    snap = _tar(tmp_path / "evil.tar.gz", [(ok, b"Limit\n"), (bad, data)])
+    p = run_cli("preflight", "--root", str(snap), "-q")
+    assert p.returncode == 2 and needle in p.stderr and "refusing" in p.stderr, p.stderr
+    assert not Path("/tmp/rdmacheck-evil").exists()
+
+
+def test_a_fifo_in_a_root_does_not_hang(tmp_path):
+    tree = roce_tree(tmp_path / "node")
+    (tree / "proc/self/limits").unlink()
+    os.mkfifo(tree / "proc/self/limits")                       # nobody ever writes: a blocking read never returns
+    (tree / "proc/meminfo").write_bytes(b"MemTotal: 1 kB\n" + b"x" * (8 << 20))  # huge: read capped
+    out = tmp_path / "o.json"
+    t0 = time.monotonic()
+    p = run_cli("preflight", "--root", str(tree), "--json", str(out), timeout=60)
+    assert time.monotonic() - t0 < 60 and p.returncode in (0, 1), p.stderr
+    res = _results(out)
+    assert res["limits.memlock"]["status"] == "skip"
+    assert json.loads(out.read_text())["context"]["node_facts"]["skipped_paths"] == ["/proc/self/limits"]
+
+
+# ---------------------------------------------------------------- snapshot: derived from the readers, never clobbering
+
+
+def test_snapshot_holds_what_the_readers_read(tmp_path):
+    """The capture list is what gather read on this machine: every file reads back the same from the
+    copy, every listed folder lists the same (so a new reader can never be missing from a snapshot)."""
+    from rdmacheck.snapshot import capture
+
+    cfg = load_config(None, None, [], {})
+    summary = capture(HostRoot("/"), tmp_path, cfg, {}, timeout=60)
+    rec = HostRoot("/", record=True)
+    gather(rec, cfg)
+    live, copy = HostRoot("/"), HostRoot(tmp_path)
+    reads = [p for p, how in rec.recorded.items() if how == "read" and p != "/proc/meminfo"]  # meminfo moves
+    lists = [p for p, how in rec.recorded.items() if how == "list"]
+    assert summary["complete"] and reads and lists
+    assert any(p.startswith("/sys/bus/pci/devices/") for p in reads)  # what pci.acs reads (issue 12)
+    assert {p: copy.read(p) for p in reads} == {p: live.read(p) for p in reads}
+    assert {p: copy.listdir(p) for p in lists} == {p: live.listdir(p) for p in lists}
+
+
+def test_snapshot_never_clobbers_an_existing_file(tmp_path):
+    out = tmp_path / "node.tar.gz"
+    out.write_bytes(b"the good snapshot")
+    p = run_cli("snapshot", "-o", str(out), "--timeout", "-1")
+    assert p.returncode == 2 and "--timeout" in p.stderr and out.read_bytes() == b"the good snapshot"
+    q = run_cli("snapshot", "-o", str(out), "--timeout", "0.000000001")  # expires before the first copy
+    assert q.returncode == 1 and "INCOMPLETE" in q.stdout and "left as it was" in q.stdout, q.stdout + q.stderr
+    assert out.read_bytes() == b"the good snapshot"
+    side = sorted(tmp_path.glob("node.incomplete-*.tar.gz"))
+    assert len(side) == 1 and side[0].name in q.stdout
+    r = run_cli("snapshot", "-o", str(out))
+    assert r.returncode == 0 and "INCOMPLETE" not in r.stdout and tarfile.is_tarfile(out)
+
+
+def test_tarball_root_cleans_up_after_itself(tmp_path):
+    before = set(Path(os.environ.get("TMPDIR", "/tmp")).glob("rdmacheck-root-*"))
+    p = run_cli("preflight", "--root", str(DATA / "softroce-snapshot.tar.gz"), "-q", timeout=120)
+    assert p.returncode in (0, 1)
+    assert set(Path(os.environ.get("TMPDIR", "/tmp")).glob("rdmacheck-root-*")) == before
+    assert shutil.which("tar")  # the README's manual unpack stays possible
+
+
+def test_pci_acs_replays_like_live(tmp_path):
+    """Issue 12: pci.acs failed live and skipped on the replay (nothing copied /sys/bus/pci). A node with
+    ACS redirect on the bridge above its GPU and HCA, captured through the recording root: both fail."""
+    from rdmacheck.snapshot import capture
+    from test_pci import _tree, bridge_config
+
+    node = _tree(tmp_path / "node", bridge_config(0x001D))  # SrcValid ReqRedir CmpltRedir UpstreamFwd
+    cfg = load_config(None, None, [], {})
+    summary = capture(HostRoot(node), tmp_path / "snap", cfg, {}, timeout=60)
+    assert summary["complete"]
+    live = {r.id: r for r in judge(gather(HostRoot(node), cfg), cfg)}
+    replay = {r.id: r for r in judge(gather(HostRoot(tmp_path / "snap"), cfg), cfg)}
+    assert live["pci.acs"].status.value == "fail" and "ReqRedir" in live["pci.acs"].observed
+    assert (replay["pci.acs"].status, replay["pci.acs"].observed) == (live["pci.acs"].status, live["pci.acs"].observed)
+    assert {k: r.status for k, r in live.items()} == {k: r.status for k, r in replay.items()}
