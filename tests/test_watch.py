@@ -197,7 +197,13 @@ def test_prometheus_sees_the_mtu_gate_fail_and_recover(watched):
     assert t_fail <= bound and t_back <= bound, (t_fail, t_back, bound)
 
     # a link-down counter that climbs: raw value, per-second rate, and the shipped alert's expression
-    ld = _sysfs_file(root, "/sys/class/infiniband/roceP2p1s0f0/ports/1/hw_counters/link_downed")
+    ld = _sysfs_file(root, "/sys/class/infiniband/roceP2p1s0f0/ports/1/hw_counters") / "link_downed"
+    if not ld.exists():
+        # a snapshot records only the paths preflight reads, so its hw_counters/ folder is empty; a real rxe
+        # port has this counter (the guest session's facts/sysfs.txt lists it): put it back at its idle value
+        ld.write_text("0\n")
+        _wait(lambda: _value(pport, 'rdmacheck_counter_total{counter="hw_counters/link_downed"}') == 0, 30,
+              "the watch to pick up the counter")
     before = int(ld.read_text())
     series = 'rdmacheck_counter_total{device="roceP2p1s0f0/1",counter="hw_counters/link_downed"}'
     assert _value(pport, series) == before
