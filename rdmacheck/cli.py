@@ -29,6 +29,8 @@ COMMANDS = [
     ("report", "report", "render evidence JSON (and nccl-tests output) into one self-contained HTML report"),
     ("launch", "launch", "start the Ray head/worker container only after every gate has passed"),
     ("cluster", "cluster", "fleet acceptance through Ray: every node's gates, pairwise links and the bench, one report"),
+    ("diff", "diff", "compare two nodes, or one node before and after: every gate-relevant fact and verdict (exit 1 on drift)"),
+    ("watch", "watch", "re-run the node gates every S seconds and serve them (and RDMA counters) as Prometheus metrics"),
 ]
 
 EPILOG = """\

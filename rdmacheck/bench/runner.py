@@ -40,7 +40,9 @@ from typing import Any
 from ..errors import UsageError
 from ..model import Evidence, Result, Status, exit_code
 from .collectives import COLLECTIVES, DTYPES
+from .algo import apply_algo, label as algo_label, resolve_algo
 from .gate import busbw_gate, check_result, memory_verdict
+from .latency import applicable_limits, latency_gate
 from .hooks import HOOKS, BenchHooks, RunInfo, load_hook
 from .plan import PlanRow, build_plan
 from .sizes import human_bytes
@@ -73,6 +75,10 @@ class BenchOptions:
     config: dict[str, Any] = dataclasses.field(default_factory=dict)
     progress: bool | None = None      # None: when stderr is a tty
     argv: list[str] = dataclasses.field(default_factory=list)
+    algo: str | None = None           # None: ring across nodes, auto on one (bench/algo.py)
+    # bench.latency ceilings as (op or None, bytes, us): explicit --expect-latency, and the profile's table
+    expect_latency: list | None = None
+    latency_profile: list = dataclasses.field(default_factory=list)
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self))
@@ -274,7 +280,9 @@ class Runner:
     # -- evidence ------------------------------------------------------------------------------
     def _results(self, complete: bool) -> list[Result]:
         o = self.opts
-        res = [busbw_gate(self.records, o.expect_busbw, o.plateau_min_bytes, self.world), check_result(self.records, o.check)]
+        limits, source = applicable_limits(o.expect_latency, o.latency_profile, getattr(self, "backend", None) or o.backend or "nccl")
+        res = [busbw_gate(self.records, o.expect_busbw, o.plateau_min_bytes, self.world),
+               latency_gate(self.records, limits, source), check_result(self.records, o.check)]
         done = len({(r["op"], r["bytes"]) for r in self.records})
         if self.failure:
             res.append(Result("bench.run", Status.FAIL, observed=self.failure,
@@ -366,6 +374,8 @@ class Runner:
         graph = o.graph if o.graph is not None else (device.type == "cuda" and self.world > 1)
         if graph and device.type != "cuda":
             raise UsageError("--graph needs CUDA (gloo collectives cannot be captured); drop --graph")
+        # NCCL reads NCCL_ALGO when the communicator is created: decide before init, on every rank
+        self.algo = apply_algo(resolve_algo(o.algo, self.world, self.local_world), backend)
         if self.world > 1 or not dist.is_initialized():
             addr = os.environ.get("MASTER_ADDR")
             port = os.environ.get("MASTER_PORT")
@@ -413,7 +423,7 @@ class Runner:
             + "; time = max over ranks of the mean time per call",
             "expect_busbw": o.expect_busbw, "plateau_min_bytes": o.plateau_min_bytes,
             "ranks": infos, "torch_version": torch.__version__, "nccl_version": nccl_version,
-            "notes": self.notes, "argv": o.argv, "config": o.config,
+            "notes": self.notes, "argv": o.argv, "config": o.config, "algo": self.algo,
         }
         self.context["wall_s"] = {"import_torch": round(t_import - t_start, 3), "init": round(t_init - t_import, 3)}
         self._write(complete=False)
@@ -429,7 +439,7 @@ class Runner:
             tag = f"{row.op} {human_bytes(row.nbytes)}"
             if self.rank == 0 and row.op != current_op:
                 current_op = row.op
-                print(f"#\n# Collective: {row.op}  (dtype {row.dtype}, {self.world} ranks)", flush=True)
+                print(f"#\n# Collective: {row.op}  (dtype {row.dtype}, {self.world} ranks, algo {algo_label(self.algo)})", flush=True)
                 for line in header():
                     print(line, flush=True)
             if progress and self.rank == 0:
@@ -618,7 +628,7 @@ class Runner:
         it = (f"{o.iters}" if o.iters else f"time-based ({o.time_per_size * 1e3:g} ms per size, {o.min_iters}..{o.max_iters})")
         print(f"# rdmacheck bench: {', '.join(o.ops)}  ranks {self.world}  backend {self.backend}  dtype {o.dtype}  "
               f"warmup {o.warmup}  iters {it}  graph {'auto' if self.graph_auto else ('on' if graph else 'off')}  "
-              f"check {'on' if o.check else 'off'}")
+              f"check {'on' if o.check else 'off'}  algo {algo_label(self.algo)}")
         for i in infos:
             where = f"{i.get('gpu_bus_id', '')} {i.get('gpu', 'CPU')}".strip()
             hcas = ",".join(i.get("hcas") or []) or "-"

@@ -24,6 +24,14 @@ The gate (bench.busbw) takes, per op, the median busbw of the sizes at or above
 the plateau threshold (profile plateau_min_bytes, 64 MiB) and compares it with
 --expect-busbw (profile min_busbw, 12 GB/s: one 100 Gb/s RoCE link).  It never
 averages the whole sweep: 1 KiB latency would drag a healthy link down.
+
+The latency gate (bench.latency, docs/latency.md) judges the other end: per
+op, the time per call at the small sizes against --expect-latency or, for NCCL
+runs, the profile's [latency] table (all_reduce over one 100 Gb/s RoCE link).
+
+--algo (docs/latency.md#algo): ring when the ranks span nodes (a network
+verdict: NCCL's own pick can report busbw above line rate, nccl-tests #196,
+nccl #812), NCCL's own choice (auto) on one node; recorded in the evidence.
 """
 
 EPILOG = """\
@@ -31,6 +39,8 @@ examples:
   rdmacheck bench --nproc 2                          2 local GPUs, all_reduce 1K..1G
   rdmacheck bench --nproc 2 --op all --sizes 8,1M,64M --json reports/bench.json --csv reports/bench.csv
   rdmacheck bench --backend gloo --nproc 3 --sizes 1K..64K   CPU only, any machine
+  rdmacheck bench --nproc 2 --sizes 8K..1M --expect-latency 8K=100us,1M=350us   small-size latency gate
+  rdmacheck bench --nproc 2 --algo tree              force NCCL_ALGO=Tree on every rank
 
 two nodes, one GPU each (run on each node, R = 0 on the first node, 1 on the second):
   torchrun --nnodes 2 --nproc-per-node 1 --node-rank R \\
@@ -82,6 +92,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="seconds a rank may spend in init or in one size before the run ends (default 120)")
     g.add_argument("--max-memory", default=None, metavar="SIZE",
                    help="most memory one rank may allocate (default: detected free GPU / system memory)")
+    g.add_argument("--algo", choices=["ring", "tree", "auto"], default=None,
+                   help="NCCL_ALGO for every rank: ring, tree or auto (NCCL chooses).  Default: ring when the "
+                        "ranks span nodes (the network verdict), auto on one node; an NCCL_ALGO already in "
+                        "the environment is kept when --algo is not given")
     g.add_argument("--hook", action="append", default=[], metavar="MODULE:FUNC",
                    help="call FUNC(hooks) on every rank to add per-size callbacks (see rdmacheck.bench.hooks)")
     g = p.add_argument_group("expectations and output")
@@ -91,6 +105,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="override one profile value, e.g. plateau_min_bytes=16M")
     g.add_argument("--expect-busbw", default=None, metavar="GB/s",
                    help="bus bandwidth the plateau must reach (default: profile min_busbw, 12 GB/s)")
+    g.add_argument("--expect-latency", default=None, metavar="SIZE=TIME[,...]",
+                   help="small-size ceilings for bench.latency, e.g. 8K=100us,1M=0.35ms (every op) or "
+                        "all_reduce:8K=100us (one op); default: the profile's [latency] table, NCCL runs only")
     g.add_argument("--json", default=None, metavar="FILE", help="write Evidence(kind=bench), rewritten after every size")
     g.add_argument("--csv", default=None, metavar="FILE", help="write the table as CSV")
     g.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
@@ -121,12 +138,16 @@ def build_options(args: argparse.Namespace):
     expect = parse_bandwidth(args.expect_busbw, "--expect-busbw") if args.expect_busbw is not None else cfg.profile.min_busbw
     explicit = args.expect_busbw is not None or "min_busbw" in cfg.profile.explicit
     max_mem = parse_bytes(args.max_memory, "--max-memory") if args.max_memory is not None else None
+    from ..bench.latency import parse_latency_table
+
+    latency = parse_latency_table(args.expect_latency) if args.expect_latency is not None else None
     return BenchOptions(
         ops=ops, sizes=sizes, dtype=dtype, iters=args.iters, warmup=args.warmup, time_per_size=args.time_per_size,
         graph=args.graph, check=args.check, backend=args.backend, timeout=args.timeout,
         json_path=args.json, csv_path=args.csv, expect_busbw=expect, expect_explicit=explicit,
         plateau_min_bytes=cfg.profile.plateau_min_bytes, max_memory=max_mem, hooks=list(args.hook),
         config=cfg.to_dict(), progress=args.progress, argv=list(sys.argv[1:]),
+        algo=args.algo, expect_latency=latency, latency_profile=list(cfg.profile.latency),
     )
 
 

@@ -16,6 +16,7 @@ examples:
   rdmacheck report reports/*.json -o reports/acceptance.html
   rdmacheck report reports/ --import nccl-tests/all_reduce.txt --import run.json -o acceptance.html
   rdmacheck report node-*/preflight.json --junit reports/gates.xml -o acceptance.html
+  rdmacheck report reports/ --baseline last-week/preflight.json -o acceptance.html   adds "Changed since"
 
 exit codes: 0 the report says PASS; 1 it says FAIL, or INFO (no gate was evaluated: only imported numbers);
   2 usage or input error, e.g. evidence of an unknown kind or schema version (the file and field are named;
@@ -33,6 +34,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "mpirun-prefixed or pasted) or a -J JSON file; repeatable")
     p.add_argument("--junit", metavar="FILE", help="also write JUnit XML: one testcase per gate per node")
     p.add_argument("--title", help="page title (default: Cluster acceptance report)")
+    p.add_argument("--baseline", metavar="FILE",
+                   help="earlier evidence (or snapshot) of a node: the page gains a 'Changed since' section with "
+                        "every gate-relevant fact and verdict that differs, as `rdmacheck diff` prints")
     p.add_argument("--expected-busbw", type=_gbs, metavar="GB/s",
                    help="the expected-bandwidth line (default: the profile's min_busbw, else 12 GB/s)")
 
@@ -53,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
 
     check_output_paths((args.output, "-o"), (args.junit, "--junit"))
     model = make_report(args.evidence, args.output, imports=args.imports, title=args.title,
-                        expected_busbw=args.expected_busbw, write=False)
+                        expected_busbw=args.expected_busbw, baseline=args.baseline, write=False)
     junit = None
     if args.junit:
         from ..output.junit import junit_xml

@@ -83,6 +83,15 @@ def parse_bandwidth(text: str | int | float, what: str = "bandwidth") -> float:
     return v
 
 
+# all_reduce over one 100 Gb/s RoCE link, two nodes x one GPU: twice the published out-of-place times of
+# rccl-tests all_reduce_perf (the nccl-tests fork, same table) in ROCm/ROCm issue #5571, rounded up to 5 us
+# (8K 45.5, 16K 47.3, 32K 50.3, 64K 51.0, 128K 61.4, 256K 77.6, 512K 85.5, 1M 163.8 us at a 10.8 GB/s plateau).
+REFERENCE_LATENCY = [("all_reduce", 8 << 10, 95.0), ("all_reduce", 16 << 10, 95.0), ("all_reduce", 32 << 10, 105.0),
+                     ("all_reduce", 64 << 10, 105.0), ("all_reduce", 128 << 10, 125.0),
+                     ("all_reduce", 256 << 10, 160.0), ("all_reduce", 512 << 10, 175.0),
+                     ("all_reduce", 1 << 20, 330.0)]
+
+
 @dataclasses.dataclass
 class Profile:
     # Network
@@ -103,6 +112,9 @@ class Profile:
     plateau_min_bytes: int = 64 << 20
     # "auto", "none" (expect no GPU), or a platform tag such as "dgx-spark".
     gpu_platform: str = "auto"
+    # bench.latency ceilings (op or None, bytes, microseconds); TOML: [latency] "all_reduce:8K" = "95us".
+    # Cited, not measured here: docs/latency.md#reference-values gives the source and the rule.
+    latency: list = dataclasses.field(default_factory=lambda: list(REFERENCE_LATENCY))
 
     # Keys a profile file or --expect set (the rest are defaults): a gate the user asked for
     # must be judged, a default one may skip.  A class variable, so not part of to_dict().
@@ -149,6 +161,12 @@ def _coerce(key: str, value: Any) -> Any:
         return v
     if key == "gpu_platform":
         return str(value).strip().lower()
+    if key == "latency":
+        from ..bench.latency import parse_latency_table  # no torch: bench/latency imports only the op names
+
+        if not isinstance(value, (str, dict)):
+            raise UsageError(f"{where}: write a table such as [latency] \"all_reduce:8K\" = \"95us\"")
+        return parse_latency_table(value, where)
     return value
 
 

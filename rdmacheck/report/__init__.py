@@ -15,7 +15,8 @@ from ..errors import UsageError
 
 
 def make_report(evidence_args: list[str], out: str | Path, imports: list[str] | None = None,
-                title: str | None = None, expected_busbw: float | None = None, write: bool = True) -> dict[str, Any]:
+                title: str | None = None, expected_busbw: float | None = None,
+                baseline: str | None = None, write: bool = True) -> dict[str, Any]:
     """Load, build and write the report; returns the model (verdict, reason, ...).
 
     ``write=False`` leaves the page in ``model["_html"]`` for the caller, which writes it only once
@@ -35,6 +36,10 @@ def make_report(evidence_args: list[str], out: str | Path, imports: list[str] | 
                          + (f" ({len(skipped)} JSON file(s) skipped: {skipped[0]})" if skipped else ""))
     model = build(loaded, imported, title=title, expected_busbw=expected_busbw)
     model["skipped_files"] = skipped
+    # --baseline: the same "what changed" comparison as `rdmacheck diff` (rdmacheck/diff.py), per node
+    from ..diff import changed_since
+
+    model["changed_since"] = changed_since(baseline, loaded) if baseline else []
     # evidence text is foreign data: a lone surrogate could not even be encoded as UTF-8
     model["_html"] = clean_text(render(model))
     if write:

@@ -149,8 +149,12 @@ def _plain(text: object) -> str:
     return str(text).replace("$", r"\$")
 
 
-def plots(df, expected: float | None) -> list[dict[str, Any]]:
-    """One SVG per collective (busbw | algbw | latency panels), as data URIs."""
+def plots(df, expected: float | None, latency_limits: dict[str, list[tuple[int, float]]] | None = None) -> list[dict[str, Any]]:
+    """One SVG per collective (busbw | algbw | latency panels), as data URIs.
+
+    ``latency_limits``: per op, the bench.latency ceilings (bytes, us) the run was judged by;
+    drawn on the latency panel beside the measured times, with the gate named in the legend.
+    """
     if df.empty:
         return []
     import matplotlib
@@ -199,6 +203,11 @@ def plots(df, expected: float | None) -> list[dict[str, Any]]:
             ax.set_ylabel(ylabel)
             ax.set_title(_plain(f"{op}: {title}"))
             ax.grid(True, which="major", alpha=0.3)
+        lim = sorted((latency_limits or {}).get(op) or [])
+        if lim:
+            axes[2].plot([b for b, _ in lim], [us for _, us in lim], "v", color="tab:red", markersize=5,
+                         linestyle=":", linewidth=1, label="bench.latency ceiling")
+            axes[2].legend(fontsize=7, loc="upper left")
         axes[2].set_yscale("log")  # latency spans decades: log10 reads better than powers of 2
         axes[0].legend(fontsize=7, loc="upper left")
         buf = io.StringIO()
@@ -208,5 +217,5 @@ def plots(df, expected: float | None) -> list[dict[str, Any]]:
             fig.savefig(buf, format="svg")
         plt.close(fig)
         uri = "data:image/svg+xml;base64," + base64.b64encode(buf.getvalue().encode()).decode()
-        out.append({"op": op, "uri": uri, "plateau": None if pl is None else (lo, hi, med)})
+        out.append({"op": op, "uri": uri, "plateau": None if pl is None else (lo, hi, med), "latency_gate": bool(lim)})
     return out

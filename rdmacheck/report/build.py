@@ -139,6 +139,8 @@ def build(loaded: list[Loaded], imported: list[Loaded] | None = None, title: str
             for r in ev.results:
                 row = _result_row(r, ev.kind)
                 row["host"] = ev.host
+                if r.id == "bench.latency":
+                    row["_details"] = r.details  # structured, for the latency panel's ceilings
                 if r.id in PATH_PROOF_IDS:
                     row.update(_proof_view(r, ev.records))
                     path_proof.append(row)
@@ -200,10 +202,10 @@ def build(loaded: list[Loaded], imported: list[Loaded] | None = None, title: str
         "mismatches": [r.label for r in mism],
         "runs": [{"label": r.label, "source": r.source, "path": r.path, "host": r.host, "time": r.time,
                   "notes": r.context.get("notes") or [], "world_size": r.context.get("world_size"),
-                  "avg_busbw": r.context.get("avg_busbw")} for r in runs],
+                  "avg_busbw": r.context.get("avg_busbw"), "algo": _algo(r.context)} for r in runs],
         "summaries": summ,
         "tables": benchmod.tables(df) if runs else [],
-        "plots": benchmod.plots(df, expected) if runs else [],
+        "plots": benchmod.plots(df, expected, _latency_limits(bench_gates)) if runs else [],
         "csv_uri": benchmod.csv_data_uri(df) if runs else None,
         "expected_busbw": expected,
         "bench_gates": bench_gates,
@@ -215,7 +217,36 @@ def build(loaded: list[Loaded], imported: list[Loaded] | None = None, title: str
         "waivers": waivers,
         "fingerprint": fingerprint,
         "skipped_files": [],
+        "changed_since": [],   # report --baseline fills it (rdmacheck/diff.py)
     }
+
+
+def _latency_limits(bench_gates: list[dict[str, Any]]) -> dict[str, list[tuple[int, float]]]:
+    """bench.latency's ceilings per op, from the gate rows' details (an every-op ceiling goes to every op)."""
+    from ..bench.latency import parse_latency_table
+    from ..errors import UsageError
+
+    out: dict[str, dict[int, float]] = {}
+    for g in bench_gates:
+        if g.get("id") != "bench.latency":
+            continue
+        raw = dict(g.get("_details") or {}).get("limits")
+        try:
+            limits = parse_latency_table(raw or [], "evidence bench.latency")
+        except UsageError:
+            continue  # foreign or damaged evidence: the plot goes without the ceilings
+        ops = {r.get("op") for r in (g.get("_details") or {}).get("rows") or [] if isinstance(r, dict)}
+        for op, b, us in limits:
+            for o in ([op] if op else sorted(x for x in ops if x)):
+                out.setdefault(o, {})[b] = us
+    return {op: sorted(d.items()) for op, d in out.items()}
+
+
+def _algo(ctx: dict[str, Any]) -> str | None:
+    """The NCCL algorithm a bench run recorded (bench --algo, context.algo), as its table header says it."""
+    from ..bench.algo import label
+
+    return label(ctx["algo"]) if isinstance(ctx.get("algo"), dict) else None
 
 
 def _on(value: str, hosts: list[str]) -> str:

@@ -1,0 +1,181 @@
+"""``bench.latency``: the small-size time gate, for decode.
+
+Decode is latency-bound: a NET/Socket fallback can come close on large-message
+bandwidth while small all_reduces take 10-20x longer (vLLM PR #42075).  The
+bandwidth gate judges the plateau only, so this gate judges the other end:
+per op, the time per call at the small sizes against a ceiling per size.
+
+A latency table maps ``[op:]SIZE`` to the most time one call may take:
+
+* ``--expect-latency 8K=100us,1M=350us`` (every op measured), or
+  ``--expect-latency all_reduce:8K=100us`` (one op);
+* the profile's ``[latency]`` table (``config/profile.py``); the reference
+  profile's values are for all_reduce over one 100 Gb/s RoCE link and are
+  *cited*, not measured here (docs/latency.md names the source).
+
+Times take ``ns``, ``us`` (the default unit, as nccl-tests prints), ``ms`` or
+``s``.  NaN, infinities, negative or zero values and anything unparseable are
+refused (UsageError, exit 2): a ceiling that cannot be compared would pass
+everything.
+
+The time judged at a size is the worst (largest) of that size's variants
+(in-place, out-of-place): each already is the max over ranks of the mean time
+per call, so a slow rank or variant is never averaged away.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from typing import Any, Iterable
+
+from ..errors import UsageError
+from ..model import Result, Status
+from .collectives import COLLECTIVES
+from .sizes import human_bytes, parse_size
+
+# The small sizes the latency view covers (the issue's 8 KiB..1 MiB).
+DEFAULT_LATENCY_MIN = 8 << 10
+DEFAULT_LATENCY_MAX = 1 << 20
+
+_TIME = re.compile(r"\s*([+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?)\s*(ns|us|µs|ms|s)?\s*\Z", re.IGNORECASE)
+_TO_US = {"ns": 1e-3, "us": 1.0, "µs": 1.0, "ms": 1e3, "s": 1e6}
+
+# (op or None for every op, bytes, ceiling in microseconds)
+Limit = tuple[str | None, int, float]
+
+
+def parse_time_us(text: Any, what: str) -> float:
+    """``100us``, ``0.1ms``, ``100`` (microseconds) -> microseconds; refuses NaN/inf/<= 0/garbage."""
+    if isinstance(text, bool):
+        raise UsageError(f"{what}: {text!r} is not a time; write e.g. 100us or 0.1ms")
+    if isinstance(text, (int, float)):
+        v = float(text)
+    else:
+        m = _TIME.match(str(text))
+        if not m:
+            raise UsageError(f"{what}: {str(text).strip()!r} is not a time; write e.g. 100us, 0.1ms or 100 (microseconds)")
+        v = float(m.group(1)) * _TO_US[(m.group(2) or "us").lower()]
+    if math.isnan(v) or math.isinf(v):
+        raise UsageError(f"{what}: {text!r} is not a finite time; write e.g. 100us")
+    if v <= 0:
+        raise UsageError(f"{what}: {text!r} must be a positive time; write e.g. 100us")
+    return v
+
+
+def _key(key: str, what: str) -> tuple[str | None, int]:
+    op, sep, size = str(key).strip().rpartition(":")
+    if sep and op not in COLLECTIVES:
+        raise UsageError(f"{what}: unknown op {op!r} in {key!r}; use one of {', '.join(COLLECTIVES)} (or leave the op out)")
+    return (op or None), parse_size(size, what)
+
+
+def parse_latency_table(spec: str | dict[str, Any] | Iterable[Any], what: str = "--expect-latency") -> list[Limit]:
+    """``"8K=100us,all_reduce:1M=0.35ms"`` or a TOML table ``{"8K": "100us"}`` -> limits, sorted.
+
+    An already-parsed list of ``(op, bytes, us)`` (the profile's, or BenchOptions'
+    JSON round trip) is validated and returned as tuples.
+    """
+    items: list[tuple[Any, Any]] = []
+    if isinstance(spec, str):
+        for part in spec.split(","):
+            part = part.strip()
+            if not part:
+                continue
+            if "=" not in part:
+                raise UsageError(f"{what}: {part!r} is not SIZE=TIME; write e.g. 8K=100us,1M=350us")
+            k, _, v = part.partition("=")
+            items.append((k, v))
+    elif isinstance(spec, dict):
+        items = list(spec.items())
+    else:
+        out: list[Limit] = []
+        for row in spec:
+            try:
+                op, nbytes, us = row
+            except (TypeError, ValueError):
+                raise UsageError(f"{what}: {row!r} is not (op, bytes, time)") from None
+            if op is not None and op not in COLLECTIVES:
+                raise UsageError(f"{what}: unknown op {op!r}")
+            if isinstance(nbytes, bool) or not isinstance(nbytes, int) or nbytes <= 0:
+                raise UsageError(f"{what}: {nbytes!r} is not a size in bytes")
+            out.append((op, nbytes, parse_time_us(us, what)))
+        return sorted(out, key=lambda x: (x[0] or "", x[1]))
+    if not items:
+        raise UsageError(f"{what}: empty latency table; write e.g. 8K=100us,1M=350us")
+    seen: dict[tuple[str | None, int], float] = {}
+    for k, v in items:
+        op, nbytes = _key(k, what)
+        if (op, nbytes) in seen:
+            raise UsageError(f"{what}: {k!r} is given twice")
+        seen[(op, nbytes)] = parse_time_us(v, f"{what} {str(k).strip()}")
+    return sorted(((op, b, us) for (op, b), us in seen.items()), key=lambda x: (x[0] or "", x[1]))
+
+
+def format_limits(limits: Iterable[Limit]) -> str:
+    return ", ".join(f"{op + ':' if op else ''}{human_bytes(b)} <= {us:g} us" for op, b, us in limits)
+
+
+def _limit_for(limits: list[Limit], op: str, nbytes: int) -> float | None:
+    """The op's own ceiling wins over an every-op one at the same size."""
+    own = [us for o, b, us in limits if o == op and b == nbytes]
+    if own:
+        return own[0]
+    anyop = [us for o, b, us in limits if o is None and b == nbytes]
+    return anyop[0] if anyop else None
+
+
+def latency_gate(records: list[dict[str, Any]], limits: list[Limit] | None, source: str) -> Result:
+    """``bench.latency``: every measured (op, size) that has a ceiling must take at most that long."""
+    limits = list(limits or [])
+    expected = f"time per call at most the ceiling ({source}): {format_limits(limits)}" if limits else \
+        "a latency table (--expect-latency SIZE=TIME or the profile's [latency])"
+    if not limits:
+        return Result("bench.latency", Status.SKIP, observed="no latency ceilings apply to this run", expected=expected,
+                      remedy="pass --expect-latency 8K=100us,1M=350us (or a profile [latency] table) to judge small sizes")
+    worst: dict[tuple[str, int], float] = {}
+    for r in records:
+        try:
+            op, nbytes, t = str(r["op"]), int(r["bytes"]), float(r["time_us"])
+        except (KeyError, TypeError, ValueError):
+            continue
+        if t != t:
+            continue
+        worst[(op, nbytes)] = max(t, worst.get((op, nbytes), t))
+    rows = []
+    for (op, nbytes), t in sorted(worst.items()):
+        lim = _limit_for(limits, op, nbytes)
+        if lim is not None:
+            rows.append({"op": op, "bytes": nbytes, "time_us": t, "limit_us": lim, "ok": t <= lim})
+    details: dict[str, Any] = {"source": source, "limits": [list(x) for x in limits], "rows": rows}
+    if not rows:
+        sizes = sorted({b for _, b, _ in limits})
+        return Result("bench.latency", Status.SKIP,
+                      observed="no measured (op, size) has a ceiling", expected=expected,
+                      remedy=f"include the table's sizes ({', '.join(human_bytes(b) for b in sizes)}) in --sizes, "
+                             "e.g. --sizes 8K..1M", details=details)
+    bad = [x for x in rows if not x["ok"]]
+    shown = bad or sorted(rows, key=lambda x: x["time_us"] / x["limit_us"], reverse=True)[:3]
+    obs = "; ".join(f"{x['op']} {human_bytes(x['bytes'])} {x['time_us']:.1f} us (ceiling {x['limit_us']:g})" for x in shown[:6])
+    if bad:
+        return Result("bench.latency", Status.FAIL,
+                      observed=f"{len(bad)} of {len(rows)} small size(s) too slow: {obs}", expected=expected,
+                      remedy="small collectives are slow (decode will be): check 'rdmacheck preflight' and the path "
+                             "proof (NCCL may be on NET/Socket), NCCL_ALGO/NCCL_PROTO overrides and CPU affinity; "
+                             "if the link is slower by design, raise --expect-latency", details=details)
+    return Result("bench.latency", Status.PASS, observed=f"{len(rows)} small size(s) within their ceilings; slowest vs "
+                  f"ceiling: {obs}", expected=expected, details=details)
+
+
+def applicable_limits(explicit: list[Limit] | None, profile: list[Limit] | None, backend: str) -> tuple[list[Limit], str]:
+    """(the ceilings this run is judged by, where they came from).
+
+    ``--expect-latency`` always applies.  The profile's table describes NCCL over
+    RoCE between nodes; a gloo run (CPU, sockets) is not that, so it is judged
+    only with explicit ceilings.
+    """
+    if explicit:
+        return list(explicit), "--expect-latency"
+    if profile and backend == "nccl":
+        return list(profile), "profile latency table"
+    return [], "none (the profile's table applies to NCCL runs; gloo needs --expect-latency)" if profile else "none"
