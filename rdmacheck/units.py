@@ -15,6 +15,7 @@ busbw).  Each function is for one place a number is read:
 from __future__ import annotations
 
 import math
+import re
 from typing import Any
 
 _BINARY = (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10))
@@ -108,3 +109,28 @@ def fraction_type(flag: str):
         return v
 
     return parse
+
+
+# ---------------------------------------------------------------- byte sizes as users write them
+
+_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
+_ONE = re.compile(r"\s*(\d+)\s*([kKmMgGtT]?)(?:i?[bB])?\s*\Z")
+
+# One rank must never be asked to hold more than this per buffer: a typo such
+# as 1T would otherwise reach the memory guard only after the ranks started.
+MAX_SIZE = 1 << 40
+
+
+def parse_size(text: str, what: str = "--sizes") -> int:
+    """``4096``, ``1K``, ``64MiB``, ``1G`` -> bytes (binary units)."""
+    from .errors import UsageError
+
+    m = _ONE.match(text)
+    if not m:
+        raise UsageError(f"{what}: {text.strip()!r} is not a size; write e.g. 8, 1K, 64M or 1G (K/M/G are binary)")
+    n = int(m.group(1)) * _UNITS[m.group(2).lower()]
+    if n <= 0:
+        raise UsageError(f"{what}: size {text.strip()!r} must be at least 1 byte")
+    if n > MAX_SIZE:
+        raise UsageError(f"{what}: size {text.strip()!r} is larger than 1T; choose a smaller size")
+    return n

@@ -23,8 +23,8 @@ LAYERS: dict[str, int] = {
     "facts": 3, "nodefacts": 3, "gather": 3,
     "checks": 4,
     "preflight": 5, "snapshot": 5, "importers": 5, "output": 5,
-    "bench": 6, "launch": 6,
-    "report": 7,
+    "bench": 6, "launch": 6, "watch": 6,
+    "report": 7, "diff": 7,
     "cluster": 8,
     "commands": 9, "cli": 9, "__main__": 9, "evidence_v1": 9,
 }

@@ -10,28 +10,7 @@ from __future__ import annotations
 import re
 
 from ..errors import UsageError
-from ..units import human_bytes  # noqa: F401  (re-exported for the runner and gate)
-
-_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
-_ONE = re.compile(r"\s*(\d+)\s*([kKmMgGtT]?)(?:i?[bB])?\s*\Z")
-
-# One rank must never be asked to hold more than this per buffer: a typo such
-# as 1T would otherwise reach the memory guard only after the ranks started.
-MAX_SIZE = 1 << 40
-
-
-def parse_size(text: str, what: str = "--sizes") -> int:
-    """``4096``, ``1K``, ``64MiB``, ``1G`` -> bytes (binary units)."""
-    m = _ONE.match(text)
-    if not m:
-        raise UsageError(f"{what}: {text.strip()!r} is not a size; write e.g. 8, 1K, 64M or 1G (K/M/G are binary)")
-    n = int(m.group(1)) * _UNITS[m.group(2).lower()]
-    if n <= 0:
-        raise UsageError(f"{what}: size {text.strip()!r} must be at least 1 byte")
-    if n > MAX_SIZE:
-        raise UsageError(f"{what}: size {text.strip()!r} is larger than 1T; choose a smaller size")
-    return n
-
+from ..units import MAX_SIZE, human_bytes, parse_size  # noqa: F401  (re-exported for the runner, gate and CLI)
 
 def parse_sizes(text: str, step_factor: int = 2) -> list[int]:
     """Parse ``--sizes``: ``MIN..MAX`` (stepping x``step_factor``) or a comma list.

@@ -78,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
         import prometheus_client  # noqa: F401
     except ImportError:
         raise UsageError("prometheus-client is not installed; pip install prometheus-client (a dependency of rdmacheck)") from None
-    from ..output.prometheus import serve
+    from ..watch.prometheus import serve
     from ..watch import Watcher, preflight_judge
 
     watcher = Watcher(preflight_judge(args.root or "/", args.env, args.profile, args.expect))

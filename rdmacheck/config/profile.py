@@ -162,7 +162,7 @@ def _coerce(key: str, value: Any) -> Any:
     if key == "gpu_platform":
         return str(value).strip().lower()
     if key == "latency":
-        from ..bench.latency import parse_latency_table  # no torch: bench/latency imports only the op names
+        from .latency import parse_latency_table
 
         if not isinstance(value, (str, dict)):
             raise UsageError(f"{where}: write a table such as [latency] \"all_reduce:8K\" = \"95us\"")

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from typing import Any, Callable, Iterator
 
-from ..watch import STATUS_VALUE, State
+from . import STATUS_VALUE, State
 
 
 def _num(v: Any) -> float | None:
