@@ -12,7 +12,6 @@ benchmarks/, not here.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import socket
@@ -22,7 +21,7 @@ import time
 
 import pytest
 
-from conftest import REPO, require, run_cli
+from conftest import REPO, require, require_module, run_cli
 from rdmacheck.bench.collectives import COLLECTIVES, parse_ops
 from rdmacheck.bench.gate import busbw_gate, check_result, memory_verdict
 from rdmacheck.bench.plan import build_plan
@@ -35,7 +34,7 @@ from rdmacheck.model import Status
 @pytest.fixture
 def torch_ranks():
     """Real rank processes need torch (CPU build is enough); the pytest process itself never imports it."""
-    require(importlib.util.find_spec("torch") is not None, "torch is not installed (pip install torch, the CPU build)")
+    require_module("torch")
 
 GLOO = ["--backend", "gloo", "--no-progress", "--warmup", "1", "--time-per-size", "0.002", "--timeout", "60"]
 
@@ -120,6 +119,7 @@ def test_memory_guard_verdict():
 
 
 def test_max_memory_refuses_before_any_rank_starts():
+    require_module("torch")  # without torch, bench refuses earlier (exit 2 naming the install line)
     t0 = time.monotonic()
     p = run_cli("bench", "--nproc", "2", "--sizes", "1M..64M", "--max-memory", "64M", "--backend", "gloo", timeout=30)
     assert p.returncode == 2, p.stderr
