@@ -19,6 +19,11 @@ examples:
   rdmacheck preflight --env docker/.env --json reports/node1-preflight.json
   rdmacheck preflight --expect mtu=1500 --only rdma.mtu,rdma.gid
   rdmacheck preflight --root /tmp/node2-snapshot   replay a captured node
+  rdmacheck preflight --verbose                    the full table instead of one line per gate
+
+The console shows one line per gate (id, status, the start of what was observed), then
+observed/expected/remedy for each gate that did not pass, wrapped at the terminal width
+(COLUMNS wins; 80 when piped).
 
 exit codes: 0 every gate passed (warnings allowed), 1 a gate failed, 2 usage/input error.
 Gate ids and remedies: docs/checks.md.
@@ -33,6 +38,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     o.add_argument("--json", metavar="FILE", help="write the evidence document (JSON, atomically) to FILE")
     o.add_argument("--only", metavar="IDS", help="comma-separated gate ids to run, e.g. rdma.gid,rdma.mtu")
     o.add_argument("--quiet", "-q", action="store_true", help="print only the verdict line")
+    o.add_argument("--verbose", "-v", action="store_true",
+                   help="print the full table (every gate's observed, expected and remedy in columns) instead of "
+                        "one line per gate plus the details of the gates that did not pass")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -58,5 +66,5 @@ def run(args: argparse.Namespace) -> int:
         print(f"{verdict}: {summary}")
     else:
         title = f"rdmacheck preflight — {ev.host}" + ("" if ctx.root.live else f" (root {ctx.root.root})")
-        render_results(results, title=title)
+        render_results(results, title=title, verbose=args.verbose)
     return ev.exit_code
