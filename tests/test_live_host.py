@@ -34,6 +34,13 @@ def test_snapshot_replays_identical_verdicts(tmp_path):
     assert p.returncode == 0, p.stderr
     with tarfile.open(snap) as t:
         names = t.getnames()
+        files = [m for m in t.getmembers() if m.isfile()]
+    # the printout: file count, uncompressed and compressed size, each read back from the archive itself
+    from rdmacheck.units import human_bytes
+
+    raw, packed = sum(m.size for m in files), snap.stat().st_size
+    assert f": {len(files)} files, {human_bytes(raw)} uncompressed, {human_bytes(packed)} compressed ({packed} bytes); " \
+        in p.stdout, p.stdout
     assert "proc/self/limits" in names and "rdmacheck/env.json" in names and any(n.startswith("sys/class/net/") for n in names)
     d = unpack(snap, tmp_path / "root")
     live, replay = tmp_path / "live.json", tmp_path / "replay.json"

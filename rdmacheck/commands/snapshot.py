@@ -30,13 +30,25 @@ def run(args: argparse.Namespace) -> int:
     from ..config import load_config
     from ..root import HostRoot
     from ..snapshot import write_snapshot
+    from ..units import human_bytes
 
     root = HostRoot("/")
     cfg = load_config(args.env, None, None, root.environ())
     env = dict(root.environ())
     env.update(cfg.env)  # the effective values: .env overlaid by the process env
     summary = write_snapshot(root, args.output, env, args.timeout)
-    print(f"snapshot {args.output}: {summary['files']} files, {summary['bytes']} bytes, "
+    files, raw = archive_size(args.output)
+    print(f"snapshot {args.output}: {files} files, {human_bytes(raw)} uncompressed, "
+          f"{human_bytes(summary['bytes'])} compressed ({summary['bytes']} bytes); "
           f"RDMA devices: {', '.join(summary['devices']) or 'none'}"
           + ("" if summary["complete"] else " (INCOMPLETE: timeout reached)"))
     return 0 if summary["complete"] else 1
+
+
+def archive_size(path) -> tuple[int, int]:
+    """(regular files, their bytes) in the written archive: what unpacking it gives, read back from it."""
+    import tarfile
+
+    with tarfile.open(path) as tar:
+        members = [m for m in tar.getmembers() if m.isfile()]
+    return len(members), sum(m.size for m in members)
