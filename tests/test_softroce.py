@@ -267,13 +267,13 @@ def test_ib_write_bw_moves_counters_by_expected_amount(guest):
     assert lost_fwd + lost_back <= drops, (lost_fwd, lost_back, drops)
     # Every data packet was accepted once (the transfer completed); every other packet the responder
     # received was a duplicate (counted one by one) or out of sequence (counted once per gap, so at most
-    # as many as such packets, and at least one when there were any).
+    # as many as such packets, and at least one when there were any).  Gaps happen without any loss too:
+    # the guest's CPUs' backlogs reorder frames (seen beside a CPU hog: 154 extra packets = 125 duplicates
+    # + 29 out of sequence in 7 gaps, nothing dropped).
     extra = resp["rx_packets"] - data_pkts
     oos_pkts = extra - rs["duplicate_request"]
     assert oos_pkts >= rs["out_of_seq_request"] >= 0, (extra, rs)
     assert (oos_pkts > 0) == (rs["out_of_seq_request"] > 0), (extra, rs)
-    if lost_fwd == 0:  # no gap without a loss: every packet the requester resent arrived as a duplicate
-        assert rs["out_of_seq_request"] == 0 and rs["duplicate_request"] == extra == retransmitted, (extra, rs)
     acks = resp["tx_packets"]
     assert 0 < acks <= resp["rx_packets"]  # the responder only ACKs/NAKs (coalesced), never more than it got
     # rxe has no PMA data counters: bytes are None there, never a made-up number
