@@ -13,7 +13,6 @@ benchmarks/, not here.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import socket
@@ -23,7 +22,7 @@ import time
 
 import pytest
 
-from conftest import REPO, require, run_cli
+from conftest import REPO, require, require_module, run_cli
 from fault_hooks import HOOK as FAULTS
 from rdmacheck.bench.collectives import COLLECTIVES, parse_ops
 from rdmacheck.bench.gate import busbw_gate, check_result, memory_verdict
@@ -37,7 +36,7 @@ from rdmacheck.model import Status
 @pytest.fixture
 def torch_ranks():
     """Real rank processes need torch (CPU build is enough); the pytest process itself never imports it."""
-    require(importlib.util.find_spec("torch") is not None, "torch is not installed (pip install torch, the CPU build)")
+    require_module("torch")
 
 GLOO = ["--backend", "gloo", "--no-progress", "--warmup", "1", "--time-per-size", "0.002", "--timeout", "60"]
 
@@ -115,6 +114,24 @@ def test_gate_uses_plateau_median_only():
     assert check_result(recs, True).status is Status.FAIL
 
 
+def test_gloo_remedy_is_no_fabric_advice():
+    recs = [{"op": "all_reduce", "bytes": 1 << 27, "busbw": 0.8, "wrong": 0, "backend": b} for b in ("gloo",)]
+    g = busbw_gate(recs, 12.0, 64 << 20)
+    assert g.status is Status.FAIL and g.remedy.startswith("CPU/loopback run, not a fabric verdict")
+    assert not any(w in g.remedy for w in ("GPUDirect", "PFC", "fallen back to sockets"))
+    nccl = busbw_gate([dict(recs[0], backend="nccl")], 12.0, 64 << 20)
+    assert "GPUDirect/PFC" in nccl.remedy  # on NCCL the fabric advice stays
+
+
+def test_blank_columns_are_explained():
+    from rdmacheck.bench.table import blank_columns_note
+
+    notes = blank_columns_note(["all_reduce", "all_gather", "alltoall", "broadcast", "sendrecv"])
+    assert notes[0].startswith("out-of-place columns blank for all_reduce, broadcast: ")
+    assert notes[1].startswith("in-place columns blank for alltoall, sendrecv: ")
+    assert blank_columns_note(["all_gather", "reduce_scatter"]) == []  # both variants measured
+
+
 def test_memory_guard_verdict():
     assert memory_verdict(4 << 30, 8 << 30, "free", None) is None
     msg = memory_verdict(16 << 30, 8 << 30, "unified-memory GPU", None)
@@ -122,6 +139,7 @@ def test_memory_guard_verdict():
 
 
 def test_max_memory_refuses_before_any_rank_starts():
+    require_module("torch")  # without torch, bench refuses earlier (exit 2 naming the install line)
     t0 = time.monotonic()
     p = run_cli("bench", "--nproc", "2", "--sizes", "1M..64M", "--max-memory", "64M", "--backend", "gloo", timeout=30)
     assert p.returncode == 2, p.stderr
@@ -171,6 +189,10 @@ def test_three_ranks_all_ops_factors_gate_and_planted_wrong_element(tmp_path, to
     ar = [x for x in rows if x[3] == "sum" and x[0] == "4096" and x[1] == "1024"]
     assert ar and ar[0][2] == "float" and ar[0][4] == "-1" and ar[0][-1] == "0"
     assert "MAX over the 3 ranks" in p.stdout and "Out of bounds values : 2 FAILED" in p.stdout
+    # the footer says why columns are blank, and the gate's remedy fits a gloo run
+    assert "# note: out-of-place columns blank for all_reduce, broadcast: " in p.stdout
+    assert "# note: in-place columns blank for alltoall, sendrecv: " in p.stdout
+    assert res["bench.busbw"]["remedy"].startswith("CPU/loopback run, not a fabric verdict")
     import pandas as pd
 
     df = pd.read_csv(csv)

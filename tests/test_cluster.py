@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from conftest import REPO, run_cli
+from conftest import REPO, require_module, run_cli
 from rdmacheck.cluster import matrix
 from rdmacheck.output.heatmap import heatmap_svg
 from rdmacheck.cluster.driver import label_nodes, ray_error_text
@@ -172,6 +172,7 @@ def test_bad_input_is_one_line_exit_2(args, words, tmp_path):
 
 
 def test_unreachable_head_is_refused_fast(tmp_path):
+    require_module("ray")  # without Ray the command refuses before it probes (exit 2 naming the install)
     with socket.socket() as s:  # a loopback port nobody listens on
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -195,6 +196,7 @@ def test_help_teaches_and_imports_neither_ray_nor_torch():
 def _actor_run(opts: dict) -> dict:
     """BenchActor.run exactly as a Ray actor calls it, in a fresh process (it sets RANK,
     MASTER_ADDR ... in its environment, which must not leak into this test session)."""
+    require_module("torch")
     import json as _json
 
     code = (

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, require
+from conftest import REPO, require, require_module
 
 pytestmark = pytest.mark.ray
 
@@ -77,7 +77,7 @@ def ray_test_cluster(workers: list[dict], head: dict | None = None, extra_env: d
         try:
             import ray  # noqa: F401
         except ImportError:
-            require(False, "ray is not installed (pip install 'ray>=2.9')")
+            require_module("ray")
         cluster = start(head or {"node_name": "head"})
         for w in workers:
             start(w)

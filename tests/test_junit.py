@@ -19,7 +19,7 @@ def _schema():
         import xmlschema
     except ImportError:
         xmlschema = None
-    require(xmlschema is not None, "xmlschema (pip) validates JUnit XML against the CI schema")
+    require(xmlschema is not None, "xmlschema validates JUnit XML against the CI schema", "dev")
     return xmlschema.XMLSchema(str(XSD))
 
 

@@ -201,3 +201,53 @@ def test_health_wait_is_bounded(tmp_path):
     r = wait_healthy("docker", "rdmacheck-test-no-such-container", timeout=1.0, poll=0.2)
     assert r.status is Status.FAIL and "after 1 s" in r.observed
     assert time.monotonic() - t0 < 15  # each `docker inspect` is bounded too
+
+
+def _path_without_docker(tmp_path: Path) -> str:
+    """A PATH holding only the host tools preflight reads with (no docker, no docker-compose): a machine
+    where neither the engine nor compose is installed, as seen by the real CLI."""
+    import shutil
+
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for tool in ("ip", "ping", "rdma", "ibv_devinfo", "uname"):
+        where = shutil.which(tool)
+        if where:
+            (bin_dir / tool).symlink_to(where)
+    assert not (bin_dir / "docker").exists()
+    return str(bin_dir)
+
+
+def test_dry_run_without_compose_or_engine_names_the_cause_and_the_command(tmp_path):
+    out = tmp_path / "launch.json"
+    env = {"PATH": _path_without_docker(tmp_path), "COLUMNS": "100"}
+    r = run_cli("launch", "--role", "head", "--env", str(EXAMPLE), "--dry-run", "--json", str(out),
+                env=env, timeout=120)
+    assert r.returncode == 1, (r.returncode, r.stdout, r.stderr)
+    assert "Traceback" not in r.stdout + r.stderr
+    by = {x["id"]: x for x in json.loads(out.read_text())["results"]}
+    assert by["docker.compose"]["status"] == "fail"
+    assert "no compose implementation found" in by["docker.compose"]["observed"]
+    assert by["docker.engine"]["status"] == "fail" and "command not found" in by["docker.engine"]["observed"]
+    # the .env sets VLLM_IMAGE: the image gate must not blame it, but name compose as the cause
+    img = by["docker.image"]
+    assert "VLLM_IMAGE" not in img["remedy"] and img["status"] == "skip", img
+    assert "no compose implementation found" in img["observed"] and "docker.compose" in img["remedy"]
+    # refused, and still the exact compose command it would run is printed and recorded
+    want = ["docker", "compose", "-f", str(COMPOSE.resolve()), "--env-file", str(EXAMPLE.resolve()),
+            "-p", "rdmacheck-head", "up", "-d"]
+    assert json.loads(out.read_text())["context"]["compose_command"] == want
+    assert "REFUSED" in r.stdout
+    line = next(ln for ln in r.stdout.splitlines() if ln.startswith("would run once every gate passes:"))
+    assert line.endswith(" ".join(want)), line
+
+
+def test_dry_run_with_v1_asked_for_but_absent_names_it(tmp_path):
+    env = {"PATH": _path_without_docker(tmp_path)}
+    r = run_cli("launch", "--role", "worker", "--env", str(EXAMPLE), "--dry-run", "--compose-driver", "v1",
+                "--json", str(tmp_path / "l.json"), env=env, timeout=120)
+    assert r.returncode == 1 and "Traceback" not in r.stdout + r.stderr
+    by = {x["id"]: x for x in json.loads((tmp_path / "l.json").read_text())["results"]}
+    assert "--compose-driver v1" in by["docker.compose"]["observed"]
+    assert any(ln.startswith("would run once every gate passes: docker-compose -f ") and
+               ln.endswith("-p rdmacheck-worker up -d") for ln in r.stdout.splitlines()), r.stdout

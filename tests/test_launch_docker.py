@@ -50,12 +50,13 @@ def _docker_ok() -> bool:
 
 @pytest.fixture(scope="module")
 def engine():
-    require(_docker_ok(), "Docker engine not reachable (`docker info` fails); run .ci/docker-setup.sh")
+    require(_docker_ok(), "Docker engine not reachable (`docker info` fails)", "docker")
     require(shutil.which("docker-compose") is not None or _docker("compose", "version").returncode == 0,
-            "no compose (docker compose v2 or docker-compose v1); run .ci/docker-setup.sh")
+            "no compose (docker compose v2 or docker-compose v1)", "docker")
     if _docker("image", "inspect", STANDIN).returncode != 0:
         # .ci/docker-setup.sh builds it; build it here too so a local run needs only the engine.
-        require(os.path.exists("/bin/busybox"), "busybox-static not installed (stand-in image needs /bin/busybox)")
+        require(os.path.exists("/bin/busybox"), "busybox-static not installed (stand-in image needs /bin/busybox)",
+                "apt-get install busybox-static")
         ctx = Path(__import__("tempfile").mkdtemp(prefix="rc-standin-"))
         try:
             shutil.copy(REPO / "docker" / "standin" / "Dockerfile", ctx)
@@ -67,7 +68,8 @@ def engine():
         finally:
             shutil.rmtree(ctx, ignore_errors=True)
     info = json.loads(_docker("info", "--format", "{{json .Runtimes}}").stdout or "{}")
-    require("nvidia" in info, "dockerd lacks the nvidia runtime name; start it with --add-runtime nvidia=/usr/sbin/runc")
+    require("nvidia" in info, "dockerd lacks the nvidia runtime name",
+            "start dockerd with --add-runtime nvidia=/usr/sbin/runc (bash .ci/docker-setup.sh does)")
 
 
 def cli(*argv: str) -> subprocess.CompletedProcess:
@@ -244,7 +246,7 @@ def test_waivers_one_by_one_launch_inspect_duplicate_down(node):
 
 def test_worker_role_through_compose_v1(node):
     """The worker command, driven through Debian's docker-compose v1 (the fallback), up and down."""
-    require(shutil.which("docker-compose") is not None, "Debian's docker-compose (v1) not installed")
+    require(shutil.which("docker-compose") is not None, "Debian's docker-compose (v1) not installed", "apt-get install docker-compose")
     # A .env value with shell syntax in it stays data: no shell on the host or in the container runs it.
     marker = f"/tmp/rdmacheck-pwned-{node.project}"
     hostile = f"192.168.100.1:6379;touch {marker}"

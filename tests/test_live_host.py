@@ -40,6 +40,13 @@ def test_snapshot_replays_identical_verdicts(tmp_path):
     assert p.returncode == 0 and "INCOMPLETE" not in p.stdout, p.stdout + p.stderr
     with tarfile.open(snap) as t:
         names = t.getnames()
+        files = [m for m in t.getmembers() if m.isfile()]
+    # the printout: file count, uncompressed and compressed size, each read back from the archive itself
+    from rdmacheck.units import human_bytes
+
+    raw, packed = sum(m.size for m in files), snap.stat().st_size
+    assert f": {len(files)} files (" in p.stdout and f"{human_bytes(raw)} uncompressed, {human_bytes(packed)} compressed ({packed} bytes); " \
+        in p.stdout, p.stdout
     # what the readers read is there: the limits through the /proc/self link, the net class, the PCI bus
     assert "proc/self" in names and any(n.startswith("proc/") and n.endswith("/limits") for n in names)
     assert "rdmacheck/probes.json" in names and any(n.startswith("sys/class/net/") for n in names)

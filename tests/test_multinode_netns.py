@@ -33,7 +33,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, NetnsPair, _can_netns, require
+from conftest import REPO, NetnsPair, _can_netns, require, require_module
 
 pytestmark = pytest.mark.netns
 
@@ -61,10 +61,11 @@ class TwoHosts(NetnsPair):
 
 @pytest.fixture(scope="module")
 def hosts():
-    require(_can_netns(), "network namespaces need root and iproute2 (ip netns add)")
+    require(_can_netns(), "network namespaces need root and iproute2 (ip netns add)", "netns")
     import shutil
 
-    require(shutil.which("unshare") is not None, "unshare (util-linux) is needed for per-namespace host names")
+    require(shutil.which("unshare") is not None, "unshare is needed for per-namespace host names", "unshare")
+    require_module("torch")  # every test here runs torchrun in the namespaces
     pair = TwoHosts().up()
     try:
         yield pair

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO
+from conftest import REPO, require_tool
 from rdmacheck.checks.peer import parse_ray_address
 from rdmacheck.facts import peer as pf
 
@@ -99,6 +99,7 @@ class Node:
 
 @pytest.fixture
 def nodes(netns_pair):
+    require_tool("ping", "ping")  # net.peer's DF probe is the real iputils ping
     a, b = Node(netns_pair, netns_pair.a), Node(netns_pair, netns_pair.b)
     a.files(f"{netns_pair.ip_b} spark-02-mesh\n{netns_pair.ip_a} spark-01-mesh\n")
     try:

@@ -127,7 +127,7 @@ def test_snapshot_without_dcb_facts_skips(tmp_path):
 
 @pytest.mark.netns
 def test_real_dcb_on_veth_skips_with_reason(netns_pair, tmp_path):
-    require(shutil.which("dcb") is not None, "iproute2's dcb is not installed")
+    require(shutil.which("dcb") is not None, "iproute2's dcb is not installed", "dcb")
     probe = (
         "import json; from rdmacheck.facts import dcb; from rdmacheck.checks.pfc import gate_rdma_pfc;"
         "from rdmacheck.config import Config, build_profile; from rdmacheck.preflight import PreflightContext;"

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, run_cli
+from conftest import REPO, require_module, run_cli
 from rdmacheck.model import Evidence, Result, Status
 from rdmacheck.report import make_report
 from rdmacheck.report.consistency import compare, node_facts
@@ -39,6 +39,7 @@ def real_preflight(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def gloo_bench(tmp_path_factory) -> Path:
+    require_module("torch")
     p = tmp_path_factory.mktemp("bench") / "bench-gloo.json"
     r = run_cli("bench", "--nproc", "2", "--sizes", "1K..64K", "--json", str(p), timeout=300)
     assert r.returncode in (0, 1), r.stderr[-2000:]

@@ -188,7 +188,7 @@ def nonblank_fraction(png: bytes) -> float:
 
 @pytest.fixture
 def chromium():
-    require(CHROMIUM is not None, "headless Chromium not installed (Debian package `chromium`)")
+    require(CHROMIUM is not None, "headless Chromium not installed", "chromium")
     return CHROMIUM
 
 

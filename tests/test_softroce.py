@@ -38,6 +38,65 @@ CORE_GATES = ("rdma.devices", "rdma.port", "rdma.netdev", "rdma.gid", "rdma.mtu"
 LIVE_ONLY_GATES = tuple(LIVE_ONLY)
 
 
+IPA, IPB = "192.168.100.1", "192.168.100.2"
+
+
+# ---------------------------------------------------------------- the guest's own ground truth
+# Which GID index an address lands at, how many packets rxe retransmits, how many frames ND/ARP add:
+# the kernel and the load decide these at run time, so every expectation below is read from what the
+# guest itself recorded (session.sh), never a constant.
+
+
+def ipv4_mapped(ip: str) -> str:
+    a, b, c, d = (int(x) for x in ip.split("."))
+    return f"0000:0000:0000:0000:0000:ffff:{a:02x}{b:02x}:{c:02x}{d:02x}"
+
+
+def gid_table(text: str) -> dict[int, tuple[str, str, str]]:
+    """session.sh's gid_table output: index -> (gid, type, netdev)."""
+    out = {}
+    for line in text.splitlines():
+        f = line.split()
+        if len(f) >= 3 and f[0].isdigit():
+            out[int(f[0])] = (f[1], f[2].replace("_", " "), f[3] if len(f) > 3 else "")
+    return out
+
+
+def ipv4_gid_index(table: dict[int, tuple[str, str, str]], ip: str) -> int | None:
+    return next((i for i, (g, t, _) in sorted(table.items()) if g == ipv4_mapped(ip) and t == "RoCE v2"), None)
+
+
+def good_state_indexes(guest, dev: str, ip: str) -> set[int]:
+    """The RoCE v2 IPv4 GID index of ``dev`` as read just before and just after the good-state runs.
+
+    Two readings, because an address event (a second link-local entry under load) may move the table
+    while preflight runs; preflight's answer must then match one of them."""
+    got = {ipv4_gid_index(gid_table(guest.text(f"facts/gid_table_{dev}_{when}.txt")), ip) for when in ("before", "after")}
+    assert None not in got, f"no RoCE v2 GID for {ip} on {dev}: " + guest.text(f"facts/gid_table_{dev}_after.txt")
+    return got
+
+
+def devinfo_block(text: str, dev: str) -> str:
+    """``dev``'s part of `ibv_devinfo -v` output."""
+    assert f"hca_id:\t{dev}" in text, text[-2000:]
+    return text.split(f"hca_id:\t{dev}", 1)[1].split("hca_id:", 1)[0]
+
+
+def ibv_devinfo_gids(text: str, dev: str) -> dict[int, str]:
+    """GID[index] -> 'address, type' for ``dev``'s port 1 in `ibv_devinfo -v` output."""
+    block = devinfo_block(text, dev)
+    return {int(m.group(1)): m.group(2).strip() for m in re.finditer(r"GID\[\s*(\d+)\]:\s+(.+)", block)}
+
+
+def softnet_dropped(text: str) -> int:
+    """Sum over CPUs of /proc/net/softnet_stat's second column (packets dropped: backlog full)."""
+    return sum(int(line.split()[1], 16) for line in text.splitlines() if line.split())
+
+
+def snmp6(text: str) -> dict[str, int]:
+    return {k: int(v) for k, v in (line.split() for line in text.splitlines() if len(line.split()) == 2)}
+
+
 # ---------------------------------------------------------------- the devices themselves
 
 
@@ -58,10 +117,14 @@ def test_pyverbs_reads_active_mtu_4096_for_real(guest, tmp_path):
     port = verbs["devices"][HCA]["ports"]["1"]
     assert port["active_mtu"] == 4096 and port["max_mtu"] == 4096
     assert port["state"] == 4 and port["link_layer"] == "Ethernet"
-    assert port["gid_tbl_len"] == 1024
-    assert verbs["devices"][HCA]["fw_version"] == "0.0.0"  # while sysfs fw_ver is empty
-    assert re.search(r"active_mtu:\s+4096 \(5\)", guest.text("facts/ibv_devinfo_v.txt"))
-    assert "GID[  1]:\t\t::ffff:192.168.100.1, RoCE v2" in guest.text("facts/ibv_devinfo_v.txt")
+    devinfo = devinfo_block(guest.text("facts/ibv_devinfo_v.txt"), HCA)
+    assert port["gid_tbl_len"] == int(re.search(r"gid_tbl_len:\s+(\d+)", devinfo).group(1))
+    assert verbs["devices"][HCA]["fw_version"] == re.search(r"fw_ver:\s+(\S+)", devinfo).group(1)
+    assert re.search(r"active_mtu:\s+4096 \(5\)", devinfo)
+    # libibverbs (C) lists the IPv4 GID at the index the guest's own sysfs table has it
+    gids = ibv_devinfo_gids(guest.text("facts/ibv_devinfo_v.txt"), HCA)
+    at = [i for i, v in gids.items() if v == f"::ffff:{IPA}, RoCE v2"]
+    assert len(at) == 1 and at[0] in good_state_indexes(guest, HCA, IPA), (gids, at)
     # and drops to 1024 at netdev MTU 1500
     assert re.search(r"active_mtu:\s+1024 \(3\)", guest.text("facts/ibv_devinfo_mtu1500.txt"))
 
@@ -75,19 +138,22 @@ def test_good_state_core_gates_pass(guest):
         assert st[gate] == "pass", (gate, guest.result("pass", gate))
     gid = guest.result("pass", "rdma.gid")
     port = next(p for p in guest.evidence("pass")["context"]["facts"]["ports"] if p["port"] == f"{HCA}:1")
-    # NCCL's own GID walk picks index 1 (the IPv4-mapped RoCE v2 GID), not the fe80 one at 0
-    assert port["gid"]["predicted"] == 1 and port["gid"]["ipv4"] == "192.168.100.1"
-    assert "[1] 192.168.100.1" in gid["observed"]
+    # NCCL's own GID walk picks the IPv4-mapped RoCE v2 GID, not a fe80 one: at whichever index the guest's
+    # own table has it (1 on a quiet boot; a second link-local entry under load moved it to 2)
+    want = good_state_indexes(guest, HCA, IPA)
+    assert port["gid"]["predicted"] in want and port["gid"]["ipv4"] == IPA, (port["gid"], want)
+    assert f"[{port['gid']['predicted']}] {IPA}" in gid["observed"]
     # the active MTU came from pyverbs (rxe has no active_mtu in sysfs), not derived
     assert port["active_mtu"] == 4096 and port["active_mtu_source"] == "verbs"
     assert port["netdev"] == NETDEV and port["netdev_mtu"] == 9000
 
 
 def test_memlock_fails_in_guest(guest):
-    # The guest inherits this machine's 8 MiB hard memlock limit: a real failing gate.
-    assert guest.text("facts/memlock_hard.txt").strip() == "8192"
+    # The guest inherits this machine's capped hard memlock limit (8 MiB here): a real failing gate.
+    hard = guest.text("facts/memlock_hard.txt").strip()
+    require(hard != "unlimited", "this machine's memlock hard limit is unlimited: the gate has nothing to fail on")
     r = guest.result("pass", "limits.memlock")
-    assert r["status"] == "fail" and "8 MiB" in r["observed"]
+    assert r["status"] == "fail" and f"hard {int(hard) // 1024} MiB" in r["observed"], (hard, r)
     assert guest.rc("preflight/pass") == 1  # any failing gate -> exit 1
 
 
@@ -164,6 +230,10 @@ def _perftest_row(text: str) -> tuple[int, int, float]:
 def test_ib_write_bw_moves_counters_by_expected_amount(guest):
     n, size = (int(x) for x in guest.text("counters/params.txt").split())
     assert size % 4096 == 0  # every RoCE packet then carries a full 4096-byte payload (the math below)
+    # both ends used the GID index their IPv4 address had in the table the guest read just then
+    xa, xb = (int(x) for x in guest.text("counters/gid_index.txt").split())
+    assert xa == ipv4_gid_index(gid_table(guest.text(f"counters/gid_table_{HCA}.txt")), IPA)
+    assert xb == ipv4_gid_index(gid_table(guest.text(f"counters/gid_table_{PEER_HCA}.txt")), IPB)
     client = guest.text("counters/client.txt")
     assert guest.rc("counters/client") == 0, client
     assert guest.rc("counters/server") == 0, guest.text("counters/server.txt")
@@ -175,38 +245,68 @@ def test_ib_write_bw_moves_counters_by_expected_amount(guest):
     after = C.read_sample(HostRoot(guest.dir / "counters/after"))
     d = C.sample_delta(before, after)
     req, resp = d["ports"][f"{PEER_HCA}/1"], d["ports"][f"{HCA}/1"]  # client (requester), server (responder)
+    rq, rs = req["hw_counters"], resp["hw_counters"]
+    fwd, back = d["netdevs"][PEER_NETDEV], d["netdevs"][NETDEV]   # client -> server netdev, and the way back
 
     # RDMA writes of `size` bytes at active MTU 4096: ceil(size/4096) request packets each.
     data_pkts = n * math.ceil(size / 4096)
-    sent = req["tx_packets"]                       # hw_counters/sent_pkts of the client's rxe
+    sent = req["tx_packets"]                       # hw_counters/sent_pkts of the client's rxe (retransmits too)
     retransmitted = sent - data_pkts
-    # -u 20 (4 s QP timeout) makes retransmissions rare; a busy host may still cause a few
-    assert 0 <= retransmitted <= data_pkts // 10, (sent, data_pkts, req["hw_counters"])
-    # nothing is lost on a veth: every packet one rxe sent, the other received, both ways
-    assert resp["rx_packets"] == sent
-    assert req["rx_packets"] == resp["tx_packets"]
+    assert retransmitted >= 0, (sent, data_pkts)
+    # Retransmissions are the load's business (an ACK late through a busy emulated guest): however many
+    # there were, the guest's own counters must account for them.  rxe retransmits only after its
+    # completer decided to retry (completer_retry_err counts those decisions) ...
+    assert (retransmitted > 0) <= (rq["completer_retry_err"] > 0), (retransmitted, rq)
+    assert rq["retry_exceeded_err"] == 0
+    # ... and nothing on a veth is lost unless the receiving backlog overflowed: the sender's veth then
+    # counts the drop (tx_dropped) and so does the guest's softnet_stat.
+    lost_fwd = sent - resp["rx_packets"]
+    lost_back = resp["tx_packets"] - req["rx_packets"]
+    drops = softnet_dropped(guest.text("counters/softnet_after.txt")) - softnet_dropped(guest.text("counters/softnet_before.txt"))
+    assert 0 <= lost_fwd <= fwd["stats"].get("tx_dropped", 0) and 0 <= lost_back <= back["stats"].get("tx_dropped", 0)
+    assert lost_fwd + lost_back <= drops, (lost_fwd, lost_back, drops)
+    # Every data packet was accepted once (the transfer completed); every other packet the responder
+    # received was a duplicate (counted one by one) or out of sequence (counted once per gap, so at most
+    # as many as such packets, and at least one when there were any).  Gaps happen without any loss too:
+    # the guest's CPUs' backlogs reorder frames (seen beside a CPU hog: 154 extra packets = 125 duplicates
+    # + 29 out of sequence in 7 gaps, nothing dropped).
+    extra = resp["rx_packets"] - data_pkts
+    oos_pkts = extra - rs["duplicate_request"]
+    assert oos_pkts >= rs["out_of_seq_request"] >= 0, (extra, rs)
+    assert (oos_pkts > 0) == (rs["out_of_seq_request"] > 0), (extra, rs)
     acks = resp["tx_packets"]
-    assert 0 < acks <= sent  # the responder only ACKs (coalesced)
-    assert req["hw_counters"]["retry_exceeded_err"] == 0
+    assert 0 < acks <= resp["rx_packets"]  # the responder only ACKs/NAKs (coalesced), never more than it got
     # rxe has no PMA data counters: bytes are None there, never a made-up number
     assert req["tx_bytes"] is None and resp["rx_bytes"] is None
 
     # The client's netdev carries the bytes: per RoCE v2 packet Ethernet 14 + IPv4 20 + UDP 8 + BTH 12 +
-    # ICRC 4 = 58 bytes of headers around the 4096 payload, plus a 16-byte RETH on the first packet
-    # of each write (retransmitted first packets carry it again).  Anything else on the veth is a few
-    # frames (ARP; perftest's TCP exchange goes through lo).
-    tx = d["netdevs"][PEER_NETDEV]["tx_bytes"]
-    other_frames = d["netdevs"][PEER_NETDEV]["tx_packets"] - sent
-    assert 0 <= other_frames <= 16, other_frames
-    roce = sent * (4096 + 58)
-    low = roce + 16 * n
+    # ICRC 4 = 58 bytes of headers around the 4096 payload, plus a 16-byte RETH on the first packet of each
+    # write (a retransmission that restarts a write carries it again; one resuming mid-write does not).
+    # The veth's other frames are neighbour traffic: the IPv6 ND/MLD messages the guest counted on that
+    # netdev (dev_snmp6 Icmp6OutMsgs) plus ARP (perftest's TCP exchange goes through lo); each at most an
+    # MTU-sized frame.
+    for dev, path in ((PEER_NETDEV, fwd), (NETDEV, back)):
+        icmp6 = snmp6(guest.text(f"counters/snmp6_after_{dev}.txt"))["Icmp6OutMsgs"] - \
+            snmp6(guest.text(f"counters/snmp6_before_{dev}.txt"))["Icmp6OutMsgs"]
+        path["icmp6_out"] = icmp6
+    tx = fwd["tx_bytes"]
+    roce_fwd = sent - lost_fwd                      # the RoCE frames the veth did carry
+    other_frames = fwd["tx_packets"] - roce_fwd
+    assert other_frames >= fwd["icmp6_out"] >= 0, (other_frames, fwd)
+    roce = roce_fwd * (4096 + 58)
+    low = roce + 16 * n - 16 * lost_fwd
     high = roce + 16 * (n + retransmitted) + other_frames * (9000 + 14)
     assert low <= tx <= high, (tx, low, high)
     assert tx >= n * size  # at least the payload the benchmark says it wrote
-    assert d["netdevs"][NETDEV]["rx_bytes"] == tx  # a veth pair: what one end sends the other receives
+    # A veth pair: what one end sends the other receives (the kernel reports the peer's tx as rx).  The
+    # two ends' files are read one after the other, so a frame sent in between (neighbour traffic) may be
+    # in one reading and not in the other: the two may differ only by whole frames, and only when their
+    # packet counts differ too.
+    dp, db = fwd["tx_packets"] - back["rx_packets"], tx - back["rx_bytes"]
+    assert (dp == 0) == (db == 0) and abs(db) <= abs(dp) * (9000 + 14), (dp, db)
     # The other way only ACKs/NAKs: headers + AETH 4 = 62-byte frames (seen: 1000 writes -> 1000 ACKs,
     # 62084 bytes = 1000 x 62 + two 42-byte ARP frames).
-    back = d["netdevs"][NETDEV]
-    back_other = back["tx_packets"] - acks
-    assert 0 <= back_other <= 16
-    assert acks * 62 <= back["tx_bytes"] <= acks * 62 + back_other * (9000 + 14), (back, acks)
+    acks_sent = acks - lost_back
+    back_other = back["tx_packets"] - acks_sent
+    assert back_other >= back["icmp6_out"] >= 0, (back_other, back)
+    assert acks_sent * 62 <= back["tx_bytes"] <= acks_sent * 62 + back_other * (9000 + 14), (back, acks)

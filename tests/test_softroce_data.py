@@ -31,7 +31,27 @@ def test_committed_evidence_is_a_real_guest_run():
     assert all(st[g] == "pass" for g in CORE_GATES) and st["limits.memlock"] == "fail"
     assert ev.host == "virtme-ng" and ev.kind == "preflight"
     port = ev.context["facts"]["ports"][0]
-    assert port["port"] == "roceP2p1s0f0:1" and port["gid"]["predicted"] == 1
+    # the pick is where that run's own GID table (in the snapshot taken beside it) had the IPv4 RoCE v2 GID
+    assert port["port"] == "roceP2p1s0f0:1" and port["gid"]["predicted"] == _snapshot_ipv4_gid_index(port["gid"]["ipv4"])
+
+
+def _snapshot_ipv4_gid_index(ip: str) -> int:
+    import tarfile
+
+    a, b, c, d = (int(x) for x in ip.split("."))
+    want = f"0000:0000:0000:0000:0000:ffff:{a:02x}{b:02x}:{c:02x}{d:02x}"
+    base = "sys/devices/virtual/infiniband/roceP2p1s0f0/ports/1"  # where sys/class/infiniband/X links
+    with tarfile.open(DATA / "softroce-snapshot.tar.gz") as tar:
+        def read(name):
+            try:
+                return tar.extractfile(f"{base}/{name}").read().decode().strip()
+            except KeyError:
+                return ""
+        hits = [int(m.name.rsplit("/", 1)[1]) for m in tar.getmembers() if m.name.startswith(f"{base}/gids/")
+                and tar.extractfile(m).read().decode().strip() == want]
+        hits = [i for i in hits if read(f"gid_attrs/types/{i}") == "RoCE v2"]
+    assert len(hits) == 1, hits
+    return hits[0]
     assert port["active_mtu"] == 4096 and port["active_mtu_source"] == "verbs"
 
 

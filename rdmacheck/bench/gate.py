@@ -62,7 +62,14 @@ def busbw_gate(records: list[dict[str, Any]], expect_busbw: float, plateau_min_b
             failed.append(op)
     status = Status.FAIL if failed else Status.PASS
     remedy = ""
-    if failed:
+    backends = {r.get("backend") for r in records} - {None}
+    if failed and backends and "nccl" not in backends:
+        # gloo moves the bytes through host memory and TCP sockets (loopback on one node): its bandwidth
+        # says nothing about NCCL, RDMA, GPUDirect or PFC, so advice about those would mislead.
+        remedy = (f"CPU/loopback run, not a fabric verdict: {'/'.join(sorted(backends))} measures host memory and "
+                  "TCP sockets; judge the fabric with NCCL on the GPU nodes (--backend nccl), or set --expect-busbw "
+                  "to a CPU baseline to gate this machine's own number")
+    elif failed:
         remedy = ("bus bandwidth below expectation on " + ", ".join(failed) + ": run 'rdmacheck preflight' "
                   "(NCCL may have fallen back to sockets, or GPUDirect/PFC is off); compare with nccl-tests; "
                   "if the link is slower by design, set --expect-busbw")

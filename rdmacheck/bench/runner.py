@@ -46,7 +46,7 @@ from .latency import applicable_limits, latency_gate
 from .hooks import HOOKS, BenchHooks, RunInfo, load_hook
 from .plan import PlanRow, build_plan
 from .sizes import human_bytes
-from .table import header, row_line, write_csv
+from .table import blank_columns_note, header, row_line, write_csv
 
 STATUS_DIR_ENV = "RDMACHECK_BENCH_STATUS_DIR"
 
@@ -643,6 +643,8 @@ class Runner:
     def _print_summary(self, results: list[Result]) -> None:
         wrong = sum(int(r["wrong"] or 0) for r in self.records)
         print(f"# Out of bounds values : {wrong} {'OK' if wrong == 0 else 'FAILED'}" if self.opts.check else "# #wrong not checked (--no-check)")
+        for line in blank_columns_note(dict.fromkeys(r.op for r in self.plan)):
+            print(f"# note: {line}")
         print("#")
         for r in results:
             print(f"# [{r.status.value.upper():4s}] {r.id}: {r.observed}" + (f"  (expected {r.expected})" if r.status is not Status.PASS else ""))

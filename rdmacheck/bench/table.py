@@ -49,6 +49,27 @@ def row_line(row, by_variant: dict[bool, dict[str, Any]]) -> str:
     return pre + _body(by_variant.get(False)) + _body(by_variant.get(True))
 
 
+def blank_columns_note(ops: Iterable[str]) -> list[str]:
+    """Footer lines saying which columns of the table are blank and why (empty when none is)."""
+    from .collectives import COLLECTIVES
+
+    out_only, in_only = [], []
+    for op in ops:
+        v = COLLECTIVES[op].variants
+        if False not in v:
+            in_only.append(op)
+        elif True not in v:
+            out_only.append(op)
+    lines = []
+    if in_only:
+        lines.append(f"out-of-place columns blank for {', '.join(in_only)}: torch.distributed writes the result "
+                     "into the input buffer (in place only); nccl-tests measures both")
+    if out_only:
+        lines.append(f"in-place columns blank for {', '.join(out_only)}: torch.distributed needs separate send "
+                     "and receive buffers (out of place only)")
+    return lines
+
+
 def write_csv(records: Iterable[dict[str, Any]], path) -> None:
     """The table as CSV (pandas), written atomically."""
     import pandas as pd

@@ -26,6 +26,11 @@ examples:
   rdmacheck preflight --facts reports/node1-preflight.json --expect mtu=1500
                                                    would node1 pass under MTU 1500? (judged from its recorded facts)
   rdmacheck preflight --facts reports/node1-preflight.json --profile new.toml --json rejudged.json
+  rdmacheck preflight --verbose                    the full table instead of one line per gate
+
+The console shows one line per gate (id, status, the start of what was observed), then
+observed/expected/remedy for each gate that did not pass, wrapped at the terminal width
+(COLUMNS wins; 80 when piped).
 
 --facts EVIDENCE.json judges the facts recorded in preflight evidence (context.node_facts) under the
 configuration it was taken with; --env, --profile and --expect replace parts of it (a new --env file
@@ -52,6 +57,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     o.add_argument("--only", metavar="IDS", help="comma-separated gate ids to show, e.g. rdma.gid,rdma.mtu "
                                                  "(every fact is still gathered: the evidence's facts are the same)")
     o.add_argument("--quiet", "-q", action="store_true", help="print only the verdict line")
+    o.add_argument("--verbose", "-v", action="store_true",
+                   help="print the full table (every gate's observed, expected and remedy in columns) instead of "
+                        "one line per gate plus the details of the gates that did not pass")
 
 
 def _only(text: str | None) -> set[str] | None:
@@ -98,5 +106,6 @@ def run(args: argparse.Namespace) -> int:
     else:
         import socket
 
-        render_results(results, title=f"rdmacheck preflight — {facts.host or socket.gethostname()}{where}")
+        render_results(results, title=f"rdmacheck preflight — {facts.host or socket.gethostname()}{where}",
+                       verbose=args.verbose)
     return exit_code(results)

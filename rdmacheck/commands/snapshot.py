@@ -42,6 +42,7 @@ def run(args: argparse.Namespace) -> int:
 
     check_output_paths((args.output, "-o"))
     from ..snapshot import write_snapshot
+    from ..units import human_bytes
 
     root = HostRoot("/")
     cfg = load_config(args.env, None, None, root.environ())
@@ -49,7 +50,9 @@ def run(args: argparse.Namespace) -> int:
     env.update(cfg.env)  # the effective values: .env overlaid by the process env
     summary = write_snapshot(root, args.output, cfg, env, args.timeout)
     where = summary["written"]
-    line = (f"snapshot {where}: {summary['files']} files ({summary['paths']} paths read), {summary['bytes']} bytes, "
+    files, raw = archive_size(where)
+    line = (f"snapshot {where}: {files} files ({summary['paths']} paths read), {human_bytes(raw)} uncompressed, "
+            f"{human_bytes(summary['bytes'])} compressed ({summary['bytes']} bytes); "
             f"RDMA devices: {', '.join(summary['devices']) or 'none'}")
     if summary["complete"]:
         print(line)
@@ -58,3 +61,12 @@ def run(args: argparse.Namespace) -> int:
     note += f"; {args.output} exists and was left as it was)" if where != str(args.output) else ")"
     print(line + note)
     return 1
+
+
+def archive_size(path) -> tuple[int, int]:
+    """(regular files, their bytes) in the written archive: what unpacking it gives, read back from it."""
+    import tarfile
+
+    with tarfile.open(path) as tar:
+        members = [m for m in tar.getmembers() if m.isfile()]
+    return len(members), sum(m.size for m in members)

@@ -48,6 +48,10 @@ def _engine(docker: str) -> tuple[Result, dict | None]:
             info = json.loads(p.stdout)
         except ValueError:
             info = None
+    if p.rc == 127:
+        return Result(ENGINE, Status.FAIL, observed=f"{docker}: command not found (no Docker engine installed)",
+                      expected="a reachable Docker daemon",
+                      remedy="install Docker (Debian: apt-get install docker.io; DGX OS ships it) and start dockerd"), None
     if not info or not info.get("ServerVersion"):
         return Result(
             ENGINE, Status.FAIL,
@@ -93,8 +97,14 @@ def _runtime(info: dict | None, wanted: str | None) -> Result:
     return Result(RUNTIME, Status.PASS, observed=f"{wanted} -> {path}", expected=expected, details={"runtimes": runtimes})
 
 
-def _image(docker: str, info: dict | None, image: str | None, pull: bool, state: DockerState) -> Result:
+def _image(docker: str, info: dict | None, image: str | None, pull: bool, state: DockerState,
+           compose_r: Result | None = None) -> Result:
     expected = "image present locally" + (" or pullable (--pull)" if pull else "")
+    if not image and compose_r is not None and compose_r.status is not Status.PASS:
+        # The image name comes from `compose config`; without it the .env's VLLM_IMAGE was never read,
+        # so the cause to name is compose's, not the .env's.
+        return Result(IMAGE, Status.SKIP, observed=f"image not known: {compose_r.observed}", expected=expected,
+                      remedy="fix docker.compose first (the image name comes from `compose config`)")
     if not image:
         return Result(IMAGE, Status.FAIL, observed="compose config names no image for " + SERVICE, expected=expected,
                       remedy="set VLLM_IMAGE in the .env (see docker/.env.example)")
@@ -204,6 +214,6 @@ def container_gates(
     engine_r, info = _engine(docker)
     state.info = info
     runtime_r = _runtime(info, state.config.get("runtime") if state.config else "nvidia")
-    image_r = _image(docker, info, state.image, pull, state)
+    image_r = _image(docker, info, state.image, pull, state, compose_r)
     container_r = _container(docker, info, inv, state)
     return [engine_r, runtime_r, image_r, compose_r, container_r], state

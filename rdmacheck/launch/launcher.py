@@ -62,6 +62,7 @@ class Prepared:
     compose_file: Path
     inv: ComposeInvocation | None
     driver: ComposeDriver | None
+    planned: ComposeInvocation     # inv, or the v2 command that would run once compose is installed
 
 
 def _say(msg: str) -> None:
@@ -94,7 +95,11 @@ def prepare(opts: LaunchOptions) -> Prepared:
     inv = None
     if driver is not None:
         inv = ComposeInvocation(driver, compose_path.resolve(), env_path.resolve(), project, opts.role)
-    return Prepared(env_path, file_env, compose_path, inv, driver)
+    # With no compose found the command is still shown (and recorded): the one the preferred driver would run.
+    base = [opts.compose_v1] if opts.compose_driver == "v1" else [opts.docker, "compose"]
+    planned = inv or ComposeInvocation(ComposeDriver(base, 1 if opts.compose_driver == "v1" else 2, "not installed"),
+                                       compose_path.resolve(), env_path.resolve(), project, opts.role)
+    return Prepared(env_path, file_env, compose_path, inv, driver, planned)
 
 
 def _default_evidence_path(role: str) -> Path:
@@ -176,7 +181,7 @@ def launch(opts: LaunchOptions, preflight_ctx) -> int:
         "env_file": str(prep.env_file),
         "compose_file": str(prep.compose_file),
         "compose_driver": prep.driver.describe() if prep.driver else None,
-        "compose_command": prep.inv.argv("up", "-d") if prep.inv else None,
+        "compose_command": prep.planned.argv("up", "-d"),
         "image": state.image,
         "image_id": state.image_id,
         "container_name": state.container_name,
@@ -217,6 +222,10 @@ def launch(opts: LaunchOptions, preflight_ctx) -> int:
             _say(f"  [{r.id}] {r.observed}\n      remedy: {r.remedy or '-'}")
         if any(r.id not in UNWAIVABLE for r in blocking):
             _say("Fix them, or accept one explicitly with --waive ID --reason TEXT (recorded in the evidence).")
+        # the command is shown refused or not, so the operator sees exactly what a passing node would run
+        _say(f"{'would run' if opts.dry_run else 'would have run'} once every gate passes: "
+             f"{proc.display(prep.planned.argv('up', '-d'))}")
+        _say(f"  with RAY_MODE={opts.role} RDMACHECK_ENV_FILE={prep.planned.env_file} in its environment")
         return finish(1)
 
     assert prep.inv is not None  # docker.compose passed

@@ -34,6 +34,27 @@ wait_gid() {
     return 1
 }
 
+# gid_table DEV: "index gid type netdev" for every non-zero entry of port 1's GID table (the ground truth
+# the tests compare rdmacheck's pick with: which index an address lands at is the kernel's choice).
+gid_table() {
+    local d="/sys/class/infiniband/$1/ports/1" f i g t n
+    for f in "$d"/gids/*; do
+        i=${f##*/}; g=""; read -r g < "$f" 2>/dev/null
+        [ -n "$g" ] && [ "$g" != $ZERO_GID ] || continue
+        t=""; n=""; read -r t < "$d/gid_attrs/types/$i" 2>/dev/null; read -r n < "$d/gid_attrs/ndevs/$i" 2>/dev/null
+        echo "$i $g ${t// /_} $n"
+    done | sort -n
+}
+# ipv4_gid_index DEV IP: the index of the RoCE v2 GID that carries IP (::ffff:IP), read from the table now.
+ipv4_gid_index() {
+    local a b c d hex
+    IFS=. read -r a b c d <<< "$2"
+    hex=$(printf '0000:0000:0000:0000:0000:ffff:%02x%02x:%02x%02x' "$a" "$b" "$c" "$d")
+    gid_table "$1" | while read -r i g t n; do
+        [ "$g" = "$hex" ] && [ "$t" = "RoCE_v2" ] && { echo "$i"; break; }
+    done
+}
+
 # ---- devices -----------------------------------------------------------------------------------------
 # rdma_ucm gives /dev/infiniband/rdma_cm, which real nodes have (rdma.devfiles checks it).
 set -x
@@ -72,7 +93,9 @@ if [ $HAVE_PREFLIGHT = 1 ]; then
     rdmacheck "$P/pass" -- preflight -q --env "$ENVFILE" --json "$P/pass.json" &
     rdmacheck "$P/badhca" NCCL_IB_HCA=mlx5_9 -- preflight -q --env "$ENVFILE" --json "$P/badhca.json" &
 fi
-# Meanwhile the cheap facts (shell and C tools).
+# Meanwhile the cheap facts (shell and C tools).  The GID tables are read before and after the runs: a
+# table that moved in between (an address event under load) makes the tests judge against both readings.
+gid_table $DA > "$O/facts/gid_table_${DA}_before.txt"; gid_table $DB > "$O/facts/gid_table_${DB}_before.txt"
 rdma link > "$O/facts/rdma_link.txt" 2>&1
 rdma dev > "$O/facts/rdma_dev.txt" 2>&1
 ibv_devinfo -v > "$O/facts/ibv_devinfo_v.txt" 2>&1
@@ -101,6 +124,7 @@ uname -r > "$O/facts/uname.txt"
     echo "== modules"; grep -E '^(rdma|ib_|rxe|veth)' /proc/modules
 } > "$O/facts/sysfs.txt" 2>&1
 wait
+gid_table $DA > "$O/facts/gid_table_${DA}_after.txt"; gid_table $DB > "$O/facts/gid_table_${DB}_after.txt"
 stamp good-state
 
 if [ $HAVE_PREFLIGHT = 1 ]; then
@@ -158,19 +182,27 @@ mirror_counters() {  # copy the counter files to DIR/sys/... (builtins only) to 
 }
 C="$O/counters"
 echo "$WRITE_N $WRITE_S" > "$C/params.txt"
+# The GID index each side uses is the one its IPv4 address has now (not a constant: an extra link-local
+# entry under load moves it); the test checks it against the table written beside it.
+XA=$(ipv4_gid_index $DA $IPA); XB=$(ipv4_gid_index $DB $IPB)
+echo "$XA $XB" > "$C/gid_index.txt"
+gid_table $DA > "$C/gid_table_$DA.txt"; gid_table $DB > "$C/gid_table_$DB.txt"
+snmp6() { cat /proc/net/dev_snmp6/$A > "$1_$A.txt"; cat /proc/net/dev_snmp6/$B > "$1_$B.txt"; }
 cat /proc/net/softnet_stat > "$C/softnet_before.txt"
+snmp6 "$C/snmp6_before"
 mirror_counters "$C/before"
 # -u 20: QP timeout 4 us x 2^20 = 4.3 s.  perftest's default (14: 67 ms) is shorter than an ACK's trip
 # through a busy emulated guest, so rxe retransmits (seen: 5% extra packets, once a failed completion).
-timeout 120 ib_write_bw -d $DA -x 1 -u 20 -p 18516 --report_gbits -n $WRITE_N -s $WRITE_S > "$C/server.txt" 2>&1 &
+timeout 120 ib_write_bw -d $DA -x "${XA:-1}" -u 20 -p 18516 --report_gbits -n $WRITE_N -s $WRITE_S > "$C/server.txt" 2>&1 &
 srv=$!
 sleep 1
-timeout 120 ib_write_bw -d $DB -x 1 -u 20 -p 18516 --report_gbits -n $WRITE_N -s $WRITE_S $IPA > "$C/client.txt" 2>&1
+timeout 120 ib_write_bw -d $DB -x "${XB:-1}" -u 20 -p 18516 --report_gbits -n $WRITE_N -s $WRITE_S $IPA > "$C/client.txt" 2>&1
 echo $? > "$C/client.rc"
 wait $srv; echo $? > "$C/server.rc"
 sleep 0.5   # trailing ACKs
 mirror_counters "$C/after"
 cat /proc/net/softnet_stat > "$C/softnet_after.txt"
+snmp6 "$C/snmp6_after"
 ip -s link show > "$C/ip_s_link.txt"
 stamp ib_write_bw
 
