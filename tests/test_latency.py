@@ -127,3 +127,30 @@ def test_gloo_latency_gate_fails_below_and_passes_above(tmp_path, torch_ranks): 
     uri = re.search(r'id="plot-all_reduce"><img[^>]+src="data:image/svg\+xml;base64,([^"]+)"', page).group(1)
     svg = base64.b64decode(uri).decode()
     assert "bench.latency ceiling" in svg and "all_reduce: latency" in svg
+
+
+def test_one_rank_is_never_a_latency_pass(tmp_path):
+    """One rank's collective is a local call (seen on one H200: all_reduce 1K..1G in ~25 us each, busbw 0):
+    the gate skips instead of passing, and an explicit --expect-latency is refused before any rank starts."""
+    recs = [{"op": "all_reduce", "bytes": 8192, "time_us": 30.9, "in_place": True}]
+    r = latency_gate(recs, parse_latency_table("8K=95us"), "t", world_size=1)
+    assert r.status is Status.SKIP and "1 rank" in r.observed
+    assert latency_gate(recs, parse_latency_table("8K=95us"), "t", world_size=2).status is Status.PASS
+    out = tmp_path / "b.json"
+    p = run_cli("bench", *GLOO, "--nproc", "1", "--sizes", "8K", "--expect-latency", "8K=1s", "--json", str(out))
+    assert p.returncode == 2 and "1 rank" in p.stderr and "--expect-latency" in p.stderr, p.stderr
+    assert "Traceback" not in p.stderr and len(p.stderr.strip().splitlines()) == 1 and not out.exists()
+
+
+def test_a_refusal_only_another_rank_met_is_said(tmp_path, capsys):
+    """The --nproc launcher's relay of a rank's own refusal (rank 0 speaks for refusals every rank shares;
+    e.g. `--nproc 2` on a one-GPU node is refused by rank 1 alone). The real function on real files;
+    the GPU case itself needs a GPU machine."""
+    from rdmacheck.bench.launch import _say_usage_of_others
+
+    (tmp_path / "usage-1.txt").write_text("LOCAL_RANK 1 but only 1 GPU(s) visible; start at most 1 ranks per node")
+    _say_usage_of_others(tmp_path, [None, 2])
+    assert capsys.readouterr().err.strip() == ("rdmacheck: error: rank 1: LOCAL_RANK 1 but only 1 GPU(s) visible; "
+                                               "start at most 1 ranks per node")
+    _say_usage_of_others(tmp_path, [2, 2])  # rank 0 said it already
+    assert capsys.readouterr().err == ""

@@ -175,6 +175,48 @@ def test_facts_reproduces_the_committed_guest_verdicts_and_expect_flips_mtu(tmp_
     assert nd == 9000 and changed == {"rdma.mtu"} and st["rdma.mtu"] == "fail"
 
 
+def _assert_rejudged_same(ev: Path, again: Path, p) -> None:
+    orig, rj = _results(ev), _results(again)
+    assert p.returncode == (1 if "fail" in {r["status"] for r in orig.values()} else 0), p.stdout + p.stderr
+    assert {k: r["status"] for k, r in rj.items()} == {k: r["status"] for k, r in orig.items()}
+    for k in orig:
+        if k in LIVE_ONLY:
+            assert "live-only" in rj[k]["observed"], rj[k]
+        else:
+            assert (rj[k]["observed"], rj[k]["expected"], rj[k]["remedy"]) == \
+                (orig[k]["observed"], orig[k]["expected"], orig[k]["remedy"]), k
+
+
+# Every committed preflight evidence that carries a facts record: the soft-RoCE guest and the H200 node
+# (tests/data/h200-preflight.json: `rdmacheck preflight --env docker/.env.example` on one H200, 2026-12-01).
+COMMITTED_EVIDENCE = sorted(p.name for p in DATA.glob("*preflight*.json")
+                            if "node_facts" in json.loads(p.read_text()).get("context", {}))
+
+
+@pytest.mark.parametrize("name", COMMITTED_EVIDENCE)
+def test_facts_reproduces_every_committed_evidence(tmp_path, name):
+    ev, again = DATA / name, tmp_path / "again.json"
+    _assert_rejudged_same(ev, again, run_cli("preflight", "--facts", str(ev), "--json", str(again)))
+
+
+def test_facts_reproduces_fresh_evidence_of_this_machine(tmp_path):
+    """Evidence written now, with today's profile (its latency table included), re-judged unchanged."""
+    ev, again = tmp_path / "live.json", tmp_path / "again.json"
+    run_cli("preflight", "--env", str(ENVFILE), "--json", str(ev))
+    assert "latency" in json.loads(ev.read_text())["context"]["config"]["profile"]
+    _assert_rejudged_same(ev, again, run_cli("preflight", "--facts", str(ev), "--json", str(again)))
+
+
+def test_committed_h200_evidence_is_the_nodes_own_gpu_verdict():
+    """The H200 node's record: NVML's answer recorded in the probes gives the GPU gates it gave there."""
+    ev = json.loads((DATA / "h200-preflight.json").read_text())
+    st = {r["id"]: r["status"] for r in ev["results"]}
+    nvml = ev["context"]["node_facts"]["probes"]["nvml"]["answer"]
+    assert nvml["gpus"] and all("H200" in g["name"] for g in nvml["gpus"])
+    assert {st[g] for g in ("gpu.nvml", "gpu.pcie", "gpu.ecc", "gpu.memory")} == {"pass"}
+    assert st["gpu.gdr"] == "skip"  # no RDMA NIC on that machine
+
+
 def test_facts_with_a_new_env_rederives_the_port_selection(tmp_path):
     ev = DATA / "softroce-preflight.json"
     env = tmp_path / "other.env"

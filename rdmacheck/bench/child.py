@@ -19,8 +19,12 @@ def main() -> int:
             opts = BenchOptions.from_json(f.read())
         return run_rank(opts)
     except UsageError as e:
-        if os.environ.get("RANK", "0") == "0":  # every rank would say the same: rank 0 speaks
+        rank = os.environ.get("RANK", "0")
+        if rank == "0":  # every rank would say the same: rank 0 speaks
             print(f"rdmacheck: error: {e}", file=sys.stderr)
+        else:
+            # a refusal only this rank met (e.g. more ranks than GPUs): the launcher says it when rank 0 did not
+            _leave_usage_line(rank, str(e))
         return 2
     except Exception as e:
         from ..crash import report_internal_error
@@ -30,3 +34,17 @@ def main() -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+def _leave_usage_line(rank: str, message: str) -> None:
+    from .runner import STATUS_DIR_ENV
+
+    d = os.environ.get(STATUS_DIR_ENV)
+    if not d:  # under torchrun there is no launcher to relay it: say it here, naming the rank
+        print(f"rdmacheck: error: rank {rank}: {message}", file=sys.stderr)
+        return
+    try:
+        with open(os.path.join(d, f"usage-{rank}.txt"), "w", encoding="utf-8") as f:
+            f.write(message)
+    except OSError:
+        print(f"rdmacheck: error: rank {rank}: {message}", file=sys.stderr)

@@ -33,6 +33,7 @@ from ..errors import UsageError
 from ..model import Result, Status
 from ..config.latency import (  # noqa: F401  (the table's parsing lives with the profile that holds it)
     DEFAULT_LATENCY_MAX, DEFAULT_LATENCY_MIN, Limit, format_limits, parse_latency_table, parse_time_us)
+from .gate import ONE_RANK
 from .sizes import human_bytes
 
 def _limit_for(limits: list[Limit], op: str, nbytes: int) -> float | None:
@@ -44,14 +45,20 @@ def _limit_for(limits: list[Limit], op: str, nbytes: int) -> float | None:
     return anyop[0] if anyop else None
 
 
-def latency_gate(records: list[dict[str, Any]], limits: list[Limit] | None, source: str) -> Result:
-    """``bench.latency``: every measured (op, size) that has a ceiling must take at most that long."""
+def latency_gate(records: list[dict[str, Any]], limits: list[Limit] | None, source: str,
+                 world_size: int | None = None) -> Result:
+    """``bench.latency``: every measured (op, size) that has a ceiling must take at most that long.
+
+    One rank is never judged: its collective is a local call, so a pass would say nothing about a link."""
     limits = list(limits or [])
     expected = f"time per call at most the ceiling ({source}): {format_limits(limits)}" if limits else \
         "a latency table (--expect-latency SIZE=TIME or the profile's [latency])"
     if not limits:
         return Result("bench.latency", Status.SKIP, observed="no latency ceilings apply to this run", expected=expected,
                       remedy="pass --expect-latency 8K=100us,1M=350us (or a profile [latency] table) to judge small sizes")
+    if world_size == 1:
+        return Result("bench.latency", Status.SKIP, observed=ONE_RANK, expected=expected + " across >= 2 ranks",
+                      remedy="run 2 or more ranks (--nproc 2, or torchrun across nodes) to judge small-size latency")
     worst: dict[tuple[str, int], float] = {}
     for r in records:
         try:

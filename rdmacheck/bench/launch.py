@@ -129,6 +129,17 @@ def spawn(opts: BenchOptions, nproc: int, env_extra: dict[str, str] | None = Non
         shutil.rmtree(status_dir, ignore_errors=True)
 
 
+def _say_usage_of_others(status_dir: Path, rcs: list[int | None]) -> None:
+    """Rank 0 prints a refusal every rank shares; one only another rank met is left in the status dir."""
+    if rcs and rcs[0] == 2:
+        return
+    for r in range(1, len(rcs)):
+        p = status_dir / f"usage-{r}.txt"
+        if p.is_file():
+            print(f"rdmacheck: error: rank {r}: {p.read_text(encoding='utf-8', errors='replace').strip()}", file=sys.stderr)
+            return
+
+
 def _watch(procs: list[subprocess.Popen], status_dir: Path, opts: BenchOptions) -> int:
     n = len(procs)
     last_phase = {r: "" for r in range(n)}
@@ -155,7 +166,10 @@ def _watch(procs: list[subprocess.Popen], status_dir: Path, opts: BenchOptions) 
             return 3
         if all(rc is not None for rc in rcs) and killed is None:
             # every rank ended by itself: 2 usage error, 1 a gate failed, 0 all passed
-            return 2 if 2 in rcs else (1 if any(rcs) else 0)
+            if 2 in rcs:
+                _say_usage_of_others(status_dir, rcs)
+                return 2
+            return 1 if any(rcs) else 0
         if killed is not None and (all(rc is not None for rc in rcs) or now - killed_at > GRACE_S):
             r, rc = killed
             break
@@ -164,6 +178,7 @@ def _watch(procs: list[subprocess.Popen], status_dir: Path, opts: BenchOptions) 
             r, rc = reacted[0], reacted[1]
             if rc == 2:
                 _stop(procs)
+                _say_usage_of_others(status_dir, rcs)
                 return 2
             stalled = _stalled(procs, status_dir)
             if stalled and stalled[0][0] != r:

@@ -282,7 +282,7 @@ class Runner:
         o = self.opts
         limits, source = applicable_limits(o.expect_latency, o.latency_profile, getattr(self, "backend", None) or o.backend or "nccl")
         res = [busbw_gate(self.records, o.expect_busbw, o.plateau_min_bytes, self.world),
-               latency_gate(self.records, limits, source), check_result(self.records, o.check)]
+               latency_gate(self.records, limits, source, self.world), check_result(self.records, o.check)]
         done = len({(r["op"], r["bytes"]) for r in self.records})
         if self.failure:
             res.append(Result("bench.run", Status.FAIL, observed=self.failure,

@@ -152,10 +152,14 @@ def build_options(args: argparse.Namespace):
 
 
 def refuse_unjudgeable(opts, world: int) -> None:
-    """A bandwidth gate the user asked for that this run could never judge: exit 2 before any rank starts."""
-    from ..bench.gate import one_rank_refusal, plateau_refusal
+    """A bandwidth or latency gate the user asked for that this run could never judge: exit 2 before any rank starts."""
+    from ..bench.gate import ONE_RANK, one_rank_refusal, plateau_refusal
     from ..bench.plan import build_plan
 
+    if world == 1 and opts.expect_latency:
+        # one rank's "latency" is a local call: an explicit --expect-latency would pass on nothing
+        raise UsageError(f"{ONE_RANK}, so --expect-latency cannot be judged; run 2 or more ranks "
+                         "(--nproc 2, or torchrun across nodes), or drop --expect-latency")
     if not opts.expect_explicit or opts.expect_busbw == 0:
         # the default expectation, or 0 ("measure, expect nothing"): the gate says SKIP and why
         return

@@ -164,7 +164,8 @@ def _coerce(key: str, value: Any) -> Any:
     if key == "latency":
         from .latency import parse_latency_table
 
-        if not isinstance(value, (str, dict)):
+        # a table (TOML), a string (--expect), or the rows Profile.to_dict() recorded in evidence (--facts)
+        if not isinstance(value, (str, dict, list, tuple)):
             raise UsageError(f"{where}: write a table such as [latency] \"all_reduce:8K\" = \"95us\"")
         return parse_latency_table(value, where)
     return value
