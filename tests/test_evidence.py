@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, run_cli
+from conftest import REPO, require_module, run_cli
 from rdmacheck.bench.gate import busbw_gate
 from rdmacheck.evidence import parse
 from rdmacheck.model import Evidence
@@ -227,6 +227,7 @@ def test_legacy_call_count_rebuilds_the_schema_1_runner_steps():
 def test_runner_counts_the_calls_the_legacy_rule_predicted(tmp_path):
     """A real 2-rank gloo sweep: each record's counted ``calls`` equals what the schema-1 rule rebuilt
     (for eager runs, where both are exact), and the evidence it writes is valid schema 2."""
+    require_module("torch")  # real rank processes
     js = tmp_path / "b.json"
     r = run_cli("bench", "--nproc", "2", "--backend", "gloo", "--op", "all_reduce,all_gather", "--sizes", "1K,8K",
                 "--warmup", "2", "--time-per-size", "0.002", "--no-progress", "--json", str(js), timeout=300)
@@ -336,6 +337,7 @@ class _FakeDist:
 def test_runner_counts_every_issued_collective_on_the_graph_paths(graph, auto, graph_faster, fails):
     """_measure's ``calls`` equals the collectives that really ran (captured ones run at each replay) on
     the eager, graph and --graph auto paths, and equals the schema-1 rule that met the NIC counters."""
+    require_module("torch")  # real rank processes
     import types
 
     import torch

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, require
+from conftest import REPO, require, require_module
 from fail_closed_util import COUNTS, UNDER_TEST, cli, judge, print_counts
 
 SOFTROCE_PREFLIGHT = REPO / "tests" / "data" / "softroce-preflight.json"
@@ -224,6 +224,7 @@ def test_accident_one_rank_bandwidth_gate_is_refused(bed):
 
 def test_one_rank_default_gate_skips_never_passes(bed):
     """Without an expectation of the user's, one rank still measures; the gate says SKIP and why."""
+    require_module("torch")  # real rank processes
     js = bed.tmp / "one.json"
     judge("accident", ["bench", "--backend", "gloo", "--nproc", "1", "--op", "broadcast", "--sizes", "64M",
                        "--iters", "2", "--warmup", "0", "--no-check", "--json", str(js)], {0}, bound=90, cwd=bed.tmp)
@@ -270,6 +271,7 @@ def test_internal_error_is_exit_3_with_crash_report(tmp_path):
 
 def test_internal_error_in_bench_ranks_is_exit_3(tmp_path):
     """A hook whose install() raises in every rank: each rank saves a report, no traceback, exit 3."""
+    require_module("torch")  # real rank processes
     (tmp_path / "i13_bad_hook.py").write_text("def install(hooks):\n    raise KeyError('deliberate')\n")
     state = tmp_path / "state"
     cp = judge("internal", ["bench", "--backend", "gloo", "--nproc", "2", "--sizes", "1K", "--iters", "1",
@@ -282,6 +284,7 @@ def test_internal_error_in_bench_ranks_is_exit_3(tmp_path):
 
 def test_hook_that_raises_is_a_named_rank_failure_not_a_crash(tmp_path):
     """A hook's own exception is the run failing (hooks.py: like a failed collective), exit 1, named."""
+    require_module("torch")  # real rank processes
     (tmp_path / "i13_raising_hook.py").write_text(
         "def install(hooks):\n"
         "    def boom(row):\n"
@@ -402,6 +405,7 @@ def _children_by_rank(pid: int) -> dict[int, int]:
 
 def test_sigstopped_rank_is_named_not_the_rank_waiting_for_it(tmp_path):
     """Real gloo ranks; rank 1 gets a real SIGSTOP mid-sweep; the launcher must name rank 1."""
+    require_module("torch")  # real rank processes
     js = tmp_path / "b.json"
     p = subprocess.Popen([sys.executable, "-m", "rdmacheck", "bench", "--backend", "gloo", "--nproc", "2",
                           "--sizes", "1K..64K", "--iters", "400", "--warmup", "1", "--timeout", "5", "--json", str(js)],
