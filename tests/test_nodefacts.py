@@ -151,30 +151,6 @@ def _assert_covers(new, old, where="facts"):
         assert new == old, f"{where}: {new!r} != {old!r}"
 
 
-def test_facts_reproduces_the_committed_guest_verdicts_and_expect_flips_mtu(tmp_path):
-    ev = DATA / "softroce-preflight.json"
-    again, flipped = tmp_path / "again.json", tmp_path / "mtu1500.json"
-    p = run_cli("preflight", "--facts", str(ev), "--json", str(again))
-    orig, rj = _results(ev), _results(again)
-    assert p.returncode == (1 if "fail" in {r["status"] for r in orig.values()} else 0), p.stdout + p.stderr
-    assert {k: r["status"] for k, r in rj.items()} == {k: r["status"] for k, r in orig.items()}
-    for k in orig:
-        if k in LIVE_ONLY:
-            assert "live-only" in rj[k]["observed"], rj[k]
-        else:
-            assert (rj[k]["observed"], rj[k]["expected"], rj[k]["remedy"]) == \
-                (orig[k]["observed"], orig[k]["expected"], orig[k]["remedy"]), k
-    # every fact the committed evidence recorded is reproduced (newer derivations may add keys: bootstrap
-    # addr_len, the GID's ip for IPv6 meshes)
-    _assert_covers(json.loads(again.read_text())["context"]["facts"], json.loads(ev.read_text())["context"]["facts"])
-    run_cli("preflight", "--facts", str(ev), "--expect", "mtu=1500", "--json", str(flipped))
-    st = _statuses(flipped)
-    changed = {k for k in st if st[k] != orig[k]["status"]}
-    # the guest's netdev runs MTU 9000 (ground truth in its own facts): only rdma.mtu can flip
-    nd = json.loads(ev.read_text())["context"]["facts"]["ports"][0]["netdev_mtu"]
-    assert nd == 9000 and changed == {"rdma.mtu"} and st["rdma.mtu"] == "fail"
-
-
 def _assert_rejudged_same(ev: Path, again: Path, p) -> None:
     orig, rj = _results(ev), _results(again)
     assert p.returncode == (1 if "fail" in {r["status"] for r in orig.values()} else 0), p.stdout + p.stderr
@@ -185,6 +161,22 @@ def _assert_rejudged_same(ev: Path, again: Path, p) -> None:
         else:
             assert (rj[k]["observed"], rj[k]["expected"], rj[k]["remedy"]) == \
                 (orig[k]["observed"], orig[k]["expected"], orig[k]["remedy"]), k
+
+
+def test_facts_reproduces_the_committed_guest_verdicts_and_expect_flips_mtu(tmp_path):
+    ev = DATA / "softroce-preflight.json"
+    again, flipped = tmp_path / "again.json", tmp_path / "mtu1500.json"
+    _assert_rejudged_same(ev, again, run_cli("preflight", "--facts", str(ev), "--json", str(again)))
+    orig = _results(ev)
+    # every fact the committed evidence recorded is reproduced (newer derivations may add keys: bootstrap
+    # addr_len, the GID's ip for IPv6 meshes)
+    _assert_covers(json.loads(again.read_text())["context"]["facts"], json.loads(ev.read_text())["context"]["facts"])
+    run_cli("preflight", "--facts", str(ev), "--expect", "mtu=1500", "--json", str(flipped))
+    st = _statuses(flipped)
+    changed = {k for k in st if st[k] != orig[k]["status"]}
+    # the guest's netdev runs MTU 9000 (ground truth in its own facts): only rdma.mtu can flip
+    nd = json.loads(ev.read_text())["context"]["facts"]["ports"][0]["netdev_mtu"]
+    assert nd == 9000 and changed == {"rdma.mtu"} and st["rdma.mtu"] == "fail"
 
 
 # Every committed preflight evidence that carries a facts record: the soft-RoCE guest and the H200 node
