@@ -207,7 +207,7 @@ def test_gate_on_this_machine_skips():
 # ------------------------------------------------------------------ a real PCIe root port with ACS (QEMU q35 guest)
 
 GUEST_PROBE = r'''
-import json, os, subprocess, sys
+import json, os, shutil, subprocess, sys, tempfile
 from rdmacheck.checks.pci import judge_bridges
 from rdmacheck.facts import pci
 from rdmacheck.nodefacts import PciFacts
@@ -236,13 +236,18 @@ with open(f"/sys/bus/pci/devices/{rp}/config", "r+b") as f:
 after = pci.read_config(root, rp)
 r = judge_bridges(topo([ep]), [ep])
 out["after"] = {"ctrl": after.acs_ctrl, "enabled": after.acs_enabled(), "verdict": r.status.value, "observed": r.observed}
-# an unprivileged reader sees 64 bytes: the gate must skip, not pass
+# an unprivileged reader sees 64 bytes: the gate must skip, not pass.  It reads rdmacheck from a copy in a
+# world-readable folder: the checkout may sit under a folder only root can enter (a CI clone under mktemp -d)
+pkg = tempfile.mkdtemp()
+os.chmod(pkg, 0o755)
+shutil.copytree(os.path.join(os.environ["REPO"], "rdmacheck"), os.path.join(pkg, "rdmacheck"),
+                ignore=shutil.ignore_patterns("__pycache__"))
 p = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable, "-S", "-c",
                     "import sys; sys.path.insert(0, %r); from rdmacheck.checks.pci import judge_bridges;"
                     "from rdmacheck.facts import pci; from rdmacheck.nodefacts import PciFacts;"
                     "from rdmacheck.root import HostRoot; a, c = pci.read_topology(HostRoot('/'), [%r]);"
                     "print(judge_bridges(PciFacts(ancestors=a, config=c), list(a)).status.value)"
-                    % (os.environ["REPO"], ep)], capture_output=True, text=True)
+                    % (pkg, ep)], capture_output=True, text=True)
 out["unprivileged"] = (p.stdout.strip(), p.stderr[-300:])
 print(json.dumps(out))
 '''
