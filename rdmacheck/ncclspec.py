@@ -74,7 +74,7 @@ def parse_list_spec(text: str | None, what: str, with_ports: bool = False) -> Li
         port = None
         if with_ports and ":" in part:
             part, _, p = part.partition(":")
-            if not p.isdigit() or int(p) < 1:
+            if not p.isdecimal() or int(p) < 1:
                 raise UsageError(f"{what}={text!r}: port {p!r} is not a port number; write e.g. mlx5_0:1")
             port = int(p)
         if not part:

@@ -123,7 +123,7 @@ def select_hcas(spec: str | None, root: HostRoot) -> list[tuple[str, int]]:
     out = []
     for hca in root.listdir("/sys/class/infiniband"):
         for p in root.listdir(f"/sys/class/infiniband/{hca}/ports"):
-            if p.isdigit() and hca_selected(spec, hca, int(p)):
+            if p.isdecimal() and hca_selected(spec, hca, int(p)):
                 out.append((hca, int(p)))
     return out
 

@@ -154,11 +154,17 @@ def gate_nccl_env(facts, config) -> list[Result]:
 
     ws = cfg.get("WORLD_SIZE")
     want = prof.nodes * prof.gpus_per_node
+    try:
+        # read as torch.distributed reads it (int(os.environ["WORLD_SIZE"])); str.isdigit() also accepts
+        # text int() refuses ('0\x1f', superscript digits), which crashed this gate
+        ws_n = None if ws is None else int(ws)
+    except ValueError:
+        ws_n = None
     if ws is None:
         items.append(step("WORLD_SIZE", Status.PASS, f"WORLD_SIZE unset (expected world {want})"))
-    elif not ws.strip().isdigit():
+    elif ws_n is None:
         items.append(step("WORLD_SIZE", Status.FAIL, f"WORLD_SIZE={ws!r} is not a number", f"set WORLD_SIZE={want}"))
-    elif int(ws) != want:
+    elif ws_n != want:
         items.append(step("WORLD_SIZE", Status.FAIL,
                           f"WORLD_SIZE={ws} but the profile says {prof.nodes} node(s) x {prof.gpus_per_node} GPU(s) = {want}",
                           f"set WORLD_SIZE={want} or fix nodes/gpus_per_node in the profile"))
@@ -187,7 +193,7 @@ def _master_port(facts, config) -> dict[str, Any]:
     raw = config.get("MASTER_PORT")
     if raw is None:
         return step("MASTER_PORT", Status.PASS, "MASTER_PORT unset (torch.distributed default 29500)")
-    if not raw.strip().isdigit() or not 0 < int(raw) < 65536:
+    if not raw.strip().isdecimal() or not 0 < int(raw.strip()) < 65536:  # isdigit() passes '¹', int() refuses it
         return step("MASTER_PORT", Status.FAIL, f"MASTER_PORT={raw!r} is not a TCP port",
                     "set MASTER_PORT to a free port in 1024-65535, e.g. 29500")
     port = int(raw)

@@ -181,7 +181,7 @@ def run(args: argparse.Namespace) -> int:
         resolve_hook(spec)  # a bad module or function is exit 2 here, not a traceback in every rank
     in_torchrun = "RANK" in os.environ and "WORLD_SIZE" in os.environ
     world = args.nproc if args.nproc else (int(os.environ["WORLD_SIZE"]) if in_torchrun
-                                           and os.environ["WORLD_SIZE"].isdigit() else 1)
+                                           and os.environ["WORLD_SIZE"].isdecimal() else 1)
     refuse_unjudgeable(opts, world)
     import importlib.util
 

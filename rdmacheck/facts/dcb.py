@@ -115,7 +115,7 @@ def rdma_netdevs(port_netdevs: dict[str, list[str]], hca_spec: str | None) -> di
     out: dict[str, str] = {}
     for name, nds in port_netdevs.items():
         dev, _, port = name.rpartition(":")
-        if not spec.matches(dev, int(port) if port.isdigit() else None):
+        if not spec.matches(dev, int(port) if port.isdecimal() else None):
             continue
         for nd in nds:
             out.setdefault(nd, dev)

@@ -38,7 +38,7 @@ def parse_limits(text: str) -> dict[str, Limit]:
         def val(v: str) -> int | None | str:
             if v == "unlimited":
                 return UNLIMITED
-            return int(v) if v.isdigit() else "?"
+            return int(v) if v.isdecimal() else "?"
 
         s, h = val(soft), val(hard)
         if s == "?" or h == "?":

@@ -187,7 +187,7 @@ def parse_ray_address(text: str | None) -> tuple[str, int] | None:
         port = rest.lstrip(":")
     else:
         host, _, port = s.rpartition(":")
-    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+    if not host or not port.isdecimal() or not 0 < int(port) < 65536:
         return None
     return host, int(port)
 
@@ -240,7 +240,7 @@ def gather_peer(config, local: dict[str, list[str]], ask) -> dict[str, Any]:
             info["role"], info["declared_role"], info["declared_by"] = declared, declared, key
             break
     mp = (config.get("MASTER_PORT") or "").strip()
-    if info["role"] == "head" and mp.isdigit() and 0 < int(mp) < 65536:
+    if info["role"] == "head" and mp.isdecimal() and 0 < int(mp) < 65536:
         ask("bind", str(int(mp)), lambda: port_free(int(mp)))
     addr = info["addr"]
     if not addr or info["local_if"]:

@@ -181,7 +181,7 @@ def parse_text(text: str, source: str = "<text>", op: str | None = None) -> Impo
             ranks[r] = {"rank": r, "hostname": m.group(2), "device": int(m.group(3)),
                         "device_hex": m.group(4), "device_info": m.group(5).strip()}
             continue
-        if s.startswith("#") or not s[0].isdigit():
+        if s.startswith("#") or not s[0].isdecimal():
             if (mv := _VERSION_LINE.search(body)):
                 run.nccl_tests_version = mv.group(1)
                 codes = dict(_NCCL_CODE.findall(body))
@@ -202,7 +202,7 @@ def parse_text(text: str, source: str = "<text>", op: str | None = None) -> Impo
                 layout = lay
             continue
         tokens = s.split()
-        if not tokens[0].isdigit() or len(tokens) < 5:
+        if not tokens[0].isdecimal() or len(tokens) < 5:
             skipped += 1
             continue
         lay = layout
@@ -228,7 +228,7 @@ def parse_text(text: str, source: str = "<text>", op: str | None = None) -> Impo
             rec: dict[str, Any] = {
                 "op": cur_op or "unknown",
                 "bytes": nbytes,
-                "count": int(lead["count"]) if lead.get("count", "").isdigit() else None,
+                "count": int(lead["count"]) if lead.get("count", "").isdecimal() else None,
                 "dtype": lead.get("dtype"),
                 "redop": lead.get("redop"),
                 "root": int(lead["root"]) if re.fullmatch(r"-?\d+", lead.get("root", "x")) else None,

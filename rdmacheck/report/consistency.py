@@ -64,7 +64,7 @@ def _gid_subnet(ip: str | None, cidrs: list) -> str | None:
     prefix = 24
     for cidr in cidrs if isinstance(cidrs, list) else []:
         addr, sep, plen = str(cidr).partition("/")
-        if addr == ip and sep and plen.isdigit():
+        if addr == ip and sep and plen.isdecimal():
             prefix = int(plen)
     try:
         return str(ipaddress.ip_network(f"{ip}/{prefix}", strict=False))
