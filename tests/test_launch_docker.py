@@ -13,128 +13,28 @@ What cannot exist on this machine, and how the tests stand in for it:
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import os
 import resource
 import shutil
-import subprocess
 import tarfile
 import time
-import uuid
-from pathlib import Path
 
 import pytest
 
 from conftest import REPO, require
+from dockerbed import STANDIN, Node, cli, require_engine
+from dockerbed import docker as _docker
+from dockerbed import memlock_limit as _memlock_limit
 
 pytestmark = pytest.mark.docker
 
-COMPOSE = REPO / "docker" / "compose.yaml"
-EXAMPLE = REPO / "docker" / ".env.example"
-STANDIN = "rdmacheck/standin:latest"
 SNAPSHOT = REPO / "tests" / "data" / "softroce-snapshot.tar.gz"
-
-
-def _docker(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
-    return subprocess.run(["docker", *args], capture_output=True, text=True, timeout=timeout)
-
-
-def _docker_ok() -> bool:
-    try:
-        return shutil.which("docker") is not None and _docker("info", timeout=20).returncode == 0
-    except subprocess.TimeoutExpired:
-        return False
 
 
 @pytest.fixture(scope="module")
 def engine():
-    require(_docker_ok(), "Docker engine not reachable (`docker info` fails)", "docker")
-    require(shutil.which("docker-compose") is not None or _docker("compose", "version").returncode == 0,
-            "no compose (docker compose v2 or docker-compose v1)", "docker")
-    if _docker("image", "inspect", STANDIN).returncode != 0:
-        # .ci/docker-setup.sh builds it; build it here too so a local run needs only the engine.
-        require(os.path.exists("/bin/busybox"), "busybox-static not installed (stand-in image needs /bin/busybox)",
-                "apt-get install busybox-static")
-        ctx = Path(__import__("tempfile").mkdtemp(prefix="rc-standin-"))
-        try:
-            shutil.copy(REPO / "docker" / "standin" / "Dockerfile", ctx)
-            shutil.copy(REPO / "docker" / "standin" / "ray", ctx)
-            shutil.copy("/bin/busybox", ctx / "busybox")
-            b = subprocess.run(["docker", "build", "-q", "-t", STANDIN, str(ctx)], capture_output=True, text=True,
-                               timeout=120, env={**os.environ, "DOCKER_BUILDKIT": "0"})
-            assert b.returncode == 0, b.stderr
-        finally:
-            shutil.rmtree(ctx, ignore_errors=True)
-    info = json.loads(_docker("info", "--format", "{{json .Runtimes}}").stdout or "{}")
-    require("nvidia" in info, "dockerd lacks the nvidia runtime name",
-            "start dockerd with --add-runtime nvidia=/usr/sbin/runc (bash .ci/docker-setup.sh does)")
-
-
-def cli(*argv: str) -> subprocess.CompletedProcess:
-    """The real CLI entry point, in this process: the many launches here would otherwise pay a Python
-    start-up each (test_launch.py runs the CLI as a subprocess)."""
-    from rdmacheck.cli import main
-
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        rc = main(list(argv))
-    return subprocess.CompletedProcess(list(argv), rc, out.getvalue(), err.getvalue())
-
-
-def _memlock_limit() -> str:
-    hard = resource.getrlimit(resource.RLIMIT_MEMLOCK)[1]
-    return "-1" if hard == resource.RLIM_INFINITY else str(hard)
-
-
-class Node:
-    """One launcher test bed: stand-in RDMA tree, derived compose file, .env, unique project; cleaned up always."""
-
-    def __init__(self, tmp: Path):
-        self.tmp = tmp
-        self.project = f"rdmacheck-t{uuid.uuid4().hex[:8]}"
-        tree = tmp / "host"
-        (tree / "dev" / "infiniband").mkdir(parents=True)
-        (tree / "sys" / "class" / "infiniband").mkdir(parents=True)
-        (tree / "etc" / "rdma").mkdir(parents=True)
-        os.mknod(tree / "dev/infiniband/rdma_cm", 0o666 | 0o020000, os.makedev(10, 58))
-        os.mknod(tree / "dev/infiniband/uverbs0", 0o666 | 0o020000, os.makedev(231, 192))
-        text = COMPOSE.read_text()
-        subs = [
-            ("      - /dev/infiniband", f"      - {tree}/dev/infiniband"),
-            ("      - /sys/class/infiniband:/sys/class/infiniband:ro",
-             f"      - {tree}/sys/class/infiniband:/run/rdmacheck-host/sys/class/infiniband:ro"),
-            ("      - /etc/rdma:", f"      - {tree}/etc/rdma:"),
-        ]
-        for old, new in subs:
-            assert old in text, f"docker/compose.yaml changed: {old!r} not found"
-            text = text.replace(old, new)
-        self.compose = tmp / "compose.yaml"
-        self.compose.write_text(text)
-        env = EXAMPLE.read_text()
-        for key, value in (("VLLM_IMAGE", STANDIN), ("MEMLOCK_LIMIT", _memlock_limit()), ("HEALTH_INTERVAL", "1s")):
-            lines = [f"{key}={value}" if l.startswith(f"{key}=") else l for l in env.splitlines()]
-            env = "\n".join(lines) + "\n"
-        self.env = tmp / "node.env"
-        self.env.write_text(env)
-
-    def launch(self, *extra: str, role: str = "head", json_name: str = "launch.json"):
-        return cli("launch", "--role", role, "--env", str(self.env), "--compose", str(self.compose),
-                   "--project", self.project, "--json", str(self.tmp / json_name), "--health-timeout", "30", *extra)
-
-    def evidence(self, json_name: str = "launch.json") -> dict:
-        return json.loads((self.tmp / json_name).read_text())
-
-    def containers(self) -> list[str]:
-        out = _docker("ps", "-aq", "--no-trunc", "--filter", f"label=com.docker.compose.project={self.project}").stdout
-        return out.split()
-
-    def cleanup(self) -> None:
-        for cid in self.containers():
-            _docker("rm", "-f", "-v", cid)
-        for net in _docker("network", "ls", "-q", "--filter", f"label=com.docker.compose.project={self.project}").stdout.split():
-            _docker("network", "rm", net)
+    require_engine()
 
 
 @pytest.fixture
