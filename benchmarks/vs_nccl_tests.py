@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """rdmacheck bench vs nccl-tests all_reduce_perf, side by side, same GPUs, same run.
 
-    python benchmarks/vs_nccl_tests.py --nccl-tests /path/to/all_reduce_perf [--ngpus 2] [--rounds 2]
+    python benchmarks/vs_nccl_tests.py --nccl-tests /path/to/all_reduce_perf [--ngpus 2] [--rounds 2] [--algo ring]
 
 Runs, alternately for --rounds rounds:
   nccl-tests   all_reduce_perf -b 1K -e 1G -f 2 -g N          (one process, N GPUs; its defaults: -c 1, 20 iters)
@@ -15,6 +15,9 @@ and prints, per size, the time and busbw ratios (rdmacheck / nccl-tests) against
 torch.distributed's all_reduce is in place, so rdmacheck's time is compared with nccl-tests' in-place
 column (its out-of-place column is printed for reference).  Per size, the best of the rounds is used for
 both tools (the same rule for both), and the spread across rounds is printed so noise is visible.
+--algo ring|tree sets NCCL_ALGO for both tools (nccl-tests through the environment, rdmacheck through its own
+--algo, which records the choice in the evidence); the small-size latency comparison of docs/latency.md is
+`-b 8K -e 1M --algo ring`.
 Build all_reduce_perf yourself from the public nccl-tests sources; this repository ships no copy.
 """
 
@@ -49,14 +52,19 @@ def _env() -> dict[str, str]:
     return e
 
 
-def _timed(cmd: list[str], cwd=None) -> tuple[float, float, int, str]:
+def _timed(cmd: list[str], cwd=None, algo: str | None = None) -> tuple[float, float, int, str]:
     """(seconds to the line after the table, seconds to exit, rc, output).
 
     Both tools print '# Out of bounds values' right after the last table row: that is
     "process start to final table"; the process exit (NCCL teardown) is reported too.
     """
     t0 = time.perf_counter()
-    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=_env(), cwd=cwd)
+    env = _env()
+    if algo in NCCL_ALGO:
+        env["NCCL_ALGO"] = NCCL_ALGO[algo]
+    elif algo == "auto":  # NCCL's own choice, as rdmacheck's --algo auto
+        env.pop("NCCL_ALGO", None)
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=cwd)
     lines, t_table = [], None
     assert p.stdout is not None
     for line in p.stdout:
@@ -68,9 +76,12 @@ def _timed(cmd: list[str], cwd=None) -> tuple[float, float, int, str]:
     return (t_table or t_exit), t_exit, rc, "".join(lines)
 
 
-def run_nccl_tests(binary: str, ngpus: int, b: str, e: str, log: Path) -> tuple[float, dict]:
+NCCL_ALGO = {"ring": "Ring", "tree": "Tree"}
+
+
+def run_nccl_tests(binary: str, ngpus: int, b: str, e: str, log: Path, algo: str | None = None) -> tuple[float, dict]:
     cmd = [binary, "-b", b, "-e", e, "-f", "2", "-g", str(ngpus)]
-    wall, t_exit, rc, text = _timed(cmd)
+    wall, t_exit, rc, text = _timed(cmd, algo=algo)
     log.write_text(text + f"\n# vs_nccl_tests: table at {wall:.3f} s, exit at {t_exit:.3f} s\n")
     if rc != 0:
         raise SystemExit(f"nccl-tests failed ({rc}):\n{text[-3000:]}")
@@ -103,7 +114,10 @@ def main() -> int:
     ap.add_argument("-e", default="1G")
     ap.add_argument("--eager", action="store_true", help="also run rdmacheck with --no-graph (a plain torch loop)")
     ap.add_argument("--out", default=None, help="folder for raw logs and the last rdmacheck evidence")
+    ap.add_argument("--algo", choices=["ring", "tree", "auto"], default=None,
+                    help="NCCL_ALGO for both tools (default: each tool's own default)")
     a = ap.parse_args()
+    algo_args = ["--algo", a.algo] if a.algo else []
     out = Path(a.out or tempfile.mkdtemp(prefix="vs-nccl-"))
     out.mkdir(parents=True, exist_ok=True)
 
@@ -111,16 +125,16 @@ def main() -> int:
     nt_runs, rc_runs, eg_runs = [], [], []
     last_ev: dict = {}
     for i in range(a.rounds):
-        w, r = run_nccl_tests(a.nccl_tests, a.ngpus, a.b, a.e, out / f"nccl-tests-{i}.txt")
+        w, r = run_nccl_tests(a.nccl_tests, a.ngpus, a.b, a.e, out / f"nccl-tests-{i}.txt", a.algo)
         nt_walls.append(w)
         nt_runs.append(r)
-        w, r, ev = run_rdmacheck(a.ngpus, a.b, a.e, out / f"rdmacheck-{i}.txt", [])
+        w, r, ev = run_rdmacheck(a.ngpus, a.b, a.e, out / f"rdmacheck-{i}.txt", algo_args)
         rc_walls.append(w)
         rc_runs.append(r)
         (out / "rdmacheck-bench.json").write_text(json.dumps(ev, indent=2))
         last_ev = ev
         if a.eager:
-            w, r, _ = run_rdmacheck(a.ngpus, a.b, a.e, out / f"rdmacheck-eager-{i}.txt", ["--no-graph"])
+            w, r, _ = run_rdmacheck(a.ngpus, a.b, a.e, out / f"rdmacheck-eager-{i}.txt", ["--no-graph", *algo_args])
             eg_walls.append(w)
             eg_runs.append(r)
 
@@ -130,7 +144,10 @@ def main() -> int:
         if line.startswith("#  Rank") and "device" in line:
             dev = line.split("]")[-1].strip()
     print(f"# rdmacheck bench vs nccl-tests all_reduce_perf, {a.ngpus} GPUs ({dev}), {a.rounds} round(s) alternating, "
-          f"best time per size of the rounds for each tool; {time.strftime('%Y-%m-%d', time.gmtime())}")
+          f"best time per size of the rounds for each tool; NCCL_ALGO {NCCL_ALGO.get(a.algo, 'default')}; "
+          f"{time.strftime('%Y-%m-%d', time.gmtime())}")
+    if a.ngpus == 1:
+        print("# one GPU: nothing crosses a link (busbw 0); the times compare each tool's timing of the same call")
     print("# nccl-tests time: in-place column (torch all_reduce is in place); oop shown for reference")
     hdr = f"{'size':>11} {'nt oop us':>10} {'nt ip us':>9} {'rc us':>9} {'t ratio':>8} {'nt busbw':>9} {'rc busbw':>9} {'bw ratio':>8} {'rc spread':>9}"
     if a.eager:
