@@ -17,6 +17,9 @@ from pathlib import Path
 
 import pytest
 
+from early import STARTED as EARLY
+from early import Early
+
 REPO = Path(__file__).resolve().parent.parent
 CAPTURES = REPO.parent / "shared" / "captures"
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
@@ -34,10 +37,49 @@ def pytest_collection_modifyitems(config, items):
         return
     keep, drop = [], []
     for item in items:
-        (drop if any(item.get_closest_marker(m) for m in SLOW_BED_MARKERS) else keep).append(item)
+        slow = any(item.get_closest_marker(m) for m in SLOW_BED_MARKERS) or "guest" in getattr(item, "fixturenames", ())
+        (drop if slow else keep).append(item)
     if drop:
         config.hook.pytest_deselected(items=drop)
         items[:] = keep
+
+
+# The two slowest beds start the moment collection ends and run beside the rest of the suite
+# (tests/early.py says why); the tests that judge them run last, so they wait for as little as possible.
+def _early_bed(item) -> str | None:
+    if "guest" in getattr(item, "fixturenames", ()):
+        return "guest"
+    if item.get_closest_marker("quickstart") and item.name.startswith("test_readme_lines_work_in_a_fresh_venv"):
+        return "quickstart"
+    return None
+
+
+def pytest_collection_finish(session):
+    if session.config.option.collectonly or QUICK_TESTS:
+        return
+    # after -k/-m and every other deselection; stable, so each group keeps its own order
+    session.items.sort(key=lambda item: _early_bed(item) is not None)
+    wanted = {bed for item in session.items if (bed := _early_bed(item))}
+    factory = session.config._tmp_path_factory  # pytest's basetemp: the beds' folders stay for a look after
+    if "guest" in wanted:
+        from softroce import guest as harness
+
+        if harness.missing_reason() is None:  # else the fixture skips (or fails in CI) with the reason
+            out = factory.mktemp("softroce")
+            EARLY["guest"] = Early("guest", lambda: harness.run_in_guest(
+                SOFTROCE_SESSION, outdir=out, timeout=SOFTROCE_TIMEOUT_S))
+    if "quickstart" in wanted and shutil.which("git"):
+        from test_quickstart import run_readme_lines
+
+        work = factory.mktemp("quickstart") / "w"
+        EARLY["quickstart"] = Early("quickstart", lambda: run_readme_lines(work))
+
+
+def pytest_unconfigure(config):
+    if EARLY:  # an interrupted session: no guest outlives it (QEMU runs in its own process group)
+        from softroce import guest as harness
+
+        harness.kill_running()
 
 
 def _reference_head_is_local() -> bool:
@@ -239,8 +281,12 @@ def guest(tmp_path_factory) -> Session:
 
     reason = harness.missing_reason()
     require(reason is None, str(reason), "softroce")
-    out = tmp_path_factory.mktemp("softroce")
-    run = harness.run_in_guest(SOFTROCE_SESSION, outdir=out, timeout=SOFTROCE_TIMEOUT_S)
+    if "guest" in EARLY:  # started when collection ended (pytest_collection_finish)
+        run = EARLY["guest"].result()
+        out = run.outdir
+    else:
+        out = tmp_path_factory.mktemp("softroce")
+        run = harness.run_in_guest(SOFTROCE_SESSION, outdir=out, timeout=SOFTROCE_TIMEOUT_S)
     log = (out / "session.log").read_text(errors="replace")[-4000:] if (out / "session.log").exists() else ""
     if run.timed_out or not (out / "done").is_file():
         pytest.fail(f"guest session did not finish (rc={run.returncode}, timed_out={run.timed_out}, "

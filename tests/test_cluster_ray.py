@@ -35,6 +35,23 @@ pytestmark = pytest.mark.ray
 NODE_ARGS = dict(num_cpus=1, node_ip_address="127.0.0.1", object_store_memory=80 * 2**20)
 
 
+def _ray_pids(cluster) -> set[int]:
+    """The processes the cluster's nodes started (raylet, GCS, log monitor, ...), and their descendants."""
+    import psutil
+
+    roots = []
+    for node in [cluster.head_node, *cluster.worker_nodes] if cluster is not None else []:
+        for infos in getattr(node, "all_processes", {}).values():
+            roots += [i.process.pid for i in infos if getattr(i, "process", None) is not None]
+    pids = set(roots)
+    for pid in roots:
+        try:
+            pids.update(c.pid for c in psutil.Process(pid).children(recursive=True))
+        except psutil.Error:
+            pass
+    return pids
+
+
 @contextlib.contextmanager
 def ray_test_cluster(workers: list[dict], head: dict | None = None, extra_env: dict | None = None):
     """A real Ray cluster on this machine: a head and ``workers`` raylets (add_node kwargs).
@@ -84,7 +101,11 @@ def ray_test_cluster(workers: list[dict], head: dict | None = None, extra_env: d
         cluster.wait_for_nodes(timeout=60)
         yield cluster, env
     finally:
-        started = [p for p in me.children(recursive=True) if p.pid not in before] if me else []
+        # Only Ray's own processes (each raylet, GCS and worker of this cluster, and their children): other
+        # children of this pytest process started meanwhile, such as the beds running beside the suite
+        # (tests/early.py), are not this fixture's to end.
+        ray_pids = _ray_pids(cluster) if psutil else set()
+        started = [p for p in me.children(recursive=True) if p.pid not in before and p.pid in ray_pids] if me else []
         if cluster is not None:
             cluster.shutdown()
         if psutil and started:

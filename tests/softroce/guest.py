@@ -31,6 +31,9 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
+# Guests still running (their QEMU is in its own process group, so a Ctrl-C to pytest never reaches it):
+# kill_running() ends them when the test session ends early.
+_RUNNING: set[subprocess.Popen] = set()
 CACHE = Path(os.environ.get("SOFTROCE_CACHE", REPO / ".cache" / "softroce"))
 SETUP = REPO / ".ci" / "softroce-setup.sh"
 
@@ -129,17 +132,17 @@ def run_in_guest(
         cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
         start_new_session=True, cwd=REPO,  # own process group: a timeout kills QEMU too
     )
+    _RUNNING.add(proc)
     try:
         output, _ = proc.communicate(timeout=timeout)
         rc: int | None = proc.returncode
         timed_out = False
     except subprocess.TimeoutExpired:
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+        _kill_group(proc)
         output, _ = proc.communicate()
         rc, timed_out = None, True
+    finally:
+        _RUNNING.discard(proc)
     return GuestRun(
         returncode=rc,
         output=output.decode("utf-8", errors="replace"),
@@ -147,6 +150,19 @@ def run_in_guest(
         seconds=time.monotonic() - t0,
         timed_out=timed_out,
     )
+
+
+def _kill_group(proc: subprocess.Popen) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+def kill_running() -> None:
+    """Kill every guest this process started that is still running (QEMU and what vng started)."""
+    for proc in list(_RUNNING):
+        _kill_group(proc)
 
 
 def main(argv: list[str]) -> int:
