@@ -9,7 +9,7 @@
 # seen), so "within two scrape intervals" has room.
 #   DIR:    ${RDMACHECK_PROMETHEUS_DIR:-/tmp/rdmacheck-prometheus}  (config, targets/, tsdb/, log, pid, url)
 #   listen: ${PROMETHEUS_LISTEN:-127.0.0.1:9090}
-# Idempotent: a server that already answers on that address from that folder is left running.
+# Idempotent: a server this checkout started that still answers is left running; another checkout's is replaced.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 log() { echo "prometheus-setup: $*" >&2; }
@@ -26,9 +26,16 @@ if ! command -v prometheus >/dev/null; then
 fi
 
 ready() { python3 -c 'import sys, urllib.request; urllib.request.urlopen(sys.argv[1] + "/-/ready", timeout=2)' "$URL" 2>/dev/null; }
-if [ -f "$DIR/pid" ] && kill -0 "$(cat "$DIR/pid")" 2>/dev/null && ready; then
-    log "already running at $URL (pid $(cat "$DIR/pid"))"
-    exit 0
+RULES="$PWD/docker/prometheus/rdmacheck-rules.yml"
+if [ -f "$DIR/pid" ] && kill -0 "$(cat "$DIR/pid")" 2>/dev/null; then
+    if ready && grep -qF -- "- $RULES" "$DIR/prometheus.yml" 2>/dev/null; then
+        log "already running at $URL (pid $(cat "$DIR/pid"))"
+        exit 0
+    fi
+    # another checkout's server (its rules, not these) or one that stopped answering: replace it
+    log "stopping the server in $DIR (pid $(cat "$DIR/pid")): not this checkout's, or not answering"
+    kill "$(cat "$DIR/pid")" 2>/dev/null || true
+    for _ in $(seq 1 40); do kill -0 "$(cat "$DIR/pid")" 2>/dev/null || break; sleep 0.25; done
 fi
 
 mkdir -p "$DIR/targets"
@@ -39,7 +46,7 @@ global:
   scrape_interval: 3s
   evaluation_interval: 3s
 rule_files:
-  - $PWD/docker/prometheus/rdmacheck-rules.yml
+  - $RULES
 scrape_configs:
   - job_name: rdmacheck
     file_sd_configs:

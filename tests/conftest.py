@@ -45,7 +45,9 @@ def pytest_collection_modifyitems(config, items):
 
 
 # The two slowest beds start the moment collection ends and run beside the rest of the suite
-# (tests/early.py says why); the tests that judge them run last, so they wait for as little as possible.
+# (tests/early.py says why).  On two cores the run is CPU-bound, so the order spreads the load: the
+# guest session first, beside the light tests; then the README's fresh-venv run, beside the heavy beds
+# (Ray's raylets, the second guest); the tests that judge the two beds last, when their results are in.
 def _early_bed(item) -> str | None:
     if "guest" in getattr(item, "fixturenames", ()):
         return "guest"
@@ -54,11 +56,22 @@ def _early_bed(item) -> str | None:
     return None
 
 
+def _heavy(item) -> bool:
+    """Many processes or an emulated CPU of their own: the Ray clusters and the q35 ACS guest."""
+    return bool(item.get_closest_marker("ray") or item.get_closest_marker("softroce"))
+
+
+def _order(item) -> int:
+    return 2 if _early_bed(item) else 1 if _heavy(item) else 0
+
+
 def pytest_collection_finish(session):
     if session.config.option.collectonly or QUICK_TESTS:
         return
     # after -k/-m and every other deselection; stable, so each group keeps its own order
-    session.items.sort(key=lambda item: _early_bed(item) is not None)
+    session.items.sort(key=_order)
+    if session.config.option.setupplan or session.config.option.setuponly:
+        return  # a plan, not a run: start nothing
     wanted = {bed for item in session.items if (bed := _early_bed(item))}
     factory = session.config._tmp_path_factory  # pytest's basetemp: the beds' folders stay for a look after
     if "guest" in wanted:
@@ -72,7 +85,14 @@ def pytest_collection_finish(session):
         from test_quickstart import run_readme_lines
 
         work = factory.mktemp("quickstart") / "w"
-        EARLY["quickstart"] = Early("quickstart", lambda: run_readme_lines(work))
+        first = EARLY.get("guest")
+
+        def quickstart():
+            if first is not None:
+                first.wait()  # one emulated guest and one second pytest at a time: see above
+            return run_readme_lines(work)
+
+        EARLY["quickstart"] = Early("quickstart", quickstart)
 
 
 def pytest_unconfigure(config):

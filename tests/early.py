@@ -4,7 +4,9 @@ Two beds take most of a CI run: the one soft-RoCE guest session (~230 s of emula
 2-core machine) and the README's quick start in a fresh venv (~210 s: pip, then a second pytest).  Run in
 the foreground, one after the other, they left a core idle while the many other tests wait on sockets,
 timeouts and Ray.  Started early in a thread each, their work overlaps that waiting; the tests that judge
-them are moved to the end of the run (conftest) and only wait for the result here.
+them are moved to the end of the run (conftest) and only wait for the result here.  The fresh-venv run
+starts when the guest has ended (two emulated vCPUs and a second pytest at once starve the timing-bound
+tests on two cores), beside the heavy beds that conftest orders after the light tests.
 
 Nothing is skipped or shortened by this: each bed runs exactly what it ran in the foreground.
 """
@@ -35,6 +37,10 @@ class Early:
             self._error = e
         finally:
             self.seconds = time.monotonic() - self.started
+
+    def wait(self) -> None:
+        """Block until the work has ended, however it ended."""
+        self._thread.join()
 
     def result(self) -> Any:
         """Wait for the work (each bed's work carries its own hang guard) and return what it returned."""

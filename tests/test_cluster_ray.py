@@ -258,38 +258,52 @@ def test_node_killed_mid_run_is_named_within_bound(ray_cluster, tmp_path):
     assert node_ev["results"][0]["status"] == "fail" and "bench" in node_ev["results"][0]["observed"]
 
 
+_SILENT_TASK_DRIVER = r"""
+import json, sys, time
+import ray
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+from rdmacheck.cluster.driver import Waiter, label_nodes
+
+ray.init(address=sys.argv[1], log_to_driver=False, logging_level="warning")
+try:
+    @ray.remote(num_cpus=0, max_retries=0)
+    def behave(what):
+        if what == "hang":
+            time.sleep(300)
+        if what == "raise":
+            raise OSError("the NIC said no")
+        return what
+
+    nodes = label_nodes(ray.nodes())
+    refs = {}
+    for n, what in zip(nodes, ("ok", "raise", "hang")):
+        s = NodeAffinitySchedulingStrategy(node_id=n.node_id, soft=False)
+        refs[behave.options(scheduling_strategy=s).remote(what)] = (what, n.node_id)
+    t0 = time.monotonic()
+    out = Waiter(ray, {n.node_id: n for n in nodes}).wait(refs, bound=3.0, hard=False)
+    elapsed = time.monotonic() - t0
+    print(json.dumps({"nodes": len(nodes), "elapsed": elapsed,
+                      "out": {k: {"ok": v.ok, "value": v.value if v.ok else None, "state": getattr(v, "state", None),
+                                  "error": getattr(v, "error", None)} for k, v in out.items()}}))
+finally:
+    ray.shutdown()
+"""
+
+
 def test_silent_task_is_reported_within_the_bound(ray_cluster):
     """The driver's Waiter on real Ray tasks: one answers, one raises, one never answers.
     The silent one is reported as "no answer within S s" about S s after the first answer,
-    and cancelled; the one that raised keeps its error."""
-    import ray
-    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
-
-    from rdmacheck.cluster.driver import Waiter, label_nodes
-
+    and cancelled; the one that raised keeps its error.  The driver is its own process, as
+    `rdmacheck cluster` is, under a hang guard: a `ray.init` in the pytest process was once
+    seen to wait forever inside Ray's GCS client constructor."""
     cluster, env = ray_cluster
-    ray.init(address=cluster.address, log_to_driver=False, logging_level="warning")
-    try:
-        @ray.remote(num_cpus=0, max_retries=0)
-        def behave(what: str):
-            if what == "hang":
-                time.sleep(300)
-            if what == "raise":
-                raise OSError("the NIC said no")
-            return what
-
-        nodes = label_nodes(ray.nodes())
-        assert len(nodes) >= 3
-        refs = {}
-        for n, what in zip(nodes, ("ok", "raise", "hang")):
-            s = NodeAffinitySchedulingStrategy(node_id=n.node_id, soft=False)
-            refs[behave.options(scheduling_strategy=s).remote(what)] = (what, n.node_id)
-        t0 = time.monotonic()
-        out = Waiter(ray, {n.node_id: n for n in nodes}).wait(refs, bound=3.0, hard=False)
-        elapsed = time.monotonic() - t0
-        assert out["ok"].ok and out["ok"].value == "ok"
-        assert not out["raise"].ok and out["raise"].state == "error" and "the NIC said no" in out["raise"].error
-        assert out["hang"].state == "lost" and "no answer within 3 s" in out["hang"].error
-        assert elapsed < 3.0 + 10, elapsed  # 3 s after the first answer (which may take a worker start)
-    finally:
-        ray.shutdown()
+    p = subprocess.run([sys.executable, "-c", _SILENT_TASK_DRIVER, cluster.address], capture_output=True, text=True,
+                       timeout=180, env=dict(os.environ, **env), cwd=REPO)
+    assert p.returncode == 0, p.stderr[-3000:]
+    r = json.loads(p.stdout.strip().splitlines()[-1])
+    out, elapsed = r["out"], r["elapsed"]
+    assert r["nodes"] >= 3
+    assert out["ok"]["ok"] and out["ok"]["value"] == "ok"
+    assert not out["raise"]["ok"] and out["raise"]["state"] == "error" and "the NIC said no" in out["raise"]["error"]
+    assert out["hang"]["state"] == "lost" and "no answer within 3 s" in out["hang"]["error"]
+    assert elapsed < 3.0 + 10, elapsed  # 3 s after the first answer (which may take a worker start)

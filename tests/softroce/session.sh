@@ -195,7 +195,20 @@ mirror_counters "$C/before"
 # through a busy emulated guest, so rxe retransmits (seen: 5% extra packets, once a failed completion).
 timeout 120 ib_write_bw -d $DA -x "${XA:-1}" -u 20 -p 18516 --report_gbits -n $WRITE_N -s $WRITE_S > "$C/server.txt" 2>&1 &
 srv=$!
-sleep 1
+# the client connects once and gives up ("Couldn't connect"): start it only when the server listens,
+# which under a loaded host can take longer than any fixed sleep (read from /proc/net/tcp{,6}: builtins only)
+listening() {
+    local hex _ l st
+    hex=$(printf '%04X' "$1")
+    for f in /proc/net/tcp /proc/net/tcp6; do
+        while read -r _ l _ st _; do
+            [[ $l == *:$hex && $st == 0A ]] && return 0
+        done < "$f"
+    done 2>/dev/null
+    return 1
+}
+for i in $(seq 1200); do listening 18516 && break; kill -0 $srv 2>/dev/null || break; sleep 0.1; done
+echo "server listening after ~$((i / 10)) s" > "$C/server_wait.txt"
 timeout 120 ib_write_bw -d $DB -x "${XB:-1}" -u 20 -p 18516 --report_gbits -n $WRITE_N -s $WRITE_S $IPA > "$C/client.txt" 2>&1
 echo $? > "$C/client.rc"
 wait $srv; echo $? > "$C/server.rc"
