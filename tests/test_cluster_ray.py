@@ -237,8 +237,14 @@ def test_node_killed_mid_run_is_named_within_bound(ray_cluster, tmp_path):
     dead = [l for l in nodes if l.endswith("/w3")]
     assert len(dead) == 1
     d = nodes[dead[0]]
-    assert d["state"] == "dead" and d["phase"] == "bench", d
-    assert "node has died" in d["error"] or "dead" in d["error"], d  # Ray's own words
+    # Ray's health check declares a removed raylet dead after a few missed periods; beside a CPU hog that can
+    # take longer than --node-timeout, and then the driver names it itself ("lost": no answer within the
+    # bound).  Either way it is this node, in this phase, within the bound.
+    assert d["state"] in ("dead", "lost") and d["phase"] == "bench", d
+    if d["state"] == "dead":
+        assert "node has died" in d["error"] or "dead" in d["error"], d  # Ray's own words
+    else:
+        assert f"no answer within {timeout + 10} s" in d["error"], d
     assert all(n["state"] == "alive" for l, n in nodes.items() if l != dead[0])
     res = {r["id"]: r for r in cl["results"]}
     assert res["cluster.nodes"]["status"] == "fail" and dead[0] in res["cluster.nodes"]["observed"]

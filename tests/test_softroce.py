@@ -299,11 +299,12 @@ def test_ib_write_bw_moves_counters_by_expected_amount(guest):
     assert low <= tx <= high, (tx, low, high)
     assert tx >= n * size  # at least the payload the benchmark says it wrote
     # A veth pair: what one end sends the other receives (the kernel reports the peer's tx as rx).  The
-    # two ends' files are read one after the other, so a frame sent in between (neighbour traffic) may be
-    # in one reading and not in the other: the two may differ only by whole frames, and only when their
-    # packet counts differ too.
+    # counter files are read one at a time (each end's packets and bytes at four moments), so a frame sent
+    # in between (neighbour traffic, after the transfer) may be in one reading and not in another, and the
+    # packet and byte differences need not come from the same frames (seen beside a CPU hog: one packet,
+    # zero bytes).  Only a few whole frames can fall in that window.
     dp, db = fwd["tx_packets"] - back["rx_packets"], tx - back["rx_bytes"]
-    assert (dp == 0) == (db == 0) and abs(db) <= abs(dp) * (9000 + 14), (dp, db)
+    assert abs(dp) <= 2 and abs(db) <= 2 * (9000 + 14), (dp, db)
     # The other way only ACKs/NAKs: headers + AETH 4 = 62-byte frames (seen: 1000 writes -> 1000 ACKs,
     # 62084 bytes = 1000 x 62 + two 42-byte ARP frames).
     acks_sent = acks - lost_back
