@@ -1,14 +1,12 @@
-"""Slow test beds started as soon as collection ends, so they run beside the rest of the suite.
+"""The slowest test bed, started as soon as collection ends, so it runs beside the rest of the suite.
 
-Two beds take most of a CI run: the one soft-RoCE guest session (~230 s of emulated CPU on a quiet
-2-core machine) and the README's quick start in a fresh venv (~210 s: pip, then a second pytest).  Run in
-the foreground, one after the other, they left a core idle while the many other tests wait on sockets,
-timeouts and Ray.  Started early in a thread each, their work overlaps that waiting; the tests that judge
-them are moved to the end of the run (conftest) and only wait for the result here.  The fresh-venv run
-starts when the guest has ended (two emulated vCPUs and a second pytest at once starve the timing-bound
-tests on two cores), beside the heavy beds that conftest orders after the light tests.
+The one soft-RoCE guest session takes ~245 s of emulated CPU on a quiet 2-core machine.  Run in the
+foreground it left a core idle while the many light tests wait on sockets, timeouts and subprocesses.
+Started early in a thread, it overlaps them; the tests that judge its files are moved to the end of the
+run (conftest) and only wait for the result here.  Nothing it runs changes.
 
-Nothing is skipped or shortened by this: each bed runs exactly what it ran in the foreground.
+The README's fresh-venv run (tests/test_quickstart.py) was run this way too, and stays in the foreground:
+beside Ray's raylets and a CPU hog it starved them past their bounds (see conftest).
 """
 
 from __future__ import annotations

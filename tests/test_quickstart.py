@@ -26,8 +26,7 @@ from early import STARTED
 pytestmark = pytest.mark.quickstart
 
 README = REPO / "README.md"
-# hang guards per line, not speed goals: the test line runs beside the rest of the suite (tests/early.py),
-# ~4 minutes on a quiet 2-core machine and over 10 beside a CPU hog
+# hang guards per line, not speed goals: ~4 minutes on a quiet 2-core machine, more beside a CPU hog
 LINE_TIMEOUT = 1500
 
 
@@ -79,8 +78,8 @@ class QuickStartRun:
 def run_readme_lines(work: Path) -> QuickStartRun:
     """Clone this checkout's HEAD into ``work``, make a fresh venv, and run the README's two lines there.
 
-    conftest starts this as soon as collection ends (tests/early.py), so it runs beside the rest of the
-    suite; the test below judges what it returns.
+    The test below runs it (a bed started early, tests/early.py, would hand its result over instead) and
+    judges what it returns.
     """
     main, tests = quick_start_lines(README.read_text())
     clone = work / REPO.name
