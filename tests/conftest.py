@@ -37,7 +37,7 @@ def pytest_collection_modifyitems(config, items):
         return
     keep, drop = [], []
     for item in items:
-        slow = any(item.get_closest_marker(m) for m in SLOW_BED_MARKERS) or "guest" in getattr(item, "fixturenames", ())
+        slow = any(item.get_closest_marker(m) for m in SLOW_BED_MARKERS) or _early_bed(item) == "guest"
         (drop if slow else keep).append(item)
     if drop:
         config.hook.pytest_deselected(items=drop)
@@ -72,13 +72,12 @@ def pytest_collection_finish(session):
     session.items.sort(key=_order)
     if session.config.option.setupplan or session.config.option.setuponly:
         return  # a plan, not a run: start nothing
-    wanted = {bed for item in session.items if (bed := _early_bed(item))}
-    factory = session.config._tmp_path_factory  # pytest's basetemp: the beds' folders stay for a look after
-    if "guest" in wanted:
+    if any(_early_bed(item) == "guest" for item in session.items):
         from softroce import guest as harness
 
         if harness.missing_reason() is None:  # else the fixture skips (or fails in CI) with the reason
-            out = factory.mktemp("softroce")
+            # pytest's basetemp: the session's folder stays for a look after
+            out = session.config._tmp_path_factory.mktemp("softroce")
             EARLY["guest"] = Early("guest", lambda: harness.run_in_guest(
                 SOFTROCE_SESSION, outdir=out, timeout=SOFTROCE_TIMEOUT_S))
     # The README's fresh-venv run (tests/test_quickstart.py) stays in the foreground, last: beside Ray's

@@ -12,7 +12,6 @@ beside Ray's raylets and a CPU hog it starved them past their bounds (see confte
 from __future__ import annotations
 
 import threading
-import time
 from typing import Any, Callable
 
 
@@ -21,8 +20,6 @@ class Early:
 
     def __init__(self, name: str, work: Callable[[], Any]) -> None:
         self.name = name
-        self.started = time.monotonic()
-        self.seconds: float | None = None
         self._value: Any = None
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, args=(work,), name=f"early-{name}", daemon=True)
@@ -33,12 +30,6 @@ class Early:
             self._value = work()
         except BaseException as e:  # handed to the test that waits for it, with its own traceback
             self._error = e
-        finally:
-            self.seconds = time.monotonic() - self.started
-
-    def wait(self) -> None:
-        """Block until the work has ended, however it ended."""
-        self._thread.join()
 
     def result(self) -> Any:
         """Wait for the work (each bed's work carries its own hang guard) and return what it returned."""

@@ -21,7 +21,6 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO, require_tool
-from early import STARTED
 
 pytestmark = pytest.mark.quickstart
 
@@ -78,8 +77,7 @@ class QuickStartRun:
 def run_readme_lines(work: Path) -> QuickStartRun:
     """Clone this checkout's HEAD into ``work``, make a fresh venv, and run the README's two lines there.
 
-    The test below runs it (a bed started early, tests/early.py, would hand its result over instead) and
-    judges what it returns.
+    The test below runs it and judges what it returns.
     """
     main, tests = quick_start_lines(README.read_text())
     clone = work / REPO.name
@@ -110,8 +108,7 @@ def run_readme_lines(work: Path) -> QuickStartRun:
 
 def test_readme_lines_work_in_a_fresh_venv_from_a_clean_clone(tmp_path):
     require_tool("git", "apt-get install git")
-    early = STARTED.get("quickstart")
-    qs = early.result() if early else run_readme_lines(tmp_path / "w")
+    qs = run_readme_lines(tmp_path / "w")
     m = qs.main
     out = m.stdout + m.stderr
     # exit 1 is honest on a machine without RDMA; 2 (usage) or 3 (internal error) never
