@@ -3,8 +3,9 @@
 # scenario and leaves its evidence in $GUEST_OUT (the --rwdir) for tests/test_softroce.py.
 # Run by tests/softroce/guest.py inside the guest, as root, with $GUEST_OUT, $REPO and $PY set.
 #
-# Under QEMU TCG everything is slow: a boot ~30 s, a Python start ~6 s, every fork counts.  So: one
-# session for everything, shell builtins in loops, independent runs in parallel, no xtrace.
+# Under QEMU TCG everything is slow: a boot ~30 s, a Python start ~4 s, every fork counts.  So: one
+# session for everything, one warm Python that forks each rdmacheck run (runs.sh), shell builtins in
+# loops, independent runs in parallel, no xtrace.
 set -u
 O="$GUEST_OUT"
 mkdir -p "$O/facts" "$O/preflight" "$O/counters"
@@ -70,18 +71,10 @@ wait_gid $DA 1 present && wait_gid $DB 1 present
 echo $? > "$O/facts/setup.rc"
 stamp devices
 
-# ---- rdmacheck runs ------------------------------------------------------------------------------------
-# A clean environment holding only what each scenario sets: the snapshot records the env, so it must be known.
-rdmacheck() {  # rdmacheck OUTBASE [VAR=VALUE...] -- ARGS...: output to OUTBASE.out, exit code to OUTBASE.rc
-    local base="$1" envs=(); shift
-    while [ "$1" != "--" ]; do envs+=("$1"); shift; done; shift
-    local t0; t0=$(date +%s.%N)
-    timeout "${RDMACHECK_TIMEOUT:-300}" env -i PATH="$PATH" HOME=/root NO_COLOR=1 COLUMNS=200 PYTHONPATH="$REPO" "${envs[@]}" \
-        "$PY" -m rdmacheck "$@" > "$base.out" 2>&1
-    echo $? > "$base.rc"
-    echo "$t0 $(date +%s.%N)" > "$base.time"
-}
+# ---- rdmacheck runs: the `rdmacheck OUTBASE [VAR=VALUE...] -- ARGS...` function (tests/softroce/runs.sh)
+. "$REPO/tests/softroce/runs.sh"
 P="$O/preflight"
+forkserver_ready; stamp "forkserver $([ -n "$FORKSERVER" ] && echo ready || echo absent)"
 HAVE_PREFLIGHT=0; [ -f "$REPO/rdmacheck/commands/preflight.py" ] && HAVE_PREFLIGHT=1
 
 # Good state (MTU 9000, addresses): in parallel the snapshot (the slowest: it copies 3 x 1024 GID-table
@@ -219,6 +212,7 @@ snmp6 "$C/snmp6_after"
 ip -s link show > "$C/ip_s_link.txt"
 stamp ib_write_bw
 
+forkserver_stop
 dmesg > "$O/facts/dmesg.txt" 2>&1
 stamp end
 echo done > "$O/done"
