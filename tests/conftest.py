@@ -44,10 +44,11 @@ def pytest_collection_modifyitems(config, items):
         items[:] = keep
 
 
-# The slowest bed, the soft-RoCE guest session, starts the moment collection ends and runs beside the light
-# tests (tests/early.py says why).  On two cores the run is CPU-bound, so the order spreads the load: the
-# light tests beside the guest; then the heavy beds (Ray's raylets, the second guest) alone; then the tests
-# that judge the guest's files, and the README's fresh-venv run.
+# The two slowest beds, the soft-RoCE guest session and the README's fresh-venv run, start the moment
+# collection ends and run beside the light tests (tests/early.py says why).  On two cores the run is
+# CPU-bound, so the order spreads the load: the light tests beside both beds; then the heavy beds (Ray's
+# raylets, the second guest) once the fresh-venv run has ended (pytest_runtest_setup); then the tests that
+# judge the two early beds.
 def _early_bed(item) -> str | None:
     if "guest" in getattr(item, "fixturenames", ()):
         return "guest"
@@ -80,9 +81,19 @@ def pytest_collection_finish(session):
             out = session.config._tmp_path_factory.mktemp("softroce")
             EARLY["guest"] = Early("guest", lambda: harness.run_in_guest(
                 SOFTROCE_SESSION, outdir=out, timeout=SOFTROCE_TIMEOUT_S))
-    # The README's fresh-venv run (tests/test_quickstart.py) stays in the foreground, last: beside Ray's
-    # raylets and a CPU hog it starved them (a removed node's peers went unanswered past the bound, a
-    # cgroup-limited node no longer stood out), so it runs when nothing else does.
+    if any(_early_bed(item) == "quickstart" for item in session.items) and shutil.which("git"):
+        from test_quickstart import run_readme_lines
+
+        work = session.config._tmp_path_factory.mktemp("quickstart") / "w"
+        EARLY["quickstart"] = Early("quickstart", lambda: run_readme_lines(work))
+
+
+@pytest.hookimpl(tryfirst=True)  # before pytest sets up the module's fixtures (the Ray cluster)
+def pytest_runtest_setup(item):
+    # Beside Ray's raylets and a CPU hog the fresh-venv run starved them (a removed node's peers went
+    # unanswered past the bound, a cgroup-limited node no longer stood out): the heavy beds wait for it.
+    if _heavy(item) and "quickstart" in EARLY:
+        EARLY["quickstart"].wait()
 
 
 def pytest_unconfigure(config):

@@ -21,11 +21,13 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO, require_tool
+from early import STARTED
 
 pytestmark = pytest.mark.quickstart
 
 README = REPO / "README.md"
-# hang guards per line, not speed goals: ~4 minutes on a quiet 2-core machine, more beside a CPU hog
+# hang guards per line, not speed goals: ~4 minutes beside the light tests on a quiet 2-core machine,
+# more beside a CPU hog
 LINE_TIMEOUT = 1500
 
 
@@ -77,7 +79,8 @@ class QuickStartRun:
 def run_readme_lines(work: Path) -> QuickStartRun:
     """Clone this checkout's HEAD into ``work``, make a fresh venv, and run the README's two lines there.
 
-    The test below runs it and judges what it returns.
+    conftest starts it as soon as collection ends (tests/early.py), beside the light tests; the test
+    below judges what it returns (and runs it itself when no early bed was started).
     """
     main, tests = quick_start_lines(README.read_text())
     clone = work / REPO.name
@@ -108,7 +111,7 @@ def run_readme_lines(work: Path) -> QuickStartRun:
 
 def test_readme_lines_work_in_a_fresh_venv_from_a_clean_clone(tmp_path):
     require_tool("git", "apt-get install git")
-    qs = run_readme_lines(tmp_path / "w")
+    qs = STARTED["quickstart"].result() if "quickstart" in STARTED else run_readme_lines(tmp_path / "w")
     m = qs.main
     out = m.stdout + m.stderr
     # exit 1 is honest on a machine without RDMA; 2 (usage) or 3 (internal error) never
