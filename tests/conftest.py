@@ -47,8 +47,7 @@ def pytest_collection_modifyitems(config, items):
 # The two slowest beds, the soft-RoCE guest session and the README's fresh-venv run, start the moment
 # collection ends and run beside the light tests (tests/early.py says why).  On two cores the run is
 # CPU-bound, so the order spreads the load: the light tests beside both beds; then the heavy beds (Ray's
-# raylets, the second guest) once the fresh-venv run has ended (pytest_runtest_setup); then the tests that
-# judge the two early beds.
+# raylets, the second guest) once both have ended (pytest_runtest_setup); then the tests that judge them.
 def _early_bed(item) -> str | None:
     if "guest" in getattr(item, "fixturenames", ()):
         return "guest"
@@ -90,10 +89,12 @@ def pytest_collection_finish(session):
 
 @pytest.hookimpl(tryfirst=True)  # before pytest sets up the module's fixtures (the Ray cluster)
 def pytest_runtest_setup(item):
-    # Beside Ray's raylets and a CPU hog the fresh-venv run starved them (a removed node's peers went
-    # unanswered past the bound, a cgroup-limited node no longer stood out): the heavy beds wait for it.
-    if _heavy(item) and "quickstart" in EARLY:
-        EARLY["quickstart"].wait()
+    # Beside Ray's raylets and a CPU hog the early beds starved them (a removed node's peers went
+    # unanswered past the bound, a cgroup-limited node no longer stood out, rank actors took 68 s to
+    # start): the heavy beds wait for both.  On a quiet machine both have ended by then.
+    if _heavy(item):
+        for bed in EARLY.values():
+            bed.wait()
 
 
 def pytest_unconfigure(config):

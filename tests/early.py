@@ -6,9 +6,9 @@ pip, then a second pytest on one core).  Run in the foreground they left a core 
 tests wait on sockets, timeouts and subprocesses.  Started early in a thread each, they overlap them; the
 tests that judge them are moved to the end of the run (conftest) and only take the result here.
 
-The heavy beds (Ray's raylets, the q35 guest) never run beside the fresh-venv run: beside them and a
-CPU hog it starved their raylets past their bounds.  conftest makes the first of them wait until the
-fresh-venv run has ended.  Nothing is skipped or shortened by this: each bed runs what it ran in the
+The heavy beds (Ray's raylets, the q35 guest) never run beside these two: beside them and a CPU hog
+they starved the raylets past their bounds.  conftest makes the first of them wait until both have
+ended (on a quiet machine they have by then).  Nothing is skipped or shortened by this: each bed runs what it ran in the
 foreground.
 """
 

@@ -241,7 +241,10 @@ KINDS = ["missing", "file", "folder", "fifo", "null-device", "symlink-to-folder"
 
 
 @fast(80)
-@given(kind=st.sampled_from(KINDS), name=st.text(st.characters(blacklist_characters="/\x00"), min_size=1, max_size=12).filter(
+# no lone surrogates (category Cs): no argv decodes to one outside surrogateescape's range, and os.lstat
+# cannot even encode one (newer hypothesis draws them: UnicodeEncodeError in a fresh venv's run)
+@given(kind=st.sampled_from(KINDS), name=st.text(st.characters(blacklist_characters="/\x00", blacklist_categories=("Cs",)),
+                                                 min_size=1, max_size=12).filter(
     lambda n: n not in (".", "..")),
        depth=st.integers(0, 2))
 def test_output_paths(tmp_path_factory, kind, name, depth):
