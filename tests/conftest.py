@@ -72,18 +72,19 @@ def pytest_collection_finish(session):
     session.items.sort(key=_order)
     if session.config.option.setupplan or session.config.option.setuponly:
         return  # a plan, not a run: start nothing
-    if any(_early_bed(item) == "guest" for item in session.items):
+    wanted = {bed for item in session.items if (bed := _early_bed(item))}
+    factory = session.config._tmp_path_factory  # pytest's basetemp: the beds' folders stay for a look after
+    if "guest" in wanted:
         from softroce import guest as harness
 
         if harness.missing_reason() is None:  # else the fixture skips (or fails in CI) with the reason
-            # pytest's basetemp: the session's folder stays for a look after
-            out = session.config._tmp_path_factory.mktemp("softroce")
+            out = factory.mktemp("softroce")
             EARLY["guest"] = Early("guest", lambda: harness.run_in_guest(
                 SOFTROCE_SESSION, outdir=out, timeout=SOFTROCE_TIMEOUT_S))
-    if any(_early_bed(item) == "quickstart" for item in session.items) and shutil.which("git"):
+    if "quickstart" in wanted and shutil.which("git"):
         from test_quickstart import run_readme_lines
 
-        work = session.config._tmp_path_factory.mktemp("quickstart") / "w"
+        work = factory.mktemp("quickstart") / "w"
         EARLY["quickstart"] = Early("quickstart", lambda: run_readme_lines(work))
 
 

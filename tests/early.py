@@ -8,8 +8,8 @@ tests that judge them are moved to the end of the run (conftest) and only take t
 
 The heavy beds (Ray's raylets, the q35 guest) never run beside these two: beside them and a CPU hog
 they starved the raylets past their bounds.  conftest makes the first of them wait until both have
-ended (on a quiet machine they have by then).  Nothing is skipped or shortened by this: each bed runs what it ran in the
-foreground.
+ended (on a quiet machine they have by then).  Nothing is skipped or shortened by this: each bed runs
+what it ran in the foreground.
 """
 
 from __future__ import annotations

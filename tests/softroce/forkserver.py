@@ -73,8 +73,12 @@ def _run(base: str, cwd: str, limits: list[str], env: list[str], args: list[str]
 
     try:
         code = main()
-    except SystemExit as e:  # what `raise SystemExit(main())` in __main__ makes of it
-        code = e.code if isinstance(e.code, int) else (0 if e.code is None else (print(e.code, file=sys.stderr), 1)[1])
+    except SystemExit as e:  # what the interpreter makes of `raise SystemExit(...)` (--help, --version)
+        if e.code is None or isinstance(e.code, int):
+            code = e.code or 0
+        else:
+            print(e.code, file=sys.stderr)
+            code = 1
     except BaseException:
         traceback.print_exc()
         code = 1

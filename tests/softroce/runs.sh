@@ -8,9 +8,10 @@
 # Its FIFOs live in the guest's own /tmp: the shared folder ($O, 9p) cannot hold one.
 FS="$O/forkserver"; FORKSERVER=""; FIFOS=$(mktemp -d)
 mkfifo "$FIFOS/requests"
+# Every run's clean base, whichever way it starts: the server's own environment, or its own process's.
+BASE_ENV=(PATH="$PATH" HOME=/root NO_COLOR=1 COLUMNS=200 PYTHONPATH="$REPO")
 # started from a subshell: not a job of this shell, so the scenarios' bare `wait` never waits for it
-( env -i PATH="$PATH" HOME=/root NO_COLOR=1 COLUMNS=200 PYTHONPATH="$REPO" \
-    "$PY" "$REPO/tests/softroce/forkserver.py" "$FIFOS/requests" > "$FS.log" 2>&1 < /dev/null & )
+( env -i "${BASE_ENV[@]}" "$PY" "$REPO/tests/softroce/forkserver.py" "$FIFOS/requests" > "$FS.log" 2>&1 < /dev/null & )
 forkserver_ready() {  # wait (once) for the server; after that its answer stands
     [ -n "${FS_ASKED:-}" ] && { [ -n "$FORKSERVER" ]; return; }
     FS_ASKED=1
@@ -34,8 +35,7 @@ rdmacheck() {  # rdmacheck OUTBASE [VAR=VALUE...] -- ARGS...: output to OUTBASE.
         return 0
     fi
     local t0; t0=$(date +%s.%N)
-    timeout "${RDMACHECK_TIMEOUT:-300}" env -i PATH="$PATH" HOME=/root NO_COLOR=1 COLUMNS=200 PYTHONPATH="$REPO" "${envs[@]}" \
-        "$PY" -m rdmacheck "$@" > "$base.out" 2>&1
+    timeout "${RDMACHECK_TIMEOUT:-300}" env -i "${BASE_ENV[@]}" "${envs[@]}" "$PY" -m rdmacheck "$@" > "$base.out" 2>&1
     echo $? > "$base.rc"
     echo "$t0 $(date +%s.%N)" > "$base.time"
 }
