@@ -271,8 +271,18 @@ def test_output_paths(tmp_path_factory, kind, name, depth):
 CLI = settings(deadline=None, max_examples=7, suppress_health_check=list(HealthCheck))
 
 
+def argv_safe(text: str) -> bool:
+    """What a command line can carry: no NUL (execve refuses it), nothing os.fsencode cannot encode (a
+    lone surrogate outside surrogateescape's range).  Hypothesis 6.170 draws both; the parsers see them
+    in-process above."""
+    try:
+        return b"\0" not in os.fsencode(text)
+    except UnicodeEncodeError:
+        return False
+
+
 @CLI
-@given(sizes=SIZES, timeout=st.sampled_from(["nan", "inf", "-1", "0", "5", "1e400", "x"]),
+@given(sizes=SIZES.filter(argv_safe), timeout=st.sampled_from(["nan", "inf", "-1", "0", "5", "1e400", "x"]),
        busbw=st.sampled_from(["nan", "12GB/s", "-1", "1e400", "0", "fast"]), tps=st.sampled_from(["nan", "0.01", "-0"]))
 def test_cli_bench_flags(tmp_path_factory, sizes, timeout, busbw, tps):
     """Every generated flag set ends before a rank starts (--max-memory 1 refuses any valid plan): exit 2."""
