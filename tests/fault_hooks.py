@@ -8,6 +8,8 @@ Bench (``rdmacheck bench --hook tests.fault_hooks:install``; runs on every rank,
   the runner is untouched.
 * ``RDMACHECK_FAULT_DIE=RANK:INDEX``: RANK SIGKILLs itself in the before_size hook of plan row INDEX:
   a real kill -9 mid-sweep, not a simulation of one.
+* ``RDMACHECK_FAULT_SLOW_FINISH=RANK:SECONDS``: RANK sleeps that long in the after_run hook, after every
+  measurement: a rank that a loaded machine makes finish later than the others.
 
 Cluster (``python -m tests.fault_hooks cluster ...``: the CLI with a phase observer installed in the
 driver, rdmacheck.cluster.driver.PHASE_HOOKS):
@@ -29,6 +31,7 @@ HOOK = "tests.fault_hooks:install"
 CORRUPT_ENV = "RDMACHECK_FAULT_CORRUPT"
 DIE_ENV = "RDMACHECK_FAULT_DIE"
 HOLD_ENV = "RDMACHECK_FAULT_HOLD"
+SLOW_FINISH_ENV = "RDMACHECK_FAULT_SLOW_FINISH"
 
 
 def _corrupting(make):
@@ -66,6 +69,11 @@ def install(hooks) -> None:
                     os.kill(os.getpid(), signal.SIGKILL)
 
             hooks.before_size.append(before_size)
+    slow = os.environ.get(SLOW_FINISH_ENV, "")
+    if slow:
+        who, _, seconds = slow.partition(":")
+        if who == rank:
+            hooks.after_run.append(lambda info: time.sleep(float(seconds)))
 
 
 def _hold(phase: str) -> None:

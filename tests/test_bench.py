@@ -214,6 +214,21 @@ def test_rank_killed_mid_sweep_is_named_and_sizes_kept(tmp_path, torch_ranks):
     assert run["status"] == "fail" and "rank 1" in run["observed"] and ev["context"]["complete"] is False
 
 
+def test_a_rank_that_finishes_later_than_the_others_is_no_rank_failure(tmp_path, torch_ranks):
+    """Every rank measured and a gate failed, so each exits 1 with its verdict; rank 0 (it writes the
+    evidence) takes longer to finish than the launcher's grace, as it did beside the rest of CI: rank 1
+    exited 1 from the done phase, was taken for a rank giving up, and bench.run failed."""
+    js = tmp_path / "b.json"
+    p = run_cli("bench", "--nproc", "2", "--sizes", "1K", *GLOO, "--expect", "plateau_min_bytes=1K",
+                "--expect-busbw", "1000GB/s", "--json", str(js),
+                "--hook", FAULTS, env={"RDMACHECK_FAULT_SLOW_FINISH": "0:6"}, timeout=150)
+    assert p.returncode == 1, p.stdout + p.stderr
+    res = {r["id"]: r for r in _evidence(js)["results"]}
+    assert res["bench.busbw"]["status"] == "fail"   # the verdict: 1000 GB/s is above what gloo measured
+    assert res["bench.run"]["status"] == "pass", res["bench.run"]
+    assert "exited with status" not in p.stderr, p.stderr
+
+
 def test_rank_that_never_joins_ends_the_run_named(tmp_path, torch_ranks):
     """Rank 0 of 2 started by hand (as torchrun would), rank 1 never starts: named cause, exit 1, no hang."""
     js = tmp_path / "b.json"

@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 
 from .child import OPTIONS_FILE_ENV
-from .runner import STATUS_DIR_ENV, BenchOptions
+from .runner import DONE_PHASE, STATUS_DIR_ENV, BenchOptions
 
 GRACE_S = 3.0
 
@@ -158,7 +158,10 @@ def _watch(procs: list[subprocess.Popen], status_dir: Path, opts: BenchOptions) 
             if rc is not None and rc not in (0, 1, 2) and killed is None:
                 killed = (r, rc)
                 killed_at = now
-            elif rc in (1, 2) and reacted is None:
+            elif rc in (1, 2) and reacted is None and not (rc == 1 and last_phase[r] == DONE_PHASE):
+                # a rank that exits 1 from the done phase ran to the end and gives its verdict (a gate
+                # failed): the others are finishing too, however long a loaded machine takes for that
+                # (the no-progress bound below still holds them), so it is no rank giving up
                 reacted = (r, rc, now)
         if 3 in rcs:
             # a rank hit a bug: it printed the one line and saved its crash report

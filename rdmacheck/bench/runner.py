@@ -49,6 +49,8 @@ from .sizes import human_bytes
 from .table import blank_columns_note, header, row_line, write_csv
 
 STATUS_DIR_ENV = "RDMACHECK_BENCH_STATUS_DIR"
+# the last phase a rank enters: its results are written, its exit code is its verdict (launch.py)
+DONE_PHASE = "finish: destroy process group"
 
 
 @dataclasses.dataclass
@@ -481,7 +483,7 @@ class Runner:
             if o.csv_path:
                 write_csv(self.records, o.csv_path)
             self._print_summary(results)
-        wd.enter("finish: destroy process group", timeout=min(o.timeout, 30))
+        wd.enter(DONE_PHASE, timeout=min(o.timeout, 30))
         try:
             dist.destroy_process_group()
         except Exception:
