@@ -239,7 +239,13 @@ def test_ib_write_bw_moves_counters_by_expected_amount(guest):
     assert guest.rc("counters/server") == 0, guest.text("counters/server.txt")
     b, iters, gbps = _perftest_row(client)
     # the exit code alone proves nothing: without policy routing both ends exit 0 with 0 iterations
-    assert (b, iters) == (size, n) and gbps > 0
+    assert (b, iters) == (size, n)
+    # perftest converts cycle counts to time with a CPU clock it calibrates at start.  On a busy emulated guest
+    # that fit can fail its own check ("Correlation coefficient r^2: 0.88 < 0.9", seen in CI): without -F
+    # the client then exits 1 ("Can't produce a report"), with -F it reports 0 for every rate.  The rate
+    # proves nothing here either way; the transfer is proven by the counters below.
+    if "Correlation coefficient" not in client:
+        assert gbps > 0, client
 
     before = C.read_sample(HostRoot(guest.dir / "counters/before"))
     after = C.read_sample(HostRoot(guest.dir / "counters/after"))

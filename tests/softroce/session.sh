@@ -186,7 +186,7 @@ snmp6 "$C/snmp6_before"
 mirror_counters "$C/before"
 # -u 20: QP timeout 4 us x 2^20 = 4.3 s.  perftest's default (14: 67 ms) is shorter than an ACK's trip
 # through a busy emulated guest, so rxe retransmits (seen: 5% extra packets, once a failed completion).
-timeout 120 ib_write_bw -d $DA -x "${XA:-1}" -u 20 -p 18516 --report_gbits -n $WRITE_N -s $WRITE_S > "$C/server.txt" 2>&1 &
+timeout 120 ib_write_bw -F -d $DA -x "${XA:-1}" -u 20 -p 18516 --report_gbits -n $WRITE_N -s $WRITE_S > "$C/server.txt" 2>&1 &
 srv=$!
 # the client connects once and gives up ("Couldn't connect"): start it only when the server listens,
 # which under a loaded host can take longer than any fixed sleep (read from /proc/net/tcp{,6}: builtins only)
@@ -202,7 +202,7 @@ listening() {
 }
 for i in $(seq 1200); do listening 18516 && break; kill -0 $srv 2>/dev/null || break; sleep 0.1; done
 echo "server listening after ~$((i / 10)) s" > "$C/server_wait.txt"
-timeout 120 ib_write_bw -d $DB -x "${XB:-1}" -u 20 -p 18516 --report_gbits -n $WRITE_N -s $WRITE_S $IPA > "$C/client.txt" 2>&1
+timeout 120 ib_write_bw -F -d $DB -x "${XB:-1}" -u 20 -p 18516 --report_gbits -n $WRITE_N -s $WRITE_S $IPA > "$C/client.txt" 2>&1
 echo $? > "$C/client.rc"
 wait $srv; echo $? > "$C/server.rc"
 sleep 0.5   # trailing ACKs
