@@ -22,6 +22,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -29,6 +30,7 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO, require, require_module
+from rdmacheck.cluster.nodes import GRACE_S
 
 pytestmark = pytest.mark.ray
 
@@ -151,9 +153,11 @@ def _labels(out: Path) -> list[str]:
 def test_end_to_end_gloo_pairwise(ray_cluster, tmp_path):
     cluster, env = ray_cluster
     out = tmp_path / "run"
+    # --node-timeout also bounds the rank actors' start (each imports torch): beside a CPU hog three of them
+    # took more than 70 s on a 2-core machine.  Nothing here is timed, so the bound is wide.
     p = _cmd(cluster, env, out, "--pairwise", "--pairwise-sizes", "256K,1M", "--sizes", "64K,1M",
-             "--node-timeout", "60", "--expect-busbw", "0.001")
-    text, _ = p.communicate(timeout=240)
+             "--node-timeout", "240", "--expect-busbw", "0.001")
+    text, _ = p.communicate(timeout=900)
     print(text)
     assert p.returncode in (0, 1), text
     cl = json.loads((out / "cluster.json").read_text())
@@ -211,27 +215,38 @@ def test_node_killed_mid_run_is_named_within_bound(ray_cluster, tmp_path):
     cluster.wait_for_nodes(timeout=60)
     out = tmp_path / "run"
     flag = tmp_path / "go"
-    timeout = 30
+    # --node-timeout bounds every phase, the rank actors' start (torch imports) included: beside a CPU hog
+    # four of them took more than 40 s.  The bound this test holds the command to is the one it was given.
+    timeout = 120
+    bound = timeout + GRACE_S
     p = _cmd(cluster, env, out, "--pairwise", "--pairwise-sizes", "256K", "--sizes", "64K", "--only", "limits.memlock",
              "--node-timeout", str(timeout), "--expect-busbw", "0.001", hold=f"bench:{flag}")
-    lines = []
-    deadline = time.monotonic() + 180
-    for line in p.stdout:
-        lines.append(line)
-        if "test hold: bench" in line:
-            break
-        assert time.monotonic() < deadline, "".join(lines)
-    t_kill = time.monotonic()
-    cluster.remove_node(doomed)
-    flag.write_text("go")
-    rest, _ = p.communicate(timeout=timeout + 90)
-    elapsed = time.monotonic() - t_kill
-    text = "".join(lines) + rest
+    # a silent command must not hang the test: every phase has its bound, so the whole run has one
+    killer = threading.Timer(8 * bound, p.kill)
+    killer.start()
+    try:
+        lines = []
+        for line in p.stdout:
+            lines.append(line)
+            if "test hold: bench" in line:
+                break
+        t_kill = time.monotonic()
+        cluster.remove_node(doomed)
+        flag.write_text("go")
+        t_named = None
+        for line in p.stdout:  # the first line after the kill that names the node
+            lines.append(line)
+            if t_named is None and "/w3" in line:
+                t_named = time.monotonic()
+        p.wait()
+    finally:
+        killer.cancel()
+    text = "".join(lines)
     print(text)
     assert p.returncode == 1, text
-    # within the bound: --node-timeout + the driver's 10 s grace, plus 3 fresh rank actors
-    # (torch imports), the 3 remaining pairs and the report
-    assert elapsed < timeout + 10 + 30, (elapsed, text)
+    # named within the bound: at once from Ray's error, or by the driver after --node-timeout + its grace (a few
+    # seconds more for the line to reach this process on a loaded machine)
+    assert t_named is not None and t_named - t_kill < bound + 10, (t_named and t_named - t_kill, text)
     cl = json.loads((out / "cluster.json").read_text())
     nodes = {n["label"]: n for n in cl["context"]["nodes"]}
     dead = [l for l in nodes if l.endswith("/w3")]
@@ -244,6 +259,8 @@ def test_node_killed_mid_run_is_named_within_bound(ray_cluster, tmp_path):
     assert d["state"] in ("dead", "lost") and d["phase"].split(":")[0] == "bench", d
     if d["state"] == "dead":
         assert "node has died" in d["error"] or "dead" in d["error"], d  # Ray's own words
+        # the group is given up when its rank dies, not left to the other ranks' watchdogs
+        assert "given up: the group cannot finish without the dead rank" in text, text
     else:
         assert f"no answer within {timeout + 10} s" in d["error"], d
     assert all(n["state"] == "alive" for l, n in nodes.items() if l != dead[0])
