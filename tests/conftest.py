@@ -45,24 +45,34 @@ def pytest_collection_modifyitems(config, items):
 
 
 # The two slowest beds, the soft-RoCE guest session and the README's fresh-venv run, start the moment
-# collection ends and run beside the light tests (tests/early.py says why).  On two cores the run is
-# CPU-bound, so the order spreads the load: the light tests beside both beds; then the heavy beds (Ray's
-# raylets, the second guest) once both have ended (pytest_runtest_setup); then the tests that judge them.
+# collection ends and run beside the light tests (tests/early.py says why); the q35 ACS guest follows them.
+# On two cores the run is CPU-bound, so the order spreads the load: the light tests beside the beds, the
+# light tests that start several torch ranks last (once the beds have ended they can use both cores, where
+# a one-core test leaves one idle); then the Ray beds once every early bed has ended
+# (pytest_runtest_setup); then the tests that judge the early beds.
+MULTI_RANK_MODULES = ("test_bench.py", "test_latency.py")
 def _early_bed(item) -> str | None:
     if "guest" in getattr(item, "fixturenames", ()):
         return "guest"
     if item.get_closest_marker("quickstart") and item.name.startswith("test_readme_lines_work_in_a_fresh_venv"):
         return "quickstart"
+    if item.name == "test_acs_on_a_real_pcie_root_port_in_a_guest":
+        return "q35"
     return None
 
 
 def _heavy(item) -> bool:
-    """Many processes or an emulated CPU of their own: the Ray clusters and the q35 ACS guest."""
+    """Many processes or an emulated CPU of their own: the Ray clusters and the q35 ACS guest (an early
+    bed now, whose test only judges its result)."""
     return bool(item.get_closest_marker("ray") or item.get_closest_marker("softroce"))
 
 
-def _order(item) -> int:
-    return 2 if _early_bed(item) else 1 if _heavy(item) else 0
+def _order(item) -> float:
+    if _early_bed(item):
+        return 2
+    if _heavy(item):
+        return 1
+    return 0.5 if item.path.name in MULTI_RANK_MODULES else 0
 
 
 def pytest_collection_finish(session):
@@ -86,13 +96,21 @@ def pytest_collection_finish(session):
 
         work = factory.mktemp("quickstart") / "w"
         EARLY["quickstart"] = Early("quickstart", lambda: run_readme_lines(work))
+    if "q35" in wanted and shutil.which("vng"):
+        from softroce import guest as harness
+        from test_pci import run_acs_probe
+
+        if harness.missing_reason() is None:
+            # after the two above: then the light tests alone would leave a core idle, which it fills
+            q35_out = factory.mktemp("q35")
+            EARLY["q35"] = Early("q35", lambda: run_acs_probe(q35_out), after=list(EARLY.values()))
 
 
 @pytest.hookimpl(tryfirst=True)  # before pytest sets up the module's fixtures (the Ray cluster)
 def pytest_runtest_setup(item):
     # Beside Ray's raylets and a CPU hog the early beds starved them (a removed node's peers went
     # unanswered past the bound, a cgroup-limited node no longer stood out, rank actors took 68 s to
-    # start): the heavy beds wait for both.  On a quiet machine both have ended by then.
+    # start): the heavy beds wait for every early bed.  On a quiet machine they have ended by then.
     if _heavy(item):
         for bed in EARLY.values():
             bed.wait()

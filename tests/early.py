@@ -1,15 +1,18 @@
-"""The two slowest test beds, started as soon as collection ends, so they run beside the rest of the suite.
+"""The slowest test beds, started as soon as collection ends, so they run beside the rest of the suite.
 
 The one soft-RoCE guest session (~100 s of emulated CPU on a quiet 2-core machine since each run is a
 fork of one warm Python, ~180 s beside the suite) and the README's quick start in a fresh venv (~185 s:
-pip, then a second pytest on one core).  Run in the foreground they left a core idle while the many light
-tests wait on sockets, timeouts and subprocesses.  Started early in a thread each, they overlap them; the
-tests that judge them are moved to the end of the run (conftest) and only take the result here.
+pip, then a second pytest on one core); once both have ended, the q35 guest of the PCIe ACS test (~45 s
+of one emulated CPU).  Run in the foreground they left a core idle while the many light tests wait on
+sockets, timeouts and subprocesses, or use one core.  Started early, in a thread each, they overlap them;
+the tests that judge them are moved to the end of the run (conftest) and only take the result here.
+All three one after another was slower (quiet 2-core machine: the light tests ended at 368 s and the
+beds at 530 s); the q35 guest at the end, on its own, left a core idle for ~45 s.
 
-The heavy beds (Ray's raylets, the q35 guest) never run beside these two: beside them and a CPU hog
-they starved the raylets past their bounds.  conftest makes the first of them wait until both have
-ended (on a quiet machine they have by then).  Nothing is skipped or shortened by this: each bed runs
-what it ran in the foreground.
+The Ray beds never run beside any of these: beside them and a CPU hog they starved the raylets past
+their bounds.  conftest makes the first Ray test wait until every early bed has ended (on a quiet
+machine they have by then).  Nothing is skipped or shortened by this: each bed runs what it ran in the
+foreground.
 """
 
 from __future__ import annotations
@@ -19,16 +22,20 @@ from typing import Any, Callable
 
 
 class Early:
-    """One bed's work, running in its own thread from the moment it is made."""
+    """One bed's work, in its own thread from the moment it is made; it starts once the beds in
+    ``after`` have ended, however they ended."""
 
-    def __init__(self, name: str, work: Callable[[], Any]) -> None:
+    def __init__(self, name: str, work: Callable[[], Any], after: list["Early"] | tuple["Early", ...] = ()) -> None:
         self.name = name
         self._value: Any = None
         self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, args=(work,), name=f"early-{name}", daemon=True)
+        self._thread = threading.Thread(target=self._run, args=(work, tuple(after)), name=f"early-{name}",
+                                        daemon=True)
         self._thread.start()
 
-    def _run(self, work: Callable[[], Any]) -> None:
+    def _run(self, work: Callable[[], Any], after: tuple["Early", ...]) -> None:
+        for bed in after:
+            bed.wait()
         try:
             self._value = work()
         except BaseException as e:  # handed to the test that waits for it, with its own traceback

@@ -7,7 +7,6 @@ import json
 import os
 import shutil
 import struct
-import sys
 import subprocess
 from pathlib import Path
 
@@ -253,35 +252,41 @@ print(json.dumps(out))
 '''
 
 
+# python -S: skip site-packages (.pth processing over the guest's 9p root costs minutes under TCG)
+_PROBE_SH = 'cd "$REPO" && PYTHONPATH="$REPO" "$PY" -S "$GUEST_OUT/probe.py" > "$GUEST_OUT/result.json" 2> "$GUEST_OUT/err.txt"\n'
+Q35 = ["--disable-microvm", "--qemu-opts=-machine q35 -device pcie-root-port,id=rp1,chassis=1,slot=1 -device e1000e,bus=rp1"]
+
+
+def run_acs_probe(out: Path):
+    """Boot a q35 guest with a PCIe root port and run GUEST_PROBE in it (the harness's GuestRun).
+
+    conftest starts it once the early beds have ended (tests/early.py), beside the light tests; the
+    test below judges what it returns, and runs it itself when no early bed was started.
+    """
+    from softroce import guest as harness
+
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "probe.py").write_text(GUEST_PROBE)
+    (out / "probe.sh").write_text(_PROBE_SH)
+    return harness.run_in_guest(out / "probe.sh", outdir=out, timeout=480, memory="1G", cpus=2, vng_args=Q35)
+
+
 @pytest.mark.softroce
 def test_acs_on_a_real_pcie_root_port_in_a_guest(tmp_path):
     """QEMU's pcie-root-port carries a real ACS capability: read it, switch it on through sysfs, judge it."""
 
+    from early import STARTED
     from softroce.guest import kernel_image, missing_reason
 
     require(kernel_image() is not None and shutil.which("vng") is not None,
             missing_reason() or "virtme-ng (vng) not installed", "softroce")
-    out = tmp_path / "out"
-    out.mkdir()
-    (out / "probe.py").write_text(GUEST_PROBE)
-    repo = Path(__file__).resolve().parent.parent
-    # python -S: skip site-packages (.pth processing over the guest's 9p root costs minutes under TCG)
-    script = (f"cd {repo} && REPO={repo} PYTHONPATH={repo} {sys.executable} -S {out}/probe.py "
-              f"> {out}/result.json 2> {out}/err.txt")
-    cmd = ["vng", "--run", str(kernel_image()), "--disable-kvm", "--disable-microvm", "--memory", "1G", "--cpus", "2",
-           "--rwdir", str(out),
-           "--qemu-opts=-machine q35 -device pcie-root-port,id=rp1,chassis=1,slot=1 -device e1000e,bus=rp1",
-           "--exec", script]
-    p = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                         start_new_session=True, cwd=repo)
-    try:
-        log, _ = p.communicate(timeout=480)
-    except subprocess.TimeoutExpired:
-        os.killpg(p.pid, 9)  # QEMU and what vng started: their own process group
-        p.communicate()
+    run = STARTED["q35"].result() if "q35" in STARTED else run_acs_probe(tmp_path / "out")
+    out = run.outdir
+    if run.timed_out:
         pytest.fail("guest did not finish within 480 s")
     text = (out / "result.json").read_text() if (out / "result.json").exists() else ""
-    assert text, (log or b"")[-2000:].decode(errors="replace") + (out / "err.txt").read_text()
+    err = (out / "err.txt").read_text() if (out / "err.txt").exists() else ""
+    assert text, run.output[-2000:] + err
     res = json.loads(text)
     before, after = res["before"], res["after"]
     # the layout pcie_acs_init gives QEMU's root port is the one bridge_config() builds: AER at 0x100, ACS at 0x148

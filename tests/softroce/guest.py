@@ -79,12 +79,14 @@ class GuestRun:
         return (self.outdir / name).read_text(errors="replace")
 
 
-def vng_command(script_cmd: str, outdir: Path, image: Path, memory: str = "2G", cpus: int = 2) -> list[str]:
+def vng_command(script_cmd: str, outdir: Path, image: Path, memory: str = "2G", cpus: int = 2,
+                extra: list[str] | tuple[str, ...] = ()) -> list[str]:
     return [
         "vng", "--run", str(image),
         "--disable-kvm",            # PVM /dev/kvm: see module docstring
         "--memory", memory, "--cpus", str(cpus),
         "--rwdir", str(outdir),
+        *extra,                     # e.g. another machine type and its devices (tests/test_pci.py)
         "--exec", script_cmd,
     ]
 
@@ -96,6 +98,7 @@ def run_in_guest(
     timeout: float = 300,
     memory: str = "2G",
     cpus: int = 2,
+    vng_args: list[str] | tuple[str, ...] = (),
 ) -> GuestRun:
     """Boot the guest, run ``bash SCRIPT ARGS...`` as root inside it, return what happened.
 
@@ -103,6 +106,7 @@ def run_in_guest(
     finds it in ``$GUEST_OUT``, the checkout in ``$REPO`` and the Python that
     runs the tests in ``$PY``.  A hard ``timeout`` kills QEMU and everything
     vng started (their own process group), so nothing outlives the call.
+    ``vng_args`` go to vng as they are (a q35 machine with a PCIe root port).
     """
     image = kernel_image()
     if image is None:
@@ -121,7 +125,7 @@ def run_in_guest(
     script_cmd = f"cd {shlex.quote(str(REPO))} && env {env_prefix} bash {shlex.quote(str(Path(script).resolve()))} " + " ".join(
         shlex.quote(a) for a in args
     )
-    cmd = vng_command(script_cmd, out, image, memory=memory, cpus=cpus)
+    cmd = vng_command(script_cmd, out, image, memory=memory, cpus=cpus, extra=vng_args)
     # The guest sees the checkout read-only and cannot cache bytecode: compile it here (a stale or
     # missing .pyc costs seconds of emulated CPU in every Python the guest starts).
     subprocess.run([sys.executable, "-m", "compileall", "-q", str(REPO / "rdmacheck")],
