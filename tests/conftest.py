@@ -51,6 +51,8 @@ def pytest_collection_modifyitems(config, items):
 # a one-core test leaves one idle); then the Ray beds once every early bed has ended
 # (pytest_runtest_setup); then the tests that judge the early beds.
 MULTI_RANK_MODULES = ("test_bench.py", "test_latency.py")
+
+
 def _early_bed(item) -> str | None:
     if "guest" in getattr(item, "fixturenames", ()):
         return "guest"

@@ -80,13 +80,13 @@ class GuestRun:
 
 
 def vng_command(script_cmd: str, outdir: Path, image: Path, memory: str = "2G", cpus: int = 2,
-                extra: list[str] | tuple[str, ...] = ()) -> list[str]:
+                vng_args: list[str] | tuple[str, ...] = ()) -> list[str]:
     return [
         "vng", "--run", str(image),
         "--disable-kvm",            # PVM /dev/kvm: see module docstring
         "--memory", memory, "--cpus", str(cpus),
         "--rwdir", str(outdir),
-        *extra,                     # e.g. another machine type and its devices (tests/test_pci.py)
+        *vng_args,                  # e.g. another machine type and its devices (tests/test_pci.py)
         "--exec", script_cmd,
     ]
 
@@ -125,7 +125,7 @@ def run_in_guest(
     script_cmd = f"cd {shlex.quote(str(REPO))} && env {env_prefix} bash {shlex.quote(str(Path(script).resolve()))} " + " ".join(
         shlex.quote(a) for a in args
     )
-    cmd = vng_command(script_cmd, out, image, memory=memory, cpus=cpus, extra=vng_args)
+    cmd = vng_command(script_cmd, out, image, memory=memory, cpus=cpus, vng_args=vng_args)
     # The guest sees the checkout read-only and cannot cache bytecode: compile it here (a stale or
     # missing .pyc costs seconds of emulated CPU in every Python the guest starts).
     subprocess.run([sys.executable, "-m", "compileall", "-q", str(REPO / "rdmacheck")],
