@@ -86,7 +86,7 @@ def vary(ev: dict, host: str, rng: random.Random) -> dict:
 def build_tree(root: Path, nodes: int, sources: list[dict], seed: int = 7) -> dict:
     from rdmacheck.cluster import matrix
     from rdmacheck.cluster.schedule import rounds
-    from rdmacheck.model import Evidence, Result, Status
+    from rdmacheck.evidence.model import Evidence, Result, Status
 
     rng = random.Random(seed)
     labels = [f"spark-{i:03d}" for i in range(nodes)]

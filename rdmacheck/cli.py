@@ -7,7 +7,7 @@ their heavy dependencies (torch, pandas, ray) inside ``run`` so that
 
 Exit codes, for every command: 0 all gates passed, 1 a gate failed,
 2 usage or input error (one line on stderr, no traceback), 3 internal error
-(one line naming the exception and the crash report saved by rdmacheck.crash).
+(one line naming the exception and the crash report saved by rdmacheck.util.crash).
 docs/failure-semantics.md says what is written on each kind of failure.
 """
 
@@ -18,7 +18,7 @@ import importlib
 import sys
 
 from . import __version__
-from .errors import UsageError
+from rdmacheck.util.errors import UsageError
 
 # (name, module, one-line help).  Order is the order --help shows.
 COMMANDS = [
@@ -103,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         return int(args._run(args) or 0)
     except UsageError as e:
-        from .sanitize import clean_text
+        from rdmacheck.util.sanitize import clean_text
 
         print(clean_text(f"rdmacheck: error: {e}", one_line=True), file=sys.stderr)
         return 2
@@ -115,6 +115,6 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit:
         raise  # --help, --version
     except BaseException as e:  # a bug: exit 3, the traceback in a file, not on the terminal
-        from .crash import report_internal_error
+        from rdmacheck.util.crash import report_internal_error
 
         return report_internal_error(e, argv)

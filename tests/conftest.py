@@ -21,6 +21,10 @@ from early import STARTED as EARLY
 from early import Early
 
 REPO = Path(__file__).resolve().parent.parent
+# The checkout under test, first: in-process CLI runs import rdmacheck from here, whatever another
+# installed copy (an editable install of another clone) says.
+if sys.path[:1] != [str(REPO)]:
+    sys.path.insert(0, str(REPO))
 CAPTURES = REPO.parent / "shared" / "captures"
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
@@ -210,17 +214,67 @@ def captures() -> Path:
     return CAPTURES
 
 
-def run_cli(*args: str, env: dict | None = None, timeout: float = 60, cwd: str | Path | None = None):
-    """Run the real `rdmacheck` CLI in a subprocess; returns CompletedProcess (text)."""
+# Commands that start processes of their own (bench ranks, Ray, docker compose) or run until stopped (watch):
+# their children write to the real file descriptors, so they always run as a real process.
+SUBPROCESS_COMMANDS = {"bench", "cluster", "launch", "watch"}
+
+
+def run_cli(*args: str, env: dict | None = None, timeout: float = 60, cwd: str | Path | None = None,
+            process: bool = False):
+    """Run the real `rdmacheck` CLI and return a CompletedProcess (text).
+
+    In this process by default: ``rdmacheck.cli.main`` (the entry point `python -m rdmacheck` calls) with the
+    environment, working folder and argv a process would have, its stdout and stderr captured, and a SIGALRM
+    bound for ``timeout``.  That skips a Python start and rdmacheck's imports per call.  ``process=True``, and
+    every command in SUBPROCESS_COMMANDS, runs `python -m rdmacheck` in a subprocess: for tests of what only a
+    process shows (start-up time, a traceback on the real stderr, the exit status of the interpreter)."""
+    command = next((a for a in args if not a.startswith("-")), None)
     e = dict(os.environ)
     e.pop("NO_COLOR", None)
-    e["PYTHONPATH"] = str(REPO) + os.pathsep + e.get("PYTHONPATH", "")
-    if env:
-        e.update(env)
-    return subprocess.run(
-        [sys.executable, "-m", "rdmacheck", *args],
-        capture_output=True, text=True, timeout=timeout, env=e, cwd=cwd or REPO,
-    )
+    if process or command in SUBPROCESS_COMMANDS:
+        e["PYTHONPATH"] = str(REPO) + os.pathsep + e.get("PYTHONPATH", "")
+        if env:
+            e.update(env)
+        return subprocess.run(
+            [sys.executable, "-m", "rdmacheck", *args],
+            capture_output=True, text=True, timeout=timeout, env=e, cwd=cwd or REPO,
+        )
+    return _run_in_process(list(args), {**e, **(env or {})}, timeout, cwd or REPO)
+
+
+def _run_in_process(argv: list[str], env: dict, timeout: float, cwd: str | Path):
+    import contextlib
+    import io
+    import signal
+
+    from rdmacheck.cli import main
+
+    saved_env, saved_cwd, saved_argv = dict(os.environ), os.getcwd(), sys.argv
+    out, err = io.StringIO(), io.StringIO()
+
+    def expired(signum, frame):
+        raise subprocess.TimeoutExpired(["rdmacheck", *argv], timeout)
+
+    old = signal.signal(signal.SIGALRM, expired)
+    signal.setitimer(signal.ITIMER_REAL, timeout)
+    try:
+        os.environ.clear()
+        os.environ.update({k: str(v) for k, v in env.items()})
+        os.chdir(cwd)
+        sys.argv = ["rdmacheck", *argv]
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                rc = main(argv)
+            except SystemExit as x:  # --help, --version
+                rc = x.code if isinstance(x.code, int) else (0 if x.code is None else 1)
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
+        os.environ.clear()
+        os.environ.update(saved_env)
+        os.chdir(saved_cwd)
+        sys.argv = saved_argv
+    return subprocess.CompletedProcess(["rdmacheck", *argv], rc, out.getvalue(), err.getvalue())
 
 
 def _can_netns() -> bool:

@@ -10,6 +10,8 @@ Bench (``rdmacheck bench --hook tests.fault_hooks:install``; runs on every rank,
   a real kill -9 mid-sweep, not a simulation of one.
 * ``RDMACHECK_FAULT_SLOW_FINISH=RANK:SECONDS``: RANK sleeps that long in the after_run hook, after every
   measurement: a rank that a loaded machine makes finish later than the others.
+* ``RDMACHECK_FAULT_REFUSE=RANK``: RANK refuses its input (a UsageError from its hook) while the others
+  go on: a refusal only one rank meets, such as more ranks than that node has GPUs.
 
 Cluster (``python -m tests.fault_hooks cluster ...``: the CLI with a phase observer installed in the
 driver, rdmacheck.cluster.driver.PHASE_HOOKS):
@@ -32,6 +34,7 @@ CORRUPT_ENV = "RDMACHECK_FAULT_CORRUPT"
 DIE_ENV = "RDMACHECK_FAULT_DIE"
 HOLD_ENV = "RDMACHECK_FAULT_HOLD"
 SLOW_FINISH_ENV = "RDMACHECK_FAULT_SLOW_FINISH"
+REFUSE_ENV = "RDMACHECK_FAULT_REFUSE"
 
 
 def _corrupting(make):
@@ -53,6 +56,10 @@ def install(hooks) -> None:
     from rdmacheck.bench import collectives
 
     rank = os.environ.get("RANK", "0")
+    if os.environ.get(REFUSE_ENV) == rank:
+        from rdmacheck.util.errors import UsageError
+
+        raise UsageError(f"planted refusal on rank {rank} ({REFUSE_ENV})")
     spec = os.environ.get(CORRUPT_ENV, "")
     if spec:
         who, _, op = spec.partition(":")

@@ -78,3 +78,39 @@ def roce_tree(root: Path, dev: str = "roceP2p1s0f0", netdev: str = "enP2p1s0f0np
                                                               "max_mtu": 4096, "link_layer": "Ethernet",
                                                               "gid_tbl_len": table_len}}}}}))
     return root
+
+
+def dual_port_tree(root: Path, dev: str = "mlx5_0", netdevs: tuple[str, str] = ("enp1s0f0np0", "enp1s0f0np1"),
+                   addrs: tuple[str, str] = ("192.168.100.1", "192.168.101.1")) -> Path:
+    """One PCI function with two RoCE ports (a dual-port ConnectX), each with its own netdev: both netdevs
+    sit in the function's ``net/`` folder, told apart by ``dev_port`` (0, 1), and each port's GIDs name its
+    own netdev, as mlx5 lays them out."""
+    pci = root / "sys/devices/pci0000:00/0000:00:01.0/0000:01:00.0"
+    dd = pci / "infiniband" / dev
+    _w(dd / "fw_ver", "22.41.1000")
+    _w(dd / "node_type", "1: CA")
+    for i, (nd, addr) in enumerate(zip(netdevs, addrs)):
+        port = dd / "ports" / str(i + 1)
+        _w(port / "state", "4: ACTIVE")
+        _w(port / "phys_state", "5: LinkUp")
+        _w(port / "link_layer", "Ethernet")
+        _w(port / "rate", "100 Gb/sec (4X EDR)")
+        _w(port / "lid", "0x0")
+        for g, (text, kind) in enumerate([(LINK_LOCAL, "RoCE v2"), (ipv4_gid(addr), "RoCE v2")]):
+            _w(port / "gids" / str(g), text)
+            _w(port / "gid_attrs/types" / str(g), kind)
+            _w(port / "gid_attrs/ndevs" / str(g), nd)
+        ndir = pci / "net" / nd
+        _w(ndir / "mtu", "9000")
+        _w(ndir / "operstate", "up")
+        _w(ndir / "carrier", "1")
+        _w(ndir / "type", "1")
+        _w(ndir / "dev_port", str(i))
+        ncls = root / "sys/class/net"
+        ncls.mkdir(parents=True, exist_ok=True)
+        os.symlink(f"../../devices/pci0000:00/0000:00:01.0/0000:01:00.0/net/{nd}", ncls / nd)
+    os.symlink("../..", dd / "device")  # the PCI function, as on the host
+    cls = root / "sys/class/infiniband"
+    cls.mkdir(parents=True, exist_ok=True)
+    os.symlink(f"../../devices/pci0000:00/0000:00:01.0/0000:01:00.0/infiniband/{dev}", cls / dev)
+    return root

@@ -28,8 +28,8 @@ from rdmacheck.bench.collectives import COLLECTIVES, parse_ops
 from rdmacheck.bench.gate import busbw_gate, check_result, memory_verdict
 from rdmacheck.bench.plan import build_plan
 from rdmacheck.bench.sizes import parse_sizes
-from rdmacheck.errors import UsageError
-from rdmacheck.model import Status
+from rdmacheck.util.errors import UsageError
+from rdmacheck.evidence.model import Status
 
 
 
@@ -212,6 +212,18 @@ def test_rank_killed_mid_sweep_is_named_and_sizes_kept(tmp_path, torch_ranks):
     assert [r["bytes"] for r in ev["records"]] == [1024, 2048]   # finished sizes survive
     run = [r for r in ev["results"] if r["id"] == "bench.run"][0]
     assert run["status"] == "fail" and "rank 1" in run["observed"] and ev["context"]["complete"] is False
+
+
+def test_a_refusal_only_rank_1_meets_reaches_the_user_as_one_line(tmp_path, torch_ranks):
+    """Rank 1, spawned for real by --nproc, refuses its input while rank 0 goes on: the launcher relays
+    the rank's own line, exit 2, no traceback, no evidence written."""
+    js = tmp_path / "b.json"
+    p = run_cli("bench", "--nproc", "2", "--sizes", "1K", *GLOO[:-2], "--timeout", "20", "--json", str(js),
+                "--hook", FAULTS, env={"RDMACHECK_FAULT_REFUSE": "1"}, timeout=90)
+    assert p.returncode == 2, p.stdout + p.stderr
+    lines = [ln for ln in p.stderr.splitlines() if ln.strip()]
+    assert lines == ["rdmacheck: error: rank 1: planted refusal on rank 1 (RDMACHECK_FAULT_REFUSE)"], p.stderr
+    assert "Traceback" not in p.stdout + p.stderr and not js.exists()
 
 
 def test_a_rank_that_finishes_later_than_the_others_is_no_rank_failure(tmp_path, torch_ranks):

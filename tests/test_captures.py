@@ -9,10 +9,11 @@ from __future__ import annotations
 import pytest
 
 from rdmacheck.config import load_config
-from rdmacheck.facts.infiniband import read_infiniband
-from rdmacheck.facts.net import read_net
-from rdmacheck.preflight import PreflightContext, run_preflight
-from rdmacheck.root import HostRoot
+from rdmacheck.preflight.facts.infiniband import read_infiniband
+from rdmacheck.preflight.facts.net import read_net
+from rdmacheck import preflight
+from rdmacheck.preflight.gather import gather
+from rdmacheck.preflight.root import HostRoot
 
 
 def tree(captures, name):
@@ -59,8 +60,7 @@ def test_hwloc_text_links_are_followed(captures):
 ])
 def test_gates_on_real_trees(captures, name, devices_status, port_status):
     root = tree(captures, name)
-    ctx = PreflightContext(root=root, config=load_config(None, None, [], {}))
-    res = {r.id: r for r in run_preflight(ctx)}
+    res = {r.id: r for r in preflight.run(root, config=load_config(None, None, [], {})).results}
     assert res["rdma.devices"].status.value == devices_status
     assert res["rdma.port"].status.value == port_status
     assert res["rdma.gid"].status.value == "pass" and "InfiniBand" in res["rdma.gid"].observed
@@ -70,7 +70,7 @@ def test_gates_on_real_trees(captures, name, devices_status, port_status):
 
 def test_hca_filter_on_real_tree(captures):
     root = tree(captures, "prometheus-procfs")
-    ctx = PreflightContext(root=root, config=load_config(None, None, [], {"NCCL_IB_HCA": "=mlx4_0:2"}))
-    assert [p.name for p in ctx.facts.selection.ports] == ["mlx4_0:2"]
-    ctx = PreflightContext(root=root, config=load_config(None, None, [], {"NCCL_IB_HCA": "^mlx4"}))
-    assert [p.name for p in ctx.facts.selection.ports] == ["hfi1_0:1", "mlx5_0:1"]
+    facts = gather(root, load_config(None, None, [], {"NCCL_IB_HCA": "=mlx4_0:2"}))
+    assert [p.name for p in facts.selection.ports] == ["mlx4_0:2"]
+    facts = gather(root, load_config(None, None, [], {"NCCL_IB_HCA": "^mlx4"}))
+    assert [p.name for p in facts.selection.ports] == ["hfi1_0:1", "mlx5_0:1"]

@@ -19,7 +19,7 @@ from rdmacheck.cluster import matrix
 from rdmacheck.output.heatmap import heatmap_svg
 from rdmacheck.cluster.driver import label_nodes, ray_error_text
 from rdmacheck.cluster.schedule import rounds
-from rdmacheck.model import Status
+from rdmacheck.evidence.model import Status
 
 
 def _check_schedule(n: int) -> list:

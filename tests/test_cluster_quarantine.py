@@ -13,7 +13,7 @@ import pytest
 
 from conftest import run_cli
 from rdmacheck.cluster import quarantine, validated
-from rdmacheck.errors import UsageError
+from rdmacheck.util.errors import UsageError
 
 
 @pytest.mark.parametrize("text,seconds", [("90s", 90), ("30m", 1800), ("12h", 43200), ("7d", 604800),
@@ -104,7 +104,7 @@ def test_help_teaches_isolate():
 
 def test_report_lists_quarantined_nodes_first_with_the_reason_escaped(tmp_path):
     """The report over an --isolate run's evidence (written here the way isolate_run writes it)."""
-    from rdmacheck.model import Evidence, Result, Status
+    from rdmacheck.evidence.model import Evidence, Result, Status
 
     evil = "rack<script>alert(1)</script>/n9"
     iso = {"quarantine_applied": True,

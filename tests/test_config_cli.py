@@ -7,7 +7,7 @@ import pytest
 from rdmacheck.config import load_config, parse_env_text
 from rdmacheck.config.envfile import EnvFileError
 from rdmacheck.config.profile import build_profile, parse_bandwidth, parse_bytes
-from rdmacheck.errors import UsageError
+from rdmacheck.util.errors import UsageError
 from conftest import REPO, run_cli
 
 

@@ -17,7 +17,7 @@ import uuid
 import pytest
 
 from conftest import REPO, require_tool
-from rdmacheck.model import Result, Status
+from rdmacheck.evidence.model import Result, Status
 from rdmacheck.output.console import detail_lines, shorten, summary_lines, verdict_line
 
 EXAMPLE = REPO / "docker" / ".env.example"

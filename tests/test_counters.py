@@ -1,4 +1,4 @@
-"""rdmacheck.facts.counters on real sysfs trees (../shared/captures) and on odd content.
+"""rdmacheck.preflight.facts.counters on real sysfs trees (../shared/captures) and on odd content.
 
 The real trees: prometheus-procfs mlx5_0 (64-bit PMA data counters plus mlx5 hw_counters), node_exporter
 mlx4_0 (port_xmit_wait saturated at 2^32-1) and i40iw0 (iWARP: every file says "N/A (no PMA)"), and the
@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from rdmacheck.facts import counters as C
-from rdmacheck.root import HostRoot
+from rdmacheck.preflight.facts import counters as C
+from rdmacheck.preflight.root import HostRoot
 
 
 def test_mlx5_data_counters_are_words(captures):

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from conftest import run_cli
-from rdmacheck.facts.counters import kind_of
+from rdmacheck.preflight.facts.counters import kind_of
 
 LO = Path("/sys/class/net/lo/statistics")
 

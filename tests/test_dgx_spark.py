@@ -10,11 +10,11 @@ import re
 import pytest
 
 from conftest import run_cli
-from rdmacheck.checks.rdma import port_halves
+from rdmacheck.preflight.checks.rdma import port_halves
 from rdmacheck.config import load_config
 from rdmacheck.config.profile import BUILTIN_PROFILES, load_profile
-from rdmacheck.preflight import PreflightContext, run_preflight
-from rdmacheck.root import HostRoot
+from rdmacheck import preflight
+from rdmacheck.preflight.root import HostRoot
 from sysfs_builder import LINK_LOCAL, ipv4_gid, roce_tree
 
 
@@ -44,7 +44,7 @@ def _tree(tmp_path, rows):
 def _verdict(root, env, profile="dgx-spark"):
     r = HostRoot(root)
     cfg = load_config(None, profile, [], {**r.environ(), **env})
-    return {x.id: x for x in run_preflight(PreflightContext(root=r, config=cfg), {"rdma.devices", "rdma.port"})}
+    return {x.id: x for x in preflight.run(r, config=cfg, only={"rdma.devices", "rdma.port"}).results}
 
 
 def test_halves_are_the_same_port_in_two_pci_domains(captures):

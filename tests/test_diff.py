@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO, run_cli
-from rdmacheck.diff import flatten
-from rdmacheck.root import HostRoot
+from rdmacheck.report.diff import flatten
+from rdmacheck.preflight.root import HostRoot
 
 SNAPSHOT = REPO / "tests" / "data" / "softroce-snapshot.tar.gz"
 CAP_A, CAP_B = "hwloc-32em64t-mlx4", "node_exporter"

@@ -15,8 +15,8 @@ import pytest
 
 from conftest import REPO, require_module, run_cli
 from rdmacheck.bench.gate import busbw_gate
-from rdmacheck.evidence import parse
-from rdmacheck.model import Evidence
+from rdmacheck.evidence.schema import parse
+from rdmacheck.evidence.model import Evidence
 from rdmacheck.report import make_report
 
 H100_BENCH = REPO / "benchmarks" / "results" / "bench-h100x2-nccl.json"
@@ -142,8 +142,8 @@ def test_unknown_kind_inside_a_folder_is_an_error_not_skipped(tmp_path):
 
 def test_bench_preflight_evidence_reader_refuses_too(tmp_path):
     """The path proof's --preflight evidence goes through the same strict reader (output/jsonout.py)."""
-    from rdmacheck.errors import UsageError
-    from rdmacheck.output.jsonout import read_evidence
+    from rdmacheck.util.errors import UsageError
+    from rdmacheck.evidence.jsonout import read_evidence
 
     p = tmp_path / "pf.json"
     p.write_text(json.dumps(dict(_doc(REPO / "tests" / "data" / "softroce-preflight.json"), schema_version=1)))
@@ -170,8 +170,8 @@ def _as_v1(doc: dict) -> dict:
 
 @pytest.mark.parametrize("path", COMMITTED, ids=lambda p: p.name)
 def test_committed_evidence_is_schema_2_and_the_converter_reproduces_it(path, tmp_path):
-    from rdmacheck.evidence_v1 import convert
-    from rdmacheck.model import SCHEMA_VERSION
+    from rdmacheck.evidence.v1 import convert
+    from rdmacheck.evidence.model import SCHEMA_VERSION
 
     doc = _doc(path)
     assert doc["schema_version"] == SCHEMA_VERSION
@@ -208,7 +208,7 @@ def test_converter_refuses_what_it_cannot_convert(tmp_path):
 
 def test_legacy_call_count_rebuilds_the_schema_1_runner_steps():
     """The rule bench.wire applied to every read before the runner counted (now used only to convert)."""
-    from rdmacheck.evidence_v1 import legacy_calls
+    from rdmacheck.evidence.v1 import legacy_calls
 
     ctx = {"world_size": 2, "backend": "nccl", "warmup": 2, "iters": 20, "check": True}
     rec = {"op": "all_reduce", "bytes": 1 << 20, "iters": 20, "in_place": False, "graph": False}
@@ -234,8 +234,8 @@ def test_runner_counts_the_calls_the_legacy_rule_predicted(tmp_path):
     assert r.returncode in (0, 1), r.stdout + r.stderr
     doc = _doc(js)
     ev = parse(doc, str(js))
-    from rdmacheck.evidence import bench_records, context_of
-    from rdmacheck.evidence_v1 import legacy_calls
+    from rdmacheck.evidence.schema import bench_records, context_of
+    from rdmacheck.evidence.v1 import legacy_calls
 
     assert doc["context"]["source"] == "rdmacheck" and context_of(ev).source == "rdmacheck"
     recs = bench_records(ev)
@@ -344,7 +344,7 @@ def test_runner_counts_every_issued_collective_on_the_graph_paths(graph, auto, g
 
     from rdmacheck.bench.plan import build_plan
     from rdmacheck.bench.runner import BenchOptions, Runner, Watchdog, _Timer
-    from rdmacheck.evidence_v1 import legacy_calls
+    from rdmacheck.evidence.v1 import legacy_calls
 
     dist = _FakeDist()
     fake_torch = types.SimpleNamespace(**{k: getattr(torch, k) for k in ("empty", "tensor", "float32", "float64",

@@ -31,11 +31,11 @@ from conftest import REPO
 from fail_closed_util import judge, print_counts
 from rdmacheck.bench.sizes import MAX_SIZE, parse_sizes
 from rdmacheck.config import load_env_file, load_profile, parse_bandwidth, parse_bytes
-from rdmacheck.errors import UsageError
+from rdmacheck.util.errors import UsageError
 from rdmacheck.importers import read_run
-from rdmacheck.outpath import check_output_path
+from rdmacheck.util.outpath import check_output_path
 from rdmacheck.report.load import read_one
-from rdmacheck.units import seconds_type
+from rdmacheck.util.units import seconds_type
 from sysfs_builder import roce_tree
 
 SOFTROCE_PREFLIGHT = REPO / "tests" / "data" / "softroce-preflight.json"
@@ -256,7 +256,7 @@ def test_output_paths(tmp_path_factory, kind, name, depth):
         before = None
     ok = outcome("output-path", check_output_path, target, "--json")
     if ok is not None:
-        from rdmacheck.atomic import atomic_write
+        from rdmacheck.util.atomic import atomic_write
 
         atomic_write(target, "{}")  # what the check let through must really be writable
         assert Path(target).read_text() == "{}"

@@ -11,13 +11,13 @@ from hypothesis import strategies as st
 
 from rdmacheck.config import load_config, parse_env_text
 from rdmacheck.config.envfile import EnvFileError
-from rdmacheck.errors import UsageError
-from rdmacheck.facts.infiniband import _state, gid_bytes
-from rdmacheck.facts.limits import parse_limits
-from rdmacheck.model import Status
-from rdmacheck.ncclspec import parse_list_spec
-from rdmacheck.preflight import PreflightContext, run_preflight
-from rdmacheck.root import HostRoot
+from rdmacheck.util.errors import UsageError
+from rdmacheck.preflight.facts.infiniband import _state, gid_bytes
+from rdmacheck.preflight.facts.limits import parse_limits
+from rdmacheck.evidence.model import Status
+from rdmacheck.nccl.spec import parse_list_spec
+from rdmacheck import preflight
+from rdmacheck.preflight.root import HostRoot
 from sysfs_builder import roce_tree
 
 TEXT = st.text(max_size=200)
@@ -67,7 +67,7 @@ def test_odd_sysfs_and_env_become_results(file, content, env, limits, mtu):
             cfg = load_config(None, None, [], env)
         except UsageError:
             return
-        results = run_preflight(PreflightContext(root=root, config=cfg))
+        results = preflight.run(root, config=cfg).results
         assert len({r.id for r in results}) >= 10
         for r in results:
             assert isinstance(r.status, Status)

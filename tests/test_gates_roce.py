@@ -7,17 +7,17 @@ import json
 import pytest
 
 from rdmacheck.config import load_config
-from rdmacheck.model import SCHEMA_VERSION
-from rdmacheck.preflight import PreflightContext, run_preflight
-from rdmacheck.root import HostRoot
+from rdmacheck.evidence.model import SCHEMA_VERSION
+from rdmacheck import preflight
+from rdmacheck.preflight.root import HostRoot
 from sysfs_builder import LINK_LOCAL, ipv4_gid, roce_tree
 from conftest import run_cli
 
 
 def verdicts(root, env_file=None, expect=None, only=None):
     r = HostRoot(root)
-    ctx = PreflightContext(root=r, config=load_config(env_file, None, expect or [], r.environ()))
-    return {res.id: res for res in run_preflight(ctx, only)}
+    cfg = load_config(env_file, None, expect or [], r.environ())
+    return {res.id: res for res in preflight.run(r, config=cfg, only=only).results}
 
 
 def test_rxe_like_table_predicts_index_1_and_passes(tmp_path):
@@ -187,3 +187,4 @@ def test_ipv6_subnet_judged_on_ipv6_gids(tmp_path):
     tree2 = roce_tree(tmp_path / "b", gids=[(LINK_LOCAL, "RoCE v2"), (ipv4_gid("192.168.100.1"), "RoCE v2"), (v6, "RoCE v2")])
     r = verdicts(tree2, expect=["subnet=fd00:100::/64"])["rdma.gid"]
     assert r.status.value == "fail" and "NCCL_IB_ADDR_FAMILY=AF_INET6" in r.remedy
+

@@ -18,13 +18,13 @@ import pynvml
 import pytest
 
 from conftest import run_cli
-from rdmacheck.checks import gpu
+from rdmacheck.preflight.checks import gpu
 from rdmacheck.config import Config, build_profile
-from rdmacheck.facts import nvml as nvmlf
-from rdmacheck.model import Status
-from rdmacheck.gather import gather
-from rdmacheck.nodefacts import NodeFacts, Probe
-from rdmacheck.root import HostRoot
+from rdmacheck.preflight.facts import nvml as nvmlf
+from rdmacheck.evidence.model import Status
+from rdmacheck.preflight.gather import gather
+from rdmacheck.preflight.nodefacts import NodeFacts, Probe
+from rdmacheck.preflight.root import HostRoot
 
 
 def not_supported() -> pynvml.NVMLError:

@@ -25,12 +25,12 @@ from pathlib import Path
 import pytest
 
 from conftest import run_cli
-from rdmacheck.checks import gpu
+from rdmacheck.preflight.checks import gpu
 from rdmacheck.config import Config, build_profile
-from rdmacheck.facts import nvml as nvmlf
-from rdmacheck.model import Status
-from rdmacheck.preflight import PreflightContext
-from rdmacheck.root import HostRoot
+from rdmacheck.preflight.facts import nvml as nvmlf
+from rdmacheck.evidence.model import Status
+from rdmacheck.preflight.gather import gather
+from rdmacheck.preflight.root import HostRoot
 
 pytestmark = pytest.mark.gpu
 
@@ -85,8 +85,8 @@ def test_gates_live_and_record(facts, tmp_path):
     env = {"GPU_MEMORY_UTILIZATION": "0.35"}
     if os.environ.get("CUDA_VISIBLE_DEVICES"):  # the CLI below sees the process env: judge the same
         env["CUDA_VISIBLE_DEVICES"] = os.environ["CUDA_VISIBLE_DEVICES"]
-    ctx = PreflightContext(HostRoot("/"), Config(env, {}, None, build_profile({"gpus_per_node": n})))
-    args = (ctx.facts, ctx.config)
+    cfg = Config(env, {}, None, build_profile({"gpus_per_node": n}))
+    args = (gather(HostRoot("/"), cfg), cfg)
     results = gpu.gate_gpu_nvml(*args) + gpu.gate_gpu_memory(*args) + gpu.gate_gpu_gdr(*args)
     by = {r.id: r for r in results}
     assert set(by) == {"gpu.nvml", "gpu.pcie", "gpu.ecc", "gpu.memory", "gpu.gdr"}

@@ -11,7 +11,7 @@ import json
 import pytest
 
 from conftest import REPO, run_cli
-from rdmacheck.errors import UsageError
+from rdmacheck.util.errors import UsageError
 from rdmacheck.importers import import_file, op_from_name, parse_text, read_run
 
 DATA = REPO / "tests" / "data" / "nccl-tests"

@@ -8,7 +8,7 @@ import json
 import pytest
 
 from conftest import REPO, require, run_cli
-from rdmacheck.model import Evidence, Result, Status
+from rdmacheck.evidence.model import Evidence, Result, Status
 from rdmacheck.output.junit import junit_xml, write_junit
 
 XSD = REPO / "tests" / "data" / "junit" / "junit-ci.xsd"
@@ -111,7 +111,7 @@ def test_hostile_and_control_characters(tmp_path):
     path = write_junit([ev], tmp_path / "j.xml")
     _schema().validate(str(path))
     suite = next(iter(JUnitXml.fromfile(str(path))))
-    # XML 1.0 cannot hold ESC or NUL, even escaped: rdmacheck.sanitize shows them as visible \xNN text
+    # XML 1.0 cannot hold ESC or NUL, even escaped: rdmacheck.util.sanitize shows them as visible \xNN text
     assert suite.name == '<script>alert(1)</script>"&\\x1b[31m'
     case = next(iter(suite))
     assert case.result[0].message == '"><img src=x onerror=alert(1)>' and "fix \\x00it" in case.result[0].text

@@ -15,8 +15,8 @@ from conftest import run_cli
 from rdmacheck.bench.algo import apply_algo, resolve_algo
 from rdmacheck.bench.latency import applicable_limits, latency_gate, parse_latency_table, parse_time_us
 from rdmacheck.config.profile import REFERENCE_LATENCY, build_profile
-from rdmacheck.errors import UsageError
-from rdmacheck.model import Status
+from rdmacheck.util.errors import UsageError
+from rdmacheck.evidence.model import Status
 
 from test_bench import GLOO, torch_ranks  # noqa: F401  (fixture)
 

@@ -13,12 +13,12 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO, run_cli
-from rdmacheck.errors import UsageError
+from rdmacheck.util.errors import UsageError
 from rdmacheck.launch import waivers
 from rdmacheck.launch.compose import check_variables, detect_driver, parse_config_output
 from rdmacheck.launch.gates import container_gates
 from rdmacheck.launch.launcher import wait_healthy
-from rdmacheck.model import Result, Status
+from rdmacheck.evidence.model import Result, Status
 
 EXAMPLE = REPO / "docker" / ".env.example"
 COMPOSE = REPO / "docker" / "compose.yaml"

@@ -11,7 +11,7 @@ import tarfile
 
 import pytest
 
-from rdmacheck.snapshot import unpack
+from rdmacheck.preflight.root import unpack
 from conftest import REPO, run_cli
 
 
@@ -31,7 +31,8 @@ def test_memlock_gate_fails_on_this_machine(tmp_path):
 def test_snapshot_replays_identical_verdicts(tmp_path):
     """live, snapshot, replay of the tarball itself: the same status for every gate (pci.acs included);
     the same observation for every gate but the live-only ones, which say how they were judged."""
-    from rdmacheck.nodefacts import LIVE_ONLY, LIVE_ONLY_NOTE
+    from rdmacheck.preflight.registry import LIVE_ONLY_NOTE, live_only
+    LIVE_ONLY = live_only()
 
     snap = tmp_path / "s.tar.gz"
     live, replay = tmp_path / "live.json", tmp_path / "replay.json"
@@ -42,7 +43,7 @@ def test_snapshot_replays_identical_verdicts(tmp_path):
         names = t.getnames()
         files = [m for m in t.getmembers() if m.isfile()]
     # the printout: file count, uncompressed and compressed size, each read back from the archive itself
-    from rdmacheck.units import human_bytes
+    from rdmacheck.util.units import human_bytes
 
     raw, packed = sum(m.size for m in files), snap.stat().st_size
     assert f": {len(files)} files (" in p.stdout and f"{human_bytes(raw)} uncompressed, {human_bytes(packed)} compressed ({packed} bytes); " \
@@ -71,7 +72,7 @@ def test_corrupt_snapshot_is_an_input_error(tmp_path):
     assert "cannot unpack snapshot" in str(e.value)
 
 
-READ_NET = "import json; from rdmacheck.facts.net import read_net; from rdmacheck.root import HostRoot; " \
+READ_NET = "import json; from rdmacheck.preflight.facts.net import read_net; from rdmacheck.preflight.root import HostRoot; " \
            "print(json.dumps({k: v.to_dict() for k, v in read_net(HostRoot('/')).items()}))"
 
 

@@ -10,11 +10,11 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, example, given, settings, strategies as st
 
-from rdmacheck.checks.nccl_env import gate_nccl_env
+from rdmacheck.preflight.checks.nccl_env import gate_nccl_env
 from rdmacheck.config import Config, build_profile
-from rdmacheck.model import Status
-from rdmacheck.preflight import PreflightContext
-from rdmacheck.root import HostRoot
+from rdmacheck.evidence.model import Status
+from rdmacheck.preflight.gather import gather
+from rdmacheck.preflight.root import HostRoot
 
 REFERENCE = {
     "NCCL_SOCKET_IFNAME": "enP2p1s0f0np0", "GLOO_SOCKET_IFNAME": "enP2p1s0f0np0", "NCCL_IB_HCA": "=roceP2p1s0f0",
@@ -33,8 +33,8 @@ def node(tmp: Path) -> Path:
 
 
 def judge(root: Path | str, env: dict, **profile):
-    ctx = PreflightContext(HostRoot(root), Config(dict(env), {}, None, build_profile(profile)))
-    r = gate_nccl_env(ctx.facts, ctx.config)[0]
+    cfg = Config(dict(env), {}, None, build_profile(profile))
+    r = gate_nccl_env(gather(HostRoot(root), cfg), cfg)[0]
     return r, {s["step"]: s for s in r.details["steps"]}
 
 

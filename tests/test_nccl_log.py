@@ -14,8 +14,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from rdmacheck.errors import UsageError
-from rdmacheck.nccl_log import parse_file, parse_files, parse_text
+from rdmacheck.util.errors import UsageError
+from rdmacheck.nccl.log import parse_file, parse_files, parse_text
 
 # ---------------------------------------------------------------- real captures
 

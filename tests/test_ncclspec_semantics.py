@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from rdmacheck.ncclspec import c_strtol, ib_addr_family, nccl_param_int, socket_family, socket_interfaces
+from rdmacheck.nccl.spec import c_strtol, ib_addr_family, nccl_param_int, socket_family, socket_interfaces
 
 
 @pytest.mark.parametrize("text,value", [("-1", -1), ("3", 3), ("0x3", 3), ("010", 8), (" 7", 7), ("+2", 2),

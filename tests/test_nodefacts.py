@@ -21,11 +21,14 @@ import pytest
 
 from conftest import REPO, run_cli
 from rdmacheck.config import load_config
-from rdmacheck.gather import gather
-from rdmacheck.nodefacts import FACTS_VERSION, LIVE_ONLY, NodeFacts, Probe
-from rdmacheck.preflight import judge
-from rdmacheck.root import HostRoot
+from rdmacheck.preflight.gather import gather
+from rdmacheck.preflight.nodefacts import FACTS_VERSION, NodeFacts, Probe
+from rdmacheck.preflight.registry import live_only
+from rdmacheck.preflight.judge import judge
+from rdmacheck.preflight.root import HostRoot
 from sysfs_builder import roce_tree
+
+LIVE_ONLY = live_only()
 
 DATA = REPO / "tests" / "data"
 ENVFILE = REPO / "tests" / "softroce" / "reference.env"
@@ -85,7 +88,7 @@ def test_gates_are_pure(tmp_path, monkeypatch):
     assert all(st[g] == "pass" for g in ("rdma.devices", "rdma.port", "rdma.netdev", "rdma.gid", "rdma.mtu"))
     assert st["limits.memlock"] == "fail" and "soft 64 KiB" in pure["limits.memlock"][1]
     assert "NCCL will pick [1] 192.168.100.1 RoCE v2" in pure["rdma.gid"][1]
-    from rdmacheck.gather import derive
+    from rdmacheck.preflight.gather import derive
 
     derive(facts, mtu1500)
     assert {r.id: r.status.value for r in judge(facts, mtu1500, {"rdma.mtu"})} == {"rdma.mtu": "fail"}
@@ -337,7 +340,7 @@ def test_a_fifo_in_a_root_does_not_hang(tmp_path):
 def test_snapshot_holds_what_the_readers_read(tmp_path):
     """The capture list is what gather read on this machine: every file reads back the same from the
     copy, every listed folder lists the same (so a new reader can never be missing from a snapshot)."""
-    from rdmacheck.snapshot import capture
+    from rdmacheck.preflight.snapshot import capture
 
     cfg = load_config(None, None, [], {})
     summary = capture(HostRoot("/"), tmp_path, cfg, {}, timeout=60)

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import pytest
 
-from rdmacheck.ncclspec import hca_selected
-from rdmacheck.checks.path import (
+from rdmacheck.nccl.spec import hca_selected
+from rdmacheck.bench.gates import (
     PathExpectation,
     calls_in_window,
     check_transport,
@@ -19,8 +19,8 @@ from rdmacheck.checks.path import (
     rank_causes,
     wire_factor,
 )
-from rdmacheck.model import Evidence, Result, Status
-from rdmacheck.nccl_log import parse_file, parse_text
+from rdmacheck.evidence.model import Evidence, Result, Status
+from rdmacheck.nccl.log import parse_file, parse_text
 
 ROCE_OK = """\
 a:1:1 [0] NCCL INFO NCCL version 2.21.5+cuda12.4
@@ -256,7 +256,7 @@ def test_wire_reset_or_saturated_counter_is_not_judged():
 def test_real_two_node_capture_without_channel_lines_is_not_one_node(captures):
     """A real Azure 2-node capture (node-2's lines, a NET/IB completion error from peer 10.2.0.5): no channel
     lines, but two nodes took part, so the path cannot be 'one node' and the error must surface."""
-    from rdmacheck import nccl_log
+    from rdmacheck.nccl import log as nccl_log
 
     f = captures / "text" / "nccl-debug-azure-ib-plus-roce-net-ib-fail.txt"
     r = check_transport(nccl_log.parse_text(f.read_text(), f.name))
@@ -276,7 +276,7 @@ spark-bd26:1874:1960 [0] NCCL INFO NET/IB : Using [0]rocep1s0f0:1/RoCE [1]roceP2
 
 
 def test_dgx_spark_log_naming_two_hosts_says_two_nodes():
-    from rdmacheck import nccl_log
+    from rdmacheck.nccl import log as nccl_log
 
     r = check_transport(nccl_log.parse_text(SPARK_TWO_HOSTS, "spark.log"))
     assert r.status is Status.FAIL and "two nodes (spark-5c2d, spark-bd26)" in r.observed

@@ -19,9 +19,9 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO
-from rdmacheck.checks.path import PathExpectation, check_transport, check_wire
-from rdmacheck.model import Evidence, Status
-from rdmacheck.nccl_log import parse_files
+from rdmacheck.bench.gates import PathExpectation, check_transport, check_wire
+from rdmacheck.evidence.model import Evidence, Status
+from rdmacheck.nccl.log import parse_files
 
 DATA = REPO / "tests" / "data" / "nccl-logs"
 CAPTURE_CMD = "OUT=/tmp/nccl-capture bash tests/data/nccl-logs/capture.sh  (as root on a 2-GPU machine)"

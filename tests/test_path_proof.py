@@ -18,8 +18,8 @@ from rdmacheck.bench.path_proof import (
     select_hcas,
     select_netdevs,
 )
-from rdmacheck.errors import UsageError
-from rdmacheck.root import HostRoot
+from rdmacheck.util.errors import UsageError
+from rdmacheck.preflight.root import HostRoot
 
 
 def test_nccl_debug_env_defaults_and_respects_the_user(tmp_path):
@@ -58,9 +58,9 @@ def test_select_netdevs_syntax(spec, nccl_style, want):
 def test_selection_and_counters_on_real_mlx5_tree(captures):
     """prometheus/procfs fixture: hfi1_0, mlx4_0 (2 ports), mlx5_0 with real PMA counters."""
     root = HostRoot(captures / "sysfs" / "prometheus-procfs")
-    assert select_hcas("mlx5", root) == [("mlx5_0", 1)]
-    assert select_hcas("=mlx4_0:2", root) == [("mlx4_0", 2)]
-    assert select_hcas("^mlx4", root) == [("hfi1_0", 1), ("mlx5_0", 1)]
+    assert [hp for hp, _ in select_hcas("mlx5", root)] == [("mlx5_0", 1)]
+    assert [hp for hp, _ in select_hcas("=mlx4_0:2", root)] == [("mlx4_0", 2)]
+    assert [hp for hp, _ in select_hcas("^mlx4", root)] == [("hfi1_0", 1), ("mlx5_0", 1)]
     p = PathProof(env={"NCCL_IB_HCA": "mlx5_0:1"}, root=root)
     p.select("nccl")
     assert p.hcas == [("mlx5_0", 1)]
@@ -96,8 +96,8 @@ def test_per_node_summary_from_the_real_gpu_run():
 
     from conftest import REPO
     from rdmacheck.bench.path_proof import per_node
-    from rdmacheck.checks.path import check_wire
-    from rdmacheck.nccl_log import parse_file
+    from rdmacheck.bench.gates import check_wire
+    from rdmacheck.nccl.log import parse_file
 
     data = REPO / "tests" / "data" / "nccl-logs"
     if not (data / "h100x2-socket.bench.json").is_file():
@@ -113,3 +113,21 @@ def test_per_node_summary_from_the_real_gpu_run():
     assert a["wire"]["bytes"] == 64 << 20 and a["wire"]["devices"] == ["vA"] and a["wire"]["verdict"] == "pass"
     assert 1.0 <= a["wire"]["ratio"] < 1.01
     assert nodes["node-1"]["wire"]["devices"] == ["vB"]
+
+
+def test_dual_port_hca_preflight_and_the_wire_gate_name_the_same_netdev_per_port(tmp_path):
+    """One port -> netdev map: on a dual-port function (both netdevs in its net/ folder) each port counts its
+    own netdev in the path proof, the one preflight judged for it, never both."""
+    from rdmacheck.config import Config, build_profile
+    from rdmacheck.preflight.gather import gather
+    from sysfs_builder import dual_port_tree
+
+    root = HostRoot(dual_port_tree(tmp_path))
+    for spec, port, netdev in (("=mlx5_0:1", 1, "enp1s0f0np0"), ("=mlx5_0:2", 2, "enp1s0f0np1")):
+        facts = gather(root, Config({"NCCL_IB_HCA": spec}, {}, None, build_profile()))
+        assert [(p.port, list(p.netdevs)) for p in facts.selection.ports] == [(port, [netdev])]
+        proof = PathProof(env={"NCCL_IB_HCA": spec}, root=root)
+        proof.select("nccl")
+        assert proof.hcas == [("mlx5_0", port)] and proof.netdevs == [netdev]
+    # both ports: each its own netdev, in port order
+    assert select_hcas(None, root) == [(("mlx5_0", 1), ["enp1s0f0np0"]), (("mlx5_0", 2), ["enp1s0f0np1"])]

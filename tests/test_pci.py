@@ -14,12 +14,12 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from conftest import require
-from rdmacheck.checks.pci import gate_pci_acs
+from rdmacheck.preflight.checks.pci import gate_pci_acs
 from rdmacheck.config import Config, build_profile
-from rdmacheck.facts import pci
-from rdmacheck.model import Status
-from rdmacheck.preflight import PreflightContext
-from rdmacheck.root import HostRoot
+from rdmacheck.preflight.facts import pci
+from rdmacheck.evidence.model import Status
+from rdmacheck.preflight.gather import gather
+from rdmacheck.preflight.root import HostRoot
 
 
 def bridge_config(acs_ctrl: int | None = 0x001D, size: int = 4096) -> bytes:
@@ -162,9 +162,9 @@ def _tree(tmp: Path, bridge: bytes | None, gpu: bool = True, hca: bool = True) -
     return tmp
 
 
-def _ctx(root: Path) -> PreflightContext:
-    ctx = PreflightContext(HostRoot(root), Config({}, {}, None, build_profile()))
-    return ctx.facts, ctx.config
+def _ctx(root: Path):
+    cfg = Config({}, {}, None, build_profile())
+    return gather(HostRoot(root), cfg), cfg
 
 
 def test_gate_acs_redirect_fails(tmp_path):
@@ -207,10 +207,10 @@ def test_gate_on_this_machine_skips():
 
 GUEST_PROBE = r'''
 import json, os, shutil, subprocess, sys, tempfile
-from rdmacheck.checks.pci import judge_bridges
-from rdmacheck.facts import pci
-from rdmacheck.nodefacts import PciFacts
-from rdmacheck.root import HostRoot
+from rdmacheck.preflight.checks.pci import judge_bridges
+from rdmacheck.preflight.facts import pci
+from rdmacheck.preflight.nodefacts import PciFacts
+from rdmacheck.preflight.root import HostRoot
 
 root = HostRoot("/")
 out = {}
@@ -242,9 +242,9 @@ os.chmod(pkg, 0o755)
 shutil.copytree(os.path.join(os.environ["REPO"], "rdmacheck"), os.path.join(pkg, "rdmacheck"),
                 ignore=shutil.ignore_patterns("__pycache__"))
 p = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable, "-S", "-c",
-                    "import sys; sys.path.insert(0, %r); from rdmacheck.checks.pci import judge_bridges;"
-                    "from rdmacheck.facts import pci; from rdmacheck.nodefacts import PciFacts;"
-                    "from rdmacheck.root import HostRoot; a, c = pci.read_topology(HostRoot('/'), [%r]);"
+                    "import sys; sys.path.insert(0, %r); from rdmacheck.preflight.checks.pci import judge_bridges;"
+                    "from rdmacheck.preflight.facts import pci; from rdmacheck.preflight.nodefacts import PciFacts;"
+                    "from rdmacheck.preflight.root import HostRoot; a, c = pci.read_topology(HostRoot('/'), [%r]);"
                     "print(judge_bridges(PciFacts(ancestors=a, config=c), list(a)).status.value)"
                     % (pkg, ep)], capture_output=True, text=True)
 out["unprivileged"] = (p.stdout.strip(), p.stderr[-300:])

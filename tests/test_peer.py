@@ -20,22 +20,22 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO, require_tool
-from rdmacheck.checks.peer import parse_ray_address
-from rdmacheck.facts import peer as pf
+from rdmacheck.preflight.checks.peer import parse_ray_address
+from rdmacheck.preflight.facts import peer as pf
 
 pytestmark = pytest.mark.netns
 
 PROBE = r"""
 import json, sys, time
 from rdmacheck.config import Config, build_profile
-from rdmacheck.preflight import PreflightContext
-from rdmacheck.root import HostRoot
+from rdmacheck.preflight.gather import gather
+from rdmacheck.preflight.root import HostRoot
 import importlib
 mod, fn, env, prof = sys.argv[1], sys.argv[2], json.loads(sys.argv[3]), json.loads(sys.argv[4])
 gate = getattr(importlib.import_module(mod), fn)
-ctx = PreflightContext(HostRoot("/"), Config(env, {}, None, build_profile(prof)))
+cfg = Config(env, {}, None, build_profile(prof))
 t0 = time.monotonic()
-r = gate(ctx.facts, ctx.config)[0]
+r = gate(gather(HostRoot("/"), cfg), cfg)[0]
 print(json.dumps({"status": r.status.value, "observed": r.observed, "remedy": r.remedy,
                   "steps": r.details.get("steps", []), "elapsed": time.monotonic() - t0}))
 """
@@ -120,7 +120,7 @@ def worker_env(pair) -> dict:
 def test_worker_reaches_head_at_mtu_9000(nodes):
     pair, a, b = nodes
     b.serve("tcp", pair.ip_b, 6379)
-    res = a.gate("rdmacheck.checks.peer", "gate_net_peer", worker_env(pair))
+    res = a.gate("rdmacheck.preflight.checks.peer", "gate_net_peer", worker_env(pair))
     st = steps(res)
     assert res["status"] == "pass", res
     assert st["resolve"]["observed"].startswith(f"spark-02-mesh -> {pair.ip_b}")
@@ -133,7 +133,7 @@ def test_df_ping_fails_clearly_at_mtu_1500(nodes):
     pair, a, b = nodes
     b.serve("tcp", pair.ip_b, 6379)
     pair.set_mtu(1500)
-    res = a.gate("rdmacheck.checks.peer", "gate_net_peer", worker_env(pair))
+    res = a.gate("rdmacheck.preflight.checks.peer", "gate_net_peer", worker_env(pair))
     st = steps(res)
     assert res["status"] == "fail" and st["mtu"]["status"] == "fail"
     assert "does not fit the local path (path MTU 1500)" in st["mtu"]["observed"]
@@ -145,7 +145,7 @@ def test_df_ping_peer_side_1500_drops_silently(nodes):
     pair, a, b = nodes
     b.serve("tcp", pair.ip_b, 6379)
     pair.ns(pair.b, "ip", "link", "set", pair.vb, "mtu", "1500")  # local side still 9000: only the peer drops
-    res = a.gate("rdmacheck.checks.peer", "gate_net_peer", worker_env(pair))
+    res = a.gate("rdmacheck.preflight.checks.peer", "gate_net_peer", worker_env(pair))
     mtu = steps(res)["mtu"]
     assert mtu["status"] == "fail" and "no reply to 8972-byte do-not-fragment pings" in mtu["observed"]
     assert mtu["elapsed_s"] < 8
@@ -153,15 +153,15 @@ def test_df_ping_peer_side_1500_drops_silently(nodes):
 
 def test_head_role_and_wrong_interface(nodes):
     pair, a, _ = nodes
-    head = a.gate("rdmacheck.checks.peer", "gate_net_peer",
+    head = a.gate("rdmacheck.preflight.checks.peer", "gate_net_peer",
                   {"MASTER_ADDR": "spark-01-mesh", "NCCL_SOCKET_IFNAME": pair.va})
     st = steps(head)
     assert head["status"] == "pass" and "(head)" in st["route"]["observed"]
     assert st["mtu"]["status"] == "skip" and st["tcp"]["status"] == "skip"
-    wrong = a.gate("rdmacheck.checks.peer", "gate_net_peer", dict(worker_env(pair), NCCL_SOCKET_IFNAME="lo"))
+    wrong = a.gate("rdmacheck.preflight.checks.peer", "gate_net_peer", dict(worker_env(pair), NCCL_SOCKET_IFNAME="lo"))
     assert steps(wrong)["route"]["status"] == "fail" and "does not name it" in steps(wrong)["route"]["observed"]
     assert steps(wrong)["tcp"]["status"] == "skip" and "not probed" in steps(wrong)["mtu"]["observed"]
-    outside = a.gate("rdmacheck.checks.peer", "gate_net_peer", worker_env(pair), {"subnet": "192.168.100.0/24"})
+    outside = a.gate("rdmacheck.preflight.checks.peer", "gate_net_peer", worker_env(pair), {"subnet": "192.168.100.0/24"})
     assert steps(outside)["subnet"]["status"] == "fail"
     assert "has no address in 192.168.100.0/24" in steps(outside)["route"]["observed"]
     assert steps(outside)["mtu"]["status"] == "skip"
@@ -169,7 +169,7 @@ def test_head_role_and_wrong_interface(nodes):
 
 def test_unknown_name_fails_with_hosts_remedy(nodes):
     pair, a, _ = nodes
-    res = a.gate("rdmacheck.checks.peer", "gate_net_peer", dict(worker_env(pair), MASTER_ADDR="spark-09-mesh"))
+    res = a.gate("rdmacheck.preflight.checks.peer", "gate_net_peer", dict(worker_env(pair), MASTER_ADDR="spark-09-mesh"))
     assert res["status"] == "fail" and "does not resolve" in res["observed"] and "/etc/hosts" in res["remedy"]
 
 
@@ -183,7 +183,7 @@ def test_black_holed_dns_costs_the_bound_not_the_resolver_timeout(nodes):
                        capture_output=True, timeout=40)
     unbounded = time.monotonic() - t0
     assert g.returncode != 0 and unbounded >= 9.5
-    res = a.gate("rdmacheck.checks.peer", "gate_net_peer", worker_env(pair))
+    res = a.gate("rdmacheck.preflight.checks.peer", "gate_net_peer", worker_env(pair))
     assert res["status"] == "fail" and "no answer within 3 s" in res["observed"]
     assert res["elapsed"] < pf.RESOLVE_TIMEOUT_S + 1.0
 
@@ -191,7 +191,7 @@ def test_black_holed_dns_costs_the_bound_not_the_resolver_timeout(nodes):
 def test_black_holed_peer_is_bounded(nodes):
     pair, a, _ = nodes
     ghost = "10.199.0.99"  # inside the namespace subnet; nobody owns it (ARP goes unanswered)
-    res = a.gate("rdmacheck.checks.peer", "gate_net_peer",
+    res = a.gate("rdmacheck.preflight.checks.peer", "gate_net_peer",
                  {"MASTER_ADDR": ghost, "RAY_ADDRESS": f"{ghost}:6379", "NCCL_SOCKET_IFNAME": pair.va})
     st = steps(res)
     assert res["status"] == "fail"
@@ -240,13 +240,13 @@ def test_nccl_env_live_in_namespace(nodes):
     pair, a, _ = nodes
     env = {"MASTER_ADDR": "spark-01-mesh", "MASTER_PORT": "29500", "NCCL_SOCKET_IFNAME": pair.va,
            "GLOO_SOCKET_IFNAME": pair.va, "NCCL_IB_HCA": "=rxe0", "WORLD_SIZE": "2"}
-    ok = a.gate("rdmacheck.checks.nccl_env", "gate_nccl_env", env)
+    ok = a.gate("rdmacheck.preflight.checks.nccl_env", "gate_nccl_env", env)
     assert ok["status"] == "pass", ok
     assert "free on this head" in steps(ok)["MASTER_PORT"]["observed"]
     a.serve("tcp", pair.ip_a, 29500)  # something already listens on the rendezvous port
-    busy = a.gate("rdmacheck.checks.nccl_env", "gate_nccl_env", env)
+    busy = a.gate("rdmacheck.preflight.checks.nccl_env", "gate_nccl_env", env)
     assert steps(busy)["MASTER_PORT"]["status"] == "fail" and "already in use" in busy["observed"]
-    gloo = a.gate("rdmacheck.checks.nccl_env", "gate_nccl_env", dict(env, GLOO_SOCKET_IFNAME="lo"))
+    gloo = a.gate("rdmacheck.preflight.checks.nccl_env", "gate_nccl_env", dict(env, GLOO_SOCKET_IFNAME="lo"))
     assert steps(gloo)["GLOO_SOCKET_IFNAME"]["status"] == "fail"
     assert f"GLOO_SOCKET_IFNAME={pair.va}" in steps(gloo)["GLOO_SOCKET_IFNAME"]["remedy"]
 
@@ -254,18 +254,18 @@ def test_nccl_env_live_in_namespace(nodes):
 def test_declared_role_contradicting_master_addr_fails(nodes):
     pair, a, b = nodes
     b.serve("tcp", pair.ip_b, 6379)
-    res = a.gate("rdmacheck.checks.peer", "gate_net_peer", dict(worker_env(pair), RAY_MODE="head"))
+    res = a.gate("rdmacheck.preflight.checks.peer", "gate_net_peer", dict(worker_env(pair), RAY_MODE="head"))
     role = steps(res)["role"]
     assert res["status"] == "fail" and role["status"] == "fail"
     assert "RAY_MODE=head but MASTER_ADDR spark-02-mesh -> 10.199.0.2 is not an address of this node" in role["observed"]
-    ok = a.gate("rdmacheck.checks.peer", "gate_net_peer", dict(worker_env(pair), RAY_MODE="worker"))
+    ok = a.gate("rdmacheck.preflight.checks.peer", "gate_net_peer", dict(worker_env(pair), RAY_MODE="worker"))
     assert ok["status"] == "pass" and "role" not in steps(ok)
 
 
 def test_ray_address_off_the_mesh_is_not_probed(nodes):
     pair, a, _ = nodes
     # 192.0.2.1 (TEST-NET-1) is outside the namespace subnet: judged from the routing table, never contacted
-    res = a.gate("rdmacheck.checks.peer", "gate_net_peer", dict(worker_env(pair), RAY_ADDRESS="192.0.2.1:6379"))
+    res = a.gate("rdmacheck.preflight.checks.peer", "gate_net_peer", dict(worker_env(pair), RAY_ADDRESS="192.0.2.1:6379"))
     tcp = steps(res)["tcp"]
     assert tcp["status"] == "fail" and "is not reached over 10.199.0.0/24" in tcp["observed"]
     assert "elapsed_s" not in tcp

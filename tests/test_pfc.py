@@ -19,12 +19,12 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from conftest import REPO, require
-from rdmacheck.checks.pfc import gate_rdma_pfc
+from rdmacheck.preflight.checks.pfc import gate_rdma_pfc
 from rdmacheck.config import Config, build_profile
-from rdmacheck.facts import dcb
-from rdmacheck.model import Status
-from rdmacheck.preflight import PreflightContext
-from rdmacheck.root import HostRoot
+from rdmacheck.preflight.facts import dcb
+from rdmacheck.evidence.model import Status
+from rdmacheck.preflight.gather import gather
+from rdmacheck.preflight.root import HostRoot
 
 DATA = Path(__file__).parent / "data" / "dcb"
 
@@ -73,9 +73,9 @@ def _snapshot(tmp: Path, app_file: str | None, pfc_doc) -> Path:
     return tmp
 
 
-def _ctx(root: Path, env: dict) -> PreflightContext:
-    ctx = PreflightContext(HostRoot(root), Config(dict(env), {}, None, build_profile()))
-    return ctx.facts, ctx.config
+def _ctx(root: Path, env: dict):
+    cfg = Config(dict(env), {}, None, build_profile())
+    return gather(HostRoot(root), cfg), cfg
 
 
 @pytest.mark.parametrize("tc,status,needle", [
@@ -129,13 +129,12 @@ def test_snapshot_without_dcb_facts_skips(tmp_path):
 def test_real_dcb_on_veth_skips_with_reason(netns_pair, tmp_path):
     require(shutil.which("dcb") is not None, "iproute2's dcb is not installed", "dcb")
     probe = (
-        "import json; from rdmacheck.facts import dcb; from rdmacheck.checks.pfc import gate_rdma_pfc;"
-        "from rdmacheck.config import Config, build_profile; from rdmacheck.preflight import PreflightContext;"
-        "from rdmacheck.root import HostRoot;"
+        "import json; from rdmacheck.preflight.facts import dcb; from rdmacheck.preflight.checks.pfc import gate_rdma_pfc;"
+        "from rdmacheck.config import Config, build_profile; from rdmacheck.preflight.gather import gather;"
+        "from rdmacheck.preflight.root import HostRoot;"
         f"raw = dcb.run_dcb('app', '{netns_pair.va}');"
-        "ctx = PreflightContext(HostRoot('/'), Config({'NCCL_IB_TC': '106'}, {}, None,"
-        " build_profile({'subnet': '10.199.0.0/24'})));"
-        "r = gate_rdma_pfc(ctx.facts, ctx.config)[0];"
+        "cfg = Config({'NCCL_IB_TC': '106'}, {}, None, build_profile({'subnet': '10.199.0.0/24'}));"
+        "r = gate_rdma_pfc(gather(HostRoot('/'), cfg), cfg)[0];"
         "print(json.dumps({'raw': raw, 'status': r.status.value, 'observed': r.observed}))"
     )
     p = netns_pair.ns(netns_pair.a, sys.executable, "-c", probe, check=False)
@@ -157,7 +156,7 @@ def test_real_dcb_on_veth_skips_with_reason(netns_pair, tmp_path):
 
 def test_rdma_netdevs_on_real_captures(captures):
     """The RDMA device -> netdev walk (device/net) on real host dumps (shared/captures, hwloc test suite)."""
-    from rdmacheck.facts.infiniband import port_netdevs, read_infiniband
+    from rdmacheck.preflight.facts.infiniband import port_netdevs, read_infiniband
 
     mlx4 = port_netdevs(read_infiniband(HostRoot(captures / "sysfs/hwloc-32em64t-mlx4")))
     assert dcb.rdma_netdevs(mlx4, None) == {"ib0": "mlx4_0"}

@@ -16,7 +16,9 @@ import re
 import pytest
 
 from conftest import REPO, run_cli
-from rdmacheck.nodefacts import LIVE_ONLY
+from rdmacheck.preflight.registry import live_only
+
+LIVE_ONLY = live_only()
 
 pytestmark = pytest.mark.softroce
 

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO, require_module, run_cli
-from rdmacheck.model import Evidence, Result, Status
+from rdmacheck.evidence.model import Evidence, Result, Status
 from rdmacheck.report import make_report
 from rdmacheck.report.consistency import compare, node_facts
 
@@ -248,8 +248,8 @@ def test_all_captures_in_one_report(captures, tmp_path):
 
 def test_path_proof_from_real_nccl_log(captures, tmp_path):
     """bench.transport judged by the real gate on a real NCCL INFO capture (IB + RoCE bond)."""
-    from rdmacheck.checks.path import check_transport
-    from rdmacheck.nccl_log import parse_file
+    from rdmacheck.bench.gates import check_transport
+    from rdmacheck.nccl.log import parse_file
 
     log = parse_file(captures / "text" / "nccl-debug-net-ib-8xIB-plus-bond-roce.txt")
     res = check_transport(log, multi_node=True, env={"NCCL_IB_HCA": "mlx5"})
@@ -400,7 +400,7 @@ def test_odd_evidence_never_crashes(tmp_path):
     from hypothesis import HealthCheck, Phase, given, settings
     from hypothesis import strategies as st
 
-    from rdmacheck.errors import UsageError
+    from rdmacheck.util.errors import UsageError
 
     scalars = st.one_of(st.none(), st.booleans(), st.integers(-5, 10 ** 12), st.floats(allow_nan=True),
                         st.text(max_size=12))
@@ -538,7 +538,7 @@ def test_per_node_path_line_from_real_h100_logs(tmp_path):
     from the real 2x H100 NET/Socket run's per-rank NCCL logs and wire rows: one line per node,
     transport next to the bytes on the wire and the busbw at that size."""
     from rdmacheck.bench.path_proof import per_node
-    from rdmacheck.nccl_log import parse_file
+    from rdmacheck.nccl.log import parse_file
 
     src = NCCL_LOGS / "h100x2-socket.bench.json"
     if not src.is_file():

@@ -28,7 +28,7 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO, require, run_cli
-from rdmacheck.model import Evidence, Result
+from rdmacheck.evidence.model import Evidence, Result
 
 pytestmark = pytest.mark.browser
 

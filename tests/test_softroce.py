@@ -23,9 +23,11 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO, require, run_cli
-from rdmacheck.facts import counters as C
-from rdmacheck.nodefacts import LIVE_ONLY
-from rdmacheck.root import HostRoot
+from rdmacheck.preflight.facts import counters as C
+from rdmacheck.preflight.registry import live_only
+from rdmacheck.preflight.root import HostRoot
+
+LIVE_ONLY = live_only()
 
 pytestmark = pytest.mark.softroce
 

@@ -12,9 +12,11 @@ from __future__ import annotations
 import json
 
 from conftest import REPO, run_cli
-from rdmacheck.model import Evidence
-from rdmacheck.nodefacts import LIVE_ONLY
-from rdmacheck.snapshot import unpack
+from rdmacheck.evidence.model import Evidence
+from rdmacheck.preflight.registry import live_only
+from rdmacheck.preflight.root import unpack
+
+LIVE_ONLY = live_only()
 
 DATA = REPO / "tests" / "data"
 ENVFILE = REPO / "tests" / "softroce" / "reference.env"

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO, run_cli
-from rdmacheck.checks.rdma import roce_active_mtu
+from rdmacheck.preflight.checks.rdma import roce_active_mtu
 
 A, B = "enP2p1s0f0np0", "enP2p1s0f1np1"
 DA = "roceP2p1s0f0"

@@ -5,11 +5,25 @@ from __future__ import annotations
 import os
 import sys
 
-from ..errors import UsageError
+from rdmacheck.util.errors import UsageError
 from .runner import BenchOptions, run_rank
 
 
 OPTIONS_FILE_ENV = "RDMACHECK_BENCH_OPTIONS_FILE"
+
+
+def _leave_usage_line(rank: str, message: str) -> None:
+    from .runner import STATUS_DIR_ENV
+
+    d = os.environ.get(STATUS_DIR_ENV)
+    if not d:  # under torchrun there is no launcher to relay it: say it here, naming the rank
+        print(f"rdmacheck: error: rank {rank}: {message}", file=sys.stderr)
+        return
+    try:
+        with open(os.path.join(d, f"usage-{rank}.txt"), "w", encoding="utf-8") as f:
+            f.write(message)
+    except OSError:
+        print(f"rdmacheck: error: rank {rank}: {message}", file=sys.stderr)
 
 
 def main() -> int:
@@ -27,24 +41,10 @@ def main() -> int:
             _leave_usage_line(rank, str(e))
         return 2
     except Exception as e:
-        from ..crash import report_internal_error
+        from rdmacheck.util.crash import report_internal_error
 
         return report_internal_error(e, None, where=f"bench rank {os.environ.get('RANK', '?')}")
 
 
 if __name__ == "__main__":
     sys.exit(main())
-
-
-def _leave_usage_line(rank: str, message: str) -> None:
-    from .runner import STATUS_DIR_ENV
-
-    d = os.environ.get(STATUS_DIR_ENV)
-    if not d:  # under torchrun there is no launcher to relay it: say it here, naming the rank
-        print(f"rdmacheck: error: rank {rank}: {message}", file=sys.stderr)
-        return
-    try:
-        with open(os.path.join(d, f"usage-{rank}.txt"), "w", encoding="utf-8") as f:
-            f.write(message)
-    except OSError:
-        print(f"rdmacheck: error: rank {rank}: {message}", file=sys.stderr)

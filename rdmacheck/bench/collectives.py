@@ -11,7 +11,7 @@ Sizes follow nccl-tests exactly, so the two tables can be diffed:
 * the ``size`` column is the larger of the send and receive buffers in bytes;
 * the ``count`` column is the per-call element count nccl passes
   (all_gather/reduce_scatter/alltoall: per rank, rounded down to 16 bytes);
-* algbw = size / time; busbw = algbw x factor(n) (rdmacheck/busbw.py): all_reduce 2(n-1)/n;
+* algbw = size / time; busbw = algbw x factor(n) (rdmacheck/nccl/busbw.py): all_reduce 2(n-1)/n;
   all_gather, reduce_scatter, alltoall (n-1)/n; broadcast, sendrecv 1.
 
 torch is passed in, never imported here at module level.
@@ -22,8 +22,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Callable
 
-from ..busbw import FACTORS
-from ..errors import UsageError
+from rdmacheck.nccl.busbw import FACTORS
+from rdmacheck.util.errors import UsageError
 
 # nccl-tests type names -> (torch dtype attribute, bytes per element)
 DTYPES: dict[str, tuple[str, int]] = {

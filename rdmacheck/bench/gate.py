@@ -7,8 +7,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..model import Result, Status
-from ..plateau import plateaus
+from rdmacheck.evidence.model import Result, Status
+from rdmacheck.nccl.plateau import plateaus
 from .sizes import human_bytes
 
 
@@ -37,7 +37,7 @@ def one_rank_refusal(expect_busbw: float) -> str:
 
 def busbw_gate(records: list[dict[str, Any]], expect_busbw: float, plateau_min_bytes: int,
                world_size: int | None = None) -> Result:
-    """``bench.busbw``: per op, the plateau figure (rdmacheck/plateau.py: the median busbw over
+    """``bench.busbw``: per op, the plateau figure (rdmacheck/nccl/plateau.py: the median busbw over
     sizes >= the plateau threshold).  Every op measured must reach the expectation; one rank SKIPs."""
     plateau_txt = human_bytes(plateau_min_bytes)
     per_op = plateaus(records, plateau_min_bytes)

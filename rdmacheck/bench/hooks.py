@@ -26,7 +26,7 @@ import dataclasses
 import importlib
 from typing import Any, Callable, Iterable
 
-from ..errors import UsageError
+from rdmacheck.util.errors import UsageError
 
 
 @dataclasses.dataclass

@@ -29,8 +29,8 @@ import math
 import re
 from typing import Any, Iterable
 
-from ..errors import UsageError
-from ..model import Result, Status
+from rdmacheck.util.errors import UsageError
+from rdmacheck.evidence.model import Result, Status
 from ..config.latency import (  # noqa: F401  (the table's parsing lives with the profile that holds it)
     DEFAULT_LATENCY_MAX, DEFAULT_LATENCY_MIN, Limit, format_limits, parse_latency_table, parse_time_us)
 from .gate import ONE_RANK

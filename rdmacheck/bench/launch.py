@@ -85,8 +85,8 @@ def _record_cause(json_path: str | None, cause: str) -> None:
     """Put the launcher's cause into rank 0's evidence (finished sizes kept)."""
     if not json_path:
         return
-    from ..model import Evidence, Result, Status
-    from ..output.jsonout import read_evidence, write_evidence
+    from rdmacheck.evidence.model import Evidence, Result, Status
+    from rdmacheck.evidence.jsonout import read_evidence, write_evidence
 
     try:
         ev = read_evidence(json_path)

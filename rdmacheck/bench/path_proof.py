@@ -19,8 +19,8 @@ can still set NCCL's debug variables (NCCL reads them at init):
   every other netdev so a failure can say where the bytes went instead.  The
   deltas are gathered to every rank and stored in ``record["wire"]``.
 * ``after_run``: each rank reads its own NCCL log, the texts are gathered to
-  rank 0, parsed (:mod:`rdmacheck.nccl_log`) and judged with the counter
-  deltas (:mod:`rdmacheck.checks.path`): ``bench.transport`` and ``bench.wire``.
+  rank 0, parsed (:mod:`rdmacheck.nccl.log`) and judged with the counter
+  deltas (:mod:`rdmacheck.bench.gates`): ``bench.transport`` and ``bench.wire``.
 
 Settings, read from the environment (the hook takes no arguments):
 
@@ -43,9 +43,9 @@ import socket
 from pathlib import Path
 from typing import Any
 
-from ..errors import UsageError
-from ..ncclspec import hca_selected, parse_list_spec
-from ..root import HostRoot
+from rdmacheck.util.errors import UsageError
+from rdmacheck.nccl.spec import hca_selected, parse_list_spec
+from rdmacheck.preflight.root import HostRoot
 
 ENV_DIR = "RDMACHECK_PATH_DIR"
 ENV_WIRE_IF = "RDMACHECK_WIRE_IFNAME"
@@ -99,7 +99,7 @@ def _split(spec: str) -> list[str]:
 
 def select_netdevs(spec: str | None, available: list[str], nccl_style: bool = True) -> list[str]:
     """Interfaces named by NCCL_SOCKET_IFNAME-style ``spec`` (prefix, ``=`` exact, ``^`` exclude:
-    rdmacheck/ncclspec.py, NCCL's syntax); an excluding spec never selects ``lo``.
+    rdmacheck/nccl/spec.py, NCCL's syntax); an excluding spec never selects ``lo``.
 
     ``nccl_style=False`` is GLOO_SOCKET_IFNAME: a comma list of exact names.
     """
@@ -114,32 +114,20 @@ def select_netdevs(spec: str | None, available: list[str], nccl_style: bool = Tr
     return [a for a in available if sel.matches(a) and not (sel.exclude and a == "lo")]
 
 
-def select_hcas(spec: str | None, root: HostRoot) -> list[tuple[str, int]]:
-    """(hca, port) pairs NCCL_IB_HCA-style ``spec`` selects on this host."""
-    if not spec:
-        return []
-    if spec.strip() == "^":
-        spec = None  # excluding nothing: every HCA
-    out = []
-    for hca in root.listdir("/sys/class/infiniband"):
-        for p in root.listdir(f"/sys/class/infiniband/{hca}/ports"):
-            if p.isdecimal() and hca_selected(spec, hca, int(p)):
-                out.append((hca, int(p)))
-    return out
+def select_hcas(spec: str | None, root: HostRoot) -> list[tuple[tuple[str, int], list[str]]]:
+    """((hca, port), its netdevs) for each port NCCL selects under NCCL_IB_HCA-style ``spec`` (None: NCCL's
+    choice with the variable unset): preflight's selection (gather.select_from, NCCL's ACTIVE rule) and its
+    port -> netdev map (facts.infiniband), so the wire gate counts what preflight judged."""
+    from rdmacheck.preflight.facts.infiniband import read_infiniband
+    from rdmacheck.preflight.gather import select_from
 
-
-def hca_netdevs(root: HostRoot, hca: str, port: int) -> list[str]:
-    """Netdev(s) under an HCA: its PCI device's net/ (mlx5) or the port's GID ndevs (rxe, bonds)."""
-    names = set(root.listdir(f"/sys/class/infiniband/{hca}/device/net"))
-    ndev = root.read(f"/sys/class/infiniband/{hca}/ports/{port}/gid_attrs/ndevs/0")
-    if ndev:
-        names.add(ndev)
-    return sorted(names)
+    sel = select_from(read_infiniband(root), spec)
+    return [((p.device, p.port), list(p.netdevs)) for p in sel.ports]
 
 
 def _delta(a: dict[str, Any], b: dict[str, Any]) -> dict[str, dict[str, int | None]]:
     """Byte deltas per device; None where the counter reset, saturated or is missing (facts.counters rules)."""
-    from ..facts.counters import counter_delta
+    from rdmacheck.preflight.facts.counters import counter_delta
 
     out: dict[str, dict[str, int | None]] = {}
     for k, v in b.items():
@@ -197,27 +185,27 @@ class PathProof:
         self.backend = backend
         available = self.root.listdir("/sys/class/net")
         hca_spec = self.env.get(ENV_WIRE_HCA) or (self.env.get("NCCL_IB_HCA") if self.backend == "nccl" else None)
-        if hca_spec is None and backend == "nccl":
-            hca_spec = "^"  # NCCL_IB_HCA unset: NCCL may use any HCA, so count them all
-        self.hcas = select_hcas(hca_spec, self.root)
+        # NCCL_IB_HCA unset: NCCL may use any ACTIVE HCA, so count them all; gloo uses none unless told
+        picked = select_hcas(hca_spec, self.root) if (hca_spec or backend == "nccl") else []
+        self.hcas = [hp for hp, _ in picked]
         if self.env.get(ENV_WIRE_IF):
             self.netdevs = select_netdevs(self.env[ENV_WIRE_IF], available, nccl_style=False)
         elif self.backend == "nccl":
             self.netdevs = select_netdevs(self.env.get("NCCL_SOCKET_IFNAME"), available)
         else:
             self.netdevs = select_netdevs(self.env.get("GLOO_SOCKET_IFNAME"), available, nccl_style=False)
-        for h, p in self.hcas:
-            for n in hca_netdevs(self.root, h, p):
+        for _, netdevs in picked:
+            for n in netdevs:
                 if n in available and n not in self.netdevs:
                     self.netdevs.append(n)
 
     def read(self) -> dict[str, dict[str, dict[str, int | None]]]:
         """Byte counters now: {"hcas": {"mlx5_0/1": {tx, rx}}, "netdevs": {...}, "others": {...}}.
 
-        Read with rdmacheck.facts.counters (4-byte words -> bytes; rxe has no byte counters: None,
+        Read with rdmacheck.preflight.facts.counters (4-byte words -> bytes; rxe has no byte counters: None,
         its netdev carries the bytes).  A 32-bit counter stuck at 2^32-1 reads None (saturated).
         """
-        from ..facts.counters import read_netdev_counters, read_port_counters
+        from rdmacheck.preflight.facts.counters import read_netdev_counters, read_port_counters
 
         out: dict[str, dict[str, dict[str, int | None]]] = {"hcas": {}, "netdevs": {}, "others": {}}
         for h, p in self.hcas:
@@ -263,8 +251,8 @@ class PathProof:
         return str(path), kept[:_MAX_LOG_CHARS]
 
     def after_run(self, info) -> list:
-        from ..checks.path import PathExpectation, check_transport, check_wire
-        from ..nccl_log import NcclLog, parse_text
+        from rdmacheck.bench.gates import PathExpectation, check_transport, check_wire
+        from rdmacheck.nccl.log import NcclLog, parse_text
 
         path, text = self._my_log() if info.backend == "nccl" else ("", "")
         mine = {"rank": info.rank, "host": self.host, "path": path, "text": text}
@@ -337,7 +325,7 @@ def _link(v: str | None) -> str | None:
 def _load_preflight(spec: str | None):
     if not spec:
         return None
-    from ..output.jsonout import read_evidence
+    from rdmacheck.evidence.jsonout import read_evidence
 
     files = [s for s in re.split(r"[,%s]" % re.escape(os.pathsep), spec) if s.strip()]
     return [read_evidence(f.strip()) for f in files]

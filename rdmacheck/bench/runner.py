@@ -37,8 +37,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ..errors import UsageError
-from ..model import Evidence, Result, Status, exit_code
+from rdmacheck.util.errors import UsageError
+from rdmacheck.evidence.model import Evidence, Result, Status, exit_code
 from .collectives import COLLECTIVES, DTYPES
 from .algo import apply_algo, label as algo_label, resolve_algo
 from .gate import busbw_gate, check_result, memory_verdict
@@ -215,7 +215,7 @@ def detect_memory(torch, device, local_world: int) -> tuple[int, str]:
 
 
 def _rank_info(torch, device, rank: int, local_rank: int, mem: tuple[int, str], verdict: str | None) -> dict[str, Any]:
-    from ..root import HostRoot
+    from rdmacheck.preflight.root import HostRoot
 
     info: dict[str, Any] = {"rank": rank, "local_rank": local_rank, "host": socket.gethostname(), "pid": os.getpid(),
                             "device": str(device), "memory_limit": mem[0], "memory_source": mem[1], "memory_refusal": verdict}
@@ -307,7 +307,7 @@ class Runner:
         with self._lock:
             ctx = dict(self.context, complete=complete and not self.failure)
             if self.opts.json_path:
-                from ..output.jsonout import write_evidence
+                from rdmacheck.evidence.jsonout import write_evidence
 
                 write_evidence(Evidence(kind="bench", results=results, context=ctx, records=list(self.records)),
                                self.opts.json_path)
@@ -336,7 +336,7 @@ class Runner:
             print(f"rdmacheck: bench: {e}", file=sys.stderr)
             return 1
         except Exception as e:  # a bug: exit 3 with a crash report, never a traceback per rank
-            from ..crash import report_internal_error
+            from rdmacheck.util.crash import report_internal_error
 
             return report_internal_error(e, self.opts.argv, where=f"bench rank {self.rank}")
         finally:

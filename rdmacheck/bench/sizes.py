@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import re
 
-from ..errors import UsageError
-from ..units import MAX_SIZE, human_bytes, parse_size  # noqa: F401  (re-exported for the runner, gate and CLI)
+from rdmacheck.util.errors import UsageError
+from rdmacheck.util.units import MAX_SIZE, human_bytes, parse_size  # noqa: F401  (re-exported for the runner, gate and CLI)
 
 def parse_sizes(text: str, step_factor: int = 2) -> list[int]:
     """Parse ``--sizes``: ``MIN..MAX`` (stepping x``step_factor``) or a comma list.

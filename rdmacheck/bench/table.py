@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any, Iterable
 
-from ..atomic import atomic_write
+from rdmacheck.util.atomic import atomic_write
 
 CSV_COLUMNS = ["op", "bytes", "count", "dtype", "redop", "root", "in_place", "time_us", "algbw", "busbw",
                "wrong", "iters", "graph", "world_size", "backend"]

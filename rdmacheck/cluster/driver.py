@@ -28,11 +28,11 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from ..atomic import atomic_write
-from ..errors import UsageError
-from ..evidence import parse
+from rdmacheck.util.atomic import atomic_write
+from rdmacheck.util.errors import UsageError
+from rdmacheck.evidence.schema import parse
 from ..output.heatmap import heatmap_svg
-from ..model import Evidence, Result, Status
+from rdmacheck.evidence.model import Evidence, Result, Status
 from . import matrix, remote
 from .nodes import GRACE_S, Node, Outcome, safe_name, say  # noqa: F401  (shared with isolate_run)
 from .schedule import rounds
@@ -506,7 +506,7 @@ class ClusterRun:
             ev.host = ranks[0][0].label
             ev.context["cluster"] = {"nodes": [n.label for n, _ in ranks], "ray_address": o.address}
             path = o.out_dir / "bench.json"
-            from ..output.jsonout import write_evidence
+            from rdmacheck.evidence.jsonout import write_evidence
 
             write_evidence(ev, path)
             self.bench_evidence = ev
@@ -681,7 +681,7 @@ class ClusterRun:
         if self.pairwise is not None:
             self.context["pairwise"] = self.pairwise
         ev = Evidence(kind="cluster", host="ray-cluster", results=results, context=self.context)
-        from ..output.jsonout import write_evidence
+        from rdmacheck.evidence.jsonout import write_evidence
 
         write_evidence(ev, o.out_dir / "cluster.json")
         summary = {"evidence": ev, "nodes": self.nodes, "report": None, "verdict": None, "reason": None}

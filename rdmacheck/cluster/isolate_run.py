@@ -24,8 +24,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ..atomic import atomic_write
-from ..model import Evidence, Result, Status
+from rdmacheck.util.atomic import atomic_write
+from rdmacheck.evidence.model import Evidence, Result, Status
 from . import quarantine as qmod
 from . import validated as vmod
 from .nodes import GRACE_S, Node, Outcome, safe_name, say

@@ -10,7 +10,7 @@ from __future__ import annotations
 import statistics
 from typing import Any
 
-from ..model import Result, Status
+from rdmacheck.evidence.model import Result, Status
 
 
 def empty(nodes: list[str]) -> list[list[float | None]]:

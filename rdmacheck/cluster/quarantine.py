@@ -27,11 +27,12 @@ Pure except ``load``/``save`` (one JSON file, written atomically).
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
-from ..atomic import atomic_write
-from ..errors import UsageError
+from rdmacheck.util.atomic import atomic_write
+from rdmacheck.util.errors import UsageError
 
 LABEL_KEY, LABEL_VALUE = "rdmacheck", "quarantined"
 DEFAULT_FILE = Path("reports") / "quarantine.json"
@@ -40,12 +41,11 @@ SCHEMA = 1
 
 def load(path: Path) -> dict[str, dict[str, Any]]:
     """label -> entry; a missing file is an empty list; a damaged one is a usage error naming it."""
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except FileNotFoundError:
+    from rdmacheck.util.inputs import QUARANTINE_MAX, read_input_text
+
+    if not os.path.lexists(path):
         return {}
-    except OSError as e:
-        raise UsageError(f"--quarantine-file {path}: cannot read it ({e.strerror or e})") from None
+    text = read_input_text(path, "--quarantine-file", QUARANTINE_MAX)
     try:
         data = json.loads(text)
         nodes = data["nodes"]

@@ -33,17 +33,19 @@ def preflight_task(config, only: list[str] | None, label: str, ray_node: dict[st
     The config (the .env and profile the driver loaded) travels with the task:
     one cluster, one set of expectations, whatever file the node happens to have.
     """
-    from ..model import Result, Status
-    from ..preflight import PreflightContext, preflight_evidence, run_preflight
-    from ..root import HostRoot
+    from rdmacheck import preflight
+    from rdmacheck.evidence.model import Result, Status
+    from rdmacheck.preflight.gather import gather
+    from rdmacheck.preflight.judge import evidence_for
+    from rdmacheck.preflight.root import HostRoot
 
-    ctx = PreflightContext(root=HostRoot("/"), config=config)
     try:
-        results = run_preflight(ctx, set(only) if only else None)
+        done = preflight.run("/", config=config, only=set(only) if only else None)
+        ev = done.evidence()
     except Exception as e:  # UsageError on a node (e.g. a profile it cannot read): a failed gate, named
         results = [Result("cluster.preflight", Status.FAIL, observed=f"{type(e).__name__}: {e}",
                           remedy="fix the node's setup so 'rdmacheck preflight' runs there")]
-    ev = preflight_evidence(ctx, results)
+        ev = evidence_for(gather(HostRoot("/"), config), config, results)
     ev.host = label
     ev.context["ray"] = dict(ray_node, **node_identity())
     return ev.to_dict()

@@ -19,8 +19,8 @@ import re
 from pathlib import Path
 from typing import Any
 
-from ..atomic import atomic_write
-from ..errors import UsageError
+from rdmacheck.util.atomic import atomic_write
+from rdmacheck.util.errors import UsageError
 from .nodes import safe_name
 
 DEFAULT_DIR = Path("reports") / "validated"

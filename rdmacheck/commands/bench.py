@@ -6,8 +6,8 @@ import argparse
 import os
 import sys
 
-from ..errors import UsageError
-from ..units import seconds_type
+from rdmacheck.util.errors import UsageError
+from rdmacheck.util.units import seconds_type
 
 DESCRIPTION = """\
 Measure NCCL (or gloo) collectives over torch.distributed and print the table
@@ -173,7 +173,7 @@ def refuse_unjudgeable(opts, world: int) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..bench.hooks import resolve_hook
-    from ..outpath import check_output_paths
+    from rdmacheck.util.outpath import check_output_paths
 
     opts = build_options(args)
     check_output_paths((opts.json_path, "--json"), (opts.csv_path, "--csv"))

@@ -9,8 +9,8 @@ import re
 import sys
 from pathlib import Path
 
-from ..errors import UsageError
-from ..units import fraction_type, seconds_type
+from rdmacheck.util.errors import UsageError
+from rdmacheck.util.units import fraction_type, seconds_type
 
 DESCRIPTION = """\
 Fleet acceptance through the Ray cluster the nodes already run: one command
@@ -161,10 +161,9 @@ _ADDR = re.compile(r"^(auto|[A-Za-z0-9.\-]+:\d{1,5}|\[[0-9a-fA-F:]+\]:\d{1,5})$"
 
 def _options(args: argparse.Namespace):
     from ..bench.sizes import parse_sizes
-    from ..checks import GATE_IDS
     from ..cluster.driver import ClusterOptions
     from ..config import load_config
-    from ..preflight import _gates
+    from rdmacheck.preflight.registry import parse_only
     from .bench import build_options
 
     addr = (args.ray_address or "").strip()
@@ -176,13 +175,8 @@ def _options(args: argparse.Namespace):
         raise UsageError("--node-timeout must be > 0 seconds")
     if not 0 <= args.outlier_factor <= 1:
         raise UsageError("--outlier-factor must be between 0 and 1 (0 turns the outlier flag off)")
-    only = None
-    if args.only:
-        _gates()
-        only = sorted({s.strip() for s in args.only.split(",") if s.strip()})
-        unknown = sorted(set(only) - set(GATE_IDS))
-        if unknown:
-            raise UsageError(f"--only: unknown gate id(s) {', '.join(unknown)}; known: {', '.join(GATE_IDS)}")
+    picked = parse_only(args.only)
+    only = sorted(picked) if picked else None
     # the bench's own validation and defaults, so both commands mean the same by each flag
     ns = argparse.Namespace(**vars(args))
     ns.nproc, ns.json, ns.csv, ns.progress, ns.hook, ns.graph, ns.timeout = None, None, None, False, [], None, args.node_timeout
@@ -213,7 +207,7 @@ def _options(args: argparse.Namespace):
         "cluster-" + _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ"))
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out-dir {out}: exists and is not a folder")
-    from ..outpath import check_output_folder
+    from rdmacheck.util.outpath import check_output_folder
 
     check_output_folder(out, "--out-dir")
     if args.bench and not args.pairwise:

@@ -8,7 +8,7 @@ DESCRIPTION = """\
 Read every RDMA port's counters (counters/ and hw_counters/) and every netdev's statistics twice and
 print what moved: bytes and packets each way (IB PortXmitData words already turned into bytes) with
 their rate, then every error, link-down, retransmit, pause, CNP and ECN counter that changed, where the
-driver has them.  The same counter arithmetic as the bench's path proof (rdmacheck.facts.counters): a
+driver has them.  The same counter arithmetic as the bench's path proof (rdmacheck.preflight.facts.counters): a
 counter that went down (reset) or sits at 2^32-1 (a saturated 32-bit PMA counter) reads "reset", never
 a negative number or a zero.  rxe (soft-RoCE) has no byte counters on the RDMA port: its bytes are its
 netdev's.
@@ -41,8 +41,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def _tree(path: str, flag: str):
     import os
 
-    from ..errors import UsageError
-    from ..root import HostRoot
+    from rdmacheck.util.errors import UsageError
+    from rdmacheck.preflight.root import HostRoot
 
     if not os.path.isdir(path):
         raise UsageError(f"{flag} {path}: not a folder; give a copy of the host root (e.g. an unpacked snapshot)")
@@ -83,10 +83,10 @@ def run(args: argparse.Namespace) -> int:
     import json
     import time
 
-    from ..atomic import atomic_write
-    from ..errors import UsageError
-    from ..facts.counters import delta_rows, read_sample
-    from ..root import HostRoot
+    from rdmacheck.util.atomic import atomic_write
+    from rdmacheck.util.errors import UsageError
+    from rdmacheck.preflight.facts.counters import delta_rows, read_sample
+    from rdmacheck.preflight.root import HostRoot
 
     if args.before or args.after:
         if not (args.before and args.after):

@@ -44,8 +44,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..atomic import atomic_write
-    from ..diff import changed, compare, load_side, render_text, to_json
+    from rdmacheck.util.atomic import atomic_write
+    from rdmacheck.report.diff import changed, compare, load_side, render_text, to_json
 
     with tempfile.TemporaryDirectory(prefix="rdmacheck-diff-") as d:
         holder = _Holder(d)

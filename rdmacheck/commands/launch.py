@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from ..errors import UsageError
-from ..units import seconds_type
+from rdmacheck.util.errors import UsageError
+from rdmacheck.util.units import seconds_type
 
 DESCRIPTION = """\
 Run every preflight gate (the same code as `rdmacheck preflight`) plus the container
@@ -35,7 +35,7 @@ unhealthy (or the Docker daemon did not answer: named, within ~16 s, also after 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     from ..launch.waivers import ReasonAction, WaiveAction
-    from ..preflight import add_config_arguments
+    from rdmacheck.preflight.judge import add_config_arguments
 
     p.add_argument("action", nargs="?", choices=("up", "down"), default="up",
                    help="up (default): gate and start the container; down: stop and remove it")
@@ -64,8 +64,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..launch.launcher import LaunchOptions, down, launch
-    from ..outpath import check_output_paths
-    from ..preflight import context_from_args
+    from rdmacheck.util.outpath import check_output_paths
+    from rdmacheck import preflight
 
     check_output_paths((args.json, "--json"))
 
@@ -86,10 +86,10 @@ def run(args: argparse.Namespace) -> int:
         if opts.waivers:
             raise UsageError("--waive applies to launching, not to down")
         return down(opts)
-    ctx = context_from_args(args)
+    root, config = preflight.open_config(args.root or "/", args.env, args.profile, args.expect)
     # The gates judge the node as the role being launched (net.peer checks the role against the
     # addresses): --role wins over RAY_MODE/RDMACHECK_ROLE from the .env, as it does for compose.
     for key in ("RAY_MODE", "RDMACHECK_ROLE"):
-        ctx.config.env[key] = opts.role
-        ctx.config.env_sources[key] = "launch --role"
-    return launch(opts, ctx)
+        config.env[key] = opts.role
+        config.env_sources[key] = "launch --role"
+    return launch(opts, root, config)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ..errors import UsageError
+from rdmacheck.util.errors import UsageError
 
 DESCRIPTION = """\
 Check this node's RDMA devices, ports, GIDs, MTU, QoS settings, device files and
@@ -46,7 +46,7 @@ Gate ids and remedies: docs/checks.md.
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from ..preflight import add_config_arguments
+    from rdmacheck.preflight.judge import add_config_arguments
 
     add_config_arguments(p)
     p.add_argument("--facts", metavar="EVIDENCE.json",
@@ -62,50 +62,34 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "one line per gate plus the details of the gates that did not pass")
 
 
-def _only(text: str | None) -> set[str] | None:
-    from ..checks import GATE_IDS
-    from ..preflight import gate_ids
-
-    if not text:
-        return None
-    gate_ids()  # import every gate module so GATE_IDS is complete
-    only = {s.strip() for s in text.split(",") if s.strip()}
-    unknown = sorted(only - set(GATE_IDS))
-    if unknown:
-        raise UsageError(f"--only: unknown gate id(s) {', '.join(unknown)}; known: {', '.join(GATE_IDS)}")
-    return only
-
-
 def run(args: argparse.Namespace) -> int:
     from ..output.console import render_results, verdict_line
-    from ..model import exit_code
-    from ..output.jsonout import write_evidence
-    from ..preflight import context_from_args, evidence_for, judge, rejudge_from_evidence
-
-    from ..outpath import check_output_paths
+    from rdmacheck import preflight
+    from rdmacheck.evidence.jsonout import write_evidence
+    from rdmacheck.evidence.model import exit_code
+    from rdmacheck.preflight.registry import parse_only
+    from rdmacheck.util.outpath import check_output_paths
 
     check_output_paths((args.json, "--json"))
-    only = _only(args.only)
+    only = parse_only(args.only)
+    if args.facts and (getattr(args, "root", "/") or "/") != "/":
+        raise UsageError("--facts and --root both name a node; pass one: --facts EVIDENCE.json judges its "
+                         "recorded facts, --root replays a snapshot")
+    done = preflight.run(args.root or "/", env=args.env, profile=args.profile, expect=args.expect, only=only,
+                         facts_file=args.facts)
     if args.facts:
-        if (getattr(args, "root", "/") or "/") != "/":
-            raise UsageError("--facts and --root both name a node; pass one: --facts EVIDENCE.json judges its "
-                             "recorded facts, --root replays a snapshot")
-        facts, config = rejudge_from_evidence(args.facts, args.env, args.profile, args.expect)
-        results = judge(facts, config, only, replay=True)
         where = f" (facts from {args.facts})"
     else:
-        ctx = context_from_args(args)
-        facts, config = ctx.facts, ctx.config
-        results = judge(facts, config, only)
-        where = "" if ctx.root.live else f" (root {ctx.root.root})"
+        where = "" if done.root.live else f" (root {done.root.root})"
+    results = done.results
     if args.json:
-        write_evidence(evidence_for(facts, config, results), args.json)
+        write_evidence(done.evidence(), args.json)
     if args.quiet:
         verdict, summary = verdict_line(results)
         print(f"{verdict}: {summary}")
     else:
         import socket
 
-        render_results(results, title=f"rdmacheck preflight — {facts.host or socket.gethostname()}{where}",
+        render_results(results, title=f"rdmacheck preflight — {done.facts.host or socket.gethostname()}{where}",
                        verbose=args.verbose)
     return exit_code(results)

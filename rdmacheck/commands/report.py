@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ..errors import UsageError
+from rdmacheck.util.errors import UsageError
 
 DESCRIPTION = (
     "Render evidence from any number of nodes and runs into one self-contained HTML acceptance report: "
@@ -50,10 +50,10 @@ def _gbs(text: str) -> float:
 def run(args: argparse.Namespace) -> int:
     if not args.evidence and not args.imports:
         raise UsageError("no input: pass evidence JSON files/folders/globs and/or --import NCCL_TESTS_FILE")
-    from ..atomic import atomic_write
-    from ..outpath import check_output_paths
+    from rdmacheck.util.atomic import atomic_write
+    from rdmacheck.util.outpath import check_output_paths
     from ..report import make_report
-    from ..sanitize import clean_text
+    from rdmacheck.util.sanitize import clean_text
 
     check_output_paths((args.output, "-o"), (args.junit, "--junit"))
     model = make_report(args.evidence, args.output, imports=args.imports, title=args.title,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ..units import seconds_type
+from rdmacheck.util.units import seconds_type
 
 DESCRIPTION = """\
 Capture everything preflight reads into one .tar.gz: preflight's fact gathering runs
@@ -37,12 +37,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..config import load_config
-    from ..outpath import check_output_paths
-    from ..root import HostRoot
+    from rdmacheck.util.outpath import check_output_paths
+    from rdmacheck.preflight.root import HostRoot
 
     check_output_paths((args.output, "-o"))
-    from ..snapshot import write_snapshot
-    from ..units import human_bytes
+    from rdmacheck.preflight.snapshot import write_snapshot
+    from rdmacheck.util.units import human_bytes
 
     root = HostRoot("/")
     cfg = load_config(args.env, None, None, root.environ())

@@ -8,7 +8,7 @@ import signal
 import sys
 import threading
 
-from ..errors import UsageError
+from rdmacheck.util.errors import UsageError
 
 DESCRIPTION = """\
 Re-run every preflight gate every --interval seconds (never the bench), sample
@@ -38,7 +38,7 @@ exit codes: runs until SIGTERM/SIGINT, then 0; 2 usage error (bad --listen, port
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from ..preflight import add_config_arguments
+    from rdmacheck.preflight.judge import add_config_arguments
 
     p.add_argument("--interval", type=float, default=60.0, metavar="S",
                    help="seconds between the starts of two runs (default 60; at least 1)")

@@ -18,7 +18,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from ..errors import UsageError
+from rdmacheck.util.errors import UsageError
 
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.\-]*\Z")
 MAX_LINE = 64 * 1024
@@ -108,7 +108,7 @@ def parse_env_text(text: str, source: str = ".env") -> dict[str, str]:
 
 
 def load_env_file(path: str | Path) -> dict[str, str]:
-    from ..inputs import ENV_MAX, read_input_text
+    from rdmacheck.util.inputs import ENV_MAX, read_input_text
 
     p = Path(path)
     if not p.exists() and not p.is_symlink():

@@ -10,9 +10,9 @@ import math
 import re
 from typing import Any, Iterable
 
-from ..busbw import FACTORS as _OPS  # the collectives rdmacheck measures, one name each
-from ..errors import UsageError
-from ..units import human_bytes, parse_size
+from rdmacheck.nccl.busbw import FACTORS as _OPS  # the collectives rdmacheck measures, one name each
+from rdmacheck.util.errors import UsageError
+from rdmacheck.util.units import human_bytes, parse_size
 
 COLLECTIVES = tuple(_OPS)
 

@@ -29,7 +29,7 @@ except ModuleNotFoundError:  # Python 3.10
 from pathlib import Path
 from typing import Any, ClassVar
 
-from ..errors import UsageError
+from rdmacheck.util.errors import UsageError
 
 MAX_BYTES = 1 << 50      # 1 PiB: no buffer, limit or threshold here is larger
 MAX_GBS = 1e6            # 1 PB/s: a typo, not a link
@@ -208,7 +208,7 @@ def load_profile(path: str | Path | None, overrides: list[str] | None = None) ->
     """``path``: a TOML file, or the name of a built-in profile (a file of that name wins)."""
     data: dict[str, Any] = {}
     if path:
-        from ..inputs import PROFILE_MAX, read_input_text
+        from rdmacheck.util.inputs import PROFILE_MAX, read_input_text
 
         p = Path(path)
         builtin = None if (p.exists() or p.is_symlink()) else builtin_profile_text(str(path))

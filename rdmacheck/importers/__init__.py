@@ -10,8 +10,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ..errors import UsageError
-from ..model import Evidence
+from rdmacheck.util.errors import UsageError
+from rdmacheck.evidence.model import Evidence
+from rdmacheck.evidence.schema import validate
 from .nccl_tests_json import looks_like_json, parse_json
 from .nccl_tests_text import ImportedRun, op_from_name, parse_text
 
@@ -19,7 +20,7 @@ __all__ = ["ImportedRun", "import_file", "parse_json", "parse_text", "read_run",
 
 
 def read_run(path: str | Path, op: str | None = None) -> ImportedRun:
-    from ..inputs import IMPORT_MAX, read_input_text
+    from rdmacheck.util.inputs import IMPORT_MAX, read_input_text
 
     p = Path(path)
     text = read_input_text(p, "--import", IMPORT_MAX, errors="replace")
@@ -62,6 +63,8 @@ def run_to_evidence(run: ImportedRun) -> Evidence:
         ev.time = run.time
     else:
         ev.time = ""
+    # the same checks a file written by rdmacheck passes: readers then take typed records from either
+    validate(ev, f"--import {run.source}")
     return ev
 
 

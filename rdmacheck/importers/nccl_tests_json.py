@@ -26,7 +26,7 @@ import math
 import re
 from typing import Any
 
-from ..errors import UsageError
+from rdmacheck.util.errors import UsageError
 from .nccl_tests_text import ImportedRun, _nccl_code_to_version, op_from_name
 
 

@@ -28,7 +28,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from ..errors import UsageError
+from rdmacheck.util.errors import UsageError
 
 _MPI_PREFIX = re.compile(r"^\[\d+,\d+\]<std(?:out|err)>:\s?")
 _RANK_LINE = re.compile(

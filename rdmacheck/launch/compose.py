@@ -21,7 +21,7 @@ import subprocess
 from pathlib import Path
 from typing import Mapping
 
-from ..errors import UsageError
+from rdmacheck.util.errors import UsageError
 from . import proc
 
 DEFAULT_COMPOSE_FILE = Path("docker/compose.yaml")
@@ -133,12 +133,10 @@ _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 
 
 def read_compose_file(path: Path) -> str:
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        raise UsageError(f"compose file {path} not found; pass --compose FILE (default {DEFAULT_COMPOSE_FILE})") from None
-    except OSError as e:
-        raise UsageError(f"cannot read compose file {path}: {e.strerror}") from None
+    from rdmacheck.util.inputs import COMPOSE_MAX, read_input_file
+
+    raw = read_input_file(path, "compose file", COMPOSE_MAX,
+                          missing=f"compose file {path} not found; pass --compose FILE (default {DEFAULT_COMPOSE_FILE})")
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError:

@@ -17,7 +17,7 @@ import json
 import re
 import os
 
-from ..model import Result, Status
+from rdmacheck.evidence.model import Result, Status
 from . import proc
 from .compose import SERVICE, ComposeDriver, ComposeInvocation, parse_config_output
 

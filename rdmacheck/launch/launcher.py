@@ -24,8 +24,8 @@ from pathlib import Path
 from typing import Callable
 
 from ..config import DEFAULT_ENV_FILE, load_env_file
-from ..errors import UsageError
-from ..model import Evidence, Result, Status, now_iso
+from rdmacheck.util.errors import UsageError
+from rdmacheck.evidence.model import Evidence, Result, Status, now_iso
 from . import proc, waivers as waivers_mod
 from .compose import (DEFAULT_COMPOSE_FILE, SERVICE, ComposeDriver, ComposeInvocation, check_variables,
                       detect_driver, read_compose_file)
@@ -155,18 +155,19 @@ def _print_results(results: list[Result], title: str) -> None:
     render_results(results, title=title)
 
 
-def launch(opts: LaunchOptions, preflight_ctx) -> int:
-    """The `up` path; ``preflight_ctx`` is a PreflightContext built from the same arguments."""
-    from ..preflight import collect_facts, run_preflight
+def launch(opts: LaunchOptions, root, config) -> int:
+    """The `up` path; ``root`` and ``config`` are preflight's (``preflight.open_config``) from the same arguments."""
+    from rdmacheck import preflight
 
     prep = prepare(opts)
     wv = waivers_mod.validate(opts.waivers)
     evidence_path = Path(opts.json_path) if opts.json_path else _default_evidence_path(opts.role)
     if not (opts.dry_run and not opts.json_path):
-        from ..outpath import check_output_path
+        from rdmacheck.util.outpath import check_output_path
 
         check_output_path(evidence_path, "--json")  # before the gates: never "cannot write" after the work
-    results = run_preflight(preflight_ctx)
+    done = preflight.run(root, config=config)
+    results = list(done.results)
     docker_results, state = container_gates(prep.inv, prep.driver, opts.docker, opts.pull,
                                             None if opts.compose_driver == "auto" else f"--compose-driver {opts.compose_driver}")
     results += docker_results
@@ -186,29 +187,29 @@ def launch(opts: LaunchOptions, preflight_ctx) -> int:
         "image_id": state.image_id,
         "container_name": state.container_name,
         "container_id": None,
-        "root": str(preflight_ctx.root.root),
-        "config": preflight_ctx.config.to_dict(),
+        "root": str(root.root),
+        "config": config.to_dict(),
         "dry_run": opts.dry_run,
         "launched": False,
         "waivers": [{"gate": w.gate, "reason": w.reason} for w in wv],
     }
     ev.context = ctx
     try:
-        ctx["facts"] = collect_facts(preflight_ctx)
+        ctx["facts"] = done.summary()
     except Exception as e:  # facts are context, not a gate: never let them stop the record
         ctx["facts"] = {"error": f"{type(e).__name__}: {e}"}
 
     def finish(code: int) -> int:
         ctx["finished"] = now_iso()  # ev.time stays the start: gates were judged then
         if not (opts.dry_run and not opts.json_path):
-            from ..output.jsonout import write_evidence
+            from rdmacheck.evidence.jsonout import write_evidence
 
             write_evidence(ev, evidence_path)
             _say(f"evidence: {evidence_path}")
         return code
 
     title = f"rdmacheck launch --role {opts.role} — {ev.host}" + (
-        "" if preflight_ctx.root.live else f" (host gates from {preflight_ctx.root.root})")
+        "" if root.live else f" (host gates from {root.root})")
     blocking = [r for r in results if r.effective_status is Status.FAIL
                 and not (r.id == IMAGE and state.pull_pending)]
     _print_results(results, title)

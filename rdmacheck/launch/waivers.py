@@ -12,8 +12,8 @@ import argparse
 import dataclasses
 from typing import Iterable
 
-from ..errors import UsageError
-from ..model import Result, Status, current_user, now_iso
+from rdmacheck.util.errors import UsageError
+from rdmacheck.evidence.model import Result, Status, current_user, now_iso
 
 
 @dataclasses.dataclass

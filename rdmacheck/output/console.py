@@ -17,7 +17,7 @@ import sys
 import textwrap
 from typing import Iterable, TextIO
 
-from ..model import Result, Status, worst
+from rdmacheck.evidence.model import Result, Status, worst
 
 _STYLE = {Status.PASS: "green", Status.WARN: "yellow", Status.FAIL: "bold red", Status.SKIP: "dim"}
 _ANSI = {Status.PASS: "\x1b[32m", Status.WARN: "\x1b[33m", Status.FAIL: "\x1b[1;31m", Status.SKIP: "\x1b[2m"}

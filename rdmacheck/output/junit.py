@@ -25,8 +25,8 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any, Iterable
 
-from ..atomic import atomic_write
-from ..model import Evidence, Result, Status
+from rdmacheck.util.atomic import atomic_write
+from rdmacheck.evidence.model import Evidence, Result, Status
 
 GATE_KINDS = ("preflight", "launch", "cluster", "bench")
 NO_GATE_ID = "report.gates"   # the one testcase of a file whose evidence judged nothing
@@ -35,7 +35,7 @@ _BAD_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
 
 
 def _x(s: Any) -> str:
-    from ..sanitize import clean_text
+    from rdmacheck.util.sanitize import clean_text
 
     return _BAD_XML.sub("", clean_text(s if s is not None else ""))
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from ..atomic import atomic_write
-from ..errors import UsageError
+from rdmacheck.util.atomic import atomic_write
+from rdmacheck.util.errors import UsageError
 
 
 def make_report(evidence_args: list[str], out: str | Path, imports: list[str] | None = None,
@@ -22,7 +22,7 @@ def make_report(evidence_args: list[str], out: str | Path, imports: list[str] | 
     ``write=False`` leaves the page in ``model["_html"]`` for the caller, which writes it only once
     every other output (JUnit) has been produced too: a failed run replaces no file.
     """
-    from ..sanitize import clean_text
+    from rdmacheck.util.sanitize import clean_text
     from ..importers import import_file
     from .build import build
     from .load import Loaded, load
@@ -36,8 +36,8 @@ def make_report(evidence_args: list[str], out: str | Path, imports: list[str] | 
                          + (f" ({len(skipped)} JSON file(s) skipped: {skipped[0]})" if skipped else ""))
     model = build(loaded, imported, title=title, expected_busbw=expected_busbw)
     model["skipped_files"] = skipped
-    # --baseline: the same "what changed" comparison as `rdmacheck diff` (rdmacheck/diff.py), per node
-    from ..diff import changed_since
+    # --baseline: the same "what changed" comparison as `rdmacheck diff` (rdmacheck/report/diff.py), per node
+    from rdmacheck.report.diff import changed_since
 
     model["changed_since"] = changed_since(baseline, loaded) if baseline else []
     # evidence text is foreign data: a lone surrogate could not even be encoded as UTF-8

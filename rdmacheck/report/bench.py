@@ -14,8 +14,9 @@ import io
 import warnings
 from typing import Any
 
-from ..plateau import DEFAULT_MIN_BYTES, Plateau, plateaus
-from ..units import short_bytes, tick_bytes
+from rdmacheck.evidence.schema import BenchRecord
+from rdmacheck.nccl.plateau import DEFAULT_MIN_BYTES, Plateau, plateaus
+from rdmacheck.util.units import short_bytes, tick_bytes
 
 
 @dataclasses.dataclass
@@ -26,23 +27,14 @@ class Run:
     host: str
     time: str
     context: dict[str, Any]
-    records: list[dict[str, Any]]
+    records: list[BenchRecord]   # typed: every reader's evidence and every import passed evidence.schema
     # the bench's plateau threshold (its context.plateau_min_bytes); imported nccl-tests runs
     # carry none and are judged at the profile default
     plateau_min_bytes: int = DEFAULT_MIN_BYTES
 
 
-def _num(v: Any) -> float | None:
-    try:
-        x = float(v)
-    except (TypeError, ValueError):
-        return None
-    return x if x == x else None
-
-
-def _int_or_none(v: Any) -> int | None:
-    x = _num(v)
-    return int(x) if x is not None and abs(x) != float("inf") else None
+def _float(v: float | int | None) -> float | None:
+    return None if v is None else float(v)
 
 
 def frame(runs: list[Run]):
@@ -52,20 +44,12 @@ def frame(runs: list[Run]):
     rows = []
     for i, run in enumerate(runs):
         for r in run.records:
-            if not isinstance(r, dict):
-                continue
-            b = _num(r.get("bytes"))
-            if b is None:
-                continue
             rows.append({
                 "run": run.label, "run_index": i, "source": run.source,
-                "op": str(r.get("op") or "unknown"), "bytes": int(b),
-                "in_place": bool(r.get("in_place", False)),
-                "time_us": _num(r.get("time_us")), "algbw": _num(r.get("algbw")),
-                "busbw": _num(r.get("busbw")),
-                # #wrong as a number or nothing: evidence from elsewhere may hold "N/A" or any text
-                "wrong": _int_or_none(r.get("wrong")), "dtype": r.get("dtype"), "redop": r.get("redop"),
-                "world_size": r.get("world_size"), "backend": r.get("backend"),
+                "op": r.op or "unknown", "bytes": r.bytes, "in_place": r.in_place,
+                "time_us": _float(r.time_us), "algbw": _float(r.algbw), "busbw": _float(r.busbw),
+                "wrong": r.wrong, "dtype": r.dtype, "redop": r.redop,
+                "world_size": r.world_size, "backend": r.backend,
                 "plateau_min_bytes": run.plateau_min_bytes,
             })
     cols = ["run", "run_index", "source", "op", "bytes", "in_place", "time_us", "algbw", "busbw",

@@ -14,10 +14,11 @@ from pathlib import Path
 from typing import Any
 
 from .. import __version__
-from ..evidence import BenchContext, ClusterContext, PreflightContext, context_of, expected_busbw, preflight_facts
-from ..model import Evidence, Result, Status, now_iso, worst
-from ..plateau import DEFAULT_MIN_BYTES
-from ..units import decimal_bytes
+from rdmacheck.evidence.schema import (BenchContext, ClusterContext, PreflightContext, bench_records, context_of,
+                                       expected_busbw, preflight_facts)
+from rdmacheck.evidence.model import Evidence, Result, Status, now_iso, worst
+from rdmacheck.nccl.plateau import DEFAULT_MIN_BYTES
+from rdmacheck.util.units import decimal_bytes
 from . import consistency
 from .bench import Run
 from .load import Loaded
@@ -71,7 +72,7 @@ def _result_row(r: Result, kind: str) -> dict[str, Any]:
 
 def _expected_busbw(loaded: list[Loaded], override: float | None) -> float | None:
     """--expected-busbw, else the first run's own expectation (each kind records it in one typed field:
-    rdmacheck/evidence.py ``expected_busbw``), else one 100 Gb/s link."""
+    rdmacheck/evidence/schema.py ``expected_busbw``), else one 100 Gb/s link."""
     if override is not None:
         return override
     for l in loaded:
@@ -131,7 +132,7 @@ def build(loaded: list[Loaded], imported: list[Loaded] | None = None, title: str
         if isinstance(typed, BenchContext):
             if ev.records:
                 runs.append(Run(label=_run_label(ev, l.path), source=typed.source,
-                                path=l.path, host=ev.host, time=ev.time, context=ctx, records=ev.records,
+                                path=l.path, host=ev.host, time=ev.time, context=ctx, records=bench_records(ev, l.path),
                                 plateau_min_bytes=typed.plateau_min_bytes or DEFAULT_MIN_BYTES))
             pp = typed.path_proof
             if isinstance(pp, dict) and isinstance(pp.get("nodes"), dict) and pp["nodes"]:
@@ -217,14 +218,14 @@ def build(loaded: list[Loaded], imported: list[Loaded] | None = None, title: str
         "waivers": waivers,
         "fingerprint": fingerprint,
         "skipped_files": [],
-        "changed_since": [],   # report --baseline fills it (rdmacheck/diff.py)
+        "changed_since": [],   # report --baseline fills it (rdmacheck/report/diff.py)
     }
 
 
 def _latency_limits(bench_gates: list[dict[str, Any]]) -> dict[str, list[tuple[int, float]]]:
     """bench.latency's ceilings per op, from the gate rows' details (an every-op ceiling goes to every op)."""
     from ..bench.latency import parse_latency_table
-    from ..errors import UsageError
+    from rdmacheck.util.errors import UsageError
 
     out: dict[str, dict[int, float]] = {}
     for g in bench_gates:

@@ -7,8 +7,8 @@ facts and the env it ran with; this module pulls one comparable value per
 property out of each and names every property whose values differ.
 
 It reads one shape, the one preflight writes (docs/report.md): the facts through
-:func:`rdmacheck.evidence.preflight_facts` and the env through
-:func:`rdmacheck.evidence.run_env`, the only two accessors, so a new facts record is one edit
+:func:`rdmacheck.evidence.schema.preflight_facts` and the env through
+:func:`rdmacheck.evidence.schema.run_env`, the only two accessors, so a new facts record is one edit
 there.  From the facts: a flat ``facts[<property key>]`` first (preflight writes ``nccl_version``,
 ``driver_version``, ``cuda_version``); else ``ports`` (one row
 per selected RDMA port: ``netdev_mtu``, ``active_mtu``, ``fw_ver``, ``gid.type``, ``gid.ipv4``) and
@@ -23,8 +23,8 @@ import dataclasses
 import ipaddress
 from typing import Any, Callable
 
-from ..evidence import context_of, preflight_facts, run_env
-from ..model import Evidence
+from rdmacheck.evidence.schema import context_of, preflight_facts, run_env
+from rdmacheck.evidence.model import Evidence
 
 # (key, label, why it matters)
 PROPERTIES: list[tuple[str, str, str]] = [

@@ -6,9 +6,9 @@ import dataclasses
 import glob
 from pathlib import Path
 
-from ..errors import UsageError
-from ..evidence import parse
-from ..model import Evidence
+from rdmacheck.util.errors import UsageError
+from rdmacheck.evidence.schema import parse
+from rdmacheck.evidence.model import Evidence
 
 
 class NotEvidence(UsageError):
@@ -58,7 +58,7 @@ def expand_marked(args: list[str]) -> list[tuple[Path, bool]]:
             for q in matches:
                 add(q, True)   # like a folder: a pattern may sweep up other JSON
         elif p.exists():
-            from ..inputs import non_regular_kind
+            from rdmacheck.util.inputs import non_regular_kind
 
             raise UsageError(f"evidence {a}: is {non_regular_kind(p) or 'not readable'}, not a regular file; "
                              "pass evidence JSON files, folders or globs")
@@ -68,8 +68,8 @@ def expand_marked(args: list[str]) -> list[tuple[Path, bool]]:
 
 
 def read_one(p: Path) -> Evidence:
-    from ..inputs import EVIDENCE_MAX, read_input_file
-    from ..output.jsonout import parse_json
+    from rdmacheck.util.inputs import EVIDENCE_MAX, read_input_file
+    from rdmacheck.evidence.jsonout import parse_json
 
     raw = read_input_file(p, "evidence", EVIDENCE_MAX)
     data = parse_json(raw, str(p), " (nccl-tests output goes in --import)")

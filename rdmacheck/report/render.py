@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from ..units import gbs
+from rdmacheck.util.units import gbs
 
 TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
 

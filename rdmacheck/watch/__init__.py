@@ -23,8 +23,8 @@ import threading
 import time
 from typing import Any, Callable
 
-from ..facts.counters import counter_delta, parse_counter, read_sample
-from ..model import Result, Status
+from rdmacheck.preflight.facts.counters import counter_delta, parse_counter, read_sample
+from rdmacheck.evidence.model import Result, Status
 
 # Gauge values of rdmacheck_gate_status: what the issue and the alert rules use.
 STATUS_VALUE = {Status.PASS: 0, Status.WARN: 1, Status.FAIL: 2, Status.SKIP: 3}
@@ -188,19 +188,16 @@ class Watcher:
 
 def preflight_judge(root_dir: str, env: str | None, profile: str | None, expect: list[str] | None):
     """judge() for Watcher: the configuration is read once (bad input fails at start, exit 2); every cycle
-    gathers the node's facts afresh through a new HostRoot (gather.gather) and judges them (preflight.judge),
+    gathers the node's facts afresh through a new HostRoot (preflight.run),
     exactly as `rdmacheck preflight` does."""
-    from ..config import load_config
-    from ..gather import gather
-    from ..preflight import facts_summary, judge as judge_facts
-    from ..root import HostRoot
+    from rdmacheck import preflight
+    from rdmacheck.preflight.root import HostRoot
 
-    cfg = load_config(env, profile, expect, HostRoot(root_dir).environ())
+    _, cfg = preflight.open_config(HostRoot(root_dir), env, profile, expect)
 
     def judge() -> Judged:
-        root = HostRoot(root_dir)
-        facts = gather(root, cfg)
-        sel = facts.selection
-        return Judged(root, list(sel.ports) if sel else [], judge_facts(facts, cfg), facts_summary(facts))
+        done = preflight.run(HostRoot(root_dir), config=cfg)
+        sel = done.facts.selection
+        return Judged(done.root, list(sel.ports) if sel else [], done.results, done.summary())
 
     return judge

@@ -1,0 +1,255 @@
+"""NodeFacts: everything preflight knows about one node, in one typed record.
+
+Phase 1 (``gather.gather``) fills it: every file read through the root, every
+live probe (NVML, pyverbs, dcb, NCCL library, DNS, route, TCP, ping, bind)
+with its answer, timing and error, and the facts derived from those under the
+configuration (the ports NCCL selects, the GID it will pick, the active MTU
+and where it came from, the bootstrap address NCCL will advertise).
+
+Phase 2 (``preflight.judge``) runs the gates: pure functions
+``gate(facts, config) -> list[Result]`` that read only this record.
+
+The record is versioned (``FACTS_VERSION``) and round-trips through JSON
+(``to_dict`` / ``from_dict``), so evidence carries it and
+``preflight --facts EVIDENCE.json`` re-judges a node without the node.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from typing import Any
+
+from rdmacheck.preflight.facts.devfiles import DevFiles
+from rdmacheck.preflight.facts.infiniband import Device, Port
+from rdmacheck.preflight.facts.limits import Limit
+from rdmacheck.preflight.facts.net import NetDev
+
+# Bump when a field changes meaning or shape; readers refuse other versions.
+FACTS_VERSION = 1
+
+@dataclasses.dataclass
+class Probe:
+    """One live question and its answer: what ran, how long it took, what failed."""
+
+    kind: str                 # nvml, verbs, dcb, nccl_lib, addrs, shm, resolve, route, tcp, ping, bind
+    target: str = ""          # what was asked about: a netdev, a host name, "addr:port" ...
+    answer: Any = None        # JSON-able
+    elapsed_s: float = 0.0
+    error: str | None = None
+    source: str = "live"      # live | snapshot (answered by the snapshot's recording)
+
+    @property
+    def key(self) -> str:
+        return probe_key(self.kind, self.target)
+
+
+def probe_key(kind: str, target: str = "") -> str:
+    return f"{kind}:{target}" if target else kind
+
+
+@dataclasses.dataclass
+class PciFacts:
+    """What pci.acs needs: GPU and HCA functions, their bridges, the bridges' config space."""
+
+    gpus: list[str] = dataclasses.field(default_factory=list)
+    hcas: dict[str, str] = dataclasses.field(default_factory=dict)          # rdma device -> BDF
+    ancestors: dict[str, list[str]] = dataclasses.field(default_factory=dict)  # BDF -> bridges, nearest first
+    config: dict[str, str | None] = dataclasses.field(default_factory=dict)    # BDF -> config space (hex)
+
+
+@dataclasses.dataclass
+class Selection:
+    """The RDMA ports NCCL will use under NCCL_IB_HCA, and what NCCL derives for each.
+
+    ``active_mtu``: port -> (bytes, source); ``gid_index`` / ``gid_info``: the GID NCCL
+    will pick (or NCCL_IB_GID_INDEX pins).  Derived in phase 1 (``gather.derive``).
+    """
+
+    spec: Any                 # nccl.spec.ListSpec
+    spec_error: str | None
+    explicit: bool
+    ports: list[Port]
+    # matched by NCCL_IB_HCA but not ACTIVE and not named exactly: NCCL skips them (gather.select_ports)
+    skipped: list[Port] = dataclasses.field(default_factory=list)
+    active_mtu: dict[str, tuple[int | None, str | None]] = dataclasses.field(default_factory=dict)
+    gid_index: dict[str, int | None] = dataclasses.field(default_factory=dict)
+    gid_info: dict[str, dict] = dataclasses.field(default_factory=dict)
+    gid_error: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"hca": getattr(self.spec, "raw", "") or "", "spec_error": self.spec_error,
+                "explicit": self.explicit, "ports": [p.name for p in self.ports],
+                "skipped": [p.name for p in self.skipped],
+                "active_mtu": {k: list(v) for k, v in self.active_mtu.items()},
+                "gid_index": dict(self.gid_index), "gid_info": dict(self.gid_info), "gid_error": self.gid_error}
+
+
+@dataclasses.dataclass
+class NodeFacts:
+    version: int = FACTS_VERSION
+    live: bool = True                 # gathered from the live host (False: a --root replay)
+    root: str = "/"
+    host: str | None = None
+    kernel: str | None = None
+    # what the firmware calls the machine (/sys/class/dmi/id/product_name, /proc/device-tree/model): platform detection
+    model: str | None = None
+    # files, one reader each (facts/*.py)
+    ib: dict[str, Device] = dataclasses.field(default_factory=dict)
+    net: dict[str, NetDev] = dataclasses.field(default_factory=dict)
+    limits: dict[str, Limit] | None = None
+    devfiles: DevFiles = dataclasses.field(default_factory=lambda: DevFiles([], {}, False, []))
+    meminfo: dict[str, int] = dataclasses.field(default_factory=dict)
+    gdr: dict[str, Any] = dataclasses.field(default_factory=dict)
+    pci: PciFacts = dataclasses.field(default_factory=PciFacts)
+    # RDMA port ("dev:port") -> its netdevs (facts.infiniband.port_netdevs, the one home of that map)
+    port_netdevs: dict[str, list[str]] = dataclasses.field(default_factory=dict)
+    # every live probe, by key (probe_key)
+    probes: dict[str, Probe] = dataclasses.field(default_factory=dict)
+    # derived under the configuration (gather.derive)
+    selection: Selection | None = None
+    bootstrap: dict[str, Any] = dataclasses.field(default_factory=dict)
+    peer: dict[str, Any] = dataclasses.field(default_factory=dict)
+    # host paths a replay could not read as files (FIFOs, devices ...), named for the user
+    skipped_paths: list[str] = dataclasses.field(default_factory=list)
+
+    # -- probe answers under the names the gates use ----------------------
+    def answer(self, kind: str, target: str = "", default: Any = None) -> Any:
+        p = self.probes.get(probe_key(kind, target))
+        return default if p is None else p.answer
+
+    @property
+    def verbs(self) -> dict[str, Any]:
+        return self.answer("verbs", default={"available": False, "error": "verbs not probed", "devices": {}})
+
+    @property
+    def nvml(self) -> dict[str, Any]:
+        return self.answer("nvml", default={"state": "absent", "error": "NVML not probed"})
+
+    @property
+    def nccl_lib(self) -> dict[str, Any]:
+        return self.answer("nccl_lib", default={"version": None, "library": None})
+
+    @property
+    def shm(self) -> int | None:
+        a = self.answer("shm")
+        return a.get("size") if isinstance(a, dict) else None
+
+    @property
+    def addrs(self) -> dict[str, dict[str, list[str]]]:
+        a = self.answer("addrs")
+        return a if isinstance(a, dict) else {}
+
+    @property
+    def local_addresses(self) -> dict[str, list[str]]:
+        """{ifname: ["192.168.100.1/24", ...]}: this host's IPv4 addresses."""
+        return {k: list((v or {}).get("ipv4") or []) for k, v in self.addrs.items() if isinstance(v, dict)}
+
+    def dcb(self, netdev: str) -> tuple[dict[str, Any], dict[str, Any]] | None:
+        """(app, pfc) answers of ``dcb -j`` for one netdev, None when not probed."""
+        app, pfc = self.probes.get(probe_key("dcb.app", netdev)), self.probes.get(probe_key("dcb.pfc", netdev))
+        if app is None or pfc is None:
+            return None
+        return app.answer or {}, pfc.answer or {}
+
+    # -- JSON ---------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {}
+        for f in dataclasses.fields(self):
+            v = getattr(self, f.name)
+            d[f.name] = v.to_dict() if isinstance(v, Selection) else _dump(v)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Any) -> "NodeFacts":
+        """Rebuild a record written by ``to_dict``; ValueError names what is wrong."""
+        if not isinstance(d, dict):
+            raise ValueError("facts record is not an object")
+        v = d.get("version")
+        if v != FACTS_VERSION:
+            raise ValueError(f"facts record version {v!r}; this rdmacheck reads version {FACTS_VERSION}")
+        try:
+            nf = _build(cls, {k: val for k, val in d.items() if k != "selection"})
+        except (TypeError, ValueError, KeyError, AttributeError) as e:
+            raise ValueError(f"facts record malformed: {type(e).__name__}: {e}") from None
+        sel = d.get("selection")
+        if isinstance(sel, dict):
+            nf.selection = _selection_from(sel, nf)
+        return nf
+
+
+def _selection_from(d: dict[str, Any], nf: NodeFacts) -> Selection:
+    from rdmacheck.util.errors import UsageError
+    from rdmacheck.nccl.spec import ListSpec, parse_list_spec
+
+    raw = d.get("hca") or None
+    try:
+        spec = parse_list_spec(raw, "NCCL_IB_HCA", with_ports=True)
+    except UsageError:
+        spec = ListSpec(entries=[], raw=raw or "")
+    ports = {p.name: p for dev in nf.ib.values() for p in dev.ports.values()}
+    return Selection(spec=spec, spec_error=d.get("spec_error"), explicit=bool(d.get("explicit")),
+                     ports=[ports[n] for n in d.get("ports") or [] if n in ports],
+                     skipped=[ports[n] for n in d.get("skipped") or [] if n in ports],
+                     active_mtu={k: (v[0], v[1]) for k, v in (d.get("active_mtu") or {}).items()},
+                     gid_index=dict(d.get("gid_index") or {}), gid_info=dict(d.get("gid_info") or {}),
+                     gid_error=d.get("gid_error"))
+
+
+def _dump(v: Any) -> Any:
+    if dataclasses.is_dataclass(v) and not isinstance(v, type):
+        return {f.name: _dump(getattr(v, f.name)) for f in dataclasses.fields(v)}
+    if isinstance(v, dict):
+        return {str(k): _dump(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_dump(x) for x in v]
+    if isinstance(v, bytes):
+        return v.hex()
+    return v
+
+
+_HINTS: dict[type, dict[str, Any]] = {}
+
+
+def _hints(cls: type) -> dict[str, Any]:
+    if cls not in _HINTS:
+        import sys
+
+        mod = sys.modules[cls.__module__]
+        _HINTS[cls] = typing.get_type_hints(cls, vars(mod))
+    return _HINTS[cls]
+
+
+def _build(tp: Any, v: Any) -> Any:
+    """Rebuild a value of type ``tp`` from JSON (dataclasses, dict[int, X], list[X], X | None)."""
+    origin = typing.get_origin(tp)
+    if tp is Any or v is None:
+        return v
+    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        return _build(args[0], v) if len(args) == 1 else v
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(v, dict):
+            raise TypeError(f"{tp.__name__}: expected an object, got {type(v).__name__}")
+        hints = _hints(tp)
+        kw = {f.name: _build(hints[f.name], v[f.name]) for f in dataclasses.fields(tp) if f.init and f.name in v}
+        return tp(**kw)
+    if origin is dict:
+        kt, vt = typing.get_args(tp) or (Any, Any)
+        if not isinstance(v, dict):
+            raise TypeError(f"expected an object, got {type(v).__name__}")
+        return {(int(k) if kt is int else k): _build(vt, x) for k, x in v.items()}
+    if origin in (list, tuple):
+        (it, *_rest) = typing.get_args(tp) or (Any,)
+        if not isinstance(v, list):
+            raise TypeError(f"expected a list, got {type(v).__name__}")
+        return [_build(it, x) for x in v]
+    if tp in (int, float) and isinstance(v, bool):
+        raise TypeError("expected a number, got a boolean")
+    if tp is float and isinstance(v, int):
+        return float(v)
+    return v
+
+
+__all__ = ["FACTS_VERSION", "NodeFacts", "PciFacts", "Probe", "Selection",
+           "probe_key"]
