@@ -188,3 +188,27 @@ def test_ipv6_subnet_judged_on_ipv6_gids(tmp_path):
     r = verdicts(tree2, expect=["subnet=fd00:100::/64"])["rdma.gid"]
     assert r.status.value == "fail" and "NCCL_IB_ADDR_FAMILY=AF_INET6" in r.remedy
 
+
+def test_mesh_address_on_a_vlan_at_1500_over_a_9000_base_fails_rdma_mtu_naming_the_vlan(tmp_path):
+    """The VLAN carries the mesh address, so its GID (ndev = the VLAN) is the one NCCL picks: its MTU is what
+    RoCE frames must fit, not the base netdev's 9000 (on soft-RoCE this layout dead-ends the path: send_err)."""
+    import os
+
+    vlan = "enP2p1s0f0np0.100"
+    tree = roce_tree(tmp_path, verbs_active_mtu=4096, addrs=[])
+    port = tmp_path / "sys/devices/virtual/infiniband/roceP2p1s0f0/ports/1"
+    (port / "gid_attrs/ndevs/1").write_text(vlan + "\n")          # the IPv4 GID belongs to the VLAN
+    nd = tmp_path / "sys/devices/virtual/net" / vlan
+    nd.mkdir(parents=True)
+    for f, v in (("mtu", "1500"), ("operstate", "up"), ("carrier", "1"), ("type", "1")):
+        (nd / f).write_text(v + "\n")
+    os.symlink(f"../../devices/virtual/net/{vlan}", tmp_path / "sys/class/net" / vlan)
+    (tmp_path / "rdmacheck/addrs.json").write_text(json.dumps({"enP2p1s0f0np0": {"ipv4": [], "ipv6": []},
+                                                               vlan: {"ipv4": ["192.168.100.1/24"], "ipv6": []}}))
+    r = verdicts(tree)["rdma.mtu"]
+    assert r.status.value == "fail", r
+    assert f"{vlan} MTU 1500 != 9000" in r.observed and f"ip link set dev {vlan} mtu 9000" in r.remedy, r
+    assert r.details["roceP2p1s0f0:1"]["netdev"] == vlan
+    # the same tree with the VLAN at 9000 passes: the gate judges the GID's netdev, nothing else changed
+    (nd / "mtu").write_text("9000\n")
+    assert verdicts(tree)["rdma.mtu"].status.value == "pass"

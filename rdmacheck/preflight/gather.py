@@ -96,12 +96,12 @@ def gather(root: HostRoot, config: Config) -> NodeFacts:
     """Every fact preflight judges, read and probed once."""
     import socket
 
-    from rdmacheck.preflight.facts import dcb, nccl_lib, nvml, peer
+    from rdmacheck.preflight.facts import dcb, firewall, nccl_lib, nvml, peer
     from rdmacheck.preflight.facts.devfiles import read_devfiles
     from rdmacheck.preflight.facts.gdr import read_gdr
     from rdmacheck.preflight.facts.infiniband import read_infiniband
     from rdmacheck.preflight.facts.limits import read_limits, shm_size
-    from rdmacheck.preflight.facts.net import addresses, addresses_known, read_net
+    from rdmacheck.preflight.facts.net import addresses, addresses_known, read_ipv4_conf, read_net
     from rdmacheck.preflight.facts.verbs import read_verbs
 
     pr = _Prober(root)
@@ -126,11 +126,15 @@ def gather(root: HostRoot, config: Config) -> NodeFacts:
     nf.gdr = read_gdr(root)
     nf.pci = _pci(root)
     nf.port_netdevs = port_netdevs(ib)
+    rdma_netdevs = sorted({n for nds in nf.port_netdevs.values() for n in nds})
+    nf.ipv4_conf = read_ipv4_conf(root, rdma_netdevs) if rdma_netdevs else {}
     devices = sorted(ib)
     pr.ask("shm", "", lambda: {"size": shm_size(root)}, legacy=lambda: {"size": shm_size(root)})
     pr.ask("verbs", "", lambda: read_verbs(root, devices), legacy=lambda: read_verbs(root, devices))
     pr.ask("nvml", "", lambda: nvml.read_nvml(root), legacy=lambda: nvml.read_nvml(root))
     pr.ask("nccl_lib", "", lambda: nccl_lib.read_nccl(root), legacy=lambda: nccl_lib.read_nccl(root))
+    if ib:  # where RDMA exists: the packet filter's view of RoCE v2 (UDP 4791)
+        pr.ask("firewall", "", firewall.read_rules)
     old_dcb = None if root.live else root.meta("dcb.json")
     nf.probes = pr.probes  # the same dict: probes asked below land in the record too
     dcb_devs = sorted({n for nds in nf.port_netdevs.values() for n in nds})
@@ -239,7 +243,10 @@ def _derive_gid(facts: NodeFacts, config: Config, sel: Selection) -> None:
         sel.gid_info[p.name] = {"index": chosen, "predicted": predicted, "explicit": explicit_idx,
                                 "gid": cg.gid if cg else None, "ipv4": cg.ipv4 if cg else None,
                                 "ip": str(ip) if ip is not None else None,
-                                "type": cg.type if cg else None, "in_subnet": in_subnet}
+                                "type": cg.type if cg else None, "in_subnet": in_subnet,
+                                # the netdev the GID belongs to: a VLAN's GID sits on the VLAN netdev, whose MTU
+                                # is what the RoCE frames of that GID must fit
+                                "ndev": cg.ndev if cg else None}
 
 
 def _derive_mtu(facts: NodeFacts, sel: Selection) -> None:

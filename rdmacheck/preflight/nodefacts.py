@@ -103,6 +103,8 @@ class NodeFacts:
     gdr: dict[str, Any] = dataclasses.field(default_factory=dict)
     pci: PciFacts = dataclasses.field(default_factory=PciFacts)
     # RDMA port ("dev:port") -> its netdevs (facts.infiniband.port_netdevs, the one home of that map)
+    # /proc/sys/net/ipv4/conf/{all,<RDMA netdev>}/{arp_ignore,arp_announce,arp_filter,rp_filter} (facts.net)
+    ipv4_conf: dict[str, dict[str, int | None]] = dataclasses.field(default_factory=dict)
     port_netdevs: dict[str, list[str]] = dataclasses.field(default_factory=dict)
     # every live probe, by key (probe_key)
     probes: dict[str, Probe] = dataclasses.field(default_factory=dict)

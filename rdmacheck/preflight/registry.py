@@ -42,6 +42,7 @@ class GateInfo:
 
 _CORE = "docs/checks.md"
 _GPU_NET = "docs/checks-gpu-net.md"
+_DATAPATH = "docs/datapath.md"
 
 GATES: tuple[GateInfo, ...] = (
     GateInfo(("rdma.devices",), "rdma:gate_devices", _CORE, needs=("rdma",)),
@@ -63,6 +64,8 @@ GATES: tuple[GateInfo, ...] = (
     GateInfo(("gpu.memory",), "gpu:gate_gpu_memory", _GPU_NET, needs=("gpu",)),
     GateInfo(("gpu.gdr",), "gpu:gate_gpu_gdr", _GPU_NET, needs=("gpu",)),
     GateInfo(("pci.acs",), "pci:gate_pci_acs", _GPU_NET, needs=("gpu", "rdma", "pci")),
+    GateInfo(("net.arp",), "netpath:gate_arp", _DATAPATH, needs=("rdma",)),
+    GateInfo(("net.firewall",), "netpath:gate_firewall", _DATAPATH, needs=("rdma", "root")),
 )
 
 

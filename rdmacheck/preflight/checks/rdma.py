@@ -348,12 +348,17 @@ def gate_mtu(facts, config) -> list[Result]:
         return [Result("rdma.mtu", Status.SKIP, observed="no port selected", expected=exp, remedy="see rdma.devices")]
     fails, parts, details, unknown = [], [], {}, []
     for p in sel.ports:
-        nd = facts.net.get(p.netdevs[0]) if p.netdevs else None
+        # the netdev that carries the GID NCCL picks (a VLAN over the port's base netdev carries its own
+        # GIDs, and its MTU is what the frames must fit), else the port's first netdev
+        gnd = (sel.gid_info.get(p.name) or {}).get("ndev")
+        nd = facts.net.get(gnd) if gnd in facts.net else (facts.net.get(p.netdevs[0]) if p.netdevs else None)
+        via_gid = bool(nd and gnd == nd.name and p.netdevs and gnd != p.netdevs[0])
         nmtu = nd.mtu if nd else None
         # sysfs, else verbs, else derived from the netdev MTU with the driver's overhead: phase 1 decided
         amtu, src = sel.active_mtu.get(p.name, (None, None))
         details[p.name] = {"netdev": nd.name if nd else None, "netdev_mtu": nmtu, "active_mtu": amtu, "source": src}
-        parts.append(f"{p.name}: netdev {nd.name if nd else '?'} MTU {nmtu if nmtu else '?'}, "
+        carrier = f" (carries NCCL's GID {sel.gid_index.get(p.name)}, over {p.netdevs[0]})" if via_gid else ""
+        parts.append(f"{p.name}: netdev {nd.name if nd else '?'}{carrier} MTU {nmtu if nmtu else '?'}, "
                      f"active MTU {amtu or '?'} ({src or 'unknown'})")
         if p.link_layer != "InfiniBand":
             if nmtu is None:

@@ -110,3 +110,14 @@ def read_net(root: HostRoot, addrs: dict[str, dict[str, list[str]]] | None = Non
         )
     return out
 
+
+# The IPv4 sysctls that decide who answers ARP for an address (Documentation/networking/ip-sysctl.rst):
+# with several netdevs in one subnet and the kernel's defaults (arp_ignore=0, arp_announce=0) every netdev
+# answers for every local address ("ARP flux"), and a peer can cache the wrong MAC for a RoCE address.
+IPV4_CONF = ("arp_ignore", "arp_announce", "arp_filter", "rp_filter")
+IPV4_CONF_DIR = "/proc/sys/net/ipv4/conf"
+
+
+def read_ipv4_conf(root: HostRoot, names: list[str]) -> dict[str, dict[str, int | None]]:
+    """{"all": {...}, name: {...}} of IPV4_CONF for ``all`` and each of ``names`` (None: unreadable)."""
+    return {n: {k: _int(root.read(f"{IPV4_CONF_DIR}/{n}/{k}")) for k in IPV4_CONF} for n in ["all", *names]}
