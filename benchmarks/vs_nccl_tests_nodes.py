@@ -212,6 +212,10 @@ def two_node_main(a) -> int:
         nt_runs.append(run_nccl_tests_nodes(a.nccl_tests, a.mpirun, n, a.b, a.e, out, f"nccl-tests-{i}", algo))
         rc_runs.append(run_rdmacheck_nodes(n, a.b, a.e, out, f"rdmacheck-{i}", algo, ["--algo", algo]))
         print(f"# round {i}: nccl-tests {nt_runs[-1]['wall']:.2f} s, rdmacheck {rc_runs[-1]['wall']:.2f} s", flush=True)
+        # every finished round on disk at once: a run cut short still leaves its rounds to compare
+        (out / "rounds.json").write_text(json.dumps(
+            {"nccl_tests": [{k: v for k, v in r.items() if k != "text"} for r in nt_runs],
+             "rdmacheck": [{k: v for k, v in r.items() if k != "evidence"} for r in rc_runs]}, default=str))
     dev = ""
     for line in nt_runs[0]["text"].splitlines():
         if "Rank" in line and "device" in line and "[" in line:

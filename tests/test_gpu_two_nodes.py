@@ -312,6 +312,22 @@ def test_cluster_nccl_on_two_ray_nodes_with_pairwise(cluster_two):
     assert (out / "report.html").is_file()
 
 
+# ------------------------------------------------------------------ the report of the lot
+
+
+def test_report_of_the_lot(default_run, socket_run, cluster_two, out_dir):
+    """Both benches and the two-node cluster run on one page (the --isolate run writes its own, judged below)."""
+    html = out_dir / "report.html"
+    files = [out_dir / "bench-two-nodes-default.json", out_dir / "bench-two-nodes-socket.json", out_dir / "cluster-two"]
+    p = run_cli("report", *map(str, files), "-o", str(html), "--title", "Two NCCL nodes on one GPU", timeout=300)
+    assert p.returncode in (0, 1), p.stdout + p.stderr  # 1: the page's verdict is FAIL (the default run failed)
+    page = html.read_text()
+    for needle in ('id="path-proof"', "bench.transport", "bench.wire", "NCCL fell back to NET/Socket",
+                   "nodes compared by", "NCCL host id (NCCL_HOSTID)", "node0", "node1", "bench.latency",
+                   "cluster.bench", "/head", "/w1"):
+        assert needle in page, needle
+
+
 class Throttle(threading.Thread):
     """A Ray node made slow for real: every process its raylet started runs ``on`` s of each ``period`` s
     (SIGSTOP/SIGCONT; only the processes of the raylet this test added, continued again at the end)."""
@@ -411,19 +427,5 @@ def test_cluster_isolate_names_the_slow_gpu_node_alone(cluster_isolate):
     assert "fleet median" in why or "no answer" in why, why
     assert sorted(iso["cleared"]) == sorted(set(labels) - set(target))
     assert all(e["busbw"] for e in iso["log"] if e["purpose"] == "screen" and target[0] not in e["nodes"])
-
-
-# ------------------------------------------------------------------ the report of the lot
-
-
-def test_report_of_the_lot(default_run, socket_run, cluster_two, cluster_isolate, out_dir):
-    html = out_dir / "report.html"
-    files = [out_dir / "bench-two-nodes-default.json", out_dir / "bench-two-nodes-socket.json",
-             out_dir / "cluster-two", out_dir / "cluster-isolate"]
-    p = run_cli("report", *map(str, files), "-o", str(html), "--title", "Two NCCL nodes on one GPU", timeout=300)
-    assert p.returncode in (0, 1), p.stdout + p.stderr  # 1: the page's verdict is FAIL (the default run failed)
-    page = html.read_text()
-    for needle in ('id="path-proof"', "bench.transport", "bench.wire", "NCCL fell back to NET/Socket",
-                   "nodes compared by", "NCCL host id (NCCL_HOSTID)", "node0", "node1", "bench.latency",
-                   'id="quarantined"'):
-        assert needle in page, needle
+    page = (out / "report.html").read_text()
+    assert page.index('id="quarantined"') < page.index('id="nodes"') and target[0] in page
