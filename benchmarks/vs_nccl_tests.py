@@ -19,6 +19,22 @@ both tools (the same rule for both), and the spread across rounds is printed so 
 --algo, which records the choice in the evidence); the small-size latency comparison of docs/latency.md is
 `-b 8K -e 1M --algo ring`.
 Build all_reduce_perf yourself from the public nccl-tests sources; this repository ships no copy.
+
+Two-node mode (--nodes N, N >= 2): N NCCL "nodes" on this machine's one GPU, told apart by NCCL_HOSTID
+(docs/gpu-two-nodes.md; start the MPS control daemon first, or every call waits for a GPU time slice):
+
+    python benchmarks/vs_nccl_tests.py --nodes 2 --nccl-tests BUILD/all_reduce_perf --rounds 3 --out DIR
+
+  rdmacheck    N torchrun agents (--nnodes N --nproc-per-node 1, c10d rendezvous on 127.0.0.1), agent i
+               with NCCL_HOSTID=node<i>, each running `python -m rdmacheck bench` on its device 0
+  nccl-tests   mpirun -np N, an all_reduce_perf built with MPI=1, each rank with NCCL_HOSTID=node<rank>
+               and NCCL_TESTS_DEVICE=0, -g 1
+Both with NCCL_SOCKET_IFNAME=lo, NCCL_IB_DISABLE=1 unless set, NCCL_ALGO=Ring (rdmacheck's default across
+nodes; --algo changes both).  The tools alternate for --rounds rounds (>= 3 recommended: this path is noisy),
+and per size the table gives each round's rdmacheck/nccl-tests ratio of time and of busbw (round i of one
+tool against round i of the other) as min / median / max, the whole-sweep wall ratio the same way, and GPU
+memory: rdmacheck's torch peak per rank at the largest size (the bench's gpu_memory hook) and the device's
+used memory (nvidia-smi, sampled every 100 ms) at its peak during each tool's run, above the idle level.
 """
 
 from __future__ import annotations
@@ -108,6 +124,9 @@ def run_rdmacheck(ngpus: int, b: str, e: str, log: Path, extra: list[str]) -> tu
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--nccl-tests", required=True, help="path of an all_reduce_perf binary")
+    ap.add_argument("--nodes", type=int, default=0,
+                    help="two-node mode: N NCCL nodes on this machine's GPU 0 (NCCL_HOSTID per node); see above")
+    ap.add_argument("--mpirun", default="mpirun", help="two-node mode: the mpirun of the MPI nccl-tests was built with")
     ap.add_argument("--ngpus", type=int, default=2)
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("-b", default="1K")
@@ -117,6 +136,10 @@ def main() -> int:
     ap.add_argument("--algo", choices=["ring", "tree", "auto"], default=None,
                     help="NCCL_ALGO for both tools (default: each tool's own default)")
     a = ap.parse_args()
+    if a.nodes:
+        from vs_nccl_tests_nodes import two_node_main  # the two-node mode lives beside this file
+
+        return two_node_main(a)
     algo_args = ["--algo", a.algo] if a.algo else []
     out = Path(a.out or tempfile.mkdtemp(prefix="vs-nccl-"))
     out.mkdir(parents=True, exist_ok=True)

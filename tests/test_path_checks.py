@@ -209,7 +209,8 @@ def test_wire_passes_fails_and_names_the_other_carrier():
            "netdevs": {}, "others": {"eth0": {"tx": 1000, "rx": 1000}}} for i, h in enumerate(("a", "b"))]
     r = check_wire(_records("all_reduce", nbytes, 20, ok), CTX)
     assert r.id == "bench.wire" and r.status is Status.PASS, r
-    assert r.observed == "roceP2p1s0f0/1 carried 1.02x..1.02x of the expected bytes on 2 nodes over 1 sizes"
+    assert r.observed == ("roceP2p1s0f0/1 carried 1.02x..1.02x of the expected bytes on 2 nodes over 1 sizes "
+                          "(nodes by host name (no NCCL host id recorded): a, b)")
     row = r.details["rows"][0]
     assert (row["calls"], row["factor"], row["expected_bytes"], row["verdict"]) == (calls, 1.0, exp, "pass")
 
@@ -218,7 +219,7 @@ def test_wire_passes_fails_and_names_the_other_carrier():
     r = check_wire(_records("all_reduce", nbytes, 20, bad), CTX)
     assert r.status is Status.FAIL
     assert r.observed.startswith(f"all_reduce {nbytes} B: a roceP2p1s0f0/1 carried 4096 B, 0.00x of the {exp} B")
-    assert r.observed.endswith(f"(1 of 1 sizes below 0.5x); eno1 carried {exp} B")
+    assert r.observed.endswith(f"(1 of 1 sizes below 0.5x); eno1 carried {exp} B (nodes by host name (no NCCL host id recorded): a, b)")
     assert r.details["rows"][0]["nodes"][0]["top_other"] == {"name": "eno1", "bytes": exp}
 
     # just below the tolerance fails, just above passes

@@ -439,10 +439,18 @@ def check_wire(
 ) -> Result:
     """Judge counter deltas stored by the path-proof hook in ``record["wire"]``.
 
-    ``record["wire"] = {"nodes": [{"host", "rank", "hcas": {name: {tx, rx}},
+    ``record["wire"] = {"nodes": [{"host", "rank", "node", "node_source", "scope", "hcas": {name: {tx, rx}},
     "netdevs": {name: {tx, rx}}, "others": {name: {tx, rx}}}, ...]}`` on the
     record that the after_size hook saw (one per op and size).
+
+    Nodes are told apart as NCCL tells them apart: by each sample's ``node`` (the NCCL host id,
+    rdmacheck/bench/nodeid.py), or by ``host`` in evidence that has none.  Samples that share a
+    ``scope`` (one kernel network namespace: several NCCL nodes on one machine) read the same
+    counters, so each is judged against the sum of those nodes' expected bytes.  ``details``
+    say what was compared: ``compared_by``, ``nodes`` and ``shared_counters``.
     """
+    from ..bench.nodeid import describe_sources, short
+
     world = int(context.get("world_size") or 0)
     backend = str(context.get("backend") or "nccl")
     by_size: dict[tuple[str, int], list[Mapping[str, Any]]] = {}
@@ -451,15 +459,27 @@ def check_wire(
     rows: list[dict[str, Any]] = []
     watched: dict[str, dict[str, list[str]]] = {}
     hosts: set[str] = set()
+    sources: set[str | None] = set()
+    labels: dict[str, str] = {}
+    shared: dict[str, list[str]] = {}
     for (op, nbytes), recs in by_size.items():
         wire = next((r["wire"] for r in recs if isinstance(r.get("wire"), Mapping)), None)
         if not wire:
             continue
         nodes = [n for n in wire.get("nodes", []) if n]
+        scope_nodes: dict[str, set[str]] = {}
         for n in nodes:
-            hosts.add(str(n.get("host")))
+            key = _node_key(n)
+            hosts.add(key)
+            sources.add(n.get("node_source") if n.get("node") is not None else None)
+            labels[key] = short(key, n.get("node_source")) if n.get("node") is not None else key
+            if n.get("scope"):
+                scope_nodes.setdefault(str(n["scope"]), set()).add(key)
             watched[str(n.get("host"))] = {"hcas": sorted((n.get("hcas") or {}).keys()),
                                            "netdevs": sorted((n.get("netdevs") or {}).keys())}
+        for sc, keys in scope_nodes.items():
+            if len(keys) > 1:
+                shared[sc] = sorted(keys)
         factor = wire_factor(op, world, backend)
         calls = calls_in_window(recs)
         row: dict[str, Any] = {"op": op, "bytes": nbytes, "calls": calls, "factor": factor, "nodes": []}
@@ -468,6 +488,9 @@ def check_wire(
         unreadable_hosts = []
         for n in nodes:
             measured = node_bytes(n)
+            # NCCL nodes that read one namespace's counters: the counters hold all of their traffic
+            share = len(scope_nodes.get(str(n.get("scope")), ())) if n.get("scope") else 1
+            n_expected = expected * max(share, 1) if expected is not None else None
             bad = [k for fam in ("hcas", "netdevs") for k, v in (n.get(fam) or {}).items()
                    if v.get("tx") is None or v.get("rx") is None]
             if bad:
@@ -475,8 +498,9 @@ def check_wire(
             others = {k: max(int(v.get("tx") or 0), int(v.get("rx") or 0)) for k, v in (n.get("others") or {}).items()}
             top = max(others.items(), key=lambda kv: kv[1]) if others else None
             row["nodes"].append({
-                "host": n.get("host"), "rank": n.get("rank"), "measured_bytes": measured,
-                "ratio": (measured / expected) if expected else None,
+                "host": n.get("host"), "rank": n.get("rank"), "node": _node_key(n), "measured_bytes": measured,
+                "ratio": (measured / n_expected) if n_expected else None,
+                "expected_bytes": n_expected, "sharing": share if share > 1 else None,
                 "hcas": n.get("hcas") or {}, "netdevs": n.get("netdevs") or {},
                 "top_other": {"name": top[0], "bytes": top[1]} if top and top[1] > 0 else None,
                 "unreadable": bad,
@@ -499,17 +523,25 @@ def check_wire(
             else:
                 row["verdict"] = "pass"
         rows.append(row)
+    by = describe_sources(sources)
+    node_list = sorted(hosts)
     d: dict[str, Any] = {"rows": rows, "min_ratio": min_ratio, "max_ratio": max_ratio, "min_bytes": min_bytes,
                          "watched": watched, "world_size": world, "backend": backend,
+                         "compared_by": by, "nodes": node_list, "shared_counters": shared,
                          "factor_note": "per node per call: all_reduce 2(n-1)/n, all_gather/reduce_scatter/alltoall "
                                         "(n-1)/n, broadcast/sendrecv 1 x bytes (gloo: the same, but reduce_scatter 2(n-1)/n)"}
     exp_s = f"each node's selected NIC carries >= {min_ratio:g}x the collective's bytes"
     if not rows:
         return Result(WIRE_ID, Status.SKIP, observed="no counter samples (path proof not enabled, or a single rank)",
                       expected=exp_s, details=d)
+    who = ", ".join(labels.get(h, h) for h in node_list)
     if len(hosts) < 2:
-        return Result(WIRE_ID, Status.SKIP, observed=f"all ranks on one node ({', '.join(sorted(hosts)) or '?'}): "
+        return Result(WIRE_ID, Status.SKIP, observed=f"all ranks on one node ({who or '?'}; nodes by {by}): "
                       "no inter-node traffic to count", expected=exp_s, details=d)
+    basis = f"nodes by {by}: {who}"
+    if shared:
+        basis += "; " + "; ".join(f"{' and '.join(labels.get(k, k) for k in ks)} read one network namespace's counters, "
+                                  "judged against their summed bytes" for ks in shared.values())
     judged = [r for r in rows if r["verdict"] in ("pass", "fail", "warn")]
     if not judged:
         return Result(WIRE_ID, Status.SKIP, observed=f"no size moves >= {min_bytes} B per node; too small to judge",
@@ -522,11 +554,12 @@ def check_wire(
     if fails:
         w = worst_node
         w_devs = ", ".join(sorted(list(w["hcas"]) + list(w["netdevs"]))) or "(no watched device)"
-        msg = (f"{worst['op']} {worst['bytes']} B: {w['host']} {w_devs} carried {w['measured_bytes']} B, "
-               f"{w['ratio']:.2f}x of the {worst['expected_bytes']:.0f} B the collective moves "
+        msg = (f"{worst['op']} {worst['bytes']} B: {labels.get(w['node'], w['node'])} {w_devs} carried {w['measured_bytes']} B, "
+               f"{w['ratio']:.2f}x of the {w['expected_bytes']:.0f} B the collective moves "
                f"({len(fails)} of {len(judged)} sizes below {min_ratio:g}x)")
         if w.get("top_other"):
             msg += f"; {w['top_other']['name']} carried {w['top_other']['bytes']} B"
+        msg += f" ({basis})"
         return Result(WIRE_ID, Status.FAIL, observed=msg, expected=exp_s,
                       remedy="the traffic took another path: pin NCCL_SOCKET_IFNAME/GLOO_SOCKET_IFNAME and NCCL_IB_HCA "
                              "to the data NIC, check bench.transport and the routes between the nodes",
@@ -535,7 +568,13 @@ def check_wire(
     span = f"{ratios[0]:.2f}x..{ratios[-1]:.2f}x"
     if any(r["verdict"] == "warn" for r in judged):
         return Result(WIRE_ID, Status.WARN, observed=f"{dev_names} carried {span} of the expected bytes over "
-                      f"{len(judged)} sizes (more than {max_ratio:g}x somewhere)", expected=exp_s,
+                      f"{len(judged)} sizes (more than {max_ratio:g}x somewhere; {basis})", expected=exp_s,
                       remedy="other traffic shares the NIC during the bench, or a counter's unit is wrong", details=d)
     return Result(WIRE_ID, Status.PASS, observed=f"{dev_names} carried {span} of the expected bytes on "
-                  f"{len(hosts)} nodes over {len(judged)} sizes", expected=exp_s, details=d)
+                  f"{len(hosts)} nodes over {len(judged)} sizes ({basis})", expected=exp_s, details=d)
+
+
+def _node_key(sample: Mapping[str, Any]) -> str:
+    """A counter sample's node: its NCCL host id (bench/nodeid.py), else its host name (older evidence)."""
+    v = sample.get("node")
+    return str(v) if v is not None else str(sample.get("host"))

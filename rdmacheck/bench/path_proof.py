@@ -46,6 +46,7 @@ from typing import Any
 from rdmacheck.util.errors import UsageError
 from rdmacheck.nccl.spec import hca_selected, parse_list_spec
 from rdmacheck.preflight.root import HostRoot
+from rdmacheck.bench.nodeid import counter_scope, nccl_host_id, rank_node
 
 ENV_DIR = "RDMACHECK_PATH_DIR"
 ENV_WIRE_IF = "RDMACHECK_WIRE_IFNAME"
@@ -145,6 +146,9 @@ class PathProof:
         self.log_dir = Path(self.env.get(ENV_DIR) or DEFAULT_DIR)
         self.local_rank = int(self.env.get("LOCAL_RANK") or 0)
         self.host = socket.gethostname()
+        # the node as NCCL decides it (NCCL_HOSTID, else host name + boot id), and whose counters a read sees
+        self.node = nccl_host_id(self.env)
+        self.scope = counter_scope()
         self.backend: str | None = None
         self.hcas: list[tuple[str, int]] = []
         self.netdevs: list[str] = []
@@ -234,7 +238,8 @@ class PathProof:
         if self.local_rank == 0 and self._before is not None:
             after = self.read()
             rank = int(self.env.get("RANK") or 0)
-            sample = {"host": self.host, "rank": rank,
+            sample = {"host": self.host, "rank": rank, "node": self.node["id"], "node_source": self.node["source"],
+                      "scope": self.scope,
                       **{fam: _delta(self._before[fam], after[fam]) for fam in ("hcas", "netdevs", "others")}}
         samples = _gather(sample)
         record["wire"] = {"nodes": [s for s in samples if s]}
@@ -255,7 +260,7 @@ class PathProof:
         from rdmacheck.nccl.log import NcclLog, parse_text
 
         path, text = self._my_log() if info.backend == "nccl" else ("", "")
-        mine = {"rank": info.rank, "host": self.host, "path": path, "text": text}
+        mine = {"rank": info.rank, "host": self.host, "node": self.node["id"], "path": path, "text": text}
         allp = _gather(mine)
         if info.rank != 0:
             return []
@@ -265,12 +270,13 @@ class PathProof:
             if p and p.get("text"):
                 one = parse_text(p["text"], source=f"rank {p['rank']} ({p['host']}): {p['path']}")
                 log = log.merge(one)
-                by_host[p["host"]] = by_host.get(p["host"], NcclLog()).merge(one)
+                key = p.get("node") or p["host"]  # one entry per node as NCCL counts nodes
+                by_host[key] = by_host.get(key, NcclLog()).merge(one)
         env = dict((info.context.get("config") or {}).get("env") or {})
         env.update({k: v for k, v in self.env.items() if k.startswith(("NCCL_", "GLOO_"))})
         expect = PathExpectation.from_env(env, net=self.env.get(ENV_EXPECT_NET) or None,
                                           link=_link(self.env.get(ENV_EXPECT_LINK)))
-        hosts = {r.get("host") for r in (info.context.get("ranks") or []) if isinstance(r, dict)}
+        hosts = {rank_node(r) for r in (info.context.get("ranks") or []) if isinstance(r, dict)}
         transport = check_transport(log if info.backend == "nccl" else None, expect, backend=info.backend,
                                     multi_node=len(hosts) > 1 if hosts else None, env=env, preflight=self.preflight)
         wire = check_wire(info.records, info.context, min_ratio=self.min_ratio)
@@ -288,12 +294,21 @@ class PathProof:
 def per_node(ranks: list, by_host: dict, rows: list) -> dict[str, dict[str, Any]]:
     """One line per node for the report: its transport (its own ranks' NCCL lines) and its wire proof.
 
+    Nodes are keyed as NCCL counts them: each rank's NCCL host id where the evidence has it
+    (bench/nodeid.py), else its host name; ``by_host`` is keyed the same way.  ``hostnames`` and
+    ``node_source`` say which machine a node was on and where its id came from.
     ``wire`` is the largest judged size of the sweep (the one nearest the bandwidth plateau).
     """
     out: dict[str, dict[str, Any]] = {}
     for r in ranks:
-        if isinstance(r, dict) and r.get("host"):
-            out.setdefault(r["host"], {"ranks": []})["ranks"].append(r.get("rank"))
+        key = rank_node(r) if isinstance(r, dict) else None
+        if key:
+            d = out.setdefault(key, {"ranks": []})
+            d["ranks"].append(r.get("rank"))
+            if r.get("nccl_host_id_source"):
+                d["node_source"] = r["nccl_host_id_source"]
+            if r.get("host") and r["host"] not in d.setdefault("hostnames", []):
+                d["hostnames"].append(r["host"])
     for host, log in by_host.items():
         d = out.setdefault(host, {"ranks": []})
         by_index = {x.index: x for x in log.ib_devices}
@@ -309,8 +324,8 @@ def per_node(ranks: list, by_host: dict, rows: list) -> dict[str, dict[str, Any]
     if judged:
         big = max(judged, key=lambda r: (r["bytes"], r["op"]))
         for n in big["nodes"]:
-            d = out.setdefault(str(n.get("host")), {"ranks": []})
-            d["wire"] = {"op": big["op"], "bytes": big["bytes"], "expected_bytes": big["expected_bytes"],
+            d = out.setdefault(str(n.get("node") or n.get("host")), {"ranks": []})
+            d["wire"] = {"op": big["op"], "bytes": big["bytes"], "expected_bytes": n.get("expected_bytes", big["expected_bytes"]),
                          "measured_bytes": n["measured_bytes"], "ratio": n["ratio"],
                          "devices": sorted(list(n["hcas"]) + list(n["netdevs"])), "verdict": big["verdict"]}
     return out

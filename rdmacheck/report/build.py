@@ -282,8 +282,11 @@ def _path_nodes(nodes: dict[str, Any], records: list[dict[str, Any]]) -> list[di
         d = nodes[host] if isinstance(nodes[host], dict) else {}
         w = d.get("wire") if isinstance(d.get("wire"), dict) else {}
         paths = d.get("paths") if isinstance(d.get("paths"), dict) else {}
+        hostnames = [str(h) for h in (d.get("hostnames") or []) if str(h) != host]
         out.append({
-            "host": host, "ranks": ", ".join(map(str, d.get("ranks") or [])),
+            # the node as NCCL counts it (its NCCL host id); the machine's host name beside it when they differ
+            "host": _node_label(host) + (f" (host {', '.join(hostnames)})" if hostnames else ""),
+            "ranks": ", ".join(map(str, d.get("ranks") or [])),
             "net": d.get("net_plugin") or "none (no NET channel)",
             "links": ", ".join(map(str, d.get("links") or [])),
             "gdr": "" if d.get("gdr_enabled") is None else ("on" if d.get("gdr_enabled") else "off"),
@@ -298,6 +301,13 @@ def _path_nodes(nodes: dict[str, Any], records: list[dict[str, Any]]) -> list[di
             "busbw": bw.get((w.get("op"), w.get("bytes"))) if w else None,
         })
     return out
+
+
+def _node_label(node_id: str) -> str:
+    """An NCCL host id for people: NCCL_HOSTID as given, host name + boot id shortened (bench/nodeid.py)."""
+    from ..bench.nodeid import SOURCE_BOOT, short
+
+    return short(str(node_id), SOURCE_BOOT)
 
 
 def _proof_view(r: Result, records: list[dict[str, Any]]) -> dict[str, Any]:
@@ -329,6 +339,13 @@ def _proof_view(r: Result, records: list[dict[str, Any]]) -> dict[str, Any]:
                     "remedy": str(c.get("remedy") or ""), "gates": ", ".join(map(str, c.get("preflight_gates") or [])),
                 })
     elif r.id == "bench.wire":
+        shared = d.get("shared_counters") if isinstance(d.get("shared_counters"), dict) else {}
+        out["facts"] = [(k, str(v)) for k, v in (
+            ("nodes compared by", d.get("compared_by")),
+            ("nodes", ", ".join(_node_label(str(x)) for x in d.get("nodes") or []) or None),
+            ("one namespace's counters", "; ".join(" + ".join(_node_label(str(x)) for x in v) for v in shared.values()
+                                                   if isinstance(v, list)) or None),
+        ) if v not in (None, "")]
         bw = {(x.get("op"), x.get("bytes")): x.get("busbw") for x in records if isinstance(x, dict)}
         for row in d.get("rows") or []:
             if not isinstance(row, dict):
@@ -340,9 +357,11 @@ def _proof_view(r: Result, records: list[dict[str, Any]]) -> dict[str, Any]:
                 out["wire_rows"].append({
                     "op": row.get("op"), "size": decimal_bytes(row.get("bytes")),
                     "busbw": bw.get((row.get("op"), row.get("bytes"))),
-                    "node": f"{n.get('host', '?')} (rank {n.get('rank', '?')})",
+                    "node": (f"{_node_label(n['node'])} on {n.get('host', '?')}" if n.get("node") not in (None, n.get("host"))
+                             else str(n.get("host", "?"))) + f" (rank {n.get('rank', '?')})",
                     "devices": ", ".join(sorted(map(str, devs))) or "none watched",
-                    "expected": decimal_bytes(row.get("expected_bytes")), "measured": decimal_bytes(n.get("measured_bytes")),
+                    "expected": decimal_bytes(n.get("expected_bytes", row.get("expected_bytes"))),
+                    "measured": decimal_bytes(n.get("measured_bytes")),
                     "ratio": n.get("ratio"), "verdict": str(row.get("verdict") or ""),
                 })
     if out["facts"] or out["causes"] or out["wire_rows"]:
