@@ -78,3 +78,28 @@ def roce_tree(root: Path, dev: str = "roceP2p1s0f0", netdev: str = "enP2p1s0f0np
                                                               "max_mtu": 4096, "link_layer": "Ethernet",
                                                               "gid_tbl_len": table_len}}}}}))
     return root
+
+
+def counter_tree(root: Path, ports: dict[str, dict[str, dict[str, int]]] | None = None,
+                 netdevs: dict[str, dict[str, int]] | None = None, links: dict[str, str] | None = None) -> Path:
+    """RDMA port and netdev counter files under ``root`` as the kernel lays them out.
+
+    ``ports``: {"dev/port": {"counters": {name: value}, "hw_counters": {name: value}}} (IB PortCounters and
+    driver hw_counters: rxe and mlx5 names as their drivers spell them); ``netdevs``: {ifname: {stat: value}}
+    (``statistics/``); ``links``: {rdma dev: netdev} written as rxe's ``parent`` file, so the port -> netdev
+    map (facts.infiniband.port_netdevs) finds the netdev as it does on a live rxe device.
+    """
+    for key, fams in (ports or {}).items():
+        dev, port = key.split("/")
+        base = root / "sys/class/infiniband" / dev
+        for fam, values in fams.items():
+            for name, v in values.items():
+                _w(base / "ports" / port / fam / name, str(v))
+        _w(base / "ports" / port / "state", "4: ACTIVE")
+        _w(base / "ports" / port / "link_layer", "Ethernet")
+    for dev, nd in (links or {}).items():
+        _w(root / "sys/class/infiniband" / dev / "parent", nd)
+    for nd, stats in (netdevs or {}).items():
+        for name, v in stats.items():
+            _w(root / "sys/class/net" / nd / "statistics" / name, str(v))
+    return root
