@@ -71,6 +71,7 @@ EXTRA_GATES: list[str] = [
     "checks.gpu:gate_gpu_nvml",
     "checks.gpu:gate_gpu_memory",
     "checks.gpu:gate_gpu_gdr",
+    "checks.gpu_health:gate_gpu_health",
     "checks.pci:gate_pci_acs",
 ]
 
