@@ -72,6 +72,8 @@ EXTRA_GATES: list[str] = [
     "checks.gpu:gate_gpu_memory",
     "checks.gpu:gate_gpu_gdr",
     "checks.gpu_health:gate_gpu_health",
+    "checks.gpu_health:gate_gpu_xid",
+    "checks.nic_health:gate_nic_health",
     "checks.pci:gate_pci_acs",
 ]
 

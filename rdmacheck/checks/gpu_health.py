@@ -246,3 +246,74 @@ def judge_pcie_errors(gpus: list[dict[str, Any]]) -> Result:
 
 __all__ = ["CLOCK_MIN_RATIO", "RETIRED_PAGES_FAIL", "gate_gpu_health", "judge_clocks", "judge_pcie_errors",
            "judge_remap"]
+
+
+# ------------------------------------------------------------------ gpu.xid
+
+# NVIDIA's Xid catalog (docs.nvidia.com/deploy/xid-errors): what an Xid says about the GPU, not the job.
+XID_FAIL = {48: "double-bit ECC error", 62: "internal micro-controller halt", 64: "ECC page retirement or row "
+            "remapper recording failure", 74: "NVLink error", 79: "GPU has fallen off the bus", 95: "uncontained ECC "
+            "error", 119: "GSP RPC timeout", 120: "GSP error", 140: "unrecovered ECC error",
+            154: "GPU recovery action changed (reset or reboot required)"}
+XID_WARN = {61: "internal micro-controller breakpoint/warning", 63: "ECC page retirement or row remapping event",
+            92: "high single-bit ECC error rate", 94: "contained ECC error (reset the GPU)"}
+# application-side Xids: a job's fault (bad kernel, MMU fault), noted, not the GPU's health
+XID_APP = {13: "graphics engine exception", 31: "GPU memory page fault", 32: "invalid or corrupted push buffer",
+           43: "GPU stopped processing", 45: "preemptive cleanup after earlier errors", 68: "NVDEC0 exception",
+           69: "graphics engine class error"}
+
+
+def _gpu_of(pci: str, gpus: list[dict[str, Any]]) -> str:
+    from ..facts.kernlog import same_function
+
+    for g in gpus:
+        if isinstance(g.get("pci_bus_id"), str) and same_function(pci, g["pci_bus_id"]):
+            return f"GPU {g['index']} ({pci})"
+    return f"GPU at {pci}"
+
+
+@gate("gpu.xid")
+def gate_gpu_xid(node, config) -> list[Result]:
+    why = _expect_no_gpu(config)
+    if why:
+        return [Result("gpu.xid", Status.SKIP, observed=why)]
+    log = (node.health or {}).get("kernel_log")
+    if not isinstance(log, dict):
+        return [Result("gpu.xid", Status.SKIP,
+                       observed="this record holds no kernel-log facts (recorded by an older rdmacheck)")]
+    if not log.get("source"):
+        return [Result("gpu.xid", Status.SKIP, observed=str(log.get("why") or "no kernel log read"),
+                       remedy="keep a text kernel log (rsyslog: /var/log/kern.log) to let preflight see XIDs, "
+                              "or check `journalctl -k | grep Xid`")]
+    gpus = [g for g in (node.nvml.get("gpus") or []) if isinstance(g, dict)]
+    by: dict[tuple[int, str], int] = {}
+    texts: dict[tuple[int, str], str] = {}
+    for e in log.get("xid") or []:
+        k = (int(e.get("xid", -1)), _gpu_of(str(e.get("pci", "")), gpus))
+        by[k] = by.get(k, 0) + 1
+        texts[k] = str(e.get("text", ""))
+    src = (f"{log['source']} (this boot" + ("" if log.get("boot_marker") else ", no boot banner in the window read")
+           + f", {log.get('lines', 0)} lines)")
+    if not by:
+        older = log.get("xid_before_boot") or 0
+        return [Result("gpu.xid", Status.PASS, observed=f"no Xid in {src}"
+                       + (f"; {older} Xid line(s) from an earlier boot ignored" if older else ""),
+                       expected="no hardware Xid this boot")]
+    rows, status = [], Status.PASS
+    for (x, where), n in sorted(by.items()):
+        if x in XID_FAIL:
+            what, st = XID_FAIL[x], Status.FAIL
+        elif x in XID_APP:
+            what, st = XID_APP[x] + " (the application's)", Status.PASS
+        else:
+            what, st = XID_WARN.get(x, "see NVIDIA's Xid catalog"), Status.WARN
+        rows.append(f"Xid {x} on {where} x{n}: {what}" + (f" [{texts[(x, where)][:120]}]" if texts[(x, where)] else ""))
+        status = max(status, st, key=[Status.PASS, Status.WARN, Status.FAIL].index)
+    total = log.get("xid_count", sum(by.values()))
+    obs = f"{total} Xid line(s) in {src}: " + "; ".join(rows)
+    remedy = ("" if status is Status.PASS else
+              "a hardware Xid this boot: drain the node, `nvidia-smi -q` for the GPU's state, reset the GPU "
+              "(nvidia-smi -r) or reboot; 79/95/119/120/154 and repeated 48/74 need the GPU serviced "
+              "(NVIDIA's Xid catalog names the action per Xid)")
+    return [Result("gpu.xid", status, observed=obs, expected="no hardware Xid this boot", remedy=remedy,
+                   details={"xid": log.get("xid"), "source": log.get("source")})]
