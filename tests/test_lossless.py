@@ -253,3 +253,18 @@ def test_counters_command_states_the_verdict_and_the_patterns(tmp_path):
     p = run_cli("counters", "--before", str(a), "--after", str(c))
     assert p.returncode == 0, p.stderr
     assert f"port {RXE_PORT} received 0 packets while its netdev {RXE_ND} received 58000000 bytes" in p.stdout
+
+
+def test_both_ends_on_one_host_are_not_another_netdev(tmp_path):
+    """rxe0 on veth0 and rxe1 on veth1 in one guest, RoCE dropped at INPUT: veth0's bytes are rxe0's finding;
+    rxe1, which sent and heard nothing, must not blame veth0 as "another netdev" (what the guest showed)."""
+    def side(rx0, tx1, nd0_rx):
+        hw0 = {n: 0 for n in RXE}
+        hw1 = {n: 0 for n in RXE}
+        hw0["rcvd_pkts"], hw1["sent_pkts"] = rx0, tx1
+        return ({"rxe0/1": {"hw_counters": hw0}, "rxe1/1": {"hw_counters": hw1}},
+                {"veth0": {"rx_bytes": nd0_rx, "tx_bytes": 0}, "veth1": {"rx_bytes": 0, "tx_bytes": nd0_rx}})
+    links = {"rxe0": "veth0", "rxe1": "veth1"}
+    delta, nds = _window(tmp_path, side(0, 0, 0), side(0, 218178, 906_555_036), links=links)
+    f = L.findings(delta, nds)
+    assert [(x.port, x.pattern) for x in f] == [("rxe0/1", "port received 0 packets")]

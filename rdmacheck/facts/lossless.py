@@ -349,24 +349,27 @@ def findings(delta: Mapping[str, Any], port_netdevs: Mapping[str, list[str]] | N
     """
     nd_map = {_pkey(k): v for k, v in (port_netdevs or {}).items()}
     netdevs = delta.get("netdevs") or {}
+    ports = delta.get("ports") or {}
     out: list[Finding] = []
-    for key, pd in sorted((delta.get("ports") or {}).items()):
-        rx = pd.get("rx_packets")
-        if rx != 0:
+    explained: set[str] = set()   # netdevs whose bytes a "0 packets at the port" finding already accounts for
+    silent = []
+    for key, pd in sorted(ports.items()):
+        if pd.get("rx_packets") != 0:
             continue
         own = [n for n in nd_map.get(key, []) if n in netdevs]
         own_bytes = sum(netdevs[n].get("rx_bytes") or 0 for n in own)
         if own and own_bytes >= min_bytes:
             names = "/".join(own)
+            explained.update(own)
             out.append(Finding(key, "port received 0 packets",
                                f"port {key} received 0 packets while its netdev {names} received {own_bytes} bytes "
                                f"({_fmt_bytes(own_bytes)}): RoCE was dropped before the RDMA stack (a firewall on "
                                "UDP 4791, a VLAN or GID mismatch, RoCE disabled on the NIC)"))
-            continue
-        if not pd.get("tx_packets"):
-            continue  # an idle port: traffic elsewhere is someone else's
+        elif pd.get("tx_packets"):  # an idle port: traffic elsewhere is someone else's
+            silent.append((key, pd, own, own_bytes))
+    for key, pd, own, own_bytes in silent:
         others = sorted(((n, d.get("rx_bytes") or 0) for n, d in netdevs.items()
-                         if n not in own and n != "lo" and (d.get("rx_bytes") or 0) >= min_bytes),
+                         if n not in own and n not in explained and n != "lo" and (d.get("rx_bytes") or 0) >= min_bytes),
                         key=lambda kv: -kv[1])
         if others:
             n, b = others[0]
