@@ -18,7 +18,8 @@ uncongested; lossless under congestion (pause or CNP/ECN rising, no retransmit);
 sequence errors, retransmits or ACK timeouts rising: go-back-N recovery); or the lossless contract broken
 (pause storm, buffer overrun).  It names the patterns it sees: "retransmits with no pause" (loss), "port
 received 0 packets while its netdev received N bytes" (RoCE dropped before the RDMA stack), "bytes
-arrived on another netdev" (the peer sends to the wrong MAC).
+arrived on another netdev" (the peer sends to the wrong MAC).  Live, the ports' netdevs' driver statistics
+(`ethtool -S`: mlx5's pause, per-priority and discard counters, which sysfs lacks) are read too.
 """
 
 EPILOG = """\
@@ -93,6 +94,8 @@ def run(args: argparse.Namespace) -> int:
     from ..atomic import atomic_write
     from ..errors import UsageError
     from ..facts.counters import delta_rows, read_sample
+    from ..facts.ethtool import delta as eth_delta
+    from ..facts.ethtool import read_many
     from ..root import HostRoot
 
     if args.before or args.after:
@@ -100,6 +103,7 @@ def run(args: argparse.Namespace) -> int:
             raise UsageError("--before and --after go together: give both folders (or use --interval S)")
         root_after = _tree(args.after, "--after")
         before, after = read_sample(_tree(args.before, "--before")), read_sample(root_after)
+        eth = {}  # driver statistics are an ioctl answer: a copied tree has none
         seconds = args.seconds
         window = f"{args.before} -> {args.after}" + (f" ({seconds:g} s)" if seconds else " (no --seconds: no rates)")
     else:
@@ -109,14 +113,16 @@ def run(args: argparse.Namespace) -> int:
         if not 0 < interval <= 3600:
             raise UsageError(f"--interval {interval:g}: give a number of seconds in (0, 3600]")
         root = root_after = HostRoot("/")
+        eth_nds = _rdma_netdevs(root)
         t0 = time.monotonic()
-        before = read_sample(root)
+        before, eth_before = read_sample(root), read_many(eth_nds)
         time.sleep(interval)
-        after = read_sample(root)
+        after, eth_after = read_sample(root), read_many(eth_nds)
         seconds = time.monotonic() - t0
+        eth = eth_delta(eth_before, eth_after)
         window = f"live, {seconds:.2f} s"
     rows = delta_rows(before, after, seconds)
-    verdicts, found = _judge(before, after, root_after)
+    verdicts, found = _judge(before, after, root_after, eth)
     if args.json:
         atomic_write(args.json, json.dumps({"window": window, "seconds": seconds, "rows": rows,
                                             "verdicts": {k: v.to_dict() for k, v in verdicts.items()},
@@ -134,13 +140,22 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _judge(before, after, root):
-    """Per RDMA port: the lossless verdict of the window, and the cross-row findings (facts.lossless)."""
+def _rdma_netdevs(root) -> list[str]:
+    from ..facts.infiniband import port_netdevs, read_infiniband
+
+    return sorted({n for nds in port_netdevs(read_infiniband(root)).values() for n in nds})
+
+
+def _judge(before, after, root, eth=None):
+    """Per RDMA port: the lossless verdict of the window, and the cross-row findings (facts.lossless).
+    ``eth``: the window's driver-statistics deltas of the ports' netdevs (facts.ethtool; live only)."""
     from ..facts.counters import sample_delta
     from ..facts.infiniband import port_netdevs, read_infiniband
     from ..facts.lossless import findings, port_verdicts
 
     delta = sample_delta(before, after)
+    if eth:
+        delta["ethtool"] = eth
     nds = port_netdevs(read_infiniband(root))
     return port_verdicts(delta, nds), findings(delta, nds)
 
