@@ -113,4 +113,77 @@ def dual_port_tree(root: Path, dev: str = "mlx5_0", netdevs: tuple[str, str] = (
     cls = root / "sys/class/infiniband"
     cls.mkdir(parents=True, exist_ok=True)
     os.symlink(f"../../devices/pci0000:00/0000:00:01.0/0000:01:00.0/infiniband/{dev}", cls / dev)
+
+
+def counter_tree(root: Path, ports: dict[str, dict[str, dict[str, int]]] | None = None,
+                 netdevs: dict[str, dict[str, int]] | None = None, links: dict[str, str] | None = None) -> Path:
+    """RDMA port and netdev counter files under ``root`` as the kernel lays them out.
+
+    ``ports``: {"dev/port": {"counters": {name: value}, "hw_counters": {name: value}}} (IB PortCounters and
+    driver hw_counters: rxe and mlx5 names as their drivers spell them); ``netdevs``: {ifname: {stat: value}}
+    (``statistics/``); ``links``: {rdma dev: netdev} written as rxe's ``parent`` file, so the port -> netdev
+    map (facts.infiniband.port_netdevs) finds the netdev as it does on a live rxe device.
+    """
+    for key, fams in (ports or {}).items():
+        dev, port = key.split("/")
+        base = root / "sys/class/infiniband" / dev
+        for fam, values in fams.items():
+            for name, v in values.items():
+                _w(base / "ports" / port / fam / name, str(v))
+        _w(base / "ports" / port / "state", "4: ACTIVE")
+        _w(base / "ports" / port / "link_layer", "Ethernet")
+    for dev, nd in (links or {}).items():
+        _w(root / "sys/class/infiniband" / dev / "parent", nd)
+    for nd, stats in (netdevs or {}).items():
+        for name, v in stats.items():
+            _w(root / "sys/class/net" / nd / "statistics" / name, str(v))
+    return root
+
+
+AER_COR = ("RxErr", "BadTLP", "BadDLLP", "Rollover", "Timeout", "NonFatalErr", "CorrIntErr", "HeaderOF")
+AER_UNCOR = ("Undefined", "DLP", "SDES", "TLP", "FCP", "CmpltTO", "CmpltAbrt", "UnxCmplt", "RxOF", "MalfTLP", "ECRC",
+             "UnsupReq", "ACSViol", "UncorrIntErr", "BlockedTLP", "AtomicOpBlocked", "TLPBlockedErr",
+             "PoisonTLPBlocked")
+
+
+def _aer_text(counts: dict[str, int], names: tuple[str, ...], total: str) -> str:
+    lines = [f"{n} {counts.get(n, 0)}" for n in names]
+    return "\n".join(lines + [f"{total} {sum(counts.get(n, 0) for n in names)}"])
+
+
+def pci_hca_tree(root: Path, dev: str = "mlx5_0", bdf: str = "0000:41:00.0", bridge: str = "0000:40:01.1",
+                 aer: dict[str, dict[str, int]] | None = None, speed: tuple[str, str] = ("16.0 GT/s PCIe", "16.0 GT/s PCIe"),
+                 width: tuple[str, str] = ("16", "16"), counters: dict[str, int] | None = None,
+                 netdev: str = "enp65s0f0np0") -> Path:
+    """A PCI RDMA function as sysfs lays it out: the class entry and ``device`` link into
+    /sys/devices/pci.../<bdf>, /sys/bus/pci/devices/<bdf>, its AER statistics (drivers/pci/pcie/aer.c format:
+    one ``Name count`` line per error type, then ``TOTAL_ERR_COR`` / ``TOTAL_ERR_NONFATAL`` / ``TOTAL_ERR_FATAL``),
+    its PCIe link files and its port's IB PortCounters.  ``aer=None`` writes no AER files (a kernel without them)."""
+    fn = root / "sys/devices" / f"pci{bridge[:7]}" / bridge / bdf
+    if aer is not None:
+        _w(fn / "aer_dev_correctable", _aer_text(aer.get("correctable", {}), AER_COR, "TOTAL_ERR_COR"))
+        _w(fn / "aer_dev_nonfatal", _aer_text(aer.get("nonfatal", {}), AER_UNCOR, "TOTAL_ERR_NONFATAL"))
+        _w(fn / "aer_dev_fatal", _aer_text(aer.get("fatal", {}), AER_UNCOR, "TOTAL_ERR_FATAL"))
+    _w(fn / "current_link_speed", speed[0])
+    _w(fn / "max_link_speed", speed[1])
+    _w(fn / "current_link_width", width[0])
+    _w(fn / "max_link_width", width[1])
+    _w(fn / "vendor", "0x15b3")
+    _w(fn / "class", "0x020000")
+    ib = fn / "infiniband" / dev
+    port = ib / "ports/1"
+    _w(port / "state", "4: ACTIVE")
+    _w(port / "phys_state", "5: LinkUp")
+    _w(port / "link_layer", "Ethernet")
+    for name in ("link_downed", "symbol_error", "link_error_recovery", "excessive_buffer_overrun_errors",
+                 "local_link_integrity_errors", "port_rcv_errors", "port_xmit_data", "port_rcv_data"):
+        _w(port / "counters" / name, str((counters or {}).get(name, 0)))
+    _w(port / "gid_attrs/ndevs/0", netdev)
+    _w(port / "gids/0", LINK_LOCAL)
+    _w(port / "gid_attrs/types/0", "RoCE v2")
+    os.symlink(f"../../../{bdf}", ib / "device")
+    (root / "sys/class/infiniband").mkdir(parents=True, exist_ok=True)
+    os.symlink(f"../../devices/pci{bridge[:7]}/{bridge}/{bdf}/infiniband/{dev}", root / "sys/class/infiniband" / dev)
+    (root / "sys/bus/pci/devices").mkdir(parents=True, exist_ok=True)
+    os.symlink(f"../../../devices/pci{bridge[:7]}/{bridge}/{bdf}", root / "sys/bus/pci/devices" / bdf)
     return root

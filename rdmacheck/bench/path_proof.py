@@ -17,7 +17,11 @@ can still set NCCL's debug variables (NCCL reads them at init):
   count 4-byte words) and interface(s) (NCCL_SOCKET_IFNAME for NCCL,
   GLOO_SOCKET_IFNAME for gloo, plus each selected HCA's own netdev), and of
   every other netdev so a failure can say where the bytes went instead.  The
-  deltas are gathered to every rank and stored in ``record["wire"]``.
+  deltas are gathered to every rank and stored in ``record["wire"]``; each
+  node's entry also carries the size window's lossless verdict per selected
+  port (``lossless``: ``rdmacheck.preflight.facts.lossless.port_verdicts`` on every
+  counter of the port and its netdev), summed up per size in
+  ``context["path_proof"]["lossless"]``.
 * ``after_run``: each rank reads its own NCCL log, the texts are gathered to
   rank 0, parsed (:mod:`rdmacheck.nccl.log`) and judged with the counter
   deltas (:mod:`rdmacheck.bench.gates`): ``bench.transport`` and ``bench.wire``.
@@ -153,6 +157,7 @@ class PathProof:
         self.hcas: list[tuple[str, int]] = []
         self.netdevs: list[str] = []
         self._before: dict[str, dict[str, dict[str, int]]] | None = None
+        self._before_counters: Any = None  # facts.counters.CounterSample of the selected ports (lossless verdict)
         self.preflight: list | None = None
         try:
             self.min_ratio = float(self.env.get(ENV_MIN_RATIO) or 0.5)
@@ -229,9 +234,26 @@ class PathProof:
         return out
 
     # -- hooks -----------------------------------------------------------------------------------
+    def counter_sample(self):
+        """Every counter of the selected HCA ports and netdevs now (None without a selected HCA)."""
+        from rdmacheck.preflight.facts.counters import read_sample
+
+        devs = sorted({h for h, _ in self.hcas})
+        return read_sample(self.root, devs, list(self.netdevs)) if devs else None
+
+    def lossless(self, before, after) -> dict[str, dict[str, Any]]:
+        """The window's verdict per selected port (facts.lossless): {"dev/port": Verdict.to_dict()}."""
+        from rdmacheck.preflight.facts.counters import sample_delta
+        from rdmacheck.preflight.facts.lossless import port_verdicts
+
+        nds = {f"{h}/{p}": hca_netdevs(self.root, h, p) for h, p in self.hcas}
+        v = port_verdicts(sample_delta(before, after), nds)
+        return {k: x.to_dict() for k, x in sorted(v.items()) if k in nds}
+
     def before_size(self, row) -> None:
         self._select()
         self._before = self.read() if self.local_rank == 0 else None
+        self._before_counters = self.counter_sample() if self.local_rank == 0 else None
 
     def after_size(self, row, record: dict) -> None:
         sample = None
@@ -241,6 +263,8 @@ class PathProof:
             sample = {"host": self.host, "rank": rank, "node": self.node["id"], "node_source": self.node["source"],
                       "scope": self.scope,
                       **{fam: _delta(self._before[fam], after[fam]) for fam in ("hcas", "netdevs", "others")}}
+            if self._before_counters is not None:
+                sample["lossless"] = self.lossless(self._before_counters, self.counter_sample())
         samples = _gather(sample)
         record["wire"] = {"nodes": [s for s in samples if s]}
 
@@ -287,6 +311,7 @@ class PathProof:
             "nccl": log.summary() if log.nccl_lines else None,
             "preflight": self.env.get(ENV_PREFLIGHT) or None,
             "nodes": per_node(info.context.get("ranks") or [], by_host, wire.details.get("rows") or []),
+            "lossless": lossless_by_size(info.records),
         }
         return [transport, wire]
 
@@ -328,6 +353,19 @@ def per_node(ranks: list, by_host: dict, rows: list) -> dict[str, dict[str, Any]
             d["wire"] = {"op": big["op"], "bytes": big["bytes"], "expected_bytes": n.get("expected_bytes", big["expected_bytes"]),
                          "measured_bytes": n["measured_bytes"], "ratio": n["ratio"],
                          "devices": sorted(list(n["hcas"]) + list(n["netdevs"])), "verdict": big["verdict"]}
+    return out
+
+
+def lossless_by_size(records: list) -> list[dict[str, Any]]:
+    """Per (op, size) window: each node's ports and their lossless state (from ``record["wire"]``)."""
+    out = []
+    for r in records or []:
+        wire = r.get("wire") if isinstance(r, dict) else None
+        ports = {f"{n.get('host')}:{port}": v.get("state")
+                 for n in ((wire or {}).get("nodes") or []) if isinstance(n, dict)
+                 for port, v in (n.get("lossless") or {}).items() if isinstance(v, dict)}
+        if ports:
+            out.append({"op": r.get("op"), "bytes": r.get("bytes"), "ports": ports})
     return out
 
 

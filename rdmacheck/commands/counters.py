@@ -12,6 +12,14 @@ driver has them.  The same counter arithmetic as the bench's path proof (rdmache
 counter that went down (reset) or sits at 2^32-1 (a saturated 32-bit PMA counter) reads "reset", never
 a negative number or a zero.  rxe (soft-RoCE) has no byte counters on the RDMA port: its bytes are its
 netdev's.
+
+Then, per RDMA port, the verdict of the window in words (rdmacheck.preflight.facts.lossless): lossless and
+uncongested; lossless under congestion (pause or CNP/ECN rising, no retransmit); lossy (out-of-sequence,
+sequence errors, retransmits or ACK timeouts rising: go-back-N recovery); or the lossless contract broken
+(pause storm, buffer overrun).  It names the patterns it sees: "retransmits with no pause" (loss), "port
+received 0 packets while its netdev received N bytes" (RoCE dropped before the RDMA stack), "bytes
+arrived on another netdev" (the peer sends to the wrong MAC).  Live, the ports' netdevs' driver statistics
+(`ethtool -S`: mlx5's pause, per-priority and discard counters, which sysfs lacks) are read too.
 """
 
 EPILOG = """\
@@ -87,11 +95,15 @@ def run(args: argparse.Namespace) -> int:
     from rdmacheck.util.errors import UsageError
     from rdmacheck.preflight.facts.counters import delta_rows, read_sample
     from rdmacheck.preflight.root import HostRoot
+    from rdmacheck.preflight.facts.ethtool import delta as eth_delta
+    from rdmacheck.preflight.facts.ethtool import read_many
 
     if args.before or args.after:
         if not (args.before and args.after):
             raise UsageError("--before and --after go together: give both folders (or use --interval S)")
-        before, after = read_sample(_tree(args.before, "--before")), read_sample(_tree(args.after, "--after"))
+        root_after = _tree(args.after, "--after")
+        before, after = read_sample(_tree(args.before, "--before")), read_sample(root_after)
+        eth = {}  # driver statistics are an ioctl answer: a copied tree has none
         seconds = args.seconds
         window = f"{args.before} -> {args.after}" + (f" ({seconds:g} s)" if seconds else " (no --seconds: no rates)")
     else:
@@ -100,16 +112,21 @@ def run(args: argparse.Namespace) -> int:
         interval = 1.0 if args.interval is None else args.interval
         if not 0 < interval <= 3600:
             raise UsageError(f"--interval {interval:g}: give a number of seconds in (0, 3600]")
-        root = HostRoot("/")
+        root = root_after = HostRoot("/")
+        eth_nds = _rdma_netdevs(root)
         t0 = time.monotonic()
-        before = read_sample(root)
+        before, eth_before = read_sample(root), read_many(eth_nds)
         time.sleep(interval)
-        after = read_sample(root)
+        after, eth_after = read_sample(root), read_many(eth_nds)
         seconds = time.monotonic() - t0
+        eth = eth_delta(eth_before, eth_after)
         window = f"live, {seconds:.2f} s"
     rows = delta_rows(before, after, seconds)
+    verdicts, found = _judge(before, after, root_after, eth)
     if args.json:
-        atomic_write(args.json, json.dumps({"window": window, "seconds": seconds, "rows": rows}, indent=1) + "\n")
+        atomic_write(args.json, json.dumps({"window": window, "seconds": seconds, "rows": rows,
+                                            "verdicts": {k: v.to_dict() for k, v in verdicts.items()},
+                                            "findings": [f.to_dict() for f in found]}, indent=1) + "\n")
     shown = rows if args.all else [r for r in rows if _moved(r)]
     print(f"counters: {window}; {len(rows)} ports/netdevs read, {len(shown)} shown"
           + ("" if args.all else " (those that moved; --all for every one)"))
@@ -119,4 +136,39 @@ def run(args: argparse.Namespace) -> int:
             moved = {k: v for k, v in r["groups"].get(grp, {}).items() if v != 0}
             if moved:
                 print(f"         {grp}: " + ", ".join(f"{k} {'reset' if v is None else f'+{v}'}" for k, v in moved.items()))
+    _print_verdicts(verdicts, found)
     return 0
+
+
+def _rdma_netdevs(root) -> list[str]:
+    from rdmacheck.preflight.facts.infiniband import port_netdevs, read_infiniband
+
+    return sorted({n for nds in port_netdevs(read_infiniband(root)).values() for n in nds})
+
+
+def _judge(before, after, root, eth=None):
+    """Per RDMA port: the lossless verdict of the window, and the cross-row findings (facts.lossless).
+    ``eth``: the window's driver-statistics deltas of the ports' netdevs (facts.ethtool; live only)."""
+    from rdmacheck.preflight.facts.counters import sample_delta
+    from rdmacheck.preflight.facts.infiniband import port_netdevs, read_infiniband
+    from rdmacheck.preflight.facts.lossless import findings, port_verdicts
+
+    delta = sample_delta(before, after)
+    if eth:
+        delta["ethtool"] = eth
+    nds = port_netdevs(read_infiniband(root))
+    return port_verdicts(delta, nds), findings(delta, nds)
+
+
+def _print_verdicts(verdicts, found) -> None:
+    if not verdicts and not found:
+        return
+    print("verdict (rdmacheck.preflight.facts.lossless):")
+    for port, v in sorted(verdicts.items()):
+        print(f"  {port:24} [{v.state}] {v.summary}")
+        if v.patterns:
+            print(f"  {'':24} pattern: " + "; ".join(v.patterns))
+        for n in v.notes:
+            print(f"  {'':24} note: {n}")
+    for f in found:
+        print(f"  {f.port:24} {f.pattern}: {f.text}")

@@ -92,6 +92,13 @@ def _pci(root: HostRoot) -> PciFacts:
     return out
 
 
+def _health(root: HostRoot, nf: NodeFacts) -> dict[str, Any]:
+    from .facts.kernlog import read_kernel_log
+    from .facts.nichealth import read_nic_health
+
+    return {"kernel_log": read_kernel_log(root), "nic": read_nic_health(root, nf.pci.hcas, nf.ib)}
+
+
 def gather(root: HostRoot, config: Config) -> NodeFacts:
     """Every fact preflight judges, read and probed once."""
     import socket
@@ -147,6 +154,7 @@ def gather(root: HostRoot, config: Config) -> NodeFacts:
                 legacy = (lambda o=obj, n=nd: old_dcb[n].get(o) or None)
             pr.ask(f"dcb.{obj}", nd, lambda o=obj, n=nd: dcb.run_dcb(o, n), legacy=legacy)
     nf.peer = peer.gather_peer(config, nf_local(addrs), pr.ask)  # both families: an IPv6 mesh
+    nf.health = _health(root, nf)
     nf.skipped_paths = sorted(getattr(root, "skipped", ()) or ())
     derive(nf, config)
     return nf

@@ -112,6 +112,9 @@ class NodeFacts:
     selection: Selection | None = None
     bootstrap: dict[str, Any] = dataclasses.field(default_factory=dict)
     peer: dict[str, Any] = dataclasses.field(default_factory=dict)
+    # health below the surface (gather.gather): "kernel_log" (facts/kernlog.py: XID events, NIC fatal lines)
+    # and "nic" (facts/nichealth.py: AER, PCIe link, port error counters); GPU health rides in the nvml probe
+    health: dict[str, Any] = dataclasses.field(default_factory=dict)
     # host paths a replay could not read as files (FIFOs, devices ...), named for the user
     skipped_paths: list[str] = dataclasses.field(default_factory=list)
 

@@ -60,7 +60,7 @@ class HostRoot:
         if self.recorded is not None:
             hp = host_path if host_path.startswith("/") else "/" + host_path
             # a read implies the stat; keep the strongest use
-            if self.recorded.get(hp) not in ("read", "list"):
+            if self.recorded.get(hp) not in ("read", "list", "tail"):
                 self.recorded[hp] = how
 
     def path(self, host_path: str) -> Path:
@@ -174,6 +174,42 @@ class HostRoot:
 
     def read_bytes(self, host_path: str, limit: int = READ_LIMIT) -> bytes | None:
         return self._open_regular(host_path, limit)
+
+    def read_tail(self, host_path: str, limit: int = READ_LIMIT) -> str | None:
+        """The end of a regular file (a log), at most ``limit`` bytes, from the first whole line; None if unreadable.
+
+        Recorded as "tail": ``rdmacheck snapshot`` copies the same end (``snapshot.tail_start``), so a replay
+        reads exactly what the live read saw."""
+        self._note(host_path, "tail")
+        p = self._fs(host_path)
+        flags = os.O_RDONLY | os.O_NONBLOCK | (0 if self.live else getattr(os, "O_NOFOLLOW", 0))
+        try:
+            fd = os.open(p, flags)
+        except (OSError, ValueError):
+            return None
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):
+                self.skipped.add(host_path)
+                return None
+            start = max(0, st.st_size - limit)
+            os.lseek(fd, start, os.SEEK_SET)
+            chunks, left = [], limit
+            while left > 0:
+                b = os.read(fd, min(left, 1 << 16))
+                if not b:
+                    break
+                chunks.append(b)
+                left -= len(b)
+        except OSError:
+            return None
+        finally:
+            os.close(fd)
+        data = b"".join(chunks)
+        if start > 0:  # the window began mid-line: keep whole lines only
+            cut = data.find(b"\n")
+            data = data[cut + 1:] if cut >= 0 else b""
+        return data.decode("utf-8", errors="replace")
 
     def listdir(self, host_path: str) -> list[str]:
         """Sorted entries, [] when the folder is missing or unreadable."""

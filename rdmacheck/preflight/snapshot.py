@@ -94,7 +94,7 @@ class _Copy:
                 cur, i = [], 0
         return "/" + "/".join(cur)
 
-    def _file(self, real: str, limit: int = READ_LIMIT) -> None:
+    def _file(self, real: str, limit: int = READ_LIMIT, tail: bool = False) -> None:
         out = self._out(real)
         if os.path.lexists(out) and os.path.getsize(out) > 0:
             return
@@ -103,9 +103,16 @@ class _Copy:
         except OSError:
             return
         try:
-            if not stat.S_ISREG(os.fstat(fd).st_mode):
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):
                 return
+            if tail:  # a log read by HostRoot.read_tail: its end, from the first whole line, as the reader saw it
+                start = max(0, st.st_size - limit)
+                os.lseek(fd, start, os.SEEK_SET)
             data = os.read(fd, limit)
+            if tail and start > 0:
+                cut = data.find(b"\n")
+                data = data[cut + 1:] if cut >= 0 else b""
         except OSError:
             return  # write-only attributes, unused GID slots (EINVAL): the readers saw None too
         finally:
@@ -158,6 +165,8 @@ class _Copy:
             self._dir(real, entries=how == "list")
         elif how in ("read", "stat"):
             self._file(real)
+        elif how == "tail":
+            self._file(real, tail=True)
 
 
 def capture(root: HostRoot, dst: Path, config, env: dict[str, str], timeout: float = 30.0) -> dict:
@@ -170,7 +179,7 @@ def capture(root: HostRoot, dst: Path, config, env: dict[str, str], timeout: flo
     # live: from /; a replay root (a snapshot of a snapshot, as tests take one): from its folder
     cp = _Copy("/" if root.live else str(root.root.resolve()), dst, time.monotonic() + timeout)
     # lists before reads: a folder's placeholders never hide a file read later (that file is copied over them)
-    order = {"link": 0, "list": 1, "stat": 2, "read": 3}
+    order = {"link": 0, "list": 1, "stat": 2, "read": 3, "tail": 3}
     for path, how in sorted((rec.recorded or {}).items(), key=lambda kv: (order.get(kv[1], 9), kv[0])):
         cp.place(path, how)
     meta = dst / SNAPSHOT_META_DIR

@@ -35,11 +35,12 @@ NETDEV_LINK_FILES = ("carrier_down_count", "carrier_changes")
 # (category, substrings of a counter name), first match wins; names are matched lower-case
 _CATEGORIES = (
     ("link_downs", ("link_downed", "carrier_down", "carrier_changes")),
-    ("cnp_ecn", ("cnp", "ecn")),
-    ("pause", ("pause",)),
-    ("retransmits", ("retrans", "retry", "out_of_seq", "seq_err", "duplicate_request", "timeout", "rnr",
+    ("cnp_ecn", ("cnp", "ecn", "_ce_pkts")),
+    ("pause", ("pause", "xmit_wait")),
+    ("retransmits", ("retrans", "retry", "retries", "out_of_seq", "seq_err", "duplicate_request", "timeout", "rnr",
                      "slow_restart")),
-    ("errors", ("_err", "error", "discard", "drop", "integrity", "overrun", "symbol", "crc", "fifo", "missed")),
+    ("errors", ("_err", "error", "discard", "drop", "integrity", "overrun", "symbol", "crc", "fifo", "missed",
+                "out_of_buffer")),
 )
 
 
@@ -83,6 +84,9 @@ class State:
     facts: dict[str, Any]
     counters: tuple[CounterPoint, ...]
     error: str | None = None         # a cycle that could not run at all (its gates keep the last values)
+    # per selected RDMA port: the lossless verdict of the counter deltas since the previous cycle
+    # (facts.lossless; none on the first cycle)
+    lossless: tuple[tuple[str, Any], ...] = ()
 
 
 def _select(ports) -> tuple[list[str] | None, list[str] | None]:
@@ -129,9 +133,10 @@ class Watcher:
     def cycle(self) -> State:
         t0 = time.monotonic()
         self.cycles += 1
+        ports: list[Any] = []
         try:
             j = self.judge()
-            results, facts = j.results, j.summary
+            results, facts, ports = j.results, j.summary, list(j.ports)
             devices, netdevs = _select(j.ports)
             values = sample_counters(j.root, devices, netdevs)
             error = None
@@ -143,20 +148,24 @@ class Watcher:
             self.log(f"rdmacheck watch: cycle {self.cycles} failed: {error}")
         now_mono = time.monotonic()
         points = []
+        deltas: dict[tuple[str, str, str], int | None] = {}
         for (kind, dev, name), v in sorted(values.items()):
             rate = None
             if self._prev is not None:
                 before = self._prev[1].get((kind, dev, name))
                 dt = now_mono - self._prev[0]
                 d = counter_delta(before, v)
+                if before is not None:
+                    deltas[(kind, dev, name)] = d
                 if d is not None and dt > 0:
                     rate = d / dt
             points.append(CounterPoint(kind, dev, name, category(name.rpartition("/")[2]) or "errors", v, rate))
+        lossless = _lossless(deltas, ports) if deltas else ()
         if values:
             self._prev = (now_mono, values)
         self._log_changes(results)
         st = State(time=self.clock(), duration=time.monotonic() - t0, cycles=self.cycles,
-                   results=tuple(results), facts=facts, counters=tuple(points), error=error)
+                   results=tuple(results), facts=facts, counters=tuple(points), error=error, lossless=lossless)
         self.state = st
         return st
 
@@ -186,18 +195,28 @@ class Watcher:
             stop.wait(delay)
 
 
+def _lossless(deltas: dict[tuple[str, str, str], int | None], ports: list[Any]) -> tuple[tuple[str, Any], ...]:
+    """The lossless verdict of each selected port over the last interval (facts.lossless.verdict)."""
+    from rdmacheck.preflight.facts.lossless import verdict
+    from .health import port_windows
+
+    return tuple((k, verdict(w)) for k, w in sorted(port_windows(deltas, ports).items()))
+
+
 def preflight_judge(root_dir: str, env: str | None, profile: str | None, expect: list[str] | None):
     """judge() for Watcher: the configuration is read once (bad input fails at start, exit 2); every cycle
     gathers the node's facts afresh through a new HostRoot (preflight.run),
     exactly as `rdmacheck preflight` does."""
     from rdmacheck import preflight
     from rdmacheck.preflight.root import HostRoot
+    from rdmacheck.watch.health import health_summary
 
     _, cfg = preflight.open_config(HostRoot(root_dir), env, profile, expect)
 
     def judge() -> Judged:
         done = preflight.run(HostRoot(root_dir), config=cfg)
         sel = done.facts.selection
-        return Judged(done.root, list(sel.ports) if sel else [], done.results, done.summary())
+        summary = {**done.summary(), "health": health_summary(done.facts)}  # watch/health.py: GPU, Xid, NIC
+        return Judged(done.root, list(sel.ports) if sel else [], done.results, summary)
 
     return judge

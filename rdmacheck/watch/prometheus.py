@@ -13,6 +13,8 @@ Metrics (docs/watch.md lists them with examples):
   ``rdmacheck_port_up{port}`` (state ACTIVE)
 * ``rdmacheck_counter_total{kind,device,counter,category}`` and
   ``rdmacheck_counter_rate{...}`` (per second between the last two cycles)
+* the health facts (``rdmacheck_gpu_*``, ``rdmacheck_nic_*``) and ``rdmacheck_lossless_state{port}``
+  (``watch/health.py``)
 * ``rdmacheck_last_run_timestamp_seconds``, ``rdmacheck_run_duration_seconds``, ``rdmacheck_runs_total``,
   ``rdmacheck_run_error`` (1 when the last cycle could not run)
 """
@@ -97,6 +99,10 @@ class StateCollector:
                 rate.add_metric(lv, c.rate)
         yield total
         yield rate
+
+        from .health import health_families  # GPU/NIC health, Xid events, the lossless state (docs/watch.md)
+
+        yield from health_families(st)
 
         yield GaugeMetricFamily("rdmacheck_last_run_timestamp_seconds", "When the last cycle finished (unix time)", value=st.time)
         yield GaugeMetricFamily("rdmacheck_run_duration_seconds", "How long the last cycle took", value=st.duration)

@@ -108,6 +108,9 @@ def _device(pynvml: Any, api: Any, i: int) -> dict[str, Any]:
     else:
         d["memory_total"] = int(getattr(mem, "total", 0))
         d["memory_free"] = int(getattr(mem, "free", 0))
+    from .gpuhealth import device_health  # clocks, remapped rows, retired pages, PCIe replays (checks/gpu_health.py)
+
+    d["health"] = device_health(pynvml, api, h)
     return d
 
 
