@@ -113,6 +113,7 @@ def dual_port_tree(root: Path, dev: str = "mlx5_0", netdevs: tuple[str, str] = (
     cls = root / "sys/class/infiniband"
     cls.mkdir(parents=True, exist_ok=True)
     os.symlink(f"../../devices/pci0000:00/0000:00:01.0/0000:01:00.0/infiniband/{dev}", cls / dev)
+    return root
 
 
 def counter_tree(root: Path, ports: dict[str, dict[str, dict[str, int]]] | None = None,

@@ -155,6 +155,7 @@ class PathProof:
         self.scope = counter_scope()
         self.backend: str | None = None
         self.hcas: list[tuple[str, int]] = []
+        self.port_netdevs: dict[str, list[str]] = {}
         self.netdevs: list[str] = []
         self._before: dict[str, dict[str, dict[str, int]]] | None = None
         self._before_counters: Any = None  # facts.counters.CounterSample of the selected ports (lossless verdict)
@@ -197,6 +198,7 @@ class PathProof:
         # NCCL_IB_HCA unset: NCCL may use any ACTIVE HCA, so count them all; gloo uses none unless told
         picked = select_hcas(hca_spec, self.root) if (hca_spec or backend == "nccl") else []
         self.hcas = [hp for hp, _ in picked]
+        self.port_netdevs = {f"{h}/{p}": list(nds) for (h, p), nds in picked}  # facts.infiniband's map
         if self.env.get(ENV_WIRE_IF):
             self.netdevs = select_netdevs(self.env[ENV_WIRE_IF], available, nccl_style=False)
         elif self.backend == "nccl":
@@ -246,7 +248,7 @@ class PathProof:
         from rdmacheck.preflight.facts.counters import sample_delta
         from rdmacheck.preflight.facts.lossless import port_verdicts
 
-        nds = {f"{h}/{p}": hca_netdevs(self.root, h, p) for h, p in self.hcas}
+        nds = {k: v for k, v in self.port_netdevs.items()}
         v = port_verdicts(sample_delta(before, after), nds)
         return {k: x.to_dict() for k, x in sorted(v.items()) if k in nds}
 
