@@ -45,7 +45,7 @@ from dataclasses import dataclass, field
 from types import SimpleNamespace
 from typing import Any, Callable, Iterable, Sequence
 
-from ..facts.verbs import IBV_MTU, _import_pyverbs
+from rdmacheck.preflight.facts.verbs import IBV_MTU, _import_pyverbs
 
 KiB = 1024
 MiB = 1024 * KiB
@@ -216,7 +216,7 @@ _PV: SimpleNamespace | None = None
 
 
 def _pyverbs() -> SimpleNamespace:
-    """The pyverbs modules (Debian's python3-pyverbs, loaded as rdmacheck.facts.verbs loads it)."""
+    """The pyverbs modules (Debian's python3-pyverbs, loaded as rdmacheck.preflight.facts.verbs loads it)."""
     global _PV
     if _PV is None:
         device, err = _import_pyverbs()
