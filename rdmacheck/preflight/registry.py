@@ -64,6 +64,8 @@ GATES: tuple[GateInfo, ...] = (
     GateInfo(("gpu.memory",), "gpu:gate_gpu_memory", _GPU_NET, needs=("gpu",)),
     GateInfo(("gpu.gdr",), "gpu:gate_gpu_gdr", _GPU_NET, needs=("gpu",)),
     GateInfo(("pci.acs",), "pci:gate_pci_acs", _GPU_NET, needs=("gpu", "rdma", "pci")),
+    GateInfo(("rdma.datapath",), "datapath:gate_datapath", _DATAPATH, needs=("rdma", "pyverbs"),
+             live_only={"rdma.datapath": "RDMA WRITE/READ through each selected port on the live device"}),
     GateInfo(("net.arp",), "netpath:gate_arp", _DATAPATH, needs=("rdma",)),
     GateInfo(("net.firewall",), "netpath:gate_firewall", _DATAPATH, needs=("rdma", "root")),
 )
