@@ -25,6 +25,7 @@ COMMANDS = [
     ("preflight", "preflight", "check this node's RDMA, network, limits, GPU and NCCL setup (exit 0 only if every gate passes)"),
     ("snapshot", "snapshot", "capture what preflight reads into a .tar.gz, to replay later with --root"),
     ("bench", "bench", "NCCL/gloo collective bandwidth sweeps (nccl-tests numbers) with a bus-bandwidth gate"),
+    ("link", "link", "two-node RDMA probe: verbs bandwidth and latency between this node's HCAs and a peer's, as NCCL sets them up"),
     ("counters", "counters", "RDMA port and netdev counter deltas and rates (bytes, packets, errors, retransmits, pause/CNP/ECN)"),
     ("report", "report", "render evidence JSON (and nccl-tests output) into one self-contained HTML report"),
     ("launch", "launch", "start the Ray head/worker container only after every gate has passed"),

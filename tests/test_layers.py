@@ -20,10 +20,10 @@ LAYERS: dict[str, int] = {
     "rdmacheck": 0, "util": 0, "nccl": 0, "evidence.boundedjson": 0,
     "evidence": 1,
     "preflight.root": 2, "config": 2,
-    "preflight.facts": 3, "preflight.nodefacts": 3, "preflight.gather": 3,
+    "preflight.facts": 3, "preflight.nodefacts": 3, "preflight.gather": 3, "verbs": 3,
     "preflight.registry": 4, "preflight.checks": 4,
     "preflight": 5, "importers": 5, "output": 5,
-    "bench": 6, "launch": 6, "watch": 6,
+    "bench": 6, "launch": 6, "watch": 6, "link": 6,
     "report": 7,
     "cluster": 8,
     "commands": 9, "cli": 9, "__main__": 9, "evidence_v1": 9,
@@ -150,8 +150,8 @@ def test_the_checker_sees_planted_violations(tmp_path):
 
 # What the package root holds: the version, the entry points, and the published converter's command name.
 ROOT_MODULES = {"__init__.py", "__main__.py", "cli.py", "evidence_v1.py"}
-PACKAGES = {"bench", "cluster", "commands", "config", "evidence", "importers", "launch", "nccl", "output",
-            "preflight", "report", "util", "watch"}
+PACKAGES = {"bench", "cluster", "commands", "config", "evidence", "importers", "launch", "link", "nccl", "output",
+            "preflight", "report", "util", "verbs", "watch"}
 
 
 def test_package_layout():

@@ -29,7 +29,7 @@ from rdmacheck.util.errors import UsageError
 # before_size and after_size hooks, counted by the runner) and bench context carries ``source``.
 # Version 1 files are refused with the command that converts them (rdmacheck/evidence/v1.py).
 SCHEMA_VERSION = 2
-KINDS = ("preflight", "bench", "launch", "cluster")
+KINDS = ("preflight", "bench", "launch", "cluster", "link")
 
 
 class EvidenceError(UsageError):

@@ -231,7 +231,35 @@ class ClusterContext:
                    expect_busbw=f("expect_busbw", _NUM, minimum=0), config=config, raw=c)
 
 
-CONTEXTS = {"bench": BenchContext, "preflight": PreflightContext, "launch": LaunchContext, "cluster": ClusterContext}
+@dataclasses.dataclass(frozen=True)
+class LinkContext:
+    """``rdmacheck link``: the peer, the engine, this node's ports as probed, and each probe's outcome."""
+
+    peer: str | None = None
+    engine: str | None = None
+    ports: list[Any] | None = None            # link.PortPlan.to_dict() per selected port
+    runs: list[Any] | None = None             # {mode, local_port, remote_port, peer, rate_gbps, result}
+    config: dict[str, Any] | None = None
+    raw: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    @property
+    def expected_busbw(self) -> float | None:
+        return None
+
+    @classmethod
+    def from_dict(cls, c: dict[str, Any], source: str) -> "LinkContext":
+        f = lambda k, t, **kw: _field(c, k, t, "context.", source, **kw)  # noqa: E731
+        runs = f("runs", (list,))
+        for i, r in enumerate(runs or []):
+            if not isinstance(r, dict) or not isinstance(r.get("result"), dict):
+                raise EvidenceError(source, f"context.runs[{i}]", "must be an object with a result object")
+            _field(r, "rate_gbps", _NUM, f"context.runs[{i}].", source, minimum=0)
+        return cls(peer=f("peer", (str,)), engine=f("engine", (str,)), ports=f("ports", (list,)), runs=runs,
+                   config=f("config", (dict,)), raw=c)
+
+
+CONTEXTS = {"bench": BenchContext, "preflight": PreflightContext, "launch": LaunchContext, "cluster": ClusterContext,
+            "link": LinkContext}
 assert set(CONTEXTS) == set(KINDS)
 
 

@@ -28,7 +28,7 @@ from typing import Any, Iterable
 from rdmacheck.util.atomic import atomic_write
 from rdmacheck.evidence.model import Evidence, Result, Status
 
-GATE_KINDS = ("preflight", "launch", "cluster", "bench")
+GATE_KINDS = ("preflight", "launch", "cluster", "bench", "link")
 NO_GATE_ID = "report.gates"   # the one testcase of a file whose evidence judged nothing
 # XML 1.0 cannot carry most control characters, even escaped: drop them.
 _BAD_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")

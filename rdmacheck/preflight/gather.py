@@ -157,7 +157,24 @@ def gather(root: HostRoot, config: Config) -> NodeFacts:
     nf.health = _health(root, nf)
     nf.skipped_paths = sorted(getattr(root, "skipped", ()) or ())
     derive(nf, config)
+    _probe_datapath(nf, config, pr)
     return nf
+
+
+def _probe_datapath(nf: NodeFacts, config: Config, pr: _Prober) -> None:
+    """RDMA bytes through each selected port with what NCCL derives for it (its GID, the active MTU) and its
+    QP settings (facts.datapath); after derive, which decides both."""
+    from rdmacheck.preflight.facts import datapath
+
+    sel = nf.selection
+    env = {k: str(config.get(k)) for k in ("NCCL_IB_TC", "NCCL_IB_SL", "NCCL_IB_TIMEOUT", "NCCL_IB_RETRY_CNT")
+           if config.get(k) is not None}
+    for p in sel.ports if sel else []:
+        gid = sel.gid_index.get(p.name)
+        if gid is None or p.state_id != ACTIVE:
+            continue
+        mtu = sel.active_mtu.get(p.name, (None, None))[0]
+        pr.ask("datapath", p.name, lambda p=p, gid=gid, mtu=mtu: datapath.probe_port(p.device, p.port, gid, env, mtu))
 
 
 def nf_local(addrs: dict[str, Any]) -> dict[str, list[str]]:

@@ -67,6 +67,8 @@ GATES: tuple[GateInfo, ...] = (
     GateInfo(("gpu.xid",), "gpu_health:gate_gpu_xid", _GPU_NET, needs=("gpu",)),
     GateInfo(("nic.pcie", "nic.port_errors"), "nic_health:gate_nic_health", _GPU_NET, needs=("rdma",)),
     GateInfo(("pci.acs",), "pci:gate_pci_acs", _GPU_NET, needs=("gpu", "rdma", "pci")),
+    GateInfo(("rdma.datapath",), "datapath:gate_datapath", _DATAPATH, needs=("rdma", "pyverbs"),
+             live_only={"rdma.datapath": "RDMA WRITE/READ through each selected port on the live device"}),
     GateInfo(("net.arp",), "netpath:gate_arp", _DATAPATH, needs=("rdma",)),
     GateInfo(("net.firewall",), "netpath:gate_firewall", _DATAPATH, needs=("rdma", "root")),
 )

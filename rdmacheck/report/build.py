@@ -23,7 +23,7 @@ from . import consistency
 from .bench import Run
 from .load import Loaded
 
-GATE_KINDS = ("preflight", "launch", "cluster")
+GATE_KINDS = ("preflight", "launch", "cluster", "link")
 PATH_PROOF_IDS = ("bench.transport", "bench.wire")
 DEFAULT_EXPECTED_BUSBW = 12.0   # GB/s: one 100 Gb/s RoCE link, the reference cluster
 # above this many nodes every node's table starts folded; below, failing ones start open

@@ -46,6 +46,18 @@ gid_table() {
         echo "$i $g ${t// /_} $n"
     done | sort -n
 }
+# a TCP port in LISTEN (read from /proc/net/tcp{,6}: builtins only): perftest's server is up
+listening() {
+    local hex _ l st
+    hex=$(printf '%04X' "$1")
+    for f in /proc/net/tcp /proc/net/tcp6; do
+        while read -r _ l _ st _; do
+            [[ $l == *:$hex && $st == 0A ]] && return 0
+        done < "$f"
+    done 2>/dev/null
+    return 1
+}
+
 # ipv4_gid_index DEV IP: the index of the RoCE v2 GID that carries IP (::ffff:IP), read from the table now.
 ipv4_gid_index() {
     local a b c d hex
@@ -164,6 +176,8 @@ for i in all default $A $B; do sysctl -qw net.ipv4.conf.$i.accept_local=1 net.ip
 sysctl -qw net.core.netdev_max_backlog=100000
 set +x
 ip rule show > "$O/counters/ip_rule.txt"
+# the data path: rdma.datapath, `rdmacheck link` and each failure it must name (tests/softroce/datapath.sh)
+[ $HAVE_PREFLIGHT = 1 ] && [ -f "$REPO/tests/softroce/datapath.sh" ] && . "$REPO/tests/softroce/datapath.sh"
 
 mirror_counters() {  # copy the counter files to DIR/sys/... (builtins only) to read them through HostRoot
     local dst="$1" f v d last=""
@@ -191,18 +205,8 @@ mirror_counters "$C/before"
 # through a busy emulated guest, so rxe retransmits (seen: 5% extra packets, once a failed completion).
 timeout 120 ib_write_bw -F -d $DA -x "${XA:-1}" -u 20 -p 18516 --report_gbits -n $WRITE_N -s $WRITE_S > "$C/server.txt" 2>&1 &
 srv=$!
-# the client connects once and gives up ("Couldn't connect"): start it only when the server listens,
+# the client connects once and gives up (listening(), defined above with the helpers) ("Couldn't connect"): start it only when the server listens,
 # which under a loaded host can take longer than any fixed sleep (read from /proc/net/tcp{,6}: builtins only)
-listening() {
-    local hex _ l st
-    hex=$(printf '%04X' "$1")
-    for f in /proc/net/tcp /proc/net/tcp6; do
-        while read -r _ l _ st _; do
-            [[ $l == *:$hex && $st == 0A ]] && return 0
-        done < "$f"
-    done 2>/dev/null
-    return 1
-}
 for i in $(seq 1200); do listening 18516 && break; kill -0 $srv 2>/dev/null || break; sleep 0.1; done
 echo "server listening after ~$((i / 10)) s" > "$C/server_wait.txt"
 timeout 120 ib_write_bw -F -d $DB -x "${XB:-1}" -u 20 -p 18516 --report_gbits -n $WRITE_N -s $WRITE_S $IPA > "$C/client.txt" 2>&1
