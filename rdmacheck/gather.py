@@ -192,13 +192,13 @@ def gid_settings(config: Config) -> tuple[str, Any, int, int | None]:
     read as NCCL reads them (src/transport/net_ib/connect.cc envIbAddrFamily: strcmp "AF_INET6";
     src/misc/param.cc: strtoll base 0, empty = default, IB_ROCE_VERSION_NUM default 2, a negative
     IB_GID_INDEX = automatic); raises ValueError/UsageError on values NCCL would misread."""
-    from .ncclspec import ib_addr_family, nccl_param_int, parse_addr_range
+    from .ncclspec import ib_addr_family, nccl_gid_index, nccl_param_int, parse_addr_range
 
     family = ib_addr_family(config.get("NCCL_IB_ADDR_FAMILY"))
     addr_range = parse_addr_range(config.get("NCCL_IB_ADDR_RANGE"), family)
     roce_ver = nccl_param_int(config.get("NCCL_IB_ROCE_VERSION_NUM"))
     explicit = nccl_param_int(config.get("NCCL_IB_GID_INDEX"))
-    return family, addr_range, 2 if roce_ver is None else roce_ver, (explicit if explicit is not None and explicit >= 0 else None)
+    return family, addr_range, 2 if roce_ver is None else roce_ver, nccl_gid_index(explicit)
 
 
 def _derive_gid(facts: NodeFacts, config: Config, sel: Selection) -> None:

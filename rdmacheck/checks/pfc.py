@@ -13,6 +13,7 @@ from typing import Any
 
 from ..facts import dcb
 from ..model import Result, Status
+from ..ncclspec import nccl_param_int
 from . import gate
 from .peer import combine, step, subnet_interfaces
 
@@ -22,9 +23,11 @@ def _tc(config) -> tuple[int | None, str]:
     if raw is None:
         return 0, "NCCL_IB_TC unset (NCCL default 0)"
     try:
-        v = int(raw.strip(), 0)
+        v = nccl_param_int(raw)  # param.cc: strtoll base 0 (int(x, 0) read "010" and "1_0" otherwise)
     except ValueError:
         return None, f"NCCL_IB_TC={raw!r}"
+    if v is None or v == -1:  # empty, beyond int64, or NCCL's own unset (NCCL_PARAM(IbTc, "IB_TC", -1))
+        return 0, f"NCCL_IB_TC={raw} (NCCL's unset: default 0)"
     return (v, f"NCCL_IB_TC={raw}") if 0 <= v <= 255 else (None, f"NCCL_IB_TC={raw!r}")
 
 
