@@ -63,6 +63,9 @@ def gate_rdma_pfc(facts, config) -> list[Result]:
                 skipped.append(f"{nd}: DCB not supported by this interface ({reason})")
             elif app.get("missing"):
                 skipped.append(f"{nd}: {reason}")
+            elif app.get("timeout"):  # no answer is not a wrong answer: the gate could not judge
+                items.append(step(nd, Status.SKIP, f"{nd}: {reason}", "run it again when the node is less loaded "
+                                  f"(dcb app show dev {nd})", unjudged=reason))
             else:
                 items.append(step(nd, Status.FAIL, f"{nd}: dcb app show failed: {reason}",
                                   "check that iproute2's dcb works: dcb app show dev " + nd))
@@ -80,6 +83,11 @@ def gate_rdma_pfc(facts, config) -> list[Result]:
         elif len(prios) > 1:
             note = f" -> several priorities {prios} (ambiguous rules)"
         if pfc.get("json") is None:
+            if pfc.get("timeout"):
+                items.append(step(nd, Status.SKIP, f"{chain}{note}; dcb pfc show: {pfc.get('error')}",
+                                  f"run it again when the node is less loaded (dcb pfc show dev {nd})",
+                                  unjudged=str(pfc.get("error"))))
+                continue
             items.append(step(nd, Status.FAIL if not pfc.get("unsupported") else Status.SKIP,
                               f"{chain}{note}; dcb pfc show: {pfc.get('error')}"))
             continue
