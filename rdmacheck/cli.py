@@ -18,7 +18,7 @@ import importlib
 import sys
 
 from . import __version__
-from .errors import UsageError
+from .errors import Terminated, UsageError
 
 # (name, module, one-line help).  Order is the order --help shows.
 COMMANDS = [
@@ -110,6 +110,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("rdmacheck: interrupted", file=sys.stderr)
         return 130
+    except Terminated:
+        print("rdmacheck: terminated (SIGTERM)", file=sys.stderr)
+        return 143
     except BrokenPipeError:
         return 1
     except SystemExit:
