@@ -33,6 +33,8 @@ def _is(v: Any, types: tuple[type, ...]) -> bool:
         return False
     if isinstance(v, float) and not math.isfinite(v):
         return False
+    if isinstance(v, int) and not isinstance(v, bool) and abs(v) >= 1 << 63:
+        return False  # JSON allows 400 digits; no field holds more than int64 (float() of it overflows)
     return isinstance(v, types)
 
 

@@ -27,7 +27,7 @@ from typing import Any, Callable
 from .config import Config
 from .errors import UsageError
 from .facts.infiniband import ACTIVE, Port, port_netdevs, roce_active_mtu, roce_driver, roce_overhead
-from .nodefacts import NodeFacts, PciFacts, Probe, Selection, probe_key
+from .nodefacts import NodeFacts, PciFacts, Probe, Selection, answer_problem, probe_key
 from .root import HostRoot
 
 PROBES_META = "probes.json"
@@ -60,7 +60,9 @@ class _Prober:
             r = self.recorded.get(key)
             if not isinstance(r, dict):
                 return None
-            p = Probe(kind, target, r.get("answer"), float(r.get("elapsed_s") or 0.0), r.get("error"), "snapshot")
+            el = r.get("elapsed_s")
+            el = float(el) if isinstance(el, (int, float)) and not isinstance(el, bool) and el == el else 0.0
+            p = Probe(kind, target, r.get("answer"), el, r.get("error"), "snapshot")
         elif legacy is not None:
             ans = legacy()
             if ans is None:
@@ -68,6 +70,13 @@ class _Prober:
             p = Probe(kind, target, ans, 0.0, ans.get("error") if isinstance(ans, dict) else None, "snapshot")
         else:
             return None
+        if p.source == "snapshot":
+            bad = answer_problem(kind, p.answer)
+            if bad:  # hostile or damaged snapshot metadata: no answer, and the gate says why, never a crash
+                p = Probe(kind, target, None, p.elapsed_s, f"the snapshot's recorded answer is malformed ({bad[:160]})",
+                          "snapshot")
+            elif p.error is not None and not isinstance(p.error, str):
+                p.error = str(p.error)[:300]
         self.probes[key] = p
         return p.answer
 

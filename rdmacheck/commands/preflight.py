@@ -84,7 +84,9 @@ def run(args: argparse.Namespace) -> int:
 
     from ..outpath import check_output_paths
 
-    check_output_paths((args.json, "--json"))
+    check_output_paths((args.json, "--json"), inputs=((getattr(args, "env", None), "--env"),
+                       (getattr(args, "profile", None), "--profile"), (getattr(args, "facts", None), "--facts"),
+                       (getattr(args, "root", None), "--root")))
     only = _only(args.only)
     if args.facts:
         if (getattr(args, "root", "/") or "/") != "/":
