@@ -14,11 +14,13 @@ docs/failure-semantics.md says what is written on each kind of failure.
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
+import os
 import sys
 
 from . import __version__
-from rdmacheck.util.errors import UsageError
+from rdmacheck.util.errors import Terminated, UsageError
 
 # (name, module, one-line help).  Order is the order --help shows.
 COMMANDS = [
@@ -92,7 +94,36 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     return parser
 
 
+# errno values that say the machine cannot take the output (full disk, quota, I/O error, a closed or full
+# terminal), not that rdmacheck is broken: one line and exit 1 (the run could not finish), no crash report
+_OUTPUT_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EFBIG, errno.EROFS, errno.EPIPE}
+
+
+def _tolerant_streams() -> None:
+    """A terminal or pipe whose encoding is not UTF-8 (PYTHONIOENCODING=ascii, a latin-1 locale) prints an
+    escape for what it cannot show instead of raising UnicodeEncodeError after the evidence was written."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.reconfigure(errors="backslashreplace")  # type: ignore[union-attr]
+        except (AttributeError, ValueError, OSError):
+            pass
+
+
+def _output_failed(e: OSError) -> int:
+    try:  # the interpreter's last flush of a full stdout must not print a second error
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115
+    except OSError:
+        pass
+    try:
+        print(f"rdmacheck: error: cannot write the output: {e.strerror or e} (the run could not finish)",
+              file=sys.stderr)
+    except OSError:
+        pass
+    return 1
+
+
 def main(argv: list[str] | None = None) -> int:
+    _tolerant_streams()
     try:
         argv = sys.argv[1:] if argv is None else argv
         names = {c[0] for c in COMMANDS}
@@ -111,8 +142,17 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("rdmacheck: interrupted", file=sys.stderr)
         return 130
+    except Terminated:
+        print("rdmacheck: terminated (SIGTERM)", file=sys.stderr)
+        return 143
     except BrokenPipeError:
         return 1
+    except OSError as e:
+        if e.errno not in _OUTPUT_ERRNOS:
+            from rdmacheck.util.crash import report_internal_error
+
+            return report_internal_error(e, argv)
+        return _output_failed(e)
     except SystemExit:
         raise  # --help, --version
     except BaseException as e:  # a bug: exit 3, the traceback in a file, not on the terminal

@@ -10,6 +10,62 @@ from .runner import BenchOptions, run_rank
 
 
 OPTIONS_FILE_ENV = "RDMACHECK_BENCH_OPTIONS_FILE"
+PARENT_PID_ENV = "RDMACHECK_BENCH_PARENT_PID"
+PR_SET_PDEATHSIG = 1   # <linux/prctl.h>
+
+
+def die_with_parent() -> None:
+    """A rank must not outlive the ``--nproc`` launcher (SIGTERM or SIGKILL to it): it would finish the sweep,
+    rewrite --json after the launcher is gone and leave the status folder behind.
+
+    Three layers, each covering the next one's gap: the kernel signals the rank when the launcher dies
+    (``prctl(PR_SET_PDEATHSIG, SIGHUP)``; a launcher that died before that call is caught by comparing getppid
+    with the pid it passed down); the SIGHUP handler removes the status folder and exits; and a thread that
+    watches getppid every 0.2 s does the same when the main thread sits in C code (a collective) and the
+    handler cannot run yet.  SIGHUP, not SIGTERM: the launcher stops ranks with SIGTERM, which keeps its
+    default action (immediate, also inside a collective)."""
+    parent = os.environ.get(PARENT_PID_ENV)
+    if not parent:
+        return  # under torchrun: torchrun owns the ranks
+    import ctypes
+    import signal
+    import threading
+
+    status_dir = os.environ.get("RDMACHECK_BENCH_STATUS_DIR") or ""
+
+    def orphaned() -> bool:
+        return str(os.getppid()) != parent
+
+    def leave() -> None:
+        if status_dir:
+            import shutil
+
+            shutil.rmtree(status_dir, ignore_errors=True)
+        os._exit(1)
+
+    def on_hup(signum, frame) -> None:
+        if orphaned():
+            leave()
+        signal.signal(signal.SIGHUP, signal.SIG_DFL)  # a real hang-up: die by it, as before
+        os.kill(os.getpid(), signal.SIGHUP)
+
+    signal.signal(signal.SIGHUP, on_hup)
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, int(signal.SIGHUP), 0, 0, 0)
+    except (OSError, AttributeError):
+        pass  # not Linux: the getppid watch below still ends the rank
+    if orphaned():
+        leave()
+
+    def watch() -> None:
+        import time
+
+        while True:
+            time.sleep(0.2)
+            if orphaned():
+                leave()
+
+    threading.Thread(target=watch, name="rdmacheck-bench-parent-watch", daemon=True).start()
 
 
 def _leave_usage_line(rank: str, message: str) -> None:
@@ -27,6 +83,7 @@ def _leave_usage_line(rank: str, message: str) -> None:
 
 
 def main() -> int:
+    die_with_parent()
     try:
         # a file, not an environment variable: Linux caps one variable at 128 KiB (E2BIG at exec)
         with open(os.environ[OPTIONS_FILE_ENV], encoding="utf-8") as f:

@@ -74,9 +74,26 @@ def resolve_hook(spec: str) -> Callable[[BenchHooks], None]:
     fn = getattr(mod, attr, None)
     if not callable(fn):
         raise UsageError(f"--hook {spec!r}: {mod_name} has no function {attr}")
+    import inspect
+
+    try:
+        inspect.signature(fn).bind(BenchHooks())
+    except TypeError:
+        raise UsageError(f"--hook {spec!r}: {attr} cannot be called as {attr}(hooks); a hook is a function of one "
+                         "argument, e.g. def install(hooks): hooks.before_size.append(...)") from None
+    except ValueError:
+        pass  # no signature to read (some builtins): calling it says the rest
     return fn
 
 
 def load_hook(spec: str, hooks: BenchHooks) -> None:
-    """``package.module:install`` -> import it and call ``install(hooks)``."""
-    resolve_hook(spec)(hooks)
+    """``package.module:install`` -> import it and call ``install(hooks)``; an exception from the user's
+    install function is that hook's problem, named in one line (exit 2), not an rdmacheck bug."""
+    fn = resolve_hook(spec)
+    try:
+        fn(hooks)
+    except UsageError:
+        raise
+    except Exception as e:
+        raise UsageError(f"--hook {spec!r}: {spec.partition(':')[2]}(hooks) raised {type(e).__name__}: "
+                         f"{str(e)[:200]}") from None

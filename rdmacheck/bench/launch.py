@@ -23,7 +23,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from .child import OPTIONS_FILE_ENV
+from rdmacheck.util.errors import Terminated, UsageError
+from .child import OPTIONS_FILE_ENV, PARENT_PID_ENV
 from .runner import DONE_PHASE, STATUS_DIR_ENV, BenchOptions
 
 GRACE_S = 3.0
@@ -102,7 +103,67 @@ def _record_cause(json_path: str | None, cause: str) -> None:
         pass
 
 
+RANK_MEMORY = 300 << 20   # one rank: a Python process with torch imported (~250-350 MiB resident on CPU)
+RANKS_PER_CPU = 8         # oversubscribing a CPU is fine for a gloo test; thousands of ranks are not
+
+
+def max_local_ranks() -> tuple[int, str]:
+    """(the most ranks ``--nproc`` may start here, what bounds it), from the usable CPUs and MemTotal (what the
+    node has; MemAvailable swings with whatever else runs and would refuse a run that fits)."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cpus = os.cpu_count() or 1
+    avail = None
+    try:
+        with open("/proc/meminfo", encoding="ascii", errors="replace") as f:
+            for line in f:
+                if line.startswith("MemTotal:"):
+                    avail = int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    by_cpu = RANKS_PER_CPU * cpus
+    by_mem = max(1, avail // RANK_MEMORY) if avail is not None else by_cpu
+    what = (f"{cpus} usable CPU(s)" + (f" and {avail / (1 << 30):.1f} GiB of memory" if avail is not None else "")
+            + f" (at most {RANKS_PER_CPU} ranks per CPU, ~{RANK_MEMORY >> 20} MiB each)")
+    return max(1, min(by_cpu, by_mem)), what
+
+
+def check_nproc(nproc: int) -> None:
+    """Refuse before starting anything a --nproc this node cannot run (exit 2, one line)."""
+    limit, what = max_local_ranks()
+    if nproc > limit:
+        raise UsageError(f"--nproc {nproc}: this node has {what}: at most {limit} local ranks; use --nproc {limit} "
+                         "or fewer, or torchrun across nodes")
+
+
+def _on_sigterm(signum, frame) -> None:
+    raise Terminated()
+
+
+def _popen_group(cmd: list[str], env: dict[str, str], pgid: int) -> subprocess.Popen:
+    """A rank in the ranks' own process group (``pgid`` 0: a new one, led by this rank)."""
+    if sys.version_info >= (3, 11):
+        return subprocess.Popen(cmd, env=env, process_group=pgid)
+    return subprocess.Popen(cmd, env=env, preexec_fn=lambda: os.setpgid(0, pgid))  # noqa: PLW1509
+
+
 def spawn(opts: BenchOptions, nproc: int, env_extra: dict[str, str] | None = None) -> int:
+    check_nproc(nproc)
+    # SIGTERM to the launcher must stop the ranks and remove the status folder (the finally below); Python's
+    # default would end this process alone.  SIGKILL cannot be caught: the ranks see it (child.die_with_parent).
+    try:
+        prev_term = signal.signal(signal.SIGTERM, _on_sigterm)
+    except ValueError:  # not the main thread
+        prev_term = None
+    try:
+        return _spawn(opts, nproc, env_extra)
+    finally:
+        if prev_term is not None:
+            signal.signal(signal.SIGTERM, prev_term)
+
+
+def _spawn(opts: BenchOptions, nproc: int, env_extra: dict[str, str] | None = None) -> int:
     status_dir = Path(tempfile.mkdtemp(prefix="rdmacheck-bench-"))
     pkg_root = str(Path(__file__).resolve().parents[2])
     base = dict(os.environ)
@@ -112,17 +173,20 @@ def spawn(opts: BenchOptions, nproc: int, env_extra: dict[str, str] | None = Non
     base.update({
         "WORLD_SIZE": str(nproc), "LOCAL_WORLD_SIZE": str(nproc), "MASTER_ADDR": "127.0.0.1",
         "MASTER_PORT": str(_free_port()), STATUS_DIR_ENV: str(status_dir),
-        OPTIONS_FILE_ENV: str(status_dir / "options.json"),
+        OPTIONS_FILE_ENV: str(status_dir / "options.json"), PARENT_PID_ENV: str(os.getpid()),
     })
     (status_dir / "options.json").write_text(opts.to_json(), encoding="utf-8")
     procs: list[subprocess.Popen] = []
     try:
         for r in range(nproc):
             env = dict(base, RANK=str(r), LOCAL_RANK=str(r))
-            procs.append(subprocess.Popen([sys.executable, "-m", "rdmacheck.bench.child"], env=env))
+            procs.append(_popen_group([sys.executable, "-m", "rdmacheck.bench.child"], env,
+                                      procs[0].pid if procs else 0))
         return _watch(procs, status_dir, opts)
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, Terminated) as e:
         _stop(procs)
+        _record_cause(opts.json_path, f"the launcher was {'terminated (SIGTERM)' if isinstance(e, Terminated) else 'interrupted'}"
+                                      "; the ranks were stopped")
         raise
     finally:
         _stop(procs)
@@ -226,6 +290,13 @@ def _stalled_cause(procs, status_dir: Path, opts: BenchOptions, stalled: tuple[i
 
 
 def _stop(procs: list[subprocess.Popen]) -> None:
+    if procs and procs[0].poll() is None:
+        # the ranks' process group, led by rank 0 (alive, so the group id is still theirs): every rank and
+        # whatever a rank started
+        try:
+            os.killpg(procs[0].pid, signal.SIGTERM)
+        except OSError:
+            pass
     alive = [p for p in procs if p.poll() is None]
     for p in alive:
         p.terminate()
@@ -236,3 +307,4 @@ def _stop(procs: list[subprocess.Popen]) -> None:
         except subprocess.TimeoutExpired:
             p.kill()
             p.wait()
+

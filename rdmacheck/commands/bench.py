@@ -176,7 +176,8 @@ def run(args: argparse.Namespace) -> int:
     from rdmacheck.util.outpath import check_output_paths
 
     opts = build_options(args)
-    check_output_paths((opts.json_path, "--json"), (opts.csv_path, "--csv"))
+    check_output_paths((opts.json_path, "--json"), (opts.csv_path, "--csv"),
+                       inputs=((getattr(args, "env", None), "--env"), (getattr(args, "profile", None), "--profile")))
     for spec in opts.hooks:
         resolve_hook(spec)  # a bad module or function is exit 2 here, not a traceback in every rank
     in_torchrun = "RANK" in os.environ and "WORLD_SIZE" in os.environ

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from rdmacheck.util.units import seconds_type
+
 DESCRIPTION = """\
 Read every RDMA port's counters (counters/ and hw_counters/) and every netdev's statistics twice and
 print what moved: bytes and packets each way (IB PortXmitData words already turned into bytes) with
@@ -41,7 +43,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--interval", type=float, metavar="S", help="live: read, wait S seconds, read again (default 1)")
     g.add_argument("--before", metavar="DIR", help="a host tree read earlier (with --after)")
     p.add_argument("--after", metavar="DIR", help="the same host's tree read later (with --before)")
-    p.add_argument("--seconds", type=float, metavar="S", help="with --before/--after: the time between them, for rates")
+    p.add_argument("--seconds", type=seconds_type("--seconds", maximum=366 * 86400.0), metavar="S",
+                   help="with --before/--after: the time between them, for rates (> 0; a negative or NaN time gave "
+                        "negative or NaN rates)")
     p.add_argument("--all", action="store_true", help="also list ports and netdevs where nothing moved")
     p.add_argument("--json", metavar="FILE", help="write the rows as JSON (written atomically)")
 

@@ -67,7 +67,8 @@ def run(args: argparse.Namespace) -> int:
     from rdmacheck.util.outpath import check_output_paths
     from rdmacheck import preflight
 
-    check_output_paths((args.json, "--json"))
+    check_output_paths((args.json, "--json"), inputs=((getattr(args, "env", None), "--env"),
+                       (getattr(args, "profile", None), "--profile"), (getattr(args, "compose", None), "--compose")))
 
     opts = LaunchOptions(
         role=args.role,

@@ -70,7 +70,9 @@ def run(args: argparse.Namespace) -> int:
     from rdmacheck.preflight.registry import parse_only
     from rdmacheck.util.outpath import check_output_paths
 
-    check_output_paths((args.json, "--json"))
+    check_output_paths((args.json, "--json"), inputs=((getattr(args, "env", None), "--env"),
+                       (getattr(args, "profile", None), "--profile"), (getattr(args, "facts", None), "--facts"),
+                       (getattr(args, "root", None), "--root")))
     only = parse_only(args.only)
     if args.facts and (getattr(args, "root", "/") or "/") != "/":
         raise UsageError("--facts and --root both name a node; pass one: --facts EVIDENCE.json judges its "

@@ -55,7 +55,9 @@ def run(args: argparse.Namespace) -> int:
     from ..report import make_report
     from rdmacheck.util.sanitize import clean_text
 
-    check_output_paths((args.output, "-o"), (args.junit, "--junit"))
+    check_output_paths((args.output, "-o"), (args.junit, "--junit"),
+                       inputs=tuple((e, "EVIDENCE") for e in args.evidence) + tuple((i, "--import") for i in args.imports)
+                       + ((args.baseline, "--baseline"),))
     model = make_report(args.evidence, args.output, imports=args.imports, title=args.title,
                         expected_busbw=args.expected_busbw, baseline=args.baseline, write=False)
     junit = None

@@ -9,6 +9,7 @@ import sys
 import threading
 
 from rdmacheck.util.errors import UsageError
+from rdmacheck.util.units import seconds_type
 
 DESCRIPTION = """\
 Re-run every preflight gate every --interval seconds (never the bench), sample
@@ -40,7 +41,8 @@ exit codes: runs until SIGTERM/SIGINT, then 0; 2 usage error (bad --listen, port
 def add_arguments(p: argparse.ArgumentParser) -> None:
     from rdmacheck.preflight.judge import add_config_arguments
 
-    p.add_argument("--interval", type=float, default=60.0, metavar="S",
+    p.add_argument("--interval", type=seconds_type("--interval", minimum=1.0, maximum=7 * 86400.0, allow_zero=True),
+                   default=60.0, metavar="S",
                    help="seconds between the starts of two runs (default 60; at least 1)")
     p.add_argument("--listen", default="127.0.0.1:9109", metavar="HOST:PORT",
                    help="where to serve /metrics (default 127.0.0.1:9109; 0.0.0.0:9109 for a scraper elsewhere)")

@@ -87,6 +87,13 @@ class Result:
         self.status = Status(self.status)
 
     @property
+    def unjudged(self) -> str | None:
+        """Why this gate could not be judged (a probe timed out), None when it was judged or simply does not
+        apply.  Such a gate is a SKIP that never passes a run: exit 1, and the report does not say PASS."""
+        why = self.details.get("unjudged") if isinstance(self.details, dict) else None
+        return str(why) if self.status is Status.SKIP and why else None
+
+    @property
     def effective_status(self) -> Status:
         """A waived failure counts as a warning for the exit code."""
         if self.waiver and self.status is Status.FAIL:
@@ -114,8 +121,14 @@ class Result:
 
 
 def exit_code(results: Iterable[Result]) -> int:
-    """0 when nothing failed, 1 when any gate failed (waived failures don't)."""
-    return 1 if any(r.effective_status is Status.FAIL for r in results) else 0
+    """0 when nothing failed, 1 when any gate failed (waived failures don't) or could not be judged."""
+    return 1 if any(r.effective_status is Status.FAIL or r.unjudged for r in results) else 0
+
+
+def could_not_judge(gid: str, why: str, expected: str = "", remedy: str = "", **details: Any) -> Result:
+    """A gate whose probe did not answer: neither PASS nor FAIL (docs/failure-semantics.md)."""
+    return Result(gid, Status.SKIP, observed=f"could not judge: {why}", expected=expected, remedy=remedy,
+                  details={"unjudged": why, **details})
 
 
 def now_iso() -> str:
@@ -147,6 +160,8 @@ class Evidence:
     schema_version: int = SCHEMA_VERSION
     context: dict[str, Any] = dataclasses.field(default_factory=dict)
     records: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    # the ``status`` a document read back says of itself (from_dict); None for one built here
+    declared_status: Status | None = dataclasses.field(default=None, compare=False, repr=False)
 
     @property
     def status(self) -> Status:
@@ -204,6 +219,9 @@ class Evidence:
                                ("context", dict, "an object"), ("results", list, "a list"), ("records", list, "a list")):
             if key in d and d[key] is not None and not isinstance(d[key], typ):
                 raise EvidenceError(source, key, f"must be {what}, not {type(d[key]).__name__}")
+        declared = d.get("status")
+        if declared is not None and declared not in _STATUS_VALUES:
+            raise EvidenceError(source, "status", f"{_short(declared)} is not one of {', '.join(_STATUS_VALUES)}")
         results = []
         for i, r in enumerate(d.get("results") or []):
             if not isinstance(r, dict) or not isinstance(r.get("id"), str) or r.get("status") not in _STATUS_VALUES:
@@ -223,6 +241,7 @@ class Evidence:
             schema_version=version,
             context=dict(d.get("context") or {}),
             records=list(d.get("records") or []),
+            declared_status=None if declared is None else Status(declared),
         )
 
 

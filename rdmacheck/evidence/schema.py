@@ -33,6 +33,8 @@ def _is(v: Any, types: tuple[type, ...]) -> bool:
         return False
     if isinstance(v, float) and not math.isfinite(v):
         return False
+    if isinstance(v, int) and not isinstance(v, bool) and abs(v) >= 1 << 63:
+        return False  # JSON allows 400 digits; no field holds more than int64 (float() of it overflows)
     return isinstance(v, types)
 
 
@@ -283,6 +285,15 @@ def parse(doc: Any, source: str) -> Evidence:
 def validate(ev: Evidence, source: str) -> None:
     """Every typed field of ``ev``'s context and records; raises EvidenceError naming ``source`` and the field."""
     context_of(ev, source)
+    if ev.kind == "bench":
+        # a preflight (or launch) body relabelled "bench" would have its node gates judged as a bench run's
+        if isinstance(ev.context, dict) and "facts" in ev.context:
+            raise EvidenceError(source, "kind", "'bench', but the context holds node facts, as preflight and launch "
+                                                "evidence do: the document's kind was changed; use the file rdmacheck wrote")
+        for i, r in enumerate(ev.results):
+            if not r.id.startswith("bench."):
+                raise EvidenceError(source, f"results[{i}].id", f"{r.id[:40]!r} is not a bench gate (bench.*), but kind "
+                                                                "is 'bench': the document's kind was changed")
     if ev.records and ev.kind != "bench":
         raise EvidenceError(source, "records", f"only bench evidence carries records, not {ev.kind}")
     bench_records(ev, source)

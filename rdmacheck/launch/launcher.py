@@ -229,7 +229,15 @@ def launch(opts: LaunchOptions, root, config) -> int:
         _say(f"  with RAY_MODE={opts.role} RDMACHECK_ENV_FILE={prep.planned.env_file} in its environment")
         return finish(1)
 
-    assert prep.inv is not None  # docker.compose passed
+    if prep.inv is None:
+        # docker.compose failed and was waived: a waiver accepts a gate, it cannot start a container without a
+        # compose command (this was `assert prep.inv is not None`, exit 3, on a box with docker but no compose)
+        why = "no compose implementation found, so nothing can start the container (docker.compose was waived)"
+        results.append(Result("launch.up", Status.FAIL, observed=why, expected="compose up starts the container",
+                              remedy="install the compose plugin (docker-compose-plugin) or Debian's docker-compose"))
+        _say(f"{'would not run' if opts.dry_run else 'not launching'}: {why}: "
+             f"{proc.display(prep.planned.argv('up', '-d'))}")
+        return finish(1)
     up_argv = prep.inv.argv("up", "-d")
     if opts.dry_run:
         if state.pull_pending:

@@ -27,7 +27,26 @@ from rdmacheck.util.errors import UsageError
 @dataclasses.dataclass
 class SpecEntry:
     name: str
-    port: int | None = None
+    port: int | None = None  # None: NCCL's -1, any port (absent, empty, or atoi() gave -1)
+    rail: int | None = None
+    plane: int | None = None
+
+
+# NCCL's list sizes: src/transport/net_ib/common.h MAX_IB_DEVS 32 (NCCL_IB_HCA), src/include/socket.h
+# MAX_IFS 16 (NCCL_SOCKET_IFNAME); struct netIf's prefix is char[64] (src/include/utils.h), filled by
+# snprintf, so an entry keeps its first 63 bytes.
+MAX_IB_DEVS = 32
+MAX_IFS = 16
+_PREFIX_BYTES = 63
+
+
+def _c_bytes(text: str) -> bytes:
+    """The C string NCCL sees: UTF-8 (undecodable bytes kept through surrogateescape), cut at a NUL."""
+    return text.encode("utf-8", "surrogateescape").split(b"\0", 1)[0]
+
+
+def _c_str(b: bytes) -> str:
+    return b.decode("utf-8", "surrogateescape")
 
 
 @dataclasses.dataclass
@@ -38,48 +57,81 @@ class ListSpec:
     raw: str = ""
 
     def matches(self, name: str, port: int | None = None) -> bool:
-        """Would NCCL use ``name`` (and ``port``) under this spec?"""
-        if not self.entries:
-            return True
-        hit = any(self._entry_matches(e, name, port) for e in self.entries)
-        return not hit if self.exclude else hit
+        """Would NCCL use ``name`` (and ``port``) under this spec?
+
+        NVIDIA/nccl src/transport/net_ib/init.cc (ncclIbInitDevices):
+        ``if (!(matchIfList(devices[d]->name, port_num, userIfs, nUserIfs, searchExact, &userIfId) ^ searchNot))
+        continue;`` and src/misc/utils.cc matchIfList: an empty list matches every name, so ``^`` (or ``^=``)
+        with no entry selects nothing."""
+        hit = (not self.entries) or any(self._entry_matches(e, name, port) for e in self.entries)
+        return hit != self.exclude
 
     def _entry_matches(self, e: SpecEntry, name: str, port: int | None) -> bool:
-        ok = name == e.name if self.exact else name.startswith(e.name)
+        # src/misc/utils.cc matchIf: exact compares strlen(string)+1 bytes (equality), else strlen(ref) bytes
+        # (``ref`` a prefix of ``string``); matchPort: -1 on either side matches any port.
+        n, ref = _c_bytes(name), _c_bytes(e.name)
+        ok = n == ref if self.exact else n.startswith(ref)
         if ok and e.port is not None and port is not None:
             ok = e.port == port
         return ok
 
     def unmatched(self, names: Iterable[str]) -> list[SpecEntry]:
         names = list(names)
-        return [e for e in self.entries if not any(
-            (n == e.name if self.exact else n.startswith(e.name)) for n in names)]
+        return [e for e in self.entries if not any(self._entry_matches(e, n, None) for n in names)]
+
+
+def c_atoi(text: str) -> int:
+    """glibc ``atoi``: ``(int) strtol(text, NULL, 10)``: leading white space, a sign, decimal digits up to the
+    first other character; no digits -> 0; strtol clamps to LONG_MIN/LONG_MAX and the cast keeps the low 32 bits
+    (so a port of 99999999999999999999 reads as -1, NCCL's "any port")."""
+    m = re.match(r"[ \t\n\v\f\r]*([+-]?)([0-9]+)", text)
+    if not m:
+        return 0
+    v = int(m.group(2)) * (-1 if m.group(1) == "-" else 1)
+    v = max(-(1 << 63), min((1 << 63) - 1, v))
+    v &= 0xFFFFFFFF
+    return v - (1 << 32) if v >= 1 << 31 else v
 
 
 def parse_list_spec(text: str | None, what: str, with_ports: bool = False) -> ListSpec:
-    if text is None or not text.strip():
-        return ListSpec(entries=[], raw=text or "")
-    s = text.strip()
+    """NCCL_IB_HCA / NCCL_SOCKET_IFNAME read exactly as NCCL reads them; never raises.
+
+    The leading ``^`` and ``=`` (src/transport/net_ib/init.cc lines after ``ncclGetEnv("NCCL_IB_HCA")``;
+    src/os/linux.cc ncclOsFindInterfaces) are only recognised as the very first characters; the rest goes to
+    src/misc/utils.cc parseStringList: ``strtok_r(str, ",")`` (empty entries vanish), each entry split on
+    ``:`` by strsep into prefix, port, rail, plane (``atoi``; absent or empty = -1), an entry whose prefix is
+    empty is dropped, white space is *kept* (``mlx5_0, mlx5_1`` names `` mlx5_1``, which no device matches),
+    at most MAX_IB_DEVS (32) entries for NCCL_IB_HCA and MAX_IFS (16) for NCCL_SOCKET_IFNAME.
+    ``with_ports`` is kept for callers; NCCL parses ``:port`` in both lists (the socket layer passes port -1,
+    which matches any)."""
+    if text is None:
+        return ListSpec(entries=[], raw="")
+    s = _c_str(_c_bytes(text))
     exclude = s.startswith("^")
     if exclude:
         s = s[1:]
     exact = s.startswith("=")
     if exact:
         s = s[1:]
+    limit = MAX_IB_DEVS if what == "NCCL_IB_HCA" else MAX_IFS
     entries: list[SpecEntry] = []
     for part in s.split(","):
-        part = part.strip()
+        if len(entries) >= limit:
+            break
         if not part:
             continue
-        port = None
-        if with_ports and ":" in part:
-            part, _, p = part.partition(":")
-            if not p.isdecimal() or int(p) < 1:
-                raise UsageError(f"{what}={text!r}: port {p!r} is not a port number; write e.g. mlx5_0:1")
-            port = int(p)
-        if not part:
-            raise UsageError(f"{what}={text!r}: empty device name; write e.g. roceP2p1s0f0 or =mlx5_0:1")
-        entries.append(SpecEntry(part, port))
+        toks = part.split(":")
+        if not toks[0]:
+            continue
+
+        def num(i: int) -> int | None:
+            if i >= len(toks) or toks[i] == "":
+                return None
+            v = c_atoi(toks[i])
+            return None if v == -1 else v
+
+        name = _c_str(_c_bytes(toks[0])[:_PREFIX_BYTES])
+        entries.append(SpecEntry(name, num(1), num(2), num(3)))
     return ListSpec(entries=entries, exclude=exclude, exact=exact, raw=text)
 
 
@@ -115,17 +167,35 @@ def c_strtol(text: str) -> tuple[int | None, bool]:
     return (-v if m.group(1) == "-" else v), m.end() == len(text)
 
 
+INT64_MIN, INT64_MAX = -(1 << 63), (1 << 63) - 1
+
+
 def nccl_param_int(text: str | None) -> int | None:
     """An integer NCCL_PARAM as NCCL reads it; None when unset or empty (NCCL then uses its default).
 
+    src/misc/param.cc ncclLoadParam: ``errno = 0; value = strtoll(str, nullptr, 0); if (errno) value = deftVal;``
+    so a value beyond int64 (strtoll's ERANGE) is NCCL's default too: None.
     Raises ValueError for text NCCL would silently read as 0 or as a prefix (``"abc"``, ``"3x"``): the
     setting does not say what the user meant, so a gate must say so rather than guess."""
     if text is None or text == "":
         return None
     v, whole = c_strtol(text)
+    if v is not None and not INT64_MIN <= v <= INT64_MAX:
+        return None
     if v is None or not whole:
         raise ValueError(f"{text!r} is not an integer (NCCL would read it as {v or 0})")
     return v
+
+
+def nccl_gid_index(value: int | None) -> int | None:
+    """The GID index NCCL pins for NCCL_IB_GID_INDEX read as ``value`` (nccl_param_int), None for its automatic
+    choice: src/transport/net_ib/connect.cc ``*gidIndex = ncclParamIbGidIndex(); if (*gidIndex >= 0) return``,
+    where ``gidIndex`` is an ``int``: the int64 keeps its low 32 bits (4294967299 pins index 3)."""
+    if value is None:
+        return None
+    v = value & 0xFFFFFFFF
+    v = v - (1 << 32) if v >= 1 << 31 else v
+    return v if v >= 0 else None
 
 
 # ---------------------------------------------------------------- GID selection
@@ -163,23 +233,87 @@ def ib_addr_family(text: str | None) -> str:
     return "inet6" if text == "AF_INET6" else "inet"
 
 
-def parse_addr_range(text: str | None, family: str):
-    """NCCL_IB_ADDR_RANGE (e.g. 192.168.100.0/24) -> network, None when unset."""
+@dataclasses.dataclass(frozen=True)
+class AddrRange:
+    """NCCL_IB_ADDR_RANGE as NCCL holds it: the address bytes and the mask as ``int`` (may be negative)."""
+    family: str
+    base: bytes
+    prefixlen: int
+    text: str
+
+    def matches(self, gid: bytes) -> bool:
+        """src/transport/net_ib/connect.cc matchGidAddrPrefix: IPv4 compares the GID's last word under the
+        mask; IPv6 walks the words; a negative mask matches nothing, 0 everything."""
+        prefixlen = self.prefixlen
+        words = [int.from_bytes(gid[i:i + 4], "big") for i in range(0, 16, 4)]
+        base = [int.from_bytes(self.base[i:i + 4], "big") for i in range(0, len(self.base), 4)]
+        i = 0
+        while prefixlen > 0 and i < 4:
+            if self.family == "inet":
+                mask = (0xFFFFFFFF ^ ((1 << (32 - prefixlen)) - 1)) & 0xFFFFFFFF
+                if (base[0] & mask) ^ (words[3] & mask):
+                    break
+                prefixlen = 0
+                break
+            if prefixlen >= 32:
+                if base[i] ^ words[i]:
+                    break
+                prefixlen -= 32
+                i += 1
+            else:
+                mask = (0xFFFFFFFF ^ ((1 << (32 - prefixlen)) - 1)) & 0xFFFFFFFF
+                if (base[i] & mask) ^ (words[i] & mask):
+                    break
+                prefixlen = 0
+        return prefixlen == 0
+
+    def __str__(self) -> str:
+        return self.text
+
+
+def parse_addr_range(text: str | None, family: str) -> AddrRange | None:
+    """NCCL_IB_ADDR_RANGE as src/transport/net_ib/connect.cc envIbAddrRange reads it; None when NCCL uses no
+    range (unset, empty, no ``/`` mask, an address inet_pton refuses for the family, a mask over 32/128).
+
+    The text is cut to 127 bytes (``char addrString[128]`` filled by snprintf), split at the first ``/``, the
+    address read by inet_pton (Python's socket.inet_pton is glibc's), the mask by ``(int)strtol(.., 10)``.
+    Never raises: NCCL ignores what it cannot read (``ignored_addr_range`` says why, for a gate to show)."""
+    import socket
+
     if not text:
         return None
+    raw = _c_bytes(text)[:127]
+    if b"/" not in raw:
+        return None
+    addr, _, mask_s = raw.partition(b"/")
+    af = socket.AF_INET if family == "inet" else socket.AF_INET6
     try:
-        net = ipaddress.ip_network(text.strip(), strict=False)
-    except ValueError:
-        raise UsageError(f"NCCL_IB_ADDR_RANGE={text!r} is not a network; write e.g. 192.168.100.0/24") from None
-    if (net.version == 4) != (family == "inet"):
-        raise UsageError(f"NCCL_IB_ADDR_RANGE={text!r} does not match NCCL_IB_ADDR_FAMILY; use an IPv4 range with AF_INET")
-    return net
+        base = socket.inet_pton(af, addr.decode("latin-1"))
+    except (OSError, ValueError):
+        return None
+    mask = c_atoi(_c_str(mask_s))
+    if mask > (32 if family == "inet" else 128):
+        return None
+    return AddrRange(family, base, mask, text)
+
+
+def ignored_addr_range(text: str | None, family: str) -> str | None:
+    """Why NCCL ignores a set NCCL_IB_ADDR_RANGE (None when it is unset or NCCL uses it)."""
+    if not text or parse_addr_range(text, family) is not None:
+        return None
+    fam = "AF_INET" if family == "inet" else "AF_INET6"
+    if "/" not in text:
+        return f"NCCL_IB_ADDR_RANGE={text!r} has no /mask: NCCL ignores it (every GID is in range)"
+    return (f"NCCL_IB_ADDR_RANGE={text!r} is not an {fam} network NCCL can read: NCCL ignores it "
+            "(every GID is in range)")
 
 
 def gid_in_range(b: bytes, family: str, net) -> bool:
     """matchGidAddrPrefix: no range matches everything; IPv4 compares the last 4 bytes."""
     if net is None:
         return True
+    if isinstance(net, AddrRange):
+        return net.matches(b)
     if family == "inet":
         return ipaddress.IPv4Address(b[12:]) in net
     return ipaddress.IPv6Address(b) in net

@@ -27,7 +27,7 @@ from typing import Any, Callable
 from rdmacheck.config import Config
 from rdmacheck.util.errors import UsageError
 from rdmacheck.preflight.facts.infiniband import ACTIVE, Port, port_netdevs, roce_active_mtu, roce_driver, roce_overhead
-from rdmacheck.preflight.nodefacts import NodeFacts, PciFacts, Probe, Selection, probe_key
+from rdmacheck.preflight.nodefacts import NodeFacts, PciFacts, Probe, Selection, answer_problem, probe_key
 from rdmacheck.preflight.root import HostRoot
 
 PROBES_META = "probes.json"
@@ -60,7 +60,9 @@ class _Prober:
             r = self.recorded.get(key)
             if not isinstance(r, dict):
                 return None
-            p = Probe(kind, target, r.get("answer"), float(r.get("elapsed_s") or 0.0), r.get("error"), "snapshot")
+            el = r.get("elapsed_s")
+            el = float(el) if isinstance(el, (int, float)) and not isinstance(el, bool) and el == el else 0.0
+            p = Probe(kind, target, r.get("answer"), el, r.get("error"), "snapshot")
         elif legacy is not None:
             ans = legacy()
             if ans is None:
@@ -68,6 +70,13 @@ class _Prober:
             p = Probe(kind, target, ans, 0.0, ans.get("error") if isinstance(ans, dict) else None, "snapshot")
         else:
             return None
+        if p.source == "snapshot":
+            bad = answer_problem(kind, p.answer)
+            if bad:  # hostile or damaged snapshot metadata: no answer, and the gate says why, never a crash
+                p = Probe(kind, target, None, p.elapsed_s, f"the snapshot's recorded answer is malformed ({bad[:160]})",
+                          "snapshot")
+            elif p.error is not None and not isinstance(p.error, str):
+                p.error = str(p.error)[:300]
         self.probes[key] = p
         return p.answer
 
@@ -226,13 +235,13 @@ def gid_settings(config: Config) -> tuple[str, Any, int, int | None]:
     read as NCCL reads them (src/transport/net_ib/connect.cc envIbAddrFamily: strcmp "AF_INET6";
     src/misc/param.cc: strtoll base 0, empty = default, IB_ROCE_VERSION_NUM default 2, a negative
     IB_GID_INDEX = automatic); raises ValueError/UsageError on values NCCL would misread."""
-    from rdmacheck.nccl.spec import ib_addr_family, nccl_param_int, parse_addr_range
+    from rdmacheck.nccl.spec import ib_addr_family, nccl_gid_index, nccl_param_int, parse_addr_range
 
     family = ib_addr_family(config.get("NCCL_IB_ADDR_FAMILY"))
     addr_range = parse_addr_range(config.get("NCCL_IB_ADDR_RANGE"), family)
     roce_ver = nccl_param_int(config.get("NCCL_IB_ROCE_VERSION_NUM"))
     explicit = nccl_param_int(config.get("NCCL_IB_GID_INDEX"))
-    return family, addr_range, 2 if roce_ver is None else roce_ver, (explicit if explicit is not None and explicit >= 0 else None)
+    return family, addr_range, 2 if roce_ver is None else roce_ver, nccl_gid_index(explicit)
 
 
 def _derive_gid(facts: NodeFacts, config: Config, sel: Selection) -> None:

@@ -48,6 +48,78 @@ def probe_key(kind: str, target: str = "") -> str:
     return f"{kind}:{target}" if target else kind
 
 
+# The shape of each probe's answer, as the gates read it: a recorded answer (a snapshot's probes.json or
+# meta files, a --facts record) is foreign data and is checked against it before any gate sees it.
+# A schema is a type (or tuple of types; None allowed where listed), {"key": schema} for an object whose
+# listed keys have that shape (others kept), ("map", schema) for an object of any keys, [schema] a list.
+_S = str
+_SN = (str, type(None))
+_NUMN = (int, float, type(None))
+_BN = (bool, type(None))
+_IN = (int, type(None))
+ANSWER_SCHEMA: dict[str, Any] = {
+    "addrs": ("map", {"ipv4": [_S], "ipv6": [_S]}),
+    "shm": {"size": _IN},
+    "verbs": {"available": _BN, "error": _SN, "devices": ("map", {
+        "fw_version": _SN, "error": _SN,
+        "ports": ("map", {"state": _IN, "active_mtu": _IN, "max_mtu": _IN, "link_layer": _SN, "gid_tbl_len": _IN})})},
+    "nvml": {"state": _SN, "error": _SN, "elapsed_s": _NUMN},
+    "nccl_lib": {"version": _SN, "library": _SN},
+    "dcb.app": {"error": _SN, "unsupported": _BN, "missing": _BN, "timeout": _BN, "json": (dict, list, type(None))},
+    "dcb.pfc": {"error": _SN, "unsupported": _BN, "missing": _BN, "timeout": _BN, "json": (dict, list, type(None))},
+    "resolve": {"addrs": [_S], "error": _SN, "elapsed_s": _NUMN, "timed_out": _BN},
+    "route": {"dev": _SN, "src": _SN, "type": _SN, "error": _SN},
+    "tcp": {"ok": _BN, "error": _SN, "elapsed_s": _NUMN},
+    "ping": {"ok": _BN, "payload": _IN, "received": _IN, "reason": _SN, "cmd": _SN, "output": _SN,
+             "elapsed_s": _NUMN},
+    "bind": {"free": _BN, "error": _SN},
+}
+
+
+def _shape_error(schema: Any, v: Any, where: str) -> str | None:
+    if isinstance(schema, dict):
+        if not isinstance(v, dict):
+            return f"{where}: expected an object, got {type(v).__name__}"
+        for k, sub in schema.items():
+            if k in v:
+                e = _shape_error(sub, v[k], f"{where}.{k}")
+                if e:
+                    return e
+        return None
+    if isinstance(schema, tuple) and schema and schema[0] == "map":
+        if not isinstance(v, dict):
+            return f"{where}: expected an object, got {type(v).__name__}"
+        for k, x in v.items():
+            e = _shape_error(schema[1], x, f"{where}.{k}")
+            if e:
+                return e
+        return None
+    if isinstance(schema, list):
+        if not isinstance(v, list):
+            return f"{where}: expected a list, got {type(v).__name__}"
+        for i, x in enumerate(v):
+            e = _shape_error(schema[0], x, f"{where}[{i}]")
+            if e:
+                return e
+        return None
+    types = schema if isinstance(schema, tuple) else (schema,)
+    if isinstance(v, bool) and bool not in types:
+        return f"{where}: expected {'/'.join(t.__name__ for t in types)}, got bool"
+    if isinstance(v, float) and v != v:
+        return f"{where}: NaN"
+    if not isinstance(v, types):
+        return f"{where}: expected {'/'.join(t.__name__ for t in types)}, got {type(v).__name__}"
+    return None
+
+
+def answer_problem(kind: str, answer: Any) -> str | None:
+    """What is wrong with a recorded ``answer`` of probe ``kind`` (None: it has the shape the gates read)."""
+    schema = ANSWER_SCHEMA.get(kind)
+    if schema is None or answer is None:
+        return None
+    return _shape_error(schema, answer, kind)
+
+
 @dataclasses.dataclass
 class PciFacts:
     """What pci.acs needs: GPU and HCA functions, their bridges, the bridges' config space."""
@@ -175,11 +247,17 @@ class NodeFacts:
             raise ValueError(f"facts record version {v!r}; this rdmacheck reads version {FACTS_VERSION}")
         try:
             nf = _build(cls, {k: val for k, val in d.items() if k != "selection"})
-        except (TypeError, ValueError, KeyError, AttributeError) as e:
-            raise ValueError(f"facts record malformed: {type(e).__name__}: {e}") from None
-        sel = d.get("selection")
-        if isinstance(sel, dict):
-            nf.selection = _selection_from(sel, nf)
+            for key, p in nf.probes.items():
+                bad = answer_problem(p.kind, p.answer)
+                if bad:
+                    raise ValueError(f"probes[{key!r}].answer: {bad}")
+            sel = d.get("selection")
+            if isinstance(sel, dict):
+                nf.selection = _selection_from(sel, nf)
+        except (TypeError, ValueError, KeyError, AttributeError, IndexError) as e:
+            # a record is the user's input (--facts FILE): any shape it has is a malformed input, not a bug
+            where = "selection" if isinstance(d.get("selection"), dict) and "nf" in locals() else "record"
+            raise ValueError(f"facts record malformed ({where}): {type(e).__name__}: {str(e)[:200]}") from None
         return nf
 
 
@@ -228,8 +306,12 @@ def _hints(cls: type) -> dict[str, Any]:
 def _build(tp: Any, v: Any) -> Any:
     """Rebuild a value of type ``tp`` from JSON (dataclasses, dict[int, X], list[X], X | None)."""
     origin = typing.get_origin(tp)
-    if tp is Any or v is None:
+    if tp is Any:
         return v
+    if v is None:
+        if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)) and type(None) in typing.get_args(tp):
+            return v
+        raise TypeError("null where a value belongs")
     if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
         args = [a for a in typing.get_args(tp) if a is not type(None)]
         return _build(args[0], v) if len(args) == 1 else v
@@ -253,6 +335,15 @@ def _build(tp: Any, v: Any) -> Any:
         raise TypeError("expected a number, got a boolean")
     if tp is float and isinstance(v, int):
         return float(v)
+    # the leaves too: a record is the user's input, and a list where a string belongs failed deep inside a gate
+    if tp is str and not isinstance(v, str):
+        raise TypeError(f"expected a string, got {type(v).__name__}")
+    if tp is int and not isinstance(v, int):
+        raise TypeError(f"expected an integer, got {type(v).__name__}")
+    if tp is float and not (isinstance(v, float) and v == v):
+        raise TypeError(f"expected a number, got {type(v).__name__}")
+    if tp is bool and not isinstance(v, bool):
+        raise TypeError(f"expected true or false, got {type(v).__name__}")
     return v
 
 

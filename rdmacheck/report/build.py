@@ -107,10 +107,12 @@ def build(loaded: list[Loaded], imported: list[Loaded] | None = None, title: str
     cluster_gates: list[dict[str, Any]] = []
     path_nodes: list[dict[str, Any]] = []
     pairwise: dict[str, Any] | None = None
+    unjudged: list[str] = []   # what keeps the page from PASS although no gate failed
     for l in everything:
         ev = l.evidence
         ctx = ev.context
         typed = context_of(ev, l.path)
+        unjudged += _unjudged(l)
         imported = isinstance(typed, BenchContext) and typed.source == "nccl-tests"
         fingerprint.append({
             "file": l.path, "kind": ev.kind, "host": ev.host, "time": ev.time,
@@ -171,7 +173,7 @@ def build(loaded: list[Loaded], imported: list[Loaded] | None = None, title: str
     # pandas and matplotlib cost seconds to import: only when there is something to plot
     df = benchmod.frame(runs) if runs else None
     summ = benchmod.summaries(df, expected) if runs else []
-    verdict, reason = _verdict(nodes, mism, bench_gates + path_proof, summ, expected, cluster_gates)
+    verdict, reason = _verdict(nodes, mism, bench_gates + path_proof, summ, expected, cluster_gates, unjudged)
 
     many = len(nodes) > OPEN_FAILING_UP_TO
     node_rows = []
@@ -444,10 +446,26 @@ def _versions(ev: Evidence) -> str:
     return ", ".join(f"{k} {v}" for k, v in found.items())
 
 
+def _unjudged(l: Loaded) -> list[str]:
+    """Why one evidence file cannot count towards a PASS although none of its gates failed: a gate that
+    could not be judged, a run of rdmacheck's that recorded no gate at all, or a document whose own
+    ``status`` is worse than its results (edited, or cut short)."""
+    ev = l.evidence
+    out = [f"{r.id} on {ev.host} could not be judged ({r.unjudged})" for r in ev.results if r.unjudged]
+    imported = ev.kind == "bench" and (ev.context or {}).get("source") == "nccl-tests"
+    if not ev.results and not imported and ev.declared_status is not None:
+        out.append(f"{l.path} ({ev.kind} evidence of {ev.host}) holds no gate result: nothing was judged")
+    if ev.declared_status is not None and ev.declared_status.rank > ev.status.rank:
+        out.append(f"{l.path} says status {ev.declared_status.value!r} but its results say {ev.status.value!r} "
+                   "(the document was changed or cut short)")
+    return out
+
+
 def _verdict(nodes: list[Node], mism: list[consistency.Row], bench_results: list[dict[str, Any]],
              summ: list[dict[str, Any]], expected: float | None,
-             cluster_results: list[dict[str, Any]] | None = None) -> tuple[str, str]:
-    parts: list[str] = []
+             cluster_results: list[dict[str, Any]] | None = None,
+             unjudged: list[str] | None = None) -> tuple[str, str]:
+    parts: list[str] = list(dict.fromkeys(unjudged or []))
     for c in cluster_results or []:
         if c["effective"] == "fail":
             parts.append(f"{c['id']}: {c['observed']}")

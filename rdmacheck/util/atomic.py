@@ -31,10 +31,14 @@ def atomic_write(path: str | os.PathLike, data: str | bytes, mode: int = 0o644) 
             os.fsync(f.fileno())
         os.chmod(tmp, mode)
         os.replace(tmp, p)
-    except BaseException:
+    except BaseException as e:
         try:
             os.unlink(tmp)
         except OSError:
             pass
+        if isinstance(e, OSError):
+            # a full disk, a quota, an I/O error: the machine's state, not a bug; the old file is kept
+            raise UsageError(f"cannot write {p}: {e.strerror or e}; {p} was left as it was: free space there or "
+                             "choose another path") from None
         raise
     return p

@@ -6,3 +6,8 @@ class UsageError(Exception):
 
     The CLI prints ``rdmacheck: error: <message>`` and exits 2.
     """
+
+
+class Terminated(BaseException):
+    """SIGTERM arrived while rdmacheck had children to stop (bench --nproc): raised from the signal handler so
+    the ``finally`` blocks stop the ranks and remove the temp folder; the CLI exits 143 (128 + SIGTERM)."""

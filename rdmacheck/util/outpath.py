@@ -65,8 +65,11 @@ def check_output_folder(path: str | os.PathLike, flag: str) -> Path:
     return p
 
 
-def check_output_paths(*pairs: tuple[str | os.PathLike | None, str]) -> None:
-    """``check_output_path`` for each (path, flag) given (None: not asked for); no two may be one file."""
+def check_output_paths(*pairs: tuple[str | os.PathLike | None, str],
+                       inputs: tuple[tuple[str | os.PathLike | None, str], ...] = ()) -> None:
+    """``check_output_path`` for each (path, flag) given (None: not asked for); no two may be one file, and
+    none may be one of the run's ``inputs`` ((path, flag) of files it reads: ``--json my.env --env my.env``
+    replaced the .env with the evidence)."""
     seen: dict[str, str] = {}
     for path, flag in pairs:
         if path is None:
@@ -76,3 +79,13 @@ def check_output_paths(*pairs: tuple[str | os.PathLike | None, str]) -> None:
         if key in seen:
             raise UsageError(f"{flag} and {seen[key]} both name {p}; give each output its own file")
         seen[key] = flag
+    for path, flag in inputs:
+        if path is None or not seen:
+            continue
+        try:
+            key = os.path.realpath(path)
+        except (OSError, ValueError):
+            continue
+        if key in seen:
+            raise UsageError(f"{seen[key]} {path} would overwrite {flag} {path}, an input of this run; "
+                             "write the output to another file")

@@ -32,6 +32,12 @@ def combine(gid: str, items: list[dict[str, Any]], expected: str) -> Result:
     # A step that does not apply here (a head has no peer to ping) is skipped; it does not make the gate a skip.
     judged = [Status(i["status"]) for i in items if Status(i["status"]) is not Status.SKIP]
     status = worst(judged) if judged else Status.SKIP
+    # a step whose probe did not answer: the gate cannot pass (or only warn) on the other steps
+    unjudged = [i for i in items if i.get("unjudged")]
+    if unjudged and status is not Status.FAIL:
+        return Result(gid, Status.SKIP, observed="could not judge: " + "; ".join(i["observed"] for i in unjudged),
+                      expected=expected, remedy="; ".join(dict.fromkeys(i["remedy"] for i in unjudged if i.get("remedy"))),
+                      details={"steps": items, "unjudged": "; ".join(i["unjudged"] for i in unjudged)})
     bad = [i for i in items if Status(i["status"]) in (Status.FAIL, Status.WARN)]
     shown = bad or items
     observed = "; ".join(i["observed"] for i in shown)

@@ -14,6 +14,7 @@ from typing import Any
 from rdmacheck.preflight.facts import dcb
 from rdmacheck.evidence.model import Result, Status
 from rdmacheck.preflight.checks.peer import combine, step, subnet_interfaces
+from rdmacheck.nccl.spec import nccl_param_int
 
 
 def _tc(config) -> tuple[int | None, str]:
@@ -21,9 +22,11 @@ def _tc(config) -> tuple[int | None, str]:
     if raw is None:
         return 0, "NCCL_IB_TC unset (NCCL default 0)"
     try:
-        v = int(raw.strip(), 0)
+        v = nccl_param_int(raw)  # param.cc: strtoll base 0 (int(x, 0) read "010" and "1_0" otherwise)
     except ValueError:
         return None, f"NCCL_IB_TC={raw!r}"
+    if v is None or v == -1:  # empty, beyond int64, or NCCL's own unset (NCCL_PARAM(IbTc, "IB_TC", -1))
+        return 0, f"NCCL_IB_TC={raw} (NCCL's unset: default 0)"
     return (v, f"NCCL_IB_TC={raw}") if 0 <= v <= 255 else (None, f"NCCL_IB_TC={raw!r}")
 
 
@@ -58,6 +61,9 @@ def gate_rdma_pfc(facts, config) -> list[Result]:
                 skipped.append(f"{nd}: DCB not supported by this interface ({reason})")
             elif app.get("missing"):
                 skipped.append(f"{nd}: {reason}")
+            elif app.get("timeout"):  # no answer is not a wrong answer: the gate could not judge
+                items.append(step(nd, Status.SKIP, f"{nd}: {reason}", "run it again when the node is less loaded "
+                                  f"(dcb app show dev {nd})", unjudged=reason))
             else:
                 items.append(step(nd, Status.FAIL, f"{nd}: dcb app show failed: {reason}",
                                   "check that iproute2's dcb works: dcb app show dev " + nd))
@@ -75,6 +81,11 @@ def gate_rdma_pfc(facts, config) -> list[Result]:
         elif len(prios) > 1:
             note = f" -> several priorities {prios} (ambiguous rules)"
         if pfc.get("json") is None:
+            if pfc.get("timeout"):
+                items.append(step(nd, Status.SKIP, f"{chain}{note}; dcb pfc show: {pfc.get('error')}",
+                                  f"run it again when the node is less loaded (dcb pfc show dev {nd})",
+                                  unjudged=str(pfc.get("error"))))
+                continue
             items.append(step(nd, Status.FAIL if not pfc.get("unsupported") else Status.SKIP,
                               f"{chain}{note}; dcb pfc show: {pfc.get('error')}"))
             continue

@@ -17,7 +17,7 @@ from rdmacheck.preflight.facts.infiniband import (IB_MTUS, ROCE_OVERHEAD, Port, 
 from rdmacheck.preflight.facts.infiniband import ACTIVE, LINK_UP  # noqa: F401  (re-exported)
 from rdmacheck.preflight.gather import gid_settings, named_exactly, select_ports  # noqa: F401  (select_ports: re-exported)
 from rdmacheck.evidence.model import Result, Status
-from rdmacheck.nccl.spec import ListSpec, nccl_param_int, parse_list_spec
+from rdmacheck.nccl.spec import ListSpec, ignored_addr_range, nccl_param_int, parse_list_spec
 from rdmacheck.preflight.nodefacts import Selection  # noqa: F401  (re-exported)
 
 
@@ -44,10 +44,11 @@ def gate_devices(facts, config) -> list[Result]:
                    if not any((n == e.name if sel.spec.exact else n.startswith(e.name)) and
                               (e.port is None or e.port in facts.ib[n].ports) for n in names)]
         if missing:
-            miss = ", ".join(e.name + (f":{e.port}" if e.port else "") for e in missing)
+            miss = ", ".join(repr(e.name) if e.name != e.name.strip() else e.name + (f":{e.port}" if e.port else "")
+                             for e in missing)
             return [Result("rdma.devices", Status.FAIL, observed=f"{miss} not found; present: {', '.join(names)}",
-                           expected=exp, remedy=f"set NCCL_IB_HCA to a present device (one of: {', '.join(names)}) "
-                                                f"or bring {miss} up", details=details)]
+                           expected=exp, remedy=_missing_remedy(missing, facts, names, sel.spec.exact),
+                           details=details)]
     if not sel.ports:
         return [Result("rdma.devices", Status.FAIL, observed=f"NCCL_IB_HCA={hca} selects no port of {', '.join(names)}",
                        expected=exp, remedy="fix the NCCL_IB_HCA exclusion/port list", details=details)]
@@ -62,6 +63,24 @@ def gate_devices(facts, config) -> list[Result]:
                        expected=exp, remedy="the class entries point at missing device folders (dangling links)",
                        details=details)]
     return [Result("rdma.devices", Status.PASS, observed=obs, expected=exp, details=details)]
+
+
+def _missing_remedy(missing, facts, names, exact: bool) -> str:
+    """What to change for NCCL_IB_HCA entries that match nothing, from the facts held: a name NCCL reads with
+    its white space, a port the device does not have (its ports are listed), else a device that is absent."""
+    fixes = []
+    for e in missing:
+        hits = [n for n in names if (n == e.name if exact else n.startswith(e.name))]
+        if e.name != e.name.strip():
+            fixes.append(f"remove the white space around {e.name.strip()!r} in NCCL_IB_HCA (NCCL keeps it as part "
+                         "of the name: entries are split on ',' only)")
+        elif hits and e.port is not None:
+            have = sorted({q for n in hits for q in facts.ib[n].ports})
+            fixes.append(f"{e.name} has port(s) {', '.join(map(str, have))}, not {e.port}: write "
+                         f"{e.name}:{have[0] if have else 1} or drop ':{e.port}'")
+        else:
+            fixes.append(f"replace {e.name} with a present device (one of: {', '.join(names)})")
+    return "set NCCL_IB_HCA in the .env: " + "; ".join(dict.fromkeys(fixes))
 
 
 # systemd's names for PCI RDMA devices: roce[P<domain>]p<bus>s<slot>f<function>
@@ -329,6 +348,9 @@ def gate_gid(facts, config) -> list[Result]:
             else:
                 fix = f"set NCCL_IB_ADDR_RANGE={subnet} or NCCL_IB_GID_INDEX={good_idx}"
             fails.append((f"{p.name}: NCCL would pick GID {predicted}, outside {subnet} or not RoCE v{want_ver}", fix))
+    ignored = ignored_addr_range(env.get("NCCL_IB_ADDR_RANGE"), family)
+    if ignored:
+        warns.append((ignored, f"write it with its mask (e.g. NCCL_IB_ADDR_RANGE={subnet}) or remove it"))
     obs = "; ".join(obs_parts)
     if fails or warns:
         bad = fails + warns
@@ -390,7 +412,7 @@ def gate_mtu(facts, config) -> list[Result]:
 QOS_RANGES = {
     "NCCL_IB_TC": (0, 255, "traffic class 0: the default, usually lossy, class"),
     "NCCL_IB_SL": (0, 15, "service level 0"),
-    "NCCL_IB_TIMEOUT": (1, 31, "NCCL's default timeout"),
+    "NCCL_IB_TIMEOUT": (0, 31, "NCCL's default timeout"),  # 0: the verbs "infinite" timeout
     "NCCL_IB_RETRY_CNT": (0, 7, "NCCL's default retry count (7)"),
 }
 
@@ -410,12 +432,20 @@ def gate_qos(facts, config) -> list[Result]:
             bad.append(f"{key}={v!r} is not a number (NCCL would not read it as meant)")
             continue
         if n is None:
-            parts.append(f"{key} empty")
+            # empty, or beyond int64 (param.cc: strtoll's ERANGE -> NCCL's default)
+            parts.append(f"{key} empty" if v == "" else f"{key}={v!r} (beyond int64: NCCL's default)")
+            if key in ("NCCL_IB_TC", "NCCL_IB_SL"):
+                unset.append(f"{key} not read: NCCL uses {default}")
+            continue
+        if n == -1 and key in ("NCCL_IB_TC", "NCCL_IB_SL"):
+            # connect.cc: NCCL_PARAM(IbSl, "IB_SL", -1) / NCCL_PARAM(IbTc, "IB_TC", -1): -1 is NCCL's own "unset"
+            parts.append(f"{key}=-1 (NCCL's unset)")
+            unset.append(f"{key}=-1 is NCCL's unset: NCCL uses {default}")
             continue
         parts.append(f"{key}={n}")
         if not lo <= n <= hi:
             bad.append(f"{key}={n} outside {lo}-{hi}")
-    exp = "TC 0-255, SL 0-15, TIMEOUT 1-31, RETRY_CNT 0-7; TC/SL set to the fabric's lossless class"
+    exp = "TC 0-255, SL 0-15, TIMEOUT 0-31, RETRY_CNT 0-7; TC/SL set to the fabric's lossless class"
     obs = ", ".join(parts)
     if bad:
         return [Result("rdma.qos", Status.FAIL, observed=f"{obs} — {'; '.join(bad)}", expected=exp,

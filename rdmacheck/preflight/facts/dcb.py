@@ -35,7 +35,8 @@ def run_dcb(obj: str, dev: str, timeout: float = DCB_TIMEOUT_S) -> dict[str, Any
     try:
         p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
     except subprocess.TimeoutExpired:
-        return {"json": None, "error": f"{' '.join(cmd)} did not answer within {timeout:g} s", "unsupported": False}
+        return {"json": None, "error": f"{' '.join(cmd)} did not answer within {timeout:g} s", "unsupported": False,
+                "timeout": True}
     except OSError as e:
         return {"json": None, "error": str(e), "unsupported": False}
     err = (p.stderr or "").strip()
