@@ -93,11 +93,11 @@ def test_timed_out_dcb_could_not_judge(tmp_path, which):
     from rdmacheck.preflight.checks.pfc import gate_rdma_pfc
     from rdmacheck.config import Config
     from rdmacheck.config.profile import build_profile
-    from rdmacheck.preflight import PreflightContext
+    from rdmacheck.preflight.gather import gather
     from rdmacheck.preflight.root import HostRoot
 
-    ctx = PreflightContext(HostRoot(_pfc_tree(tmp_path, which)), Config({"NCCL_IB_TC": "106"}, {}, None, build_profile()))
-    r = gate_rdma_pfc(ctx.facts, ctx.config)[0]
+    cfg = Config({"NCCL_IB_TC": "106"}, {}, None, build_profile())
+    r = gate_rdma_pfc(gather(HostRoot(_pfc_tree(tmp_path, which)), cfg), cfg)[0]
     assert r.status is Status.SKIP and r.unjudged and "did not answer within 3 s" in r.observed, r
     assert r.observed.startswith("could not judge")
     assert exit_code([r]) == 1                                        # never exit 0

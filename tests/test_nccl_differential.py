@@ -339,11 +339,11 @@ def test_gid_index_as_nccl_holds_it(text, value, index):
 
 def _verdicts(root):
     from rdmacheck.config import load_config
-    from rdmacheck.preflight import PreflightContext, run_preflight
+    from rdmacheck import preflight
     from rdmacheck.preflight.root import HostRoot
 
     r = HostRoot(root)
-    return {res.id: res for res in run_preflight(PreflightContext(root=r, config=load_config(None, None, [], r.environ())))}
+    return {res.id: res for res in preflight.run(r, config=load_config(None, None, [], r.environ())).results}
 
 
 def test_addr_range_without_mask_is_ignored_as_nccl_does(tmp_path):
