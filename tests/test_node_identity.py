@@ -1,7 +1,7 @@
 """rdmacheck's node is NCCL's node: the NCCL host id beside the host name, and the wire gate compares by it.
 
 NCCL (``getHostHash``, src/misc/utils.cc, 2.28) hashes ``$NCCL_HOSTID`` when set, else the host name followed by
-the boot id (rdmacheck/bench/nodeid.py).  Here, on this machine's real /proc and real rank processes:
+the boot id (rdmacheck/facts/nodeid.py).  Here, on this machine's real /proc and real rank processes:
 
 * the id and its source, from the real boot id and host name, and NCCL_HOSTID winning (even empty);
 * two torchrun agents on this one machine (gloo over lo, the path-proof hook): with NCCL_HOSTID=node0/node1
@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO, require_module
-from rdmacheck.bench.nodeid import counter_scope, describe_sources, nccl_host_id, rank_facts, short
+from rdmacheck.facts.nodeid import counter_scope, describe_sources, nccl_host_id, rank_facts, short
 from rdmacheck.checks.path import check_wire
 from rdmacheck.model import Status
 
