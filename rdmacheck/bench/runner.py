@@ -215,9 +215,8 @@ def detect_memory(torch, device, local_world: int) -> tuple[int, str]:
 
 
 def _rank_info(torch, device, rank: int, local_rank: int, mem: tuple[int, str], verdict: str | None) -> dict[str, Any]:
-    from ..root import HostRoot
-
     from ..facts.nodeid import rank_facts
+    from ..root import HostRoot
 
     info: dict[str, Any] = {"rank": rank, "local_rank": local_rank, "host": socket.gethostname(), "pid": os.getpid(),
                             "device": str(device), "memory_limit": mem[0], "memory_source": mem[1], "memory_refusal": verdict}
