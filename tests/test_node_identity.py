@@ -1,7 +1,7 @@
 """rdmacheck's node is NCCL's node: the NCCL host id beside the host name, and the wire gate compares by it.
 
 NCCL (``getHostHash``, src/misc/utils.cc, 2.28) hashes ``$NCCL_HOSTID`` when set, else the host name followed by
-the boot id (rdmacheck/bench/nodeid.py).  Here, on this machine's real /proc and real rank processes:
+the boot id (rdmacheck/facts/nodeid.py).  Here, on this machine's real /proc and real rank processes:
 
 * the id and its source, from the real boot id and host name, and NCCL_HOSTID winning (even empty);
 * two torchrun agents on this one machine (gloo over lo, the path-proof hook): with NCCL_HOSTID=node0/node1
@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO, require_module
-from rdmacheck.bench.nodeid import counter_scope, describe_sources, nccl_host_id, rank_facts, short
+from rdmacheck.preflight.facts.nodeid import counter_scope, describe_sources, nccl_host_id, rank_facts, short
 from rdmacheck.bench.gates import check_wire
 from rdmacheck.evidence.model import Status
 
@@ -133,3 +133,44 @@ def test_evidence_without_the_id_is_compared_by_host_name():
     assert r.details["compared_by"] == "host name (no NCCL host id recorded)"
     assert r.details["nodes"] == ["node-0", "node-1"] and r.details["shared_counters"] == {}
     assert r.observed.endswith("(nodes by host name (no NCCL host id recorded): node-0, node-1)")
+
+
+H100_RUN = REPO / "benchmarks" / "results" / "gpu-two-nodes-h100x1-2026-12-07" / "bench-two-nodes-default.json"
+
+
+def _strip_ids(records: list[dict]) -> list[dict]:
+    """The same counter samples as evidence written before the id existed: host name only."""
+    out = json.loads(json.dumps(records))
+    for r in out:
+        for n in (r.get("wire") or {}).get("nodes") or []:
+            for k in ("node", "node_source", "scope"):
+                n.pop(k, None)
+    return out
+
+
+def test_the_h100_two_node_run_is_judged_by_nccl_host_id():
+    """Real records: two NCCL nodes (NCCL_HOSTID node0/node1) on one H100, NCCL 2.28.9 over NET/Socket on lo,
+    1K..1G (benchmarks/results/gpu-two-nodes-h100x1-2026-12-07.md)."""
+    ev = json.loads(H100_RUN.read_text())
+    stored = next(r for r in ev["results"] if r["id"] == "bench.wire")
+    r = check_wire(ev["records"], ev["context"])
+    assert r.status is Status.PASS and r.observed == stored["observed"]
+    assert r.details["compared_by"] == "NCCL host id (NCCL_HOSTID)" and r.details["nodes"] == ["node0", "node1"]
+    assert list(r.details["shared_counters"].values()) == [["node0", "node1"]]
+    rows = {row["bytes"]: row for row in r.details["rows"]}
+    for nbytes, row in rows.items():
+        ratios = [n["ratio"] for n in row["nodes"]]
+        if nbytes >= 64 << 10:
+            # lo carried what NCCL's ring must move for both nodes, to within 2 %
+            assert row["verdict"] == "pass" and all(0.99 <= x <= 1.02 for x in ratios), (nbytes, ratios)
+        else:
+            # about twice that below 64 KiB: consistent with NCCL's LL protocol (a flag with every 8 data bytes)
+            assert all(2.0 <= x <= 2.4 for x in ratios), (nbytes, ratios)
+    # the report's per-node lines: the two NCCL nodes, one machine
+    pp = ev["context"]["path_proof"]["nodes"]
+    assert sorted(pp) == ["node0", "node1"] and all(v["hostnames"] == ["vm"] for v in pp.values())
+    # what the gate said before NCCL's notion of a node: the same samples compared by host name are one node
+    old = check_wire(_strip_ids(ev["records"]), ev["context"])
+    assert old.status is Status.SKIP
+    assert old.observed == ("all ranks on one node (vm; nodes by host name (no NCCL host id recorded)): "
+                            "no inter-node traffic to count")

@@ -444,12 +444,12 @@ def check_wire(
     record that the after_size hook saw (one per op and size).
 
     Nodes are told apart as NCCL tells them apart: by each sample's ``node`` (the NCCL host id,
-    rdmacheck/bench/nodeid.py), or by ``host`` in evidence that has none.  Samples that share a
+    rdmacheck/facts/nodeid.py), or by ``host`` in evidence that has none.  Samples that share a
     ``scope`` (one kernel network namespace: several NCCL nodes on one machine) read the same
     counters, so each is judged against the sum of those nodes' expected bytes.  ``details``
     say what was compared: ``compared_by``, ``nodes`` and ``shared_counters``.
     """
-    from ..bench.nodeid import describe_sources, short
+    from rdmacheck.preflight.facts.nodeid import describe_sources, short
 
     world = int(context.get("world_size") or 0)
     backend = str(context.get("backend") or "nccl")
@@ -575,6 +575,6 @@ def check_wire(
 
 
 def _node_key(sample: Mapping[str, Any]) -> str:
-    """A counter sample's node: its NCCL host id (bench/nodeid.py), else its host name (older evidence)."""
+    """A counter sample's node: its NCCL host id (facts/nodeid.py), else its host name (older evidence)."""
     v = sample.get("node")
     return str(v) if v is not None else str(sample.get("host"))

@@ -50,7 +50,7 @@ from typing import Any
 from rdmacheck.util.errors import UsageError
 from rdmacheck.nccl.spec import hca_selected, parse_list_spec
 from rdmacheck.preflight.root import HostRoot
-from rdmacheck.bench.nodeid import counter_scope, nccl_host_id, rank_node
+from rdmacheck.preflight.facts.nodeid import counter_scope, nccl_host_id, rank_node
 
 ENV_DIR = "RDMACHECK_PATH_DIR"
 ENV_WIRE_IF = "RDMACHECK_WIRE_IFNAME"
@@ -322,7 +322,7 @@ def per_node(ranks: list, by_host: dict, rows: list) -> dict[str, dict[str, Any]
     """One line per node for the report: its transport (its own ranks' NCCL lines) and its wire proof.
 
     Nodes are keyed as NCCL counts them: each rank's NCCL host id where the evidence has it
-    (bench/nodeid.py), else its host name; ``by_host`` is keyed the same way.  ``hostnames`` and
+    (facts/nodeid.py), else its host name; ``by_host`` is keyed the same way.  ``hostnames`` and
     ``node_source`` say which machine a node was on and where its id came from.
     ``wire`` is the largest judged size of the sweep (the one nearest the bandwidth plateau).
     """

@@ -215,13 +215,12 @@ def detect_memory(torch, device, local_world: int) -> tuple[int, str]:
 
 
 def _rank_info(torch, device, rank: int, local_rank: int, mem: tuple[int, str], verdict: str | None) -> dict[str, Any]:
+    from rdmacheck.preflight.facts.nodeid import rank_facts
     from rdmacheck.preflight.root import HostRoot
-
-    from .nodeid import rank_facts
 
     info: dict[str, Any] = {"rank": rank, "local_rank": local_rank, "host": socket.gethostname(), "pid": os.getpid(),
                             "device": str(device), "memory_limit": mem[0], "memory_source": mem[1], "memory_refusal": verdict}
-    info.update(rank_facts())  # the node as NCCL decides it (NCCL_HOSTID, else host name + boot id): bench/nodeid.py
+    info.update(rank_facts())  # the node as NCCL decides it (NCCL_HOSTID, else host name + boot id): facts/nodeid.py
     if device.type == "cuda":
         props = torch.cuda.get_device_properties(device)
         info["gpu"] = props.name

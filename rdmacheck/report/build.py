@@ -306,8 +306,8 @@ def _path_nodes(nodes: dict[str, Any], records: list[dict[str, Any]]) -> list[di
 
 
 def _node_label(node_id: str) -> str:
-    """An NCCL host id for people: NCCL_HOSTID as given, host name + boot id shortened (bench/nodeid.py)."""
-    from ..bench.nodeid import SOURCE_BOOT, short
+    """An NCCL host id for people: NCCL_HOSTID as given, host name + boot id shortened (facts/nodeid.py)."""
+    from rdmacheck.preflight.facts.nodeid import SOURCE_BOOT, short
 
     return short(str(node_id), SOURCE_BOOT)
 
