@@ -66,15 +66,20 @@ timeout 120 setpriv --bounding-set=-dac_override,-dac_read_search --inh-caps=-da
     "$PY" -m rdmacheck preflight -q --only rdma.datapath --env "$ENVFILE" --json "$D/perm.json" > "$D/perm.out" 2>&1
 echo $? > "$D/perm.rc"
 chmod 666 "/dev/infiniband/$N"
-( ulimit -l 64; rdmacheck "$D/memlock" "$HCA_A" -- preflight -q --only rdma.datapath,limits.memlock --env "$ENVFILE" --json "$D/memlock.json" )
+# memlock 64 KiB: root registers memory past any memlock limit (CAP_IPC_LOCK), so the capability goes too
+( ulimit -l 64
+  timeout 120 setpriv --bounding-set=-ipc_lock --inh-caps=-ipc_lock env -i "${BASE_ENV[@]}" "$HCA_A" \
+      "$PY" -m rdmacheck preflight -q --only rdma.datapath,limits.memlock --env "$ENVFILE" --json "$D/memlock.json" \
+      > "$D/memlock.out" 2>&1; echo $? > "$D/memlock.rc" )
 stamp datapath-device
 
-# the mesh address on a VLAN at MTU 1500 over the 9000 base netdev
-ip link add link $A name $A.100 type vlan id 100 && ip link set $A.100 mtu 1500 up
-ip addr del $IPA/24 dev $A; ip addr add $IPA/24 dev $A.100
-for _ in $(seq 1 100); do grep -qs "$A.100" /sys/class/infiniband/$DA/ports/1/gid_attrs/ndevs/* && break; sleep 0.1; done
+# the mesh address on a VLAN at MTU 1500 over the 9000 base netdev (a short name: IFNAMSIZ is 16)
+V=vlan100
+ip link add link $A name $V type vlan id 100 && ip link set $V mtu 1500 up
+ip addr del $IPA/24 dev $A; ip addr add $IPA/24 dev $V
+for _ in $(seq 1 100); do grep -qs "$V" /sys/class/infiniband/$DA/ports/1/gid_attrs/ndevs/* && break; sleep 0.1; done
 rdmacheck "$D/vlan" "${SRV_ENV[@]}" -- preflight -q --only rdma.mtu,rdma.gid --env "$ENVFILE" --json "$D/vlan.json"
 gid_table $DA > "$D/gid_table_vlan.txt"
-ip addr del $IPA/24 dev $A.100; ip link del $A.100; ip addr add $IPA/24 dev $A
+ip addr del $IPA/24 dev $V; ip link del $V; ip addr add $IPA/24 dev $A
 wait_gid $DA 1 present
 stamp datapath-vlan
