@@ -16,8 +16,11 @@ Thresholds (documented in docs/checks-gpu-net.md):
 * ``gpu.remap``: fail on a row-remapping failure or :data:`RETIRED_PAGES_FAIL` retired pages (NVIDIA's page
   retirement allows 64); warn on a pending remap or retirement, on rows remapped for uncorrectable errors, on
   pages retired for double-bit errors.
-* ``gpu.pcie_errors``: fail on PCIe fatal errors; warn on replays (NVML_FI_DEV_PCIE_REPLAY_COUNTER: link-level
-  retransmissions since the driver loaded), replay-counter rollovers and non-fatal errors.
+* ``gpu.pcie_errors``: fail on PCIe fatal errors; warn on :data:`PCIE_REPLAY_WARN` or more replays
+  (NVML_FI_DEV_PCIE_REPLAY_COUNTER: link-level retransmissions since the driver loaded), replay-counter rollovers
+  and non-fatal errors.  A few replays are normal: a healthy H200 (the device run in tests/data/gpu-health/) read
+  1 replay, 3 receiver errors, 4 bad TLPs and 38 L0-to-recovery transitions since its driver loaded; it is the
+  rise that matters, which ``rdmacheck watch`` alerts on (``RdmacheckGpuPcieReplays``).
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from rdmacheck.preflight.registry import ids_of
 from rdmacheck.preflight.checks.gpu import _expect_no_gpu, platform
 
 CLOCK_MIN_RATIO = 0.5
+PCIE_REPLAY_WARN = 100
 RETIRED_PAGES_FAIL = 60
 HW_REASONS = 0x008 | 0x040 | 0x080   # HW Slowdown, HW Thermal Slowdown, HW Power Brake Slowdown
 SW_THERMAL = 0x020
@@ -225,8 +229,8 @@ def judge_pcie_errors(gpus: list[dict[str, Any]]) -> Result:
         rows.append(f"GPU {i}: " + ", ".join(parts))
         if known.get("pcie_fatal_error"):
             fails.append(f"GPU {i} PCIe fatal errors {known['pcie_fatal_error']}")
-        if isinstance(rep, int) and rep > 0:
-            warns.append(f"GPU {i} PCIe link replayed {rep} time(s)")
+        if isinstance(rep, int) and rep >= PCIE_REPLAY_WARN:
+            warns.append(f"GPU {i} PCIe link replayed {rep} times since the driver loaded")
         if isinstance(roll, int) and roll > 0:
             warns.append(f"GPU {i} PCIe replay counter rolled over {roll} time(s)")
         if known.get("pcie_non_fatal_error"):
@@ -235,7 +239,7 @@ def judge_pcie_errors(gpus: list[dict[str, Any]]) -> Result:
         return Result("gpu.pcie_errors", Status.SKIP, observed="; ".join(na) or "no PCIe error facts",
                       expected="PCIe replay counter readable")
     obs = "; ".join(rows + na + fails + warns)
-    expected = "no PCIe replays, no fatal or non-fatal PCIe errors"
+    expected = f"fewer than {PCIE_REPLAY_WARN} PCIe replays, no fatal or non-fatal PCIe errors"
     remedy = ("PCIe replays are link-level retransmissions: a marginal slot, riser or cable; reseat the GPU, compare "
               "`lspci -vv` LnkSta with LnkCap, update the BIOS/firmware; fatal errors: drain the node")
     status = Status.FAIL if fails else Status.WARN if warns else Status.PASS
@@ -243,7 +247,7 @@ def judge_pcie_errors(gpus: list[dict[str, Any]]) -> Result:
                   remedy=remedy if status is not Status.PASS else "")
 
 
-__all__ = ["CLOCK_MIN_RATIO", "RETIRED_PAGES_FAIL", "gate_gpu_health", "judge_clocks", "judge_pcie_errors",
+__all__ = ["CLOCK_MIN_RATIO", "PCIE_REPLAY_WARN", "RETIRED_PAGES_FAIL", "gate_gpu_health", "judge_clocks", "judge_pcie_errors",
            "judge_remap"]
 
 
