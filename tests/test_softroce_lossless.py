@@ -1,52 +1,39 @@
 """The lossless verdict on real rxe counters in the soft-RoCE guest (marker softroce).
 
-This module boots its own guest (tests/softroce/lossless.sh: rxe0/rxe1 over a veth pair, three ib_write_bw
+The one guest session runs it (tests/softroce/lossless.sh, sourced by session.sh: roceP2p1s0f0/roceP2p1s0f1 over a veth pair, three ib_write_bw
 transfers with the counter files mirrored before and after each) and runs the real `rdmacheck counters
 --before --after` on the mirrors:
 
 * clean: nothing in the way                                  -> every port "lossless"
-* loss:  ``tc qdisc add dev veth1 root netem loss 1%``        -> "lossy" from the real retransmit counters
+* loss:  ``tc qdisc add dev enP2p1s0f1np1 root netem loss 1%``        -> "lossy" from the real retransmit counters
          (rxe's out_of_seq_request / rcvd_seq_err / completer_retry_err), "retransmits with no pause"
-* drop:  ``iptables -A INPUT -p udp --dport 4791 -j DROP``     -> "port rxe0/1 received 0 packets while its
-         netdev veth0 received N bytes"
+* drop:  ``iptables -A INPUT -p udp --dport 4791 -j DROP``     -> "port roceP2p1s0f0/1 received 0 packets while its
+         netdev enP2p1s0f0np0 received N bytes"
 
 Expected values come from the guest's own files (netem's drop count, iptables' packet count, the netdev
-statistics), never from constants.  The guest takes /tmp/softroce-guest.lock, as every guest booted on a shared
-machine must.  Set up with .ci/softroce-setup.sh (docs/softroce.md).
+statistics), never from constants.  It shares the one guest boot with every other soft-RoCE test.
+  Set up with .ci/softroce-setup.sh (docs/softroce.md).
 """
 
 from __future__ import annotations
 
-import fcntl
 import json
 import re
 from pathlib import Path
 
 import pytest
 
-from conftest import REPO, require, run_cli
+from conftest import run_cli
 
 pytestmark = pytest.mark.softroce
 
-SCRIPT = REPO / "tests" / "softroce" / "lossless.sh"
-LOCK = Path("/tmp/softroce-guest.lock")
-TIMEOUT_S = 1200.0
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory) -> Path:
-    from softroce import guest as harness
-
-    reason = harness.missing_reason()
-    require(reason is None, str(reason), "softroce")
-    out = tmp_path_factory.mktemp("lossless")
-    with open(LOCK, "a+") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # one guest at a time on this machine
-        g = harness.run_in_guest(SCRIPT, outdir=out, timeout=TIMEOUT_S)
-    log = (out / "lossless.log").read_text(errors="replace")[-3000:] if (out / "lossless.log").exists() else ""
-    if g.timed_out or not (out / "done").is_file():
-        pytest.fail(f"guest did not finish (rc={g.returncode}, timed_out={g.timed_out}, {g.seconds:.0f} s)\n"
-                    f"{g.output[-2000:]}\n{log}")
+def run(guest) -> Path:
+    """The lossless block of the one guest session (tests/softroce/lossless.sh, sourced by session.sh)."""
+    out = guest.dir / "lossless"
+    assert (out / "done").is_file(), f"the session's lossless block did not finish; see {guest.dir}/session.log"
     return out
 
 
@@ -77,8 +64,8 @@ def test_clean_transfer_is_lossless(run):
     data, out = _counters(run, "clean")
     # the transfer happened: the server's port received what the client's sent
     n, s = (int(x) for x in (run / "clean/params.txt").read_text().split())
-    assert _moved(run, "clean", "rxe0", "rcvd_pkts") >= n * s // 4096
-    for port in ("rxe0/1", "rxe1/1"):
+    assert _moved(run, "clean", "roceP2p1s0f0", "rcvd_pkts") >= n * s // 4096
+    for port in ("roceP2p1s0f0/1", "roceP2p1s0f1/1"):
         v = data["verdicts"][port]
         retrans = sum(_moved(run, "clean", port.split("/")[0], c)
                       for c in ("duplicate_request", "out_of_seq_request", "rcvd_seq_err", "completer_retry_err"))
@@ -94,16 +81,16 @@ def test_netem_loss_is_lossy_from_real_retransmits(run):
     dropped = [int(x) for x in re.findall(r"dropped (\d+)", netem)]
     assert dropped and dropped[-1] > 0, netem  # netem really dropped packets during the run
     data, out = _counters(run, "loss")
-    # the responder (rxe0) saw the gaps, the requester (rxe1) got the NAKs and retransmitted
-    oos = _moved(run, "loss", "rxe0", "out_of_seq_request")
-    seq = _moved(run, "loss", "rxe1", "rcvd_seq_err")
-    retry = _moved(run, "loss", "rxe1", "completer_retry_err")
+    # the responder (roceP2p1s0f0) saw the gaps, the requester (roceP2p1s0f1) got the NAKs and retransmitted
+    oos = _moved(run, "loss", "roceP2p1s0f0", "out_of_seq_request")
+    seq = _moved(run, "loss", "roceP2p1s0f1", "rcvd_seq_err")
+    retry = _moved(run, "loss", "roceP2p1s0f1", "completer_retry_err")
     assert oos > 0 and seq + retry > 0, (oos, seq, retry)
-    v = data["verdicts"]["rxe1/1"]
+    v = data["verdicts"]["roceP2p1s0f1/1"]
     assert v["state"] == "lossy" and "retransmits with no pause" in v["patterns"], v
     moved = v["moved"]["retransmit"]
     assert moved.get("hw_counters/rcvd_seq_err", 0) == seq and moved.get("hw_counters/completer_retry_err", 0) == retry
-    assert data["verdicts"]["rxe0/1"]["state"] == "lossy"  # out_of_seq_request on the responder
+    assert data["verdicts"]["roceP2p1s0f0/1"]["state"] == "lossy"  # out_of_seq_request on the responder
     assert "pattern: retransmits with no pause" in out and "go-back-N" in out
 
 
@@ -112,14 +99,14 @@ def test_udp_4791_drop_gives_zero_packets_at_the_port(run):
     m = re.search(r"^\s*(\d+)\s+(\d+)\s+DROP\s+(?:udp|17)\b.*dpt:4791", ipt, re.M)
     assert m and int(m.group(1)) > 0, ipt  # iptables dropped RoCE frames during the run
     data, out = _counters(run, "drop")
-    rx_pkts = _moved(run, "drop", "rxe0", "rcvd_pkts")
-    nd_bytes = _stat(run, "drop", "after", "veth0", "rx_bytes") - _stat(run, "drop", "before", "veth0", "rx_bytes")
+    rx_pkts = _moved(run, "drop", "roceP2p1s0f0", "rcvd_pkts")
+    nd_bytes = _stat(run, "drop", "after", "enP2p1s0f0np0", "rx_bytes") - _stat(run, "drop", "before", "enP2p1s0f0np0", "rx_bytes")
     assert rx_pkts == 0 and nd_bytes > 100_000, (rx_pkts, nd_bytes)
-    line = f"port rxe0/1 received 0 packets while its netdev veth0 received {nd_bytes} bytes"
+    line = f"port roceP2p1s0f0/1 received 0 packets while its netdev enP2p1s0f0np0 received {nd_bytes} bytes"
     assert line in out, out
-    assert [f["pattern"] for f in data["findings"] if f["port"] == "rxe0/1"] == ["port received 0 packets"]
-    # the client's port sent and heard nothing, but veth0's bytes are rxe0's finding, not "another netdev"
-    assert [f for f in data["findings"] if f["port"] == "rxe1/1"] == []
-    assert _moved(run, "drop", "rxe1", "completer_retry_err") > 0 and data["verdicts"]["rxe1/1"]["state"] == "lossy"
+    assert [f["pattern"] for f in data["findings"] if f["port"] == "roceP2p1s0f0/1"] == ["port received 0 packets"]
+    # the client's port sent and heard nothing, but enP2p1s0f0np0's bytes are roceP2p1s0f0's finding, not "another netdev"
+    assert [f for f in data["findings"] if f["port"] == "roceP2p1s0f1/1"] == []
+    assert _moved(run, "drop", "roceP2p1s0f1", "completer_retry_err") > 0 and data["verdicts"]["roceP2p1s0f1/1"]["state"] == "lossy"
     # the client got nothing back: its transfer never completed
     assert (run / "drop/client.rc").read_text().strip() != "0"

@@ -178,6 +178,8 @@ set +x
 ip rule show > "$O/counters/ip_rule.txt"
 # the data path: rdma.datapath, `rdmacheck link` and each failure it must name (tests/softroce/datapath.sh)
 [ $HAVE_PREFLIGHT = 1 ] && [ -f "$REPO/tests/softroce/datapath.sh" ] && . "$REPO/tests/softroce/datapath.sh"
+# the lossless verdict on real retransmit and drop counters (tests/softroce/lossless.sh)
+[ -f "$REPO/tests/softroce/lossless.sh" ] && . "$REPO/tests/softroce/lossless.sh"
 
 mirror_counters() {  # copy the counter files to DIR/sys/... (builtins only) to read them through HostRoot
     local dst="$1" f v d last=""
