@@ -150,6 +150,19 @@ def build(loaded: list[Loaded], imported: list[Loaded] | None = None, title: str
                 else:
                     bench_gates.append(row)
 
+    # fabric vs NCCL: each link run against each bench run with a path proof (report/fabric.py)
+    from . import fabric
+
+    links = [l.evidence for l in everything if l.evidence.kind == "link"]
+    benches = [l.evidence for l in everything if l.evidence.kind == "bench"
+               and any(r.id == "bench.transport" for r in l.evidence.results)]
+    for lk in links:
+        for bn in benches:
+            r = fabric.verdict(lk, bn)
+            row = _result_row(r, "bench")
+            row["host"] = f"{lk.host} link / {bn.host} bench"
+            bench_gates.append(row)
+
     nodes: list[Node] = []
     for host in sorted(by_host):
         merged: dict[str, tuple[Result, str]] = {}
