@@ -433,7 +433,7 @@ def _unjudged(l: Loaded) -> list[str]:
     ev = l.evidence
     out = [f"{r.id} on {ev.host} could not be judged ({r.unjudged})" for r in ev.results if r.unjudged]
     imported = ev.kind == "bench" and (ev.context or {}).get("source") == "nccl-tests"
-    if not ev.results and not imported and ev.declared_status is not None:
+    if not ev.results and not imported:
         out.append(f"{l.path} ({ev.kind} evidence of {ev.host}) holds no gate result: nothing was judged")
     if ev.declared_status is not None and ev.declared_status.rank > ev.status.rank:
         out.append(f"{l.path} says status {ev.declared_status.value!r} but its results say {ev.status.value!r} "
