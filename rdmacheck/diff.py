@@ -126,7 +126,7 @@ def judge_snapshot(root_dir: Path, env: str | None, profile: str | None, expect:
     from .root import HostRoot
 
     root = HostRoot(str(root_dir))
-    cfg = load_config(env, profile, expect, root.environ())
+    cfg = load_config(env, profile, expect, root.environ(), root.recorded_dotenv())
     facts = gather(root, cfg)
     return evidence_for(facts, cfg, judge(facts, cfg))
 

@@ -253,5 +253,5 @@ def context_from_args(args: argparse.Namespace) -> PreflightContext:
 
     root = open_root(getattr(args, "root", "/") or "/")
     cfg = load_config(getattr(args, "env", None), getattr(args, "profile", None),
-                      getattr(args, "expect", None), root.environ())
+                      getattr(args, "expect", None), root.environ(), root.recorded_dotenv())
     return PreflightContext(root=root, config=cfg)
