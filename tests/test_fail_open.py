@@ -112,3 +112,27 @@ def test_report_of_an_unjudged_gate_is_not_pass(tmp_path, capsys):
     d["status"] = "skip"
     rc, out = _report(tmp_path, d, capsys)
     assert rc == 1 and "rdma.pfc on" in out and "could not be judged" in out, out
+
+
+# ------------------------------------------------------------------ the console shows foreign text, never obeys it
+
+def test_terminal_escapes_from_the_env_are_shown_not_sent(tmp_path, capsys):
+    from sysfs_builder import roce_tree
+
+    env = tmp_path / "esc.env"
+    env.write_text("NCCL_IB_HCA=\x1b[31mRED\x1b]0;title\x07\nNCCL_SOCKET_IFNAME=a\x1b[2Jb\n")
+    tree = roce_tree(tmp_path / "t")
+    for extra in ([], ["--verbose"]):
+        main(["preflight", "--root", str(tree), "--env", str(env), *extra])
+        out = capsys.readouterr().out
+        assert "\x1b" not in out and "\x07" not in out, out
+        assert "\\x1b[31mRED" in out
+    snap = tmp_path / "s"
+    import shutil
+
+    shutil.copytree(tree, snap)
+    (snap / "rdmacheck").mkdir(exist_ok=True)
+    (snap / "rdmacheck" / "host.json").write_text('{"host": "evil\\u001b]0;pwned\\u0007"}')
+    main(["diff", str(tree), str(snap), "--env", str(env), "--all"])
+    out = capsys.readouterr().out
+    assert "\x1b" not in out and "\x07" not in out, out
