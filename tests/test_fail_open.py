@@ -136,3 +136,34 @@ def test_terminal_escapes_from_the_env_are_shown_not_sent(tmp_path, capsys):
     main(["diff", str(tree), str(snap), "--env", str(env), "--all"])
     out = capsys.readouterr().out
     assert "\x1b" not in out and "\x07" not in out, out
+
+
+# ------------------------------------------------------------------ (E11) an unreadable port state is unknown
+
+@pytest.mark.parametrize("how", ["junk", "empty", "dangling"])
+def test_unreadable_port_state_is_not_judged_down(tmp_path, capsys, how):
+    import os
+
+    from sysfs_builder import roce_tree
+
+    tree = roce_tree(tmp_path / "t", state="x\x00\x01garbage" if how == "junk" else "")
+    state = tree / "sys/devices/virtual/infiniband/roceP2p1s0f0/ports/1/state"
+    if how == "dangling":
+        state.unlink()
+        os.symlink(tmp_path / "nowhere", state)
+    js = tmp_path / "ev.json"
+    rc = main(["preflight", "--root", str(tree), "--only", "rdma.port", "--json", str(js)])
+    capsys.readouterr()
+    r = {x["id"]: x for x in json.loads(js.read_text())["results"]}["rdma.port"]
+    assert r["status"] == "skip" and r["details"]["unjudged"] and "could not be read" in r["observed"], r
+    assert "ip link set" not in r["remedy"] and rc == 1        # not "bring it up", and never exit 0
+
+
+def test_a_port_really_down_still_fails(tmp_path, capsys):
+    from sysfs_builder import roce_tree
+
+    js = tmp_path / "ev.json"
+    main(["preflight", "--root", str(roce_tree(tmp_path / "t", state="1: DOWN", phys="3: Disabled")),
+          "--only", "rdma.port", "--json", str(js)])
+    capsys.readouterr()
+    assert {x["id"]: x for x in json.loads(js.read_text())["results"]}["rdma.port"]["status"] == "fail"

@@ -162,11 +162,22 @@ def gate_port(facts, config) -> list[Result]:
     every = sel.ports + sel.skipped
     rows = [_port_row(facts, p) for p in every]
     up = [p for p in every if p.state_id == ACTIVE and p.phys_state_id == LINK_UP]
+    # a state file that holds no "N: NAME" (junk, empty, a dangling link) says nothing: unknown, not DOWN
+    unknown = [p for p in every if p not in up and p.state_id is None]
     down = [p for p in every if p not in up]
-    pinned_down = [p for p in down if named_exactly(sel.spec, p)]
+    pinned_down = [p for p in down if named_exactly(sel.spec, p) and p not in unknown]
     obs = "; ".join(f"{p.name} {p.state or '?'}/{p.phys_state or '?'} {p.link_layer or '?'} "
                     f"{p.rate or '?'} fw {_fw(facts, p.device) or '?'}" for p in every)
     exp = "each selected port ACTIVE / LinkUp"
+    if not up and unknown and len(unknown) == len(down):
+        from ..model import could_not_judge
+
+        names = ", ".join(p.name for p in unknown)
+        return [could_not_judge("rdma.port", f"the state of {names} could not be read (ports/N/state holds no "
+                                f"'N: NAME' or is missing); {obs}", exp,
+                                f"read it by hand: rdma link show {unknown[0].device}/{unknown[0].port} "
+                                f"(cat /sys/class/infiniband/{unknown[0].device}/ports/{unknown[0].port}/state)",
+                                ports=rows)]
     if not up or pinned_down:
         bad = pinned_down or down
         why = ("no selected port is ACTIVE: NCCL finds no RDMA device and falls back to NET/Socket" if not up
