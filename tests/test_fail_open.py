@@ -167,3 +167,22 @@ def test_a_port_really_down_still_fails(tmp_path, capsys):
           "--only", "rdma.port", "--json", str(js)])
     capsys.readouterr()
     assert {x["id"]: x for x in json.loads(js.read_text())["results"]}["rdma.port"]["status"] == "fail"
+
+
+# ------------------------------------------------------------------ (E6) the README's --expect mtu=1500
+
+def test_expect_mtu_1500_alone_passes_a_consistent_1500_node(tmp_path, capsys):
+    from sysfs_builder import roce_tree
+
+    tree = roce_tree(tmp_path / "t", mtu=1500)
+    js = tmp_path / "ev.json"
+    main(["preflight", "--root", str(tree), "--only", "rdma.mtu", "--expect", "mtu=1500", "--json", str(js)])
+    capsys.readouterr()
+    r = {x["id"]: x for x in json.loads(js.read_text())["results"]}["rdma.mtu"]
+    assert r["status"] == "pass", r
+    assert r["details"]["roceP2p1s0f0:1"]["expected_active_mtu"] == 1024
+    # an explicit active MTU is still judged as given
+    main(["preflight", "--root", str(tree), "--only", "rdma.mtu", "--expect", "mtu=1500", "--expect", "active_mtu=4096",
+          "--json", str(js)])
+    capsys.readouterr()
+    assert {x["id"]: x for x in json.loads(js.read_text())["results"]}["rdma.mtu"]["status"] == "fail"

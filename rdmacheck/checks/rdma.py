@@ -378,6 +378,18 @@ def gate_gid(facts, config) -> list[Result]:
     return out
 
 
+def _want_active_mtu(prof, driver: str | None, link_layer: str | None) -> int:
+    """The RoCE active MTU to expect: the profile's, unless only the netdev MTU was set (``--expect mtu=1500``,
+    the README's example): then what the kernel derives from it for this driver (1500 -> 1024), else a
+    consistent 1500 node could never pass against the default 4096 (E6)."""
+    explicit = getattr(prof, "explicit", frozenset())
+    if "mtu" in explicit and "active_mtu" not in explicit and link_layer != "InfiniBand":
+        derived = roce_active_mtu(prof.mtu, driver)
+        if derived is not None:
+            return derived
+    return prof.active_mtu
+
+
 @gate("rdma.mtu")
 def gate_mtu(facts, config) -> list[Result]:
     sel = facts.selection
@@ -401,11 +413,13 @@ def gate_mtu(facts, config) -> list[Result]:
                 fails.append((f"{p.name}: {nd.name} MTU {nmtu} != {prof.mtu}",
                               f"ip link set dev {nd.name} mtu {prof.mtu} (persist it in netplan/NetworkManager) "
                               f"and set the switch ports to {prof.mtu}+"))
-        if amtu is not None and amtu != prof.active_mtu:
-            need = prof.active_mtu + roce_overhead(roce_driver(facts.ib.get(p.device)))
+        want = _want_active_mtu(prof, roce_driver(facts.ib.get(p.device)), p.link_layer)
+        details[p.name]["expected_active_mtu"] = want
+        if amtu is not None and amtu != want:
+            need = want + roce_overhead(roce_driver(facts.ib.get(p.device)))
             ifn = nd.name if nd else "<netdev>"
-            fails.append((f"{p.name}: active MTU {amtu} != {prof.active_mtu}",
-                          f"ip link set dev {ifn} mtu {max(prof.mtu, need)}: RoCE MTU {prof.active_mtu} needs a netdev "
+            fails.append((f"{p.name}: active MTU {amtu} != {want}",
+                          f"ip link set dev {ifn} mtu {max(prof.mtu, need)}: RoCE MTU {want} needs a netdev "
                           f"MTU >= {need} on {ifn}"))
         elif amtu is None:
             unknown.append(p.name)
