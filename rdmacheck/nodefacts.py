@@ -208,6 +208,8 @@ class NodeFacts:
     live: bool = True                 # gathered from the live host (False: a --root replay)
     root: str = "/"
     host: str | None = None
+    # who the node is beyond its host name (cloned VMs are all "vm"): /etc/machine-id, else the boot id
+    node_id: str | None = None
     kernel: str | None = None
     # what the firmware calls the machine (/sys/class/dmi/id/product_name, /proc/device-tree/model): platform detection
     model: str | None = None
