@@ -186,3 +186,25 @@ def test_expect_mtu_1500_alone_passes_a_consistent_1500_node(tmp_path, capsys):
           "--json", str(js)])
     capsys.readouterr()
     assert {x["id"]: x for x in json.loads(js.read_text())["results"]}["rdma.mtu"]["status"] == "fail"
+
+
+# ------------------------------------------------------------------ --help at 80 columns wraps on words
+
+@pytest.mark.parametrize("command", ["", "preflight", "snapshot", "bench", "counters", "report", "launch", "cluster",
+                                     "diff", "watch"])
+def test_help_fits_80_columns_and_breaks_no_word(command, capsys, monkeypatch):
+    import re
+
+    from rdmacheck.cli import build_parser
+
+    monkeypatch.setenv("COLUMNS", "80")
+    parser = build_parser(command or None)
+    if command:
+        parser = parser._subparsers._group_actions[0].choices[command]
+    text = parser.format_help()
+    assert all(len(l) <= 80 for l in text.splitlines()), [l for l in text.splitlines() if len(l) > 80]
+    # every word of the unwrapped help is still a whole word
+    monkeypatch.setenv("COLUMNS", "1000")
+    wide = (build_parser(command or None)._subparsers._group_actions[0].choices[command] if command
+            else build_parser(None)).format_help()
+    assert set(re.findall(r"\S+", text)) == set(re.findall(r"\S+", wide))
