@@ -89,10 +89,6 @@ def main() -> int:
         return report_internal_error(e, None, where=f"bench rank {os.environ.get('RANK', '?')}")
 
 
-if __name__ == "__main__":
-    sys.exit(main())
-
-
 def _leave_usage_line(rank: str, message: str) -> None:
     from .runner import STATUS_DIR_ENV
 
@@ -105,3 +101,7 @@ def _leave_usage_line(rank: str, message: str) -> None:
             f.write(message)
     except OSError:
         print(f"rdmacheck: error: rank {rank}: {message}", file=sys.stderr)
+
+
+if __name__ == "__main__":  # last: main() may call _leave_usage_line, defined above (it was below this line)
+    sys.exit(main())
