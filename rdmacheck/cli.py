@@ -54,6 +54,37 @@ Run 'rdmacheck COMMAND --help' for each command's options.
 """
 
 
+class _Formatter(argparse.RawDescriptionHelpFormatter):
+    """Description and epilog keep their lines (examples, tables), but a line wider than the terminal is
+    wrapped on words, its continuation indented under its text: the terminal broke words mid-way at 80
+    columns.  An example command is wrapped at its spaces and stays a readable, copyable line set."""
+
+    def _split_lines(self, text: str, width: int) -> list[str]:
+        import textwrap
+
+        # an option's help: on spaces only ("gate-relevant", "self-contained" stay whole)
+        return textwrap.wrap(self._whitespace_matcher.sub(" ", text).strip(), width, break_long_words=False,
+                             break_on_hyphens=False)
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        import re
+        import textwrap
+
+        out = []
+        for line in text.splitlines():
+            if len(indent) + len(line) <= width or not line.strip():
+                out.append(indent + line)
+                continue
+            lead = re.match(r"\s*", line).group(0)
+            # a two-column line (command, then its note after 2+ spaces): continue under the note
+            m = re.match(r"(\s*\S.*?\s{2,})\S", line)
+            hang = " " * len(m.group(1)) if m and len(m.group(1)) < width // 2 else lead + "    "
+            out.extend(textwrap.wrap(line.strip(), width=max(20, width - len(indent)), initial_indent=indent + lead,
+                                     subsequent_indent=indent + hang, break_long_words=False,
+                                     break_on_hyphens=False))
+        return "\n".join(out)
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse that raises UsageError instead of printing usage and exiting."""
 
@@ -68,7 +99,7 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
         prog="rdmacheck",
         description="Pre-flight diagnostics and RDMA/NCCL benchmarks for multi-node GPU inference clusters.",
         epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=_Formatter,
     )
     parser.add_argument("--version", action="version", version=f"rdmacheck {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
@@ -87,7 +118,7 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
             help=help_,
             description=getattr(mod, "DESCRIPTION", help_),
             epilog=getattr(mod, "EPILOG", None),
-            formatter_class=argparse.RawDescriptionHelpFormatter,
+            formatter_class=_Formatter,
         )
         mod.add_arguments(p)
         p.set_defaults(_run=mod.run)

@@ -112,3 +112,99 @@ def test_report_of_an_unjudged_gate_is_not_pass(tmp_path, capsys):
     d["status"] = "skip"
     rc, out = _report(tmp_path, d, capsys)
     assert rc == 1 and "rdma.pfc on" in out and "could not be judged" in out, out
+
+
+# ------------------------------------------------------------------ the console shows foreign text, never obeys it
+
+def test_terminal_escapes_from_the_env_are_shown_not_sent(tmp_path, capsys):
+    from sysfs_builder import roce_tree
+
+    env = tmp_path / "esc.env"
+    env.write_text("NCCL_IB_HCA=\x1b[31mRED\x1b]0;title\x07\nNCCL_SOCKET_IFNAME=a\x1b[2Jb\n")
+    tree = roce_tree(tmp_path / "t")
+    for extra in ([], ["--verbose"]):
+        main(["preflight", "--root", str(tree), "--env", str(env), *extra])
+        out = capsys.readouterr().out
+        assert "\x1b" not in out and "\x07" not in out, out
+        assert "\\x1b[31mRED" in out
+    snap = tmp_path / "s"
+    import shutil
+
+    shutil.copytree(tree, snap)
+    (snap / "rdmacheck").mkdir(exist_ok=True)
+    (snap / "rdmacheck" / "host.json").write_text('{"host": "evil\\u001b]0;pwned\\u0007"}')
+    main(["diff", str(tree), str(snap), "--env", str(env), "--all"])
+    out = capsys.readouterr().out
+    assert "\x1b" not in out and "\x07" not in out, out
+
+
+# ------------------------------------------------------------------ (E11) an unreadable port state is unknown
+
+@pytest.mark.parametrize("how", ["junk", "empty", "dangling"])
+def test_unreadable_port_state_is_not_judged_down(tmp_path, capsys, how):
+    import os
+
+    from sysfs_builder import roce_tree
+
+    tree = roce_tree(tmp_path / "t", state="x\x00\x01garbage" if how == "junk" else "")
+    state = tree / "sys/devices/virtual/infiniband/roceP2p1s0f0/ports/1/state"
+    if how == "dangling":
+        state.unlink()
+        os.symlink(tmp_path / "nowhere", state)
+    js = tmp_path / "ev.json"
+    rc = main(["preflight", "--root", str(tree), "--only", "rdma.port", "--json", str(js)])
+    capsys.readouterr()
+    r = {x["id"]: x for x in json.loads(js.read_text())["results"]}["rdma.port"]
+    assert r["status"] == "skip" and r["details"]["unjudged"] and "could not be read" in r["observed"], r
+    assert "ip link set" not in r["remedy"] and rc == 1        # not "bring it up", and never exit 0
+
+
+def test_a_port_really_down_still_fails(tmp_path, capsys):
+    from sysfs_builder import roce_tree
+
+    js = tmp_path / "ev.json"
+    main(["preflight", "--root", str(roce_tree(tmp_path / "t", state="1: DOWN", phys="3: Disabled")),
+          "--only", "rdma.port", "--json", str(js)])
+    capsys.readouterr()
+    assert {x["id"]: x for x in json.loads(js.read_text())["results"]}["rdma.port"]["status"] == "fail"
+
+
+# ------------------------------------------------------------------ (E6) the README's --expect mtu=1500
+
+def test_expect_mtu_1500_alone_passes_a_consistent_1500_node(tmp_path, capsys):
+    from sysfs_builder import roce_tree
+
+    tree = roce_tree(tmp_path / "t", mtu=1500)
+    js = tmp_path / "ev.json"
+    main(["preflight", "--root", str(tree), "--only", "rdma.mtu", "--expect", "mtu=1500", "--json", str(js)])
+    capsys.readouterr()
+    r = {x["id"]: x for x in json.loads(js.read_text())["results"]}["rdma.mtu"]
+    assert r["status"] == "pass", r
+    assert r["details"]["roceP2p1s0f0:1"]["expected_active_mtu"] == 1024
+    # an explicit active MTU is still judged as given
+    main(["preflight", "--root", str(tree), "--only", "rdma.mtu", "--expect", "mtu=1500", "--expect", "active_mtu=4096",
+          "--json", str(js)])
+    capsys.readouterr()
+    assert {x["id"]: x for x in json.loads(js.read_text())["results"]}["rdma.mtu"]["status"] == "fail"
+
+
+# ------------------------------------------------------------------ --help at 80 columns wraps on words
+
+@pytest.mark.parametrize("command", ["", "preflight", "snapshot", "bench", "counters", "report", "launch", "cluster",
+                                     "diff", "watch"])
+def test_help_fits_80_columns_and_breaks_no_word(command, capsys, monkeypatch):
+    import re
+
+    from rdmacheck.cli import build_parser
+
+    monkeypatch.setenv("COLUMNS", "80")
+    parser = build_parser(command or None)
+    if command:
+        parser = parser._subparsers._group_actions[0].choices[command]
+    text = parser.format_help()
+    assert all(len(l) <= 80 for l in text.splitlines()), [l for l in text.splitlines() if len(l) > 80]
+    # every word of the unwrapped help is still a whole word
+    monkeypatch.setenv("COLUMNS", "1000")
+    wide = (build_parser(command or None)._subparsers._group_actions[0].choices[command] if command
+            else build_parser(None)).format_help()
+    assert set(re.findall(r"\S+", text)) == set(re.findall(r"\S+", wide))

@@ -56,7 +56,9 @@ def run(args: argparse.Namespace) -> int:
     if args.json == "-":
         print(json.dumps(doc, indent=1, default=str))
     else:
-        print(render_text(a, b, rows, show_same=args.all))
+        from rdmacheck.util.sanitize import clean_text
+
+        print(clean_text(render_text(a, b, rows, show_same=args.all)))  # host names and .env values are foreign text
         if args.json:
             atomic_write(args.json, json.dumps(doc, indent=1, default=str) + "\n")
             print(f"json: {args.json}", file=sys.stderr)

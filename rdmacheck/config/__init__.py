@@ -82,6 +82,7 @@ def load_config(
     profile_file: str | None = None,
     overrides: list[str] | None = None,
     process_env: dict[str, str] | None = None,
+    recorded_file_env: dict[str, str] | None = None,
 ) -> Config:
     """Build the effective configuration.
 
@@ -94,6 +95,9 @@ def load_config(
     if env_file:
         file_env = load_env_file(env_file)
         used = str(env_file)
+    elif recorded_file_env is not None:  # a snapshot's own .env values (HostRoot.recorded_dotenv)
+        file_env = dict(recorded_file_env)
+        used = "(the .env recorded in the snapshot)"
     elif DEFAULT_ENV_FILE.is_file():
         file_env = load_env_file(DEFAULT_ENV_FILE)
         used = str(DEFAULT_ENV_FILE)

@@ -96,9 +96,24 @@ def detail_lines(r: Result, width: int) -> list[str]:
     return lines
 
 
+def _printable(results: Iterable[Result]) -> list[Result]:
+    """Copies whose text cannot drive the terminal: .env values, host and interface names are foreign
+    text, and an escape in them repainted the screen (sanitize.clean_text shows it as \x1b)."""
+    import dataclasses
+
+    from rdmacheck.util.sanitize import clean_text
+
+    return [dataclasses.replace(r, id=clean_text(r.id, one_line=True), observed=clean_text(r.observed),
+                                expected=clean_text(r.expected), remedy=clean_text(r.remedy))
+            for r in results]
+
+
 def render_results(results: Iterable[Result], title: str = "", file: TextIO | None = None,
                    verbose: bool = False) -> None:
-    results = list(results)
+    from rdmacheck.util.sanitize import clean_text
+
+    results = _printable(results)
+    title = clean_text(title, one_line=True)
     if verbose:
         render_table(results, title, file)
         return
@@ -133,6 +148,9 @@ def render_results(results: Iterable[Result], title: str = "", file: TextIO | No
 
 
 def render_table(results: list[Result], title: str = "", file: TextIO | None = None) -> None:
+    from rdmacheck.util.sanitize import clean_text
+
+    results, title = _printable(results), clean_text(title, one_line=True)
     """The full table: every gate's observed, expected and remedy in columns (``--verbose``)."""
     from rich.table import Table
 

@@ -55,7 +55,8 @@ def open_config(root: "str | HostRoot" = "/", env: str | None = None, profile: s
     from rdmacheck.preflight.root import HostRoot, open_root
 
     r = root if isinstance(root, HostRoot) else open_root(str(root or "/"))
-    return r, load_config(env, profile, expect, r.environ())
+    # a snapshot's own .env values sit apart from its process environment: a --env given now replaces them
+    return r, load_config(env, profile, expect, r.environ(), r.recorded_dotenv())
 
 
 def run(root: "str | HostRoot" = "/", *, config: "Config | None" = None, env: str | None = None,

@@ -131,6 +131,8 @@ def gather(root: HostRoot, config: Config) -> NodeFacts:
     meta_host = root.meta("host.json")
     nf.host = socket.gethostname() if root.live else (
         str(meta_host["host"]) if isinstance(meta_host, dict) and meta_host.get("host") else None)
+    nf.node_id = next((t.strip() for t in (root.read("/etc/machine-id"), root.read("/proc/sys/kernel/random/boot_id"))
+                       if t and t.strip()), None)
     nf.kernel = root.read("/proc/sys/kernel/osrelease") or (platform.release() if root.live else None)
     nf.model = " ".join(x.strip().strip("\x00") for x in (root.read("/sys/class/dmi/id/product_name"),
                                                           root.read("/proc/device-tree/model")) if x) or None

@@ -94,6 +94,7 @@ def evidence_for(facts: NodeFacts, config: Config, results: list[Result]) -> Evi
         ev.host = facts.host
     ev.context = {
         "root": facts.root,
+        "node_id": facts.node_id,   # the report keeps two nodes of one host name apart by it
         "config": config.to_dict(),
         "facts": facts_summary(facts),
         # the whole record, versioned inside (NodeFacts.version): `preflight --facts` re-judges it

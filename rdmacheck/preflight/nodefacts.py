@@ -53,6 +53,12 @@ def probe_key(kind: str, target: str = "") -> str:
 # A schema is a type (or tuple of types; None allowed where listed), {"key": schema} for an object whose
 # listed keys have that shape (others kept), ("map", schema) for an object of any keys, [schema] a list.
 _S = str
+
+
+class _IP:
+    """Schema leaf: an IP address text (ipaddress reads it), or None."""
+
+
 _SN = (str, type(None))
 _NUMN = (int, float, type(None))
 _BN = (bool, type(None))
@@ -63,25 +69,44 @@ ANSWER_SCHEMA: dict[str, Any] = {
     "verbs": {"available": _BN, "error": _SN, "devices": ("map", {
         "fw_version": _SN, "error": _SN,
         "ports": ("map", {"state": _IN, "active_mtu": _IN, "max_mtu": _IN, "link_layer": _SN, "gid_tbl_len": _IN})})},
-    "nvml": {"state": _SN, "error": _SN, "elapsed_s": _NUMN},
+    "nvml": {"state": _SN, "error": _SN, "elapsed_s": (int, float)},
     "nccl_lib": {"version": _SN, "library": _SN},
     "dcb.app": {"error": _SN, "unsupported": _BN, "missing": _BN, "timeout": _BN, "json": (dict, list, type(None))},
     "dcb.pfc": {"error": _SN, "unsupported": _BN, "missing": _BN, "timeout": _BN, "json": (dict, list, type(None))},
-    "resolve": {"addrs": [_S], "error": _SN, "elapsed_s": _NUMN, "timed_out": _BN},
+    "resolve": {"addrs": [_IP], "error": _SN, "elapsed_s": (int, float), "timed_out": _BN, "!": ("addrs", "error", "elapsed_s")},
     "route": {"dev": _SN, "src": _SN, "type": _SN, "error": _SN},
-    "tcp": {"ok": _BN, "error": _SN, "elapsed_s": _NUMN},
+    "tcp": {"ok": _BN, "error": _SN, "elapsed_s": (int, float)},
     "ping": {"ok": _BN, "payload": _IN, "received": _IN, "reason": _SN, "cmd": _SN, "output": _SN,
-             "elapsed_s": _NUMN},
-    "bind": {"free": _BN, "error": _SN},
+             "elapsed_s": (int, float)},
+    "bind": {"free": bool, "error": _SN, "!": ("free",)},
+}
+# The record's untyped fields, read by the gates key by key ("!": keys that must be there).
+FIELD_SCHEMA: dict[str, Any] = {
+    "gdr": {"nvidia_peermem": _BN, "peer_memory": [_S], "kernel": _SN, "kernel_dmabuf": _BN, "nvidia_driver": _SN,
+            "open_kernel_module": _BN, "dmabuf": _BN,
+            "!": ("nvidia_peermem", "peer_memory", "kernel", "kernel_dmabuf", "nvidia_driver", "open_kernel_module",
+                  "dmabuf")},
+    "peer": {"name": _SN, "addr": _IP, "resolve": (ANSWER_SCHEMA["resolve"], type(None)), "role": _SN,
+             "local_if": _SN, "detected_role": _SN, "declared_role": _SN, "declared_by": _SN,
+             "!": ("name", "addr", "resolve", "role", "local_if")},
+    "bootstrap": {"ifname": _SN, "addr": _SN, "addr_len": _SN, "rule": _SN},
 }
 
 
 def _shape_error(schema: Any, v: Any, where: str) -> str | None:
+    if isinstance(schema, tuple) and schema[:1] != ("map",) and any(isinstance(x, dict) for x in schema):
+        # (schema, None): an optional object
+        if v is None and type(None) in schema:
+            return None
+        schema = next(x for x in schema if isinstance(x, dict))
     if isinstance(schema, dict):
         if not isinstance(v, dict):
             return f"{where}: expected an object, got {type(v).__name__}"
+        for k in schema.get("!", ()):
+            if k not in v:
+                return f"{where}: {k!r} missing"
         for k, sub in schema.items():
-            if k in v:
+            if k != "!" and k in v:
                 e = _shape_error(sub, v[k], f"{where}.{k}")
                 if e:
                     return e
@@ -101,6 +126,16 @@ def _shape_error(schema: Any, v: Any, where: str) -> str | None:
             e = _shape_error(schema[0], x, f"{where}[{i}]")
             if e:
                 return e
+        return None
+    if schema is _IP:
+        if v is None:
+            return None
+        import ipaddress
+
+        try:
+            ipaddress.ip_address(v if isinstance(v, str) else "")
+        except ValueError:
+            return f"{where}: {str(v)[:40]!r} is not an IP address"
         return None
     types = schema if isinstance(schema, tuple) else (schema,)
     if isinstance(v, bool) and bool not in types:
@@ -163,6 +198,8 @@ class NodeFacts:
     live: bool = True                 # gathered from the live host (False: a --root replay)
     root: str = "/"
     host: str | None = None
+    # who the node is beyond its host name (cloned VMs are all "vm"): /etc/machine-id, else the boot id
+    node_id: str | None = None
     kernel: str | None = None
     # what the firmware calls the machine (/sys/class/dmi/id/product_name, /proc/device-tree/model): platform detection
     model: str | None = None
@@ -197,11 +234,17 @@ class NodeFacts:
 
     @property
     def verbs(self) -> dict[str, Any]:
-        return self.answer("verbs", default={"available": False, "error": "verbs not probed", "devices": {}})
+        a = self.answer("verbs")  # None also when the probe itself raised: no answer, never a crash in a gate
+        return a if isinstance(a, dict) else {"available": False, "error": self._no_answer("verbs"), "devices": {}}
 
     @property
     def nvml(self) -> dict[str, Any]:
-        return self.answer("nvml", default={"state": "absent", "error": "NVML not probed"})
+        a = self.answer("nvml")
+        return a if isinstance(a, dict) else {"state": "absent", "error": self._no_answer("nvml", "NVML")}
+
+    def _no_answer(self, kind: str, what: str | None = None) -> str:
+        p = self.probes.get(probe_key(kind))
+        return f"{what or kind} not probed" if p is None else f"{what or kind} gave no answer ({p.error or 'none recorded'})"
 
     @property
     def nccl_lib(self) -> dict[str, Any]:
@@ -248,9 +291,23 @@ class NodeFacts:
         try:
             nf = _build(cls, {k: val for k, val in d.items() if k != "selection"})
             for key, p in nf.probes.items():
+                if key != p.key:  # the gates ask by key, the schema is chosen by kind: the two must agree
+                    raise ValueError(f"probes[{key!r}]: kind {p.kind!r} and target {p.target!r} do not make its key")
                 bad = answer_problem(p.kind, p.answer)
                 if bad:
                     raise ValueError(f"probes[{key!r}].answer: {bad}")
+            for name, schema in FIELD_SCHEMA.items():
+                val = getattr(nf, name)
+                if name == "bootstrap" and not val:
+                    continue  # {}: nothing running matches NCCL_SOCKET_IFNAME (rdma.netdev says so)
+                if name not in d:
+                    raise ValueError(f"{name}: missing")
+                bad = _shape_error(schema, val, name)
+                if bad:
+                    raise ValueError(bad)
+            for key, dev in nf.ib.items():  # the gates look devices and ports up by these names
+                if dev.name != key or any(p.device != key or p.port != n for n, p in dev.ports.items()):
+                    raise ValueError(f"ib[{key!r}]: its name, or a port's device or number, does not match the key")
             sel = d.get("selection")
             if isinstance(sel, dict):
                 nf.selection = _selection_from(sel, nf)

@@ -246,6 +246,13 @@ class HostRoot:
         except ValueError:
             return None
 
+    def recorded_dotenv(self) -> dict[str, str] | None:
+        """The .env values a snapshot was taken with (rdmacheck/dotenv.json), None live or when not recorded:
+        a replay without --env is judged with them, one with --env with the .env given now."""
+        meta = self.meta("dotenv.json")
+        env = meta.get("env") if isinstance(meta, dict) else None
+        return {str(k): str(v) for k, v in env.items()} if isinstance(env, dict) else None
+
     def environ(self) -> dict[str, str]:
         """The process environment: live, or as the snapshot recorded it."""
         if self.live:

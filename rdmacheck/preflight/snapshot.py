@@ -169,6 +169,9 @@ class _Copy:
             self._file(real, tail=True)
 
 
+DOTENV_META = "dotenv.json"   # {"file": the .env's path then, "env": its values}: the default .env of a replay
+
+
 def capture(root: HostRoot, dst: Path, config, env: dict[str, str], timeout: float = 30.0) -> dict:
     """Gather through a recording root, copy what was read into ``dst``.  Returns a summary."""
     from rdmacheck.preflight.gather import PROBES_META, gather
@@ -187,8 +190,14 @@ def capture(root: HostRoot, dst: Path, config, env: dict[str, str], timeout: flo
     probes = {probe_key(p.kind, p.target): {"kind": p.kind, "target": p.target, "answer": p.answer,
                                             "elapsed_s": p.elapsed_s, "error": p.error}
               for p in facts.probes.values()}
+    # the process environment apart from the .env the snapshot was taken with: replayed, the environment
+    # wins over any --env (as it does live), so .env values recorded there won over the .env given then
+    from_file = {k for k, src in (getattr(config, "env_sources", None) or {}).items() if src == "env-file"}
     files = {
-        "env.json": {k: v for k, v in env.items() if k in ENV_KEYS or k.startswith(ENV_PREFIXES)},
+        "env.json": {k: v for k, v in env.items()
+                     if (k in ENV_KEYS or k.startswith(ENV_PREFIXES)) and k not in from_file},
+        DOTENV_META: {"file": getattr(config, "env_file", None),
+                      "env": {k: v for k, v in (getattr(config, "env", None) or {}).items() if k in from_file}},
         PROBES_META: probes,
         "host.json": {"host": socket.gethostname() if root.live else facts.host,
                       "taken": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())},

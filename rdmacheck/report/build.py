@@ -130,7 +130,7 @@ def build(loaded: list[Loaded], imported: list[Loaded] | None = None, title: str
             if typed.pairwise is not None:
                 pairwise = _pairwise_view(typed.pairwise)
         elif ev.kind in GATE_KINDS:
-            by_host.setdefault(ev.host, []).append(l)
+            by_host.setdefault(_node_key(ev), []).append(l)
         if isinstance(typed, BenchContext):
             if ev.records:
                 runs.append(Run(label=_run_label(ev, l.path), source=typed.source,
@@ -163,6 +163,7 @@ def build(loaded: list[Loaded], imported: list[Loaded] | None = None, title: str
             row["host"] = f"{lk.host} link / {bn.host} bench"
             bench_gates.append(row)
 
+    by_host = _split_same_names(by_host)
     nodes: list[Node] = []
     for host in sorted(by_host):
         merged: dict[str, tuple[Result, str]] = {}
@@ -459,6 +460,34 @@ def _versions(ev: Evidence) -> str:
     return ", ".join(f"{k} {v}" for k, v in found.items())
 
 
+_ID_SEP = "\x00"
+
+
+def _node_key(ev: Evidence) -> str:
+    nid = ev.context.get("node_id") if isinstance(ev.context, dict) else None
+    return f"{ev.host}{_ID_SEP}{nid}" if isinstance(nid, str) and nid else ev.host
+
+
+def _split_same_names(by_key: dict[str, list[Loaded]]) -> dict[str, list[Loaded]]:
+    """Nodes by host name, two machines of one name (cloned VMs are often all "vm") kept apart by their
+    machine id: "vm (machine 3f2a91c0)".  A file without an id joins the one machine of its name, if one."""
+    ids: dict[str, list[str]] = {}
+    for k in by_key:
+        host, _, nid = k.partition(_ID_SEP)
+        if nid:
+            ids.setdefault(host, []).append(nid)
+    out: dict[str, list[Loaded]] = {}
+    for k, ls in by_key.items():
+        host, _, nid = k.partition(_ID_SEP)
+        many = len(ids.get(host, [])) > 1
+        if nid:
+            name = f"{host} (machine {nid[:8]})" if many else host
+        else:
+            name = f"{host} (no machine id)" if many else host
+        out.setdefault(name, []).extend(ls)
+    return out
+
+
 def _unjudged(l: Loaded) -> list[str]:
     """Why one evidence file cannot count towards a PASS although none of its gates failed: a gate that
     could not be judged, a run of rdmacheck's that recorded no gate at all, or a document whose own
@@ -466,7 +495,7 @@ def _unjudged(l: Loaded) -> list[str]:
     ev = l.evidence
     out = [f"{r.id} on {ev.host} could not be judged ({r.unjudged})" for r in ev.results if r.unjudged]
     imported = ev.kind == "bench" and (ev.context or {}).get("source") == "nccl-tests"
-    if not ev.results and not imported and ev.declared_status is not None:
+    if not ev.results and not imported:
         out.append(f"{l.path} ({ev.kind} evidence of {ev.host}) holds no gate result: nothing was judged")
     if ev.declared_status is not None and ev.declared_status.rank > ev.status.rank:
         out.append(f"{l.path} says status {ev.declared_status.value!r} but its results say {ev.status.value!r} "

@@ -39,12 +39,18 @@ def save_crash_report(exc: BaseException, argv: list[str] | None = None, where: 
     for d in _state_dirs():
         try:
             d.mkdir(parents=True, exist_ok=True, mode=0o700)
-            p = d / f"crash-{stamp}-{os.getpid()}.txt"
-            with open(p, "x", encoding="utf-8", errors="backslashreplace") as f:
-                f.write(body)
-            return p
         except OSError:
             continue
+        for n in range(100):  # two reports of one process within a second (in-process callers) get their own
+            p = d / f"crash-{stamp}-{os.getpid()}{f'-{n}' if n else ''}.txt"
+            try:
+                with open(p, "x", encoding="utf-8", errors="backslashreplace") as f:
+                    f.write(body)
+                return p
+            except FileExistsError:
+                continue
+            except OSError:
+                break
     return None
 
 

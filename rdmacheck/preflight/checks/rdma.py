@@ -159,11 +159,22 @@ def gate_port(facts, config) -> list[Result]:
     every = sel.ports + sel.skipped
     rows = [_port_row(facts, p) for p in every]
     up = [p for p in every if p.state_id == ACTIVE and p.phys_state_id == LINK_UP]
+    # a state file that holds no "N: NAME" (junk, empty, a dangling link) says nothing: unknown, not DOWN
+    unknown = [p for p in every if p not in up and p.state_id is None]
     down = [p for p in every if p not in up]
-    pinned_down = [p for p in down if named_exactly(sel.spec, p)]
+    pinned_down = [p for p in down if named_exactly(sel.spec, p) and p not in unknown]
     obs = "; ".join(f"{p.name} {p.state or '?'}/{p.phys_state or '?'} {p.link_layer or '?'} "
                     f"{p.rate or '?'} fw {_fw(facts, p.device) or '?'}" for p in every)
     exp = "each selected port ACTIVE / LinkUp"
+    if not up and unknown and len(unknown) == len(down):
+        from rdmacheck.preflight.judge.model import could_not_judge
+
+        names = ", ".join(p.name for p in unknown)
+        return [could_not_judge("rdma.port", f"the state of {names} could not be read (ports/N/state holds no "
+                                f"'N: NAME' or is missing); {obs}", exp,
+                                f"read it by hand: rdma link show {unknown[0].device}/{unknown[0].port} "
+                                f"(cat /sys/class/infiniband/{unknown[0].device}/ports/{unknown[0].port}/state)",
+                                ports=rows)]
     if not up or pinned_down:
         bad = pinned_down or down
         why = ("no selected port is ACTIVE: NCCL finds no RDMA device and falls back to NET/Socket" if not up
@@ -362,6 +373,18 @@ def gate_gid(facts, config) -> list[Result]:
     return out
 
 
+def _want_active_mtu(prof, driver: str | None, link_layer: str | None) -> int:
+    """The RoCE active MTU to expect: the profile's, unless only the netdev MTU was set (``--expect mtu=1500``,
+    the README's example): then what the kernel derives from it for this driver (1500 -> 1024), else a
+    consistent 1500 node could never pass against the default 4096 (E6)."""
+    explicit = getattr(prof, "explicit", frozenset())
+    if "mtu" in explicit and "active_mtu" not in explicit and link_layer != "InfiniBand":
+        derived = roce_active_mtu(prof.mtu, driver)
+        if derived is not None:
+            return derived
+    return prof.active_mtu
+
+
 def gate_mtu(facts, config) -> list[Result]:
     sel = facts.selection
     prof = config.profile
@@ -389,11 +412,13 @@ def gate_mtu(facts, config) -> list[Result]:
                 fails.append((f"{p.name}: {nd.name} MTU {nmtu} != {prof.mtu}",
                               f"ip link set dev {nd.name} mtu {prof.mtu} (persist it in netplan/NetworkManager) "
                               f"and set the switch ports to {prof.mtu}+"))
-        if amtu is not None and amtu != prof.active_mtu:
-            need = prof.active_mtu + roce_overhead(roce_driver(facts.ib.get(p.device)))
+        want = _want_active_mtu(prof, roce_driver(facts.ib.get(p.device)), p.link_layer)
+        details[p.name]["expected_active_mtu"] = want
+        if amtu is not None and amtu != want:
+            need = want + roce_overhead(roce_driver(facts.ib.get(p.device)))
             ifn = nd.name if nd else "<netdev>"
-            fails.append((f"{p.name}: active MTU {amtu} != {prof.active_mtu}",
-                          f"ip link set dev {ifn} mtu {max(prof.mtu, need)}: RoCE MTU {prof.active_mtu} needs a netdev "
+            fails.append((f"{p.name}: active MTU {amtu} != {want}",
+                          f"ip link set dev {ifn} mtu {max(prof.mtu, need)}: RoCE MTU {want} needs a netdev "
                           f"MTU >= {need} on {ifn}"))
         elif amtu is None:
             unknown.append(p.name)
