@@ -39,8 +39,14 @@ def die_with_parent() -> None:
     def leave() -> None:
         if status_dir:
             import shutil
+            import time
 
-            shutil.rmtree(status_dir, ignore_errors=True)
+            # the other ranks' heartbeat threads may write into it while it goes: until it is gone
+            for _ in range(50):
+                shutil.rmtree(status_dir, ignore_errors=True)
+                if not os.path.exists(status_dir):
+                    break
+                time.sleep(0.02)
         os._exit(1)
 
     def on_hup(signum, frame) -> None:
