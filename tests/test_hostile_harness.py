@@ -299,13 +299,13 @@ def test_hostile_inputs_harness(tmp_path, monkeypatch, request):
 
     # 8. planted bugs: rdmacheck's own code raising is exit 3 with a crash report (and only these are)
     import rdmacheck.output.console as console
-    import rdmacheck.preflight as preflight
+    import rdmacheck.preflight.judge as judging
 
     def boom(*a, **k):
         raise RuntimeError("planted bug")
 
     for i in range(12):
-        target, name = (preflight, "judge") if i % 2 else (console, "render_results")
+        target, name = (judging, "judge") if i % 2 else (console, "render_results")
         with monkeypatch.context() as m:
             m.setattr(target, name, boom)
             h.run("planted-bug", ["preflight", "--root", str(tree)], planted=True)

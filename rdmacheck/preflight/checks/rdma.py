@@ -167,7 +167,7 @@ def gate_port(facts, config) -> list[Result]:
                     f"{p.rate or '?'} fw {_fw(facts, p.device) or '?'}" for p in every)
     exp = "each selected port ACTIVE / LinkUp"
     if not up and unknown and len(unknown) == len(down):
-        from rdmacheck.preflight.judge.model import could_not_judge
+        from rdmacheck.evidence.model import could_not_judge
 
         names = ", ".join(p.name for p in unknown)
         return [could_not_judge("rdma.port", f"the state of {names} could not be read (ports/N/state holds no "
