@@ -29,7 +29,10 @@ ready() { python3 -c 'import sys, urllib.request; urllib.request.urlopen(sys.arg
 RULES="$PWD/docker/prometheus/rdmacheck-rules.yml"
 if [ -f "$DIR/pid" ] && kill -0 "$(cat "$DIR/pid")" 2>/dev/null; then
     if ready && grep -qF -- "- $RULES" "$DIR/prometheus.yml" 2>/dev/null; then
-        log "already running at $URL (pid $(cat "$DIR/pid"))"
+        # the rules file may have changed since it started (a new alert): SIGHUP reloads config and rules
+        kill -HUP "$(cat "$DIR/pid")" 2>/dev/null || true
+        sleep 1
+        log "already running at $URL (pid $(cat "$DIR/pid")); rules reloaded"
         exit 0
     fi
     # another checkout's server (its rules, not these) or one that stopped answering: replace it

@@ -193,8 +193,17 @@ def _row(plan, args, i, res: dict, mode: str) -> dict:
             "tcp_port": args.port + i, "rate_gbps": plan.rate_gbps, "result": res}
 
 
+CONNECT_GRACE_S = 20.0   # both ends are often started together: a server not listening yet is waited for
+
+
 def _run_pyverbs(plan, peer: str, port: int, args) -> dict:
     from rdmacheck.verbs import engine, wire
 
     cfg = wire.LinkConfig(bw_duration_s=args.duration)
-    return wire.run_link(engine.QpParams.from_dict(plan.qp), peer, port, cfg).to_dict()
+    give_up = time.monotonic() + CONNECT_GRACE_S
+    while True:
+        res = wire.run_link(engine.QpParams.from_dict(plan.qp), peer, port, cfg).to_dict()
+        refused = res.get("stage") == "wire" and "Connection refused" in str(res.get("error"))
+        if not refused or time.monotonic() >= give_up:
+            return res
+        time.sleep(1.0)
