@@ -399,12 +399,12 @@ def test_gid_index_and_uverbs_node_from_sysfs(tmp_path):
 def test_perftest_tables_parse():
     bw = """
 ---------------------------------------------------------------------------------------
- #bytes     #iterations    BW peak[Gb/sec]    BW average[Gb/sec]   MsgRate[Mpps]
- 1048576    388              0.00               0.54               0.000065
+ #bytes     #iterations    BW peak[MB/sec]    BW average[MB/sec]   MsgRate[Mpps]
+ 1048576    388              0.00               15.92              0.000065
 ---------------------------------------------------------------------------------------
 """
     assert perftest.parse_table(bw, perftest.BW_COLUMNS) == [
-        {"bytes": 1048576.0, "iterations": 388.0, "bw_peak_gbps": 0.0, "bw_avg_gbps": 0.54, "msg_rate_mpps": 0.000065}]
+        {"bytes": 1048576.0, "iterations": 388.0, "bw_peak_mib_s": 0.0, "bw_avg_mib_s": 15.92, "msg_rate_mpps": 0.000065}]
     lat = """
  #bytes #iterations    t_min[usec]    t_max[usec]  t_typical[usec]    t_avg[usec]    t_stdev[usec]   99% percentile[usec]   99.9% percentile[usec]
  8       1000          45.10          2100.55      80.33              95.12          60.1            300.20                 2000.10

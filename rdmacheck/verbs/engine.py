@@ -773,15 +773,20 @@ def _pump(local: Endpoint, lanes: int, next_wr: Callable[[int], Any], stall_s: f
             qps[lane % nqp].post_send(wr)
             inflight += 1
         last = time.monotonic()
+        empty = 0
         while inflight:
             n, wcs = cq.poll(16)
             if not n:
+                empty += 1
+                if empty & 0x3F:
+                    continue  # the clock only every 64 empty polls: a read costs ~7 us under emulation
                 now = time.monotonic()
                 if now - last > stall_s:
                     raise _timeout_failure(stage, what, local, now - last, now - t_start)
                 if deadline is not None and now > deadline:
                     raise _timeout_failure(stage, what + " (overall deadline)", local, now - last, now - t_start)
                 continue
+            empty = 0
             last = time.monotonic()
             for wc in wcs:
                 if int(wc.status) != 0:
@@ -1026,12 +1031,18 @@ def write_latency(local: Endpoint, sizes: Sequence[int] = DEFAULT_LAT_SIZES, ite
             what = f"RDMA WRITE ping-pong of {size} B with {r.device} QP {r.qpns[0]}"
             post, clock = qp.post_send, time.perf_counter_ns
             try:
-                # the loop is kept flat (no calls on the fast path): under emulation each Python call costs
-                # microseconds, which would land in the measured round trip
+                # the loop is kept flat (no calls and no clock reads on the fast path): under emulation a Python
+                # call costs microseconds and a clock read (hpet, no vDSO) ~7 us, which would land in the round
+                # trip.  The wait reads the clock only every 1024 spins, so a prompt answer never pays for it.
                 for n in range(1, iters + 1):
                     v = n & 0xFF
-                    if not initiator and buf[poll_at] != v:
-                        _wait_byte(buf, poll_at, v, start_s if n == 1 else stall_s, local, cq, what, t_begin)
+                    limit = start_s if n == 1 else stall_s
+                    if not initiator:
+                        spins, end = 0, 0.0
+                        while buf[poll_at] != v:
+                            spins += 1
+                            if not spins & 0x3FF:
+                                end = _check_wait(end, limit, local, cq, what, t_begin)
                     sig = n % every == 0 or n == iters
                     if sig:
                         if pending:
@@ -1041,8 +1052,11 @@ def write_latency(local: Endpoint, sizes: Sequence[int] = DEFAULT_LAT_SIZES, ite
                     if initiator:
                         stamps[n - 1] = clock()
                         post(wr_sig if sig else wr_uns)
-                        if buf[poll_at] != v:
-                            _wait_byte(buf, poll_at, v, start_s if n == 1 else stall_s, local, cq, what, t_begin)
+                        spins, end = 0, 0.0
+                        while buf[poll_at] != v:
+                            spins += 1
+                            if not spins & 0x3FF:
+                                end = _check_wait(end, limit, local, cq, what, t_begin)
                     else:
                         post(wr_sig if sig else wr_uns)
                 if pending:
@@ -1072,31 +1086,35 @@ def write_latency(local: Endpoint, sizes: Sequence[int] = DEFAULT_LAT_SIZES, ite
     return res
 
 
-def _wait_byte(buf: memoryview, at: int, v: int, limit_s: float, local: Endpoint, cq: Any, what: str,
-               t_begin: float) -> None:
-    end = time.monotonic() + limit_s
-    spins = 0
-    while buf[at] != v:
-        spins += 1
-        if spins & 0xFF == 0 and time.monotonic() > end:
-            n, wcs = cq.poll(1)  # an error completion explains the silence better than the clock
-            if n and int(wcs[0].status) != 0:
-                raise _wc_failure(wcs[0], "transfer", what, local, time.monotonic() - t_begin)
-            raise _fail("transfer", f"{what}: no write from the peer within {limit_s:.1f} s: {NO_COMPLETION_CAUSE}",
-                        kind="timeout", device=local.params.device, node=local.node,
-                        elapsed_s=round(time.monotonic() - t_begin, 3), detail={"waited_s": limit_s})
+def _check_wait(end: float, limit_s: float, local: Endpoint, cq: Any, what: str, t_begin: float) -> float:
+    """Called every 1024 spins of a ping-pong wait: the first call starts the clock, a later one past
+    ``limit_s`` ends the wait with a typed failure (an error completion, if one explains the silence)."""
+    now = time.monotonic()
+    if not end:
+        return now + limit_s
+    if now <= end:
+        return end
+    n, wcs = cq.poll(1)
+    if n and int(wcs[0].status) != 0:
+        raise _wc_failure(wcs[0], "transfer", what, local, now - t_begin)
+    raise _fail("transfer", f"{what}: no write from the peer within {limit_s:.1f} s: {NO_COMPLETION_CAUSE}",
+                kind="timeout", device=local.params.device, node=local.node,
+                elapsed_s=round(now - t_begin, 3), detail={"waited_s": limit_s})
 
 
 def _reap(cq: Any, local: Endpoint, what: str, stall_s: float, t_begin: float) -> None:
-    end = time.monotonic() + stall_s
+    end = 0.0
     while True:
         n, wcs = cq.poll(1)
         if n:
             if int(wcs[0].status) != 0:
                 raise _wc_failure(wcs[0], "transfer", what, local, time.monotonic() - t_begin)
             return
-        if time.monotonic() > end:
-            raise _timeout_failure("transfer", what, local, stall_s, time.monotonic() - t_begin)
+        now = time.monotonic()
+        if not end:
+            end = now + stall_s
+        elif now > end:
+            raise _timeout_failure("transfer", what, local, stall_s, now - t_begin)
 
 
 # ---------------------------------------------------------------------------------------------- loopback

@@ -506,10 +506,7 @@ def _session(conn: socket.socket, peer: str, handler: Handler, io_timeout_s: flo
                 fn()
             except Exception:
                 pass
-        try:
-            conn.close()
-        except OSError:
-            pass
+        _close(conn)
     return err
 
 
@@ -518,6 +515,25 @@ def _try_send(conn: socket.socket, msg: dict) -> None:
         send_msg(conn, msg, 1.0)
     except WireError:
         pass
+
+
+def _close(conn: socket.socket, linger_s: float = 0.2) -> None:
+    """Close after our last message reached the peer: a close with unread input (the rest of an oversize
+    message) would send a reset that can overtake our error message.  Bounded by ``linger_s``."""
+    try:
+        conn.shutdown(socket.SHUT_WR)
+        end = time.monotonic() + linger_s
+        while (left := end - time.monotonic()) > 0:
+            conn.settimeout(left)
+            if not conn.recv(65536):
+                break
+    except OSError:
+        pass
+    finally:
+        try:
+            conn.close()
+        except OSError:
+            pass
 
 
 # ---------------------------------------------------------------------------------------------- the probe
