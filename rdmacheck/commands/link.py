@@ -54,6 +54,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="pyverbs (default) or perftest's ib_write_bw/ib_write_lat with the same flags")
     g.add_argument("--duration", type=seconds_type("--duration", maximum=600), default=2.0, metavar="S",
                    help="bandwidth: seconds per message size (default 2)")
+    g.add_argument("--lat-iters", type=int, default=1000, metavar="N",
+                   help="latency: ping-pong round trips per message size (default 1000)")
     g.add_argument("--floor", type=float, default=0.8, metavar="F",
                    help="link.bandwidth: the fraction of the port's line rate expected at >= 1 MiB (default 0.8)")
     g.add_argument("--min-bandwidth", type=float, metavar="GB/s",
@@ -69,6 +71,8 @@ def _validate(args: argparse.Namespace) -> None:
         raise UsageError("pass --serve on one node and --peer ADDR on the other (rdmacheck link --help)")
     if not 1 <= args.port <= 65000:
         raise UsageError(f"--port {args.port}: use 1..65000 (the i-th HCA takes N+i)")
+    if not 10 <= args.lat_iters <= 100000:
+        raise UsageError(f"--lat-iters {args.lat_iters}: use 10..100000 round trips")
     if not 0 < args.floor <= 1:
         raise UsageError(f"--floor {args.floor}: a fraction of the line rate, 0 < F <= 1 (e.g. 0.8)")
     if args.min_bandwidth is not None and not args.min_bandwidth > 0:
@@ -199,7 +203,7 @@ CONNECT_GRACE_S = 20.0   # both ends are often started together: a server not li
 def _run_pyverbs(plan, peer: str, port: int, args) -> dict:
     from rdmacheck.verbs import engine, wire
 
-    cfg = wire.LinkConfig(bw_duration_s=args.duration)
+    cfg = wire.LinkConfig(bw_duration_s=args.duration, lat_iters=args.lat_iters)
     give_up = time.monotonic() + CONNECT_GRACE_S
     while True:
         res = wire.run_link(engine.QpParams.from_dict(plan.qp), peer, port, cfg).to_dict()

@@ -18,7 +18,7 @@ link_pair() {  # link_pair NAME [client args...]: a server for one client, then 
     rdmacheck "$D/$name.server" "${SRV_ENV[@]}" -- link --serve --lifetime 600 --env "$ENVFILE" "$@" &
     local s=$!
     for _ in $(seq 1 600); do grep -q "listening on\|server on port" "$D/$name.server.out" 2>/dev/null && break; sleep 0.2; done
-    rdmacheck "$D/$name" "${CLI_ENV[@]}" -- link --peer $IPA --env "$ENVFILE" --duration 1 \
+    rdmacheck "$D/$name" "${CLI_ENV[@]}" -- link --peer $IPA --env "$ENVFILE" --duration 0.5 --lat-iters 100 \
         --min-bandwidth 0.001 --max-latency 100000 100000 --json "$D/$name.json" "$@"
     kill $s 2>/dev/null; wait $s 2>/dev/null
 }
