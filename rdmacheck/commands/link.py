@@ -50,6 +50,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                                                     "bootstrap address, else the address of its first GID)")
     g.add_argument("--lifetime", type=seconds_type("--lifetime", maximum=86400), default=300.0, metavar="S",
                    help="--serve: stop after S seconds (default 300)")
+    g.add_argument("--clients", type=int, default=None, metavar="N",
+                   help="--serve: stop after answering N clients per HCA (default: until --lifetime ends)")
     g.add_argument("--engine", choices=("pyverbs", "perftest"), default="pyverbs",
                    help="pyverbs (default) or perftest's ib_write_bw/ib_write_lat with the same flags")
     g.add_argument("--duration", type=seconds_type("--duration", maximum=600), default=2.0, metavar="S",
@@ -71,6 +73,8 @@ def _validate(args: argparse.Namespace) -> None:
         raise UsageError("pass --serve on one node and --peer ADDR on the other (rdmacheck link --help)")
     if not 1 <= args.port <= 65000:
         raise UsageError(f"--port {args.port}: use 1..65000 (the i-th HCA takes N+i)")
+    if args.clients is not None and not 1 <= args.clients <= 10000:
+        raise UsageError(f"--clients {args.clients}: use 1..10000")
     if not 10 <= args.lat_iters <= 100000:
         raise UsageError(f"--lat-iters {args.lat_iters}: use 10..100000 round trips")
     if not 0 < args.floor <= 1:
@@ -132,7 +136,7 @@ def _serve(args, facts, plans) -> int:
         def one(i=i, plan=plan):
             try:
                 reports[i] = wire.serve_link(engine.QpParams.from_dict(plan.qp), addr, args.port + i, args.lifetime,
-                                             log=lambda m, n=plan.name: _say(f"{n}: {m}"))
+                                             max_sessions=args.clients, log=lambda m, n=plan.name: _say(f"{n}: {m}"))
             except wire.WireError as e:
                 reports[i] = e
         t = threading.Thread(target=one, daemon=True, name=f"serve-{plan.name}")
