@@ -31,7 +31,9 @@ def _flags(plan) -> list[str]:
 
 def _steps(duration: float) -> list[tuple[str, list[str], int]]:
     d = str(int(max(1, round(duration))) + 2)
-    return ([("ib_write_bw", ["--report_gbits", "-D", d, "-f", "1", "-s", str(s)], s) for s in BW_SIZES]
+    # perftest's default unit (MB/sec, which is MiB/s with 2 decimals): --report_gbits' 2 decimals of Gb/s
+    # round a slow link's rate to nothing
+    return ([("ib_write_bw", ["-D", d, "-f", "1", "-s", str(s)], s) for s in BW_SIZES]
             + [("ib_write_lat", ["-n", "1000", "-s", str(LAT_SIZE)], LAT_SIZE)])
 
 
@@ -69,7 +71,7 @@ def serve(plans, addr: str, port: int, lifetime: float, say: Callable[[str], Non
 
 def run_pair(plan, peer: str, port: int, args) -> dict[str, Any]:
     """The client side of every step against ``peer:port``; the LinkResult-shaped outcome."""
-    from rdmacheck.verbs.perftest import BW_COLUMNS, LAT_COLUMNS, parse_table
+    from rdmacheck.verbs.perftest import BW_COLUMNS, LAT_COLUMNS, mib_to_gb, parse_table
 
     res: dict[str, Any] = {"ok": False, "stage": None, "error": None, "engine": "perftest",
                            "bandwidth": {"points": []}, "latency": {"points": []}, "outputs": []}
@@ -93,7 +95,7 @@ def run_pair(plan, peer: str, port: int, args) -> dict[str, Any]:
             if not rows or rows[-1]["iterations"] <= 0:
                 res["stage"], res["error"] = "transfer", f"{tool} -s {size}: no result ({out.strip().splitlines()[-1:] or ['no output']})"
                 return res
-            res["bandwidth"]["points"].append({"size": size, "gb_per_s": round(rows[-1]["bw_avg_gbps"] / 8, 6),
+            res["bandwidth"]["points"].append({"size": size, "gb_per_s": mib_to_gb(rows[-1]["bw_avg_mib_s"]),
                                                "verified": None})
         else:
             rows = parse_table(out, LAT_COLUMNS)

@@ -37,6 +37,11 @@ def listening(port: int) -> bool:
     return False
 
 
+def mib_to_gb(mib_per_s: float) -> float:
+    """perftest's MB/sec (MiB/s) as GB/s (1e9 bytes/s), the unit every rdmacheck bandwidth is in."""
+    return round(mib_per_s * (1 << 20) / 1e9, 6)
+
+
 def parse_table(text: str, columns: tuple[str, ...]) -> list[dict[str, float]]:
     """The numeric rows under perftest's ``#bytes`` header, by position."""
     rows: list[dict[str, float]] = []
@@ -124,7 +129,7 @@ def ib_write_bw(server: tuple[str, int], client: tuple[str, int], server_addr: s
     row = rows[-1] if rows else None
     r.update(size=size, rows=rows, iterations=int(row["iterations"]) if row else 0,
              mib_per_s=row["bw_avg_mib_s"] if row else None,
-             gb_per_s=round(row["bw_avg_mib_s"] * (1 << 20) / 1e9, 6) if row and row["iterations"] > 0 else None)
+             gb_per_s=mib_to_gb(row["bw_avg_mib_s"]) if row and row["iterations"] > 0 else None)
     return r
 
 
