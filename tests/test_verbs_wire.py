@@ -404,10 +404,145 @@ def test_perftest_tables_parse():
 ---------------------------------------------------------------------------------------
 """
     assert perftest.parse_table(bw, perftest.BW_COLUMNS) == [
-        {"bytes": 1048576.0, "iterations": 388.0, "bw_peak_mib_s": 0.0, "bw_avg_mib_s": 15.92, "msg_rate_mpps": 0.000065}]
+        {"bytes": 1048576.0, "iterations": 388.0, "bw_peak_mib_s": 0.0, "bw_avg_mib_s": 15.92,
+         "msg_rate_mpps": 0.000065}]
     lat = """
  #bytes #iterations    t_min[usec]    t_max[usec]  t_typical[usec]    t_avg[usec]    t_stdev[usec]   99% percentile[usec]   99.9% percentile[usec]
  8       1000          45.10          2100.55      80.33              95.12          60.1            300.20                 2000.10
 """
     row = perftest.parse_table(lat, perftest.LAT_COLUMNS)[0]
     assert row["t_typical_us"] == 80.33 and row["p99_us"] == 300.20
+
+
+# ------------------------------------------------------------------------------------------- the ping-pong, on fake verbs
+class _FakeWC:
+    def __init__(self, status: int = 0, wr_id: int = 0):
+        self.status, self.wr_id, self.vendor_err, self.qp_num = status, wr_id, 0, 7
+
+
+class _FakeCQ:
+    def __init__(self):
+        self.wcs: list[_FakeWC] = []
+
+    def poll(self, n: int = 1):
+        got, self.wcs = self.wcs[:n], self.wcs[n:]
+        return len(got), got
+
+
+class _FakeQP:
+    """RDMA WRITE as a memory copy into the peer's buffer (what the HCA does), completions on our CQ."""
+
+    def __init__(self, ep: "_FakeEndpoint"):
+        self.ep, self.qp_num, self.dead, self.status = ep, 7, False, 0
+
+    def post_send(self, wr):
+        local_off, length, remote_addr, signaled, wr_id = wr
+        peer = self.ep.peer
+        if self.dead:
+            return
+        off = remote_addr - peer.addr
+        peer.buf[off:off + length] = self.ep.buf[local_off:local_off + length]
+        if signaled:
+            self.ep.cq.wcs.append(_FakeWC(self.status, wr_id))
+
+
+class _FakeEndpoint:
+    fill, check, check_slots = eng.Endpoint.fill, eng.Endpoint.check, eng.Endpoint.check_slots
+
+    def __init__(self, addr: int, mr_size: int = 1 << 17):
+        self.addr, self.mr_size, self.buf = addr, mr_size, memoryview(bytearray(mr_size))
+        self.cq, self.max_send_wr, self.max_inline, self.node = _FakeCQ(), 32, 0, None
+        self.params = eng.QpParams(device="fake0")
+        self.qps = [_FakeQP(self)]
+        self.peer: _FakeEndpoint | None = None
+        self.remote = None
+
+    def to_error(self):
+        pass
+
+    def drain(self, seconds: float = 0.5):
+        return 0
+
+
+def _fake_pair():
+    a, b = _FakeEndpoint(0x10000), _FakeEndpoint(0x90000)
+    a.peer, b.peer = b, a
+    for x, y in ((a, b), (b, a)):
+        x.remote = eng.EndpointInfo(device="fake0", port=1, gid_index=0, gid="00" * 16, qpns=[7], psn=0, rkey=1,
+                                    addr=y.addr, mr_size=y.mr_size, mtu=4096)
+    return a, b
+
+
+@pytest.fixture
+def fake_verbs(monkeypatch):
+    import sys
+    # WRs as plain tuples: (local offset, length, remote address, signaled, wr_id)
+    monkeypatch.setattr(eng, "_make_wr", lambda local, opcode, wr_id, off, n, raddr, rkey, signaled=True, inline=False:
+                        (off, n, raddr, signaled, wr_id))
+    monkeypatch.setattr(eng, "_pyverbs", lambda: type("PV", (), {"enums": type("E", (), {"IBV_WR_RDMA_WRITE": 0})}))
+    old = sys.getswitchinterval()
+    sys.setswitchinterval(1e-5)  # two spinning threads share the GIL
+    yield
+    sys.setswitchinterval(old)
+
+
+def test_ping_pong_protocol_on_fake_verbs(fake_verbs):
+    a, b = _fake_pair()
+    # stale content where the poll bytes are (a bandwidth run wrote patterns there): reset must clear it
+    a.buf[:] = b"\x01" * a.mr_size
+    b.buf[:] = b"\x01" * b.mr_size
+    eng.latency_reset(b, 4096)
+    out: dict = {}
+    t = threading.Thread(target=lambda: out.update(r=eng.write_latency(b, [4096, 8], 40, initiator=False,
+                                                                        stall_s=5, reset=False)))
+    t.start()
+    res = eng.write_latency(a, [4096, 8], 40, initiator=True, stall_s=5)
+    t.join(30)
+    assert res.ok and out["r"].ok, (res.failure, out["r"].failure)
+    assert [p.size for p in res.points] == [8, 4096]            # ascending, whatever the order asked
+    assert all(p.iters == 40 and 0 < p.min_us <= p.p50_us <= p.p99_us <= p.max_us for p in res.points)
+    assert out["r"].points == []                                 # only the initiator times
+    assert not a.cq.wcs and not b.cq.wcs                         # every signaled completion reaped
+
+
+def test_ping_pong_silent_peer_ends_in_a_typed_timeout(fake_verbs):
+    a, b = _fake_pair()
+    a.qps[0].dead = True                                          # writes go nowhere: the peer never answers
+    t0 = time.monotonic()
+    res = eng.write_latency(a, [8], 100, initiator=True, stall_s=0.3, start_s=0.3)
+    assert not res.ok and res.failure.stage == "transfer" and res.failure.kind == "timeout"
+    assert "no write from the peer within 0.3 s" in res.failure.message and "UDP 4791" in res.failure.message
+    assert time.monotonic() - t0 < 3.0
+    # an overall deadline caps a peer that answers just in time
+    res = eng.write_latency(a, [8], 100, initiator=True, stall_s=60, start_s=60, deadline_s=0.3)
+    assert not res.ok and "did not end within its deadline" in res.failure.message
+
+
+def test_bandwidth_on_fake_verbs_verifies_content_and_types_failures(fake_verbs):
+    a, b = _fake_pair()
+    res = eng.write_bandwidth(a, [4096, 16384], count=40, depth=4, verify=lambda spec: b.check_slots(
+        spec["run"], spec["size"], spec["slots"]))
+    assert res.ok, res.failure
+    assert [(p.size, p.messages, p.bytes, p.verified, p.slots) for p in res.points] == [
+        (4096, 40, 40 * 4096, True, 1), (16384, 40, 40 * 16384, True, 1)]
+    # the receiver's memory is what is checked: a flipped byte there is a mismatch in stage verify
+    def corrupt(spec):
+        b.buf[5] ^= 0xFF
+        return b.check_slots(spec["run"], spec["size"], spec["slots"])
+
+    res = eng.write_bandwidth(a, [4096], count=8, verify=corrupt)
+    assert not res.ok and res.failure.stage == "verify" and res.failure.kind == "mismatch"
+    assert "content mismatch in slot 0" in res.failure.message and "at byte 5" in res.failure.message
+    # an error completion is named by its status
+    a.qps[0].status = 12
+    res = eng.write_bandwidth(a, [4096], count=8)
+    assert not res.ok and res.failure.wc_status == "IBV_WC_RETRY_EXC_ERR" and res.failure.kind == "wc_error"
+    assert "transport retry counter exceeded" in res.failure.message and "UDP 4791" in res.failure.message
+    # no completion at all: a typed timeout within the stall bound
+    a.qps[0].status, a.qps[0].dead = 0, True
+    t0 = time.monotonic()
+    res = eng.write_bandwidth(a, [4096], count=8, stall_s=0.3)
+    assert not res.ok and res.failure.kind == "timeout" and "no completion within 0.3 s" in res.failure.message
+    assert time.monotonic() - t0 < 3.0
+    d = eng.BandwidthResult.from_dict(json.loads(json.dumps(res.to_dict())))
+    assert d.failure == res.failure

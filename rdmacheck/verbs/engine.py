@@ -20,8 +20,9 @@ the settings NCCL will run with) and let a shorter wall-clock stall bound domina
 within ``stall_s`` ends the transfer with a typed timeout naming the likely cause (RoCE v2 on UDP 4791
 dropped on the path, a wrong peer MAC/GID), the QPs are moved to the error state so the HCA flushes
 what is still in flight, and the resources are destroyed.  A caller that wants the HCA's own verdict
-passes a small ``QpParams.timeout`` (14: 67 ms per try, about 0.5 s for 7 retries) and gets
-IBV_WC_RETRY_EXC_ERR within the same bound.
+passes a small ``QpParams.timeout`` and ``retry_cnt`` (14 and 3: 67 ms per try, about 0.3 s) and gets
+IBV_WC_RETRY_EXC_ERR within the same bound.  (soft-RoCE, rxe, treats retry_cnt 7 -- NCCL's default -- as
+"retry forever": there the HCA never gives up and only the wall clock ends a transfer on a dead path.)
 
 Failures are values: every error carries a :class:`VerbsFailure` (stage, errno and its name, the
 device node, the work completion status name, a one-line message with the likely cause).  Functions
@@ -60,9 +61,11 @@ U24 = (1 << 24) - 1
 WC_STATUS: dict[int, tuple[str, str, str]] = {
     0: ("IBV_WC_SUCCESS", "success", ""),
     1: ("IBV_WC_LOC_LEN_ERR", "local length error", "a work request longer than the QP or MR allows"),
-    2: ("IBV_WC_LOC_QP_OP_ERR", "local QP operation error", "the local QP was asked for something its state or caps forbid"),
+    2: ("IBV_WC_LOC_QP_OP_ERR", "local QP operation error",
+        "the local QP was asked for something its state or caps forbid"),
     3: ("IBV_WC_LOC_EEC_OP_ERR", "local EE context operation error", ""),
-    4: ("IBV_WC_LOC_PROT_ERR", "local protection error", "the local buffer is outside the registered MR (lkey/address)"),
+    4: ("IBV_WC_LOC_PROT_ERR", "local protection error",
+        "the local buffer is outside the registered MR (lkey/address)"),
     5: ("IBV_WC_WR_FLUSH_ERR", "Work Request Flushed Error", "the QP went to the error state after an earlier failure"),
     6: ("IBV_WC_MW_BIND_ERR", "memory management operation error", ""),
     7: ("IBV_WC_BAD_RESP_ERR", "bad response error", "the peer answered with an unexpected transport opcode"),
@@ -856,17 +859,19 @@ Verifier = Callable[[dict[str, Any]], "tuple[bool, str | None]"]
 
 
 def write_bandwidth(local: Endpoint, sizes: Sequence[int] = DEFAULT_BW_SIZES, *, count: int | None = None,
-                    duration_s: float | None = None, depth: int = 4, stall_s: float = 2.0,
+                    duration_s: float | None = None, depth: int = 4, slots_per_qp: int = 1, stall_s: float = 2.0,
                     deadline_s: float | None = None, verify: Verifier | None = None,
                     run: str | None = None) -> BandwidthResult:
     """RDMA WRITE from ``local`` into the connected peer's MR: per size, ``depth`` WRs in flight on each QP,
     ``count`` messages or for ``duration_s`` seconds (default 200 messages).
 
-    Content: message i writes source slot i % slots to destination slot i % slots; slot s holds the seeded
-    pattern (run, size, s), so the destination's final content is deterministic whatever the completion
-    order, and ``verify({"run", "size", "slots"})`` (the receiver's :meth:`Endpoint.check_slots`: in this
-    process for a loopback, over the side channel for two processes) proves every slot landed intact.
-    GB/s is 1e9 bytes per second over first post to last completion.
+    Content: the MRs hold ``slots_per_qp`` message-sized slots per QP (1: as perftest, each QP sends one
+    buffer over and over; the working set stays small, which matters under emulation where every page
+    touched costs a software TLB walk).  Every WR on slot s copies source slot s to destination slot s,
+    and slot s holds the seeded pattern (run, size, s), so the destination's final content is
+    deterministic whatever the completion order; ``verify({"run", "size", "slots"})`` (the receiver's
+    :meth:`Endpoint.check_slots`: in this process for a loopback, over the side channel for two processes)
+    proves every slot landed intact.  GB/s is 1e9 bytes per second over first post to last completion.
     """
     r = local.remote
     if r is None:
@@ -879,19 +884,24 @@ def write_bandwidth(local: Endpoint, sizes: Sequence[int] = DEFAULT_BW_SIZES, *,
         count = 200
     res = BandwidthResult(ok=True, points=[], num_qps=len(local.qps), depth=depth, run=run)
     e = _pyverbs().enums
+    nqp = len(local.qps)
     for size in sizes:
-        slots = min(len(local.qps) * depth, local.mr_size // size, r.mr_size // size)
+        slots = min(nqp * max(1, slots_per_qp), local.mr_size // size, r.mr_size // size)
+        lanes = nqp * depth
         if count is not None:
-            slots = min(slots, count)
+            slots, lanes = min(slots, count), min(lanes, count)
         if slots < 1:
             res.ok = False
             res.failure = VerbsFailure(stage="transfer", kind="config", device=local.params.device,
                                        message=f"a {human_bytes(size)} message does not fit the MRs "
-                                               f"({human_bytes(local.mr_size)} here, {human_bytes(r.mr_size)} at the peer)")
+                                               f"({human_bytes(local.mr_size)} here, "
+                                               f"{human_bytes(r.mr_size)} at the peer)")
             break
         for s in range(slots):
             local.fill(s * size, pattern(pattern_seed(run, size, s), size))
-        wrs = [_make_wr(local, e.IBV_WR_RDMA_WRITE, s, s * size, size, r.addr + s * size, r.rkey) for s in range(slots)]
+        # lane i: its own WR (wr_id i) on QP i % nqp, copying slot i % slots
+        wrs = [_make_wr(local, e.IBV_WR_RDMA_WRITE, i, (i % slots) * size, size, r.addr + (i % slots) * size, r.rkey)
+               for i in range(lanes)]
         posted = [0]
         until = [None]
 
@@ -906,7 +916,7 @@ def write_bandwidth(local: Endpoint, sizes: Sequence[int] = DEFAULT_BW_SIZES, *,
         if duration_s is not None:
             until[0] = time.monotonic() + duration_s
         try:
-            done, t0, t1 = _pump(local, slots, next_wr, stall_s, deadline, "transfer",
+            done, t0, t1 = _pump(local, lanes, next_wr, stall_s, deadline, "transfer",
                                  f"RDMA WRITE of {human_bytes(size)} messages to {r.device} QPs {r.qpns}")
         except VerbsError as ex:
             res.ok = False
@@ -991,14 +1001,15 @@ def latency_reset(local: Endpoint, max_size: int) -> None:
 
 def write_latency(local: Endpoint, sizes: Sequence[int] = DEFAULT_LAT_SIZES, iters: int = 1000, *,
                   initiator: bool = True, stall_s: float = 2.0, start_s: float = 10.0,
-                  reset: bool = True) -> LatencyResult:
+                  deadline_s: float | None = None, reset: bool = True) -> LatencyResult:
     """RDMA WRITE ping-pong on QP 0, as ib_write_lat: each side polls the last byte of the receive half of its
     MR (offset 0) for the peer's write, then writes ``size`` bytes from its send half (offset mr_size/2) into
     the peer's receive half.  The initiator times each post; one-way latency = round trip / 2.
 
     Both sides call it with the same sizes and iterations (the responder with ``initiator=False``, after
     :func:`latency_reset` and before it tells the initiator to start; sizes run in ascending order).  Every
-    wait is bounded: ``start_s`` for the first message of a size, ``stall_s`` for each later one.
+    wait is bounded: ``start_s`` for the first message of a size, ``stall_s`` for each later one, and the
+    whole call by ``deadline_s`` (a peer answering just in time cannot stretch it: the probe's server sets it).
     """
     r = local.remote
     if r is None:
@@ -1009,6 +1020,7 @@ def write_latency(local: Endpoint, sizes: Sequence[int] = DEFAULT_LAT_SIZES, ite
     half, rhalf = local.mr_size // 2, r.mr_size // 2
     res = LatencyResult(ok=True, points=[], initiator=initiator)
     t_begin = time.monotonic()
+    hard_end = t_begin + deadline_s if deadline_s else float("inf")
     every = max(1, min(16, local.max_send_wr // 2))
     buf = local.buf
     if reset and initiator and sizes:
@@ -1026,39 +1038,51 @@ def write_latency(local: Endpoint, sizes: Sequence[int] = DEFAULT_LAT_SIZES, ite
             wr_sig = _make_wr(local, e.IBV_WR_RDMA_WRITE, 1, half, size, r.addr, r.rkey, True, inline)
             wr_uns = _make_wr(local, e.IBV_WR_RDMA_WRITE, 0, half, size, r.addr, r.rkey, False, inline)
             poll_at, post_at = size - 1, half + size - 1
-            stamps = [0] * iters
-            pending = False
+            stamps: list[int] = []
             what = f"RDMA WRITE ping-pong of {size} B with {r.device} QP {r.qpns[0]}"
-            post, clock = qp.post_send, time.perf_counter_ns
+            post, stamp = qp.post_send, stamps.append
+            clock = time.perf_counter_ns
+            vals = [n & 0xFF for n in range(1, iters + 1)]
             try:
-                # the loop is kept flat (no calls and no clock reads on the fast path): under emulation a Python
-                # call costs microseconds and a clock read (hpet, no vDSO) ~7 us, which would land in the round
-                # trip.  The wait reads the clock only every 1024 spins, so a prompt answer never pays for it.
-                for n in range(1, iters + 1):
-                    v = n & 0xFF
-                    limit = start_s if n == 1 else stall_s
-                    if not initiator:
-                        spins, end = 0, 0.0
-                        while buf[poll_at] != v:
-                            spins += 1
-                            if not spins & 0x3FF:
-                                end = _check_wait(end, limit, local, cq, what, t_begin)
-                    sig = n % every == 0 or n == iters
-                    if sig:
-                        if pending:
-                            _reap(cq, local, what, stall_s, t_begin)
-                        pending = True
-                    buf[post_at] = v
+                # Under emulation every Python operation costs about a microsecond and lands in the round trip,
+                # so the loop does as little as it can: values precomputed, chunks of `every` messages of which
+                # only the last is signaled (its completion is reaped once per chunk), the spin entered only
+                # when the answer is not there yet and reading the clock only every 1024 spins, one clock read
+                # per message on the initiator for its time stamp, taken right after the post: the interval
+                # between two stamps is one round trip either way, and the read (a syscall with the guest's
+                # hpet clock) then overlaps the flight instead of delaying the next post.
+                limit, pending = start_s, False
+                wait = (buf, poll_at, hard_end, local, cq, what, t_begin)
+                for pos in range(0, iters, every):
+                    chunk = vals[pos:pos + every]
+                    if pending:
+                        _reap(cq, local, what, stall_s, t_begin)
                     if initiator:
-                        stamps[n - 1] = clock()
-                        post(wr_sig if sig else wr_uns)
-                        spins, end = 0, 0.0
-                        while buf[poll_at] != v:
-                            spins += 1
-                            if not spins & 0x3FF:
-                                end = _check_wait(end, limit, local, cq, what, t_begin)
+                        for v in chunk[:-1]:
+                            buf[post_at] = v
+                            post(wr_uns)
+                            stamp(clock())
+                            if buf[poll_at] != v:
+                                _spin(v, limit, *wait)
+                        v = chunk[-1]
+                        buf[post_at] = v
+                        post(wr_sig)
+                        stamp(clock())
+                        if buf[poll_at] != v:
+                            _spin(v, limit, *wait)
                     else:
-                        post(wr_sig if sig else wr_uns)
+                        for v in chunk[:-1]:
+                            if buf[poll_at] != v:
+                                _spin(v, limit, *wait)
+                            buf[post_at] = v
+                            post(wr_uns)
+                        v = chunk[-1]
+                        if buf[poll_at] != v:
+                            _spin(v, limit, *wait)
+                        buf[post_at] = v
+                        post(wr_sig)
+                    pending = True
+                    limit = stall_s   # start_s covers the first chunk: the peer may start a little later
                 if pending:
                     _reap(cq, local, what, stall_s, t_begin)
             except VerbsError as ex:
@@ -1086,10 +1110,26 @@ def write_latency(local: Endpoint, sizes: Sequence[int] = DEFAULT_LAT_SIZES, ite
     return res
 
 
-def _check_wait(end: float, limit_s: float, local: Endpoint, cq: Any, what: str, t_begin: float) -> float:
+def _spin(v: int, limit_s: float, buf: memoryview, at: int, hard_end: float, local: Endpoint, cq: Any, what: str,
+          t_begin: float) -> None:
+    """Spin until ``buf[at] == v``; the clock is read only every 1024 spins (see :func:`_check_wait`)."""
+    spins, end = 0, 0.0
+    while buf[at] != v:
+        spins += 1
+        if not spins & 0x3FF:
+            end = _check_wait(end, limit_s, hard_end, local, cq, what, t_begin)
+
+
+def _check_wait(end: float, limit_s: float, hard_end: float, local: Endpoint, cq: Any, what: str,
+                t_begin: float) -> float:
     """Called every 1024 spins of a ping-pong wait: the first call starts the clock, a later one past
-    ``limit_s`` ends the wait with a typed failure (an error completion, if one explains the silence)."""
+    ``limit_s`` (or past ``hard_end``, the call's deadline) ends the wait with a typed failure (an error
+    completion, if one explains the silence)."""
     now = time.monotonic()
+    if now > hard_end:
+        raise _fail("transfer", f"{what}: the ping-pong did not end within its deadline "
+                    f"({now - t_begin:.1f} s)", kind="timeout", device=local.params.device, node=local.node,
+                    elapsed_s=round(now - t_begin, 3))
     if not end:
         return now + limit_s
     if now <= end:

@@ -112,7 +112,9 @@ def ib_write_bw(server: tuple[str, int], client: tuple[str, int], server_addr: s
                 qp: dict[str, Any] | None = None, port: int = 18515, timeout_s: float = 120.0) -> dict[str, Any]:
     """One ib_write_bw run: ``client`` (device, GID index) writes to ``server``.  Returns the client's row,
     its average as ``gb_per_s`` (1e9 bytes/s, from perftest's MiB/s), or None with the outputs when it did
-    not report (or reported 0 iterations: perftest exits 0 then too)."""
+    not report (or reported 0 iterations: perftest exits 0 then too).  Prefer ``iters``: in ``duration_s``
+    mode perftest counts completions in CQ-moderation batches of 100, and with a few hundred large
+    messages (soft-RoCE's pace) it reports 0."""
     qp = qp or {}
     extra = ["-q", str(qps)]
     if duration_s:
@@ -124,24 +126,31 @@ def ib_write_bw(server: tuple[str, int], client: tuple[str, int], server_addr: s
     if tx_depth:
         extra += ["-t", str(tx_depth)]
     r = run_pair("ib_write_bw", extra, server_addr, port, timeout_s,
-                 server_args=_common(server[0], server[1], size, qp), client_args=_common(client[0], client[1], size, qp))
+                 server_args=_common(server[0], server[1], size, qp),
+                 client_args=_common(client[0], client[1], size, qp))
     rows = parse_table(r["client_out"], BW_COLUMNS)
     row = rows[-1] if rows else None
+    good = bool(row) and row["iterations"] > 0 and 0 < row["bw_avg_mib_s"] < float("inf")
     r.update(size=size, rows=rows, iterations=int(row["iterations"]) if row else 0,
              mib_per_s=row["bw_avg_mib_s"] if row else None,
-             gb_per_s=mib_to_gb(row["bw_avg_mib_s"]) if row and row["iterations"] > 0 else None)
+             gb_per_s=mib_to_gb(row["bw_avg_mib_s"]) if good else None,
+             # its cycle counter calibration failed: the numbers it printed are not times
+             calibration_failed="Correlation coefficient" in r["client_out"])
     return r
 
 
 def ib_write_lat(server: tuple[str, int], client: tuple[str, int], server_addr: str, size: int, *,
                  iters: int = 1000, qp: dict[str, Any] | None = None, port: int = 18516,
                  timeout_s: float = 120.0) -> dict[str, Any]:
-    """One ib_write_lat run; ``t_typical_us`` is its median one-way latency (round trip / 2)."""
+    """One ib_write_lat run; ``t_typical_us`` is its median one-way latency (round trip / 2), None when it
+    printed none or ``inf`` (its clock calibration failed on a busy CPU)."""
     r = run_pair("ib_write_lat", ["-n", str(iters)], server_addr, port, timeout_s,
                  server_args=_common(server[0], server[1], size, qp or {}),
                  client_args=_common(client[0], client[1], size, qp or {}))
     rows = parse_table(r["client_out"], LAT_COLUMNS) or parse_table(r["server_out"], LAT_COLUMNS)
     row = rows[-1] if rows else None
-    r.update(size=size, rows=rows, t_typical_us=row["t_typical_us"] if row else None,
-             p99_us=row["p99_us"] if row else None, iterations=int(row["iterations"]) if row else 0)
+    good = bool(row) and 0 < row["t_typical_us"] < float("inf")
+    r.update(size=size, rows=rows, t_typical_us=row["t_typical_us"] if good else None,
+             p99_us=row["p99_us"] if good else None, iterations=int(row["iterations"]) if row else 0,
+             calibration_failed="Correlation coefficient" in r["client_out"])
     return r

@@ -547,12 +547,13 @@ class LinkConfig:
     lat_sizes: list[int] = field(default_factory=lambda: list(eng.DEFAULT_LAT_SIZES))
     lat_iters: int = 1000
     num_qps: int = 2
-    depth: int = 4
+    depth: int = 4                          # WRs in flight per QP
+    slots_per_qp: int = 1                   # message-sized buffers per QP (the MRs: num_qps x this x size)
     # no completion (or no ping-pong answer) within this: a timeout.  Longer than one retransmission at
     # NCCL's ACK timeout (4.3 s), so a single lost packet on a slow link is not called a dead path
     stall_s: float = 10.0
     io_timeout_s: float = 10.0              # each side-channel message
-    verify_timeout_s: float = 120.0         # the server checks up to num_qps x depth slots of the largest size
+    verify_timeout_s: float = 120.0         # the server checks num_qps x slots_per_qp slots of each size
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -594,8 +595,10 @@ class LinkResult:
                    server=d.get("server"), timings_s=d.get("timings_s") or {})
 
 
-def link_handler(params: eng.QpParams, max_mr: int = 256 << 20) -> Handler:
-    """The server side of the probe: one endpoint per session, released when the session ends."""
+def link_handler(params: eng.QpParams, max_mr: int = 256 << 20, max_op_s: float = 300.0) -> Handler:
+    """The server side of the probe: one endpoint per session, released when the session ends.  No single
+    request keeps it longer than ``max_op_s`` (a client pacing its ping-pong writes just inside the stall
+    bound cannot hold the server)."""
 
     def handle(msg: dict, s: Session) -> dict | None:
         kind = msg["type"]
@@ -628,9 +631,10 @@ def link_handler(params: eng.QpParams, max_mr: int = 256 << 20) -> Handler:
             eng.latency_reset(ep, max(sizes))
             s.send(message("ready"))
             res = eng.write_latency(ep, sizes, msg["iters"], initiator=False, stall_s=msg["stall_s"],
-                                    start_s=msg["start_s"], reset=False)
+                                    start_s=msg["start_s"], deadline_s=max_op_s, reset=False)
             log["latency"] = {"ok": res.ok, "error": res.failure.message if res.failure else None}
-            return message("latency_done", ok=res.ok, error=eng.one_line(res.failure.message, 500) if res.failure else None)
+            return message("latency_done", ok=res.ok,
+                           error=eng.one_line(res.failure.message, 500) if res.failure else None)
         if kind == "result":
             log["client_result"] = msg["result"]
             return message("result_ok", result={"verified": log["verified"], "latency": log["latency"],
@@ -641,12 +645,13 @@ def link_handler(params: eng.QpParams, max_mr: int = 256 << 20) -> Handler:
 
 
 def serve_link(params: eng.QpParams, bind_addr: str, port: int, lifetime_s: float, *, max_mr: int = 256 << 20,
-               io_timeout_s: float = 10.0, idle_timeout_s: float = 60.0, max_sessions: int | None = None,
+               max_op_s: float = 300.0, io_timeout_s: float = 10.0, idle_timeout_s: float = 60.0,
+               max_sessions: int | None = None,
                stop: threading.Event | None = None, on_listen: Callable[[int], None] | None = None,
                log: Callable[[str], None] | None = None) -> ServeReport:
     """The probe's server: answers :func:`run_link` clients one at a time for ``lifetime_s``."""
     eng._pyverbs()  # fail here, once, if pyverbs is missing
-    return serve(bind_addr, port, lifetime_s, link_handler(params, max_mr), io_timeout_s=io_timeout_s,
+    return serve(bind_addr, port, lifetime_s, link_handler(params, max_mr, max_op_s), io_timeout_s=io_timeout_s,
                  idle_timeout_s=idle_timeout_s, max_sessions=max_sessions, stop=stop, on_listen=on_listen, log=log)
 
 
@@ -668,7 +673,7 @@ def run_link(params: eng.QpParams, addr: str, port: int, config: LinkConfig | No
         mark = now
 
     try:
-        bw_need = cfg.num_qps * cfg.depth * max(cfg.bw_sizes) if cfg.bw_sizes else 0
+        bw_need = cfg.num_qps * cfg.slots_per_qp * max(cfg.bw_sizes) if cfg.bw_sizes else 0
         lat_need = 2 * max(cfg.lat_sizes) if cfg.lat_sizes else 0
         mr_size = max(bw_need, lat_need, 4096)
         ep = eng.Endpoint(params, mr_size=mr_size, num_qps=cfg.num_qps, max_send_wr=max(32, cfg.depth * 2),
@@ -693,7 +698,8 @@ def run_link(params: eng.QpParams, addr: str, port: int, config: LinkConfig | No
                 return ans["ok"], ans["error"]
 
             res.bandwidth = eng.write_bandwidth(ep, cfg.bw_sizes, count=cfg.bw_count, duration_s=cfg.bw_duration_s,
-                                                depth=cfg.depth, stall_s=cfg.stall_s, verify=verify)
+                                                depth=cfg.depth, slots_per_qp=cfg.slots_per_qp, stall_s=cfg.stall_s,
+                                                verify=verify)
             lap("bandwidth")
             if not res.bandwidth.ok:
                 res.failure = res.bandwidth.failure
@@ -708,14 +714,17 @@ def run_link(params: eng.QpParams, addr: str, port: int, config: LinkConfig | No
             if not res.latency.ok:
                 res.failure = res.latency.failure
             elif not done["ok"]:
-                res.failure = eng.VerbsFailure(stage="transfer", message=f"server side of the ping-pong: {done['error']}")
+                res.failure = eng.VerbsFailure(stage="transfer",
+                                               message=f"server side of the ping-pong: {done['error']}")
         res.ok = res.failure is None
         if res.failure is not None:
             res.stage, res.error = res.failure.stage, res.failure.message
         # the result goes to the server over the same TCP channel (it still works when RoCE does not)
+        bw_points = res.bandwidth.points if res.bandwidth else []
+        lat_points = res.latency.points if res.latency else []
         summary = {"ok": res.ok, "stage": res.stage, "error": res.error,
-                   "bandwidth": [[p.size, p.gb_per_s, p.verified] for p in (res.bandwidth.points if res.bandwidth else [])],
-                   "latency": [[p.size, p.p50_us, p.p99_us] for p in (res.latency.points if res.latency else [])]}
+                   "bandwidth": [[p.size, p.gb_per_s, p.verified] for p in bw_points],
+                   "latency": [[p.size, p.p50_us, p.p99_us] for p in lat_points]}
         ans = ch.call(message("result", result=summary), timeout=cfg.io_timeout_s, expect="result_ok")
         res.server = ans["result"]
         lap("result")
