@@ -169,7 +169,26 @@ def gather(root: HostRoot, config: Config) -> NodeFacts:
     nf.skipped_paths = sorted(getattr(root, "skipped", ()) or ())
     derive(nf, config)
     _probe_datapath(nf, config, pr)
+    _probe_dad(nf, pr)
     return nf
+
+
+def _probe_dad(nf: NodeFacts, pr: _Prober) -> None:
+    """Duplicate address detection on the netdev that carries each selected port's GID (a VLAN where the GID
+    lives on one), for its IPv4 addresses; after derive, which picks the GID."""
+    from rdmacheck.preflight.facts import dad
+
+    sel = nf.selection
+    seen = set()
+    for p in sel.ports if sel else []:
+        if p.state_id != ACTIVE:
+            continue
+        nd = (sel.gid_info.get(p.name) or {}).get("ndev") or next(iter(nf.port_netdevs.get(p.name) or []), None)
+        info = nf.net.get(nd) if nd else None
+        if not nd or nd in seen or not info or not info.up or not info.ipv4:
+            continue
+        seen.add(nd)
+        pr.ask("dad", nd, lambda nd=nd, a=list(info.ipv4): dad.probe(nd, a))
 
 
 def _probe_datapath(nf: NodeFacts, config: Config, pr: _Prober) -> None:

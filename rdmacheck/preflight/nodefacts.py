@@ -79,6 +79,9 @@ ANSWER_SCHEMA: dict[str, Any] = {
     "ping": {"ok": _BN, "payload": _IN, "received": _IN, "reason": _SN, "cmd": _SN, "output": _SN,
              "elapsed_s": (int, float)},
     "bind": {"free": bool, "error": _SN, "!": ("free",)},
+    "dad": {"ifname": _S, "mac": _SN, "addresses": [_S], "probes": _IN, "error": _SN, "elapsed_s": (int, float),
+            "duplicates": [{"address": _S, "mac": _S, "op": _S, "local_netdev": _SN, "!": ("address", "mac")}],
+            "!": ("ifname", "addresses", "duplicates")},
 }
 # The record's untyped fields, read by the gates key by key ("!": keys that must be there).
 FIELD_SCHEMA: dict[str, Any] = {

@@ -71,6 +71,8 @@ GATES: tuple[GateInfo, ...] = (
              live_only={"rdma.datapath": "RDMA WRITE/READ through each selected port on the live device"}),
     GateInfo(("net.arp",), "netpath:gate_arp", _DATAPATH, needs=("rdma",)),
     GateInfo(("net.firewall",), "netpath:gate_firewall", _DATAPATH, needs=("rdma", "root")),
+    GateInfo(("net.dad",), "netpath:gate_dad", _DATAPATH, needs=("rdma", "root"),
+             live_only={"net.dad": "ARP probes for this node's addresses on the mesh netdev"}),
 )
 
 

@@ -101,3 +101,51 @@ def gate_firewall(facts, config) -> list[Result]:
                        remedy="run preflight as root (iptables-save and nft need it), or check the rules by hand")]
     return [Result("net.firewall", Status.PASS, expected=exp,
                    observed=f"no INPUT/OUTPUT rule drops UDP {ROCE_V2_PORT} ({' and '.join(views)} read)")]
+
+
+def gate_dad(facts, config) -> list[Result]:
+    """net.dad: no other machine answers ARP for this node's addresses on the netdevs NCCL's GIDs live on."""
+    exp = "no other MAC answers ARP for this node's mesh addresses (RFC 5227 probe)"
+    if not facts.ib:
+        return [Result("net.dad", Status.SKIP, observed="no RDMA device", expected=exp, remedy="see rdma.devices")]
+    probes = sorted((p for p in facts.probes.values() if p.kind == "dad"), key=lambda p: p.target)
+    if not probes:
+        return [Result("net.dad", Status.SKIP, expected=exp, remedy="see rdma.netdev and rdma.gid (no address, "
+                       "nothing to collide); a snapshot taken before rdmacheck probed for duplicates has no answer",
+                       observed="no duplicate address probe: no up, IPv4-addressed netdev carries a selected port's "
+                                "GID, or the record has none: not judged")]
+    foreign, own, unjudged, ok, details = [], [], [], [], {}
+    for p in probes:
+        a = p.answer if isinstance(p.answer, dict) else None
+        if a is None or a.get("error") or p.error:
+            unjudged.append(f"{p.target}: {(a or {}).get('error') or p.error or 'no answer'}")
+            continue
+        dups = a.get("duplicates") or []
+        details[p.target] = {"addresses": a.get("addresses"), "mac": a.get("mac"), "duplicates": dups,
+                             "probes": a.get("probes"), "elapsed_s": a.get("elapsed_s")}
+        for d in dups:
+            (own if d.get("local_netdev") else foreign).append((p.target, d))
+        if not dups:
+            ok.append(f"{p.target} ({', '.join(a.get('addresses') or [])})")
+    if foreign:
+        said = "; ".join(f"{d['address']} on {nd} is also held by {d['mac']} (its ARP {d.get('op', 'reply')})"
+                         for nd, d in foreign[:4])
+        return [Result("net.dad", Status.FAIL, expected=exp, details=details,
+                       observed=f"duplicate address on the mesh: {said} — peers cache whichever MAC answered "
+                                "last, so RoCE traffic for this node can land on the other machine",
+                       remedy="give one of the two machines another address (find it by the MAC in the switch's "
+                              "MAC table or `ip neigh` on a peer); then `ip neigh flush dev <netdev>` on the peers")]
+    if unjudged:
+        return [Result("net.dad", Status.SKIP, expected=exp, details=details,
+                       observed="duplicate address probe not judged: " + "; ".join(unjudged),
+                       remedy="run preflight as root (the ARP probe needs a raw socket, CAP_NET_RAW), or "
+                              "`arping -D -I <netdev> <address>` by hand")]
+    if own:
+        said = "; ".join(f"{d['address']} on {nd} answered by this node's {d['local_netdev']} ({d['mac']})"
+                         for nd, d in own[:4])
+        return [Result("net.dad", Status.WARN, expected=exp, details=details,
+                       observed=f"no other machine holds these addresses, but {said}: ARP flux between this "
+                                "node's own rails",
+                       remedy="see net.arp (arp_ignore=1, arp_announce=2 on the rails that share a subnet)")]
+    return [Result("net.dad", Status.PASS, expected=exp, details=details,
+                   observed="no other MAC answered ARP probes for " + "; ".join(ok))]

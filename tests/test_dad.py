@@ -1,0 +1,82 @@
+"""net.dad: a second machine holding this node's mesh address, found by real ARP probes between two network
+namespaces joined by a veth pair; the expected MAC is read from the other namespace's own sysfs.  The gate
+is then judged on a tree that records those real answers, as a snapshot would."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from conftest import REPO, require
+from rdmacheck import preflight
+from rdmacheck.config import load_config
+from rdmacheck.preflight.root import HostRoot
+from sysfs_builder import roce_tree
+
+pytestmark = pytest.mark.netns
+
+PROBE = ("import json, sys; from rdmacheck.preflight.facts.dad import probe; "
+         "print(json.dumps(probe(sys.argv[1], sys.argv[2:])))")
+
+
+def _probe(pair, ns: str, dev: str, *addrs: str, drop_net_raw: bool = False) -> dict:
+    cmd = ["ip", "netns", "exec", ns]
+    if drop_net_raw:  # root without CAP_NET_RAW, as a container without it runs
+        require(shutil.which("setpriv") is not None, "setpriv (util-linux) missing", "netns")
+        cmd += ["setpriv", "--bounding-set=-net_raw", "--inh-caps=-net_raw"]
+    p = subprocess.run([*cmd, sys.executable, "-c", PROBE, dev, *addrs], capture_output=True, text=True, timeout=30,
+                       env={**os.environ, "PYTHONPATH": str(REPO)}, check=True)
+    return json.loads(p.stdout)
+
+
+def _judge(tmp_path, answer: dict | None) -> dict:
+    root = roce_tree(tmp_path / "root", netdev=answer["ifname"] if answer else "enP2p1s0f0np0",
+                     addrs=[a + "/24" for a in answer["addresses"]] if answer else None)
+    if answer is not None:  # as a snapshot records its probes: the addresses and the ARP probe's answer
+        nd = answer["ifname"]
+        (root / "rdmacheck/probes.json").write_text(json.dumps({
+            "addrs": {"kind": "addrs", "target": "", "elapsed_s": 0.0, "error": None,
+                      "answer": {nd: {"ipv4": [a + "/24" for a in answer["addresses"]], "ipv6": []}}},
+            f"dad:{nd}": {"kind": "dad", "target": nd, "answer": answer, "elapsed_s": answer["elapsed_s"],
+                          "error": answer["error"]}}))
+    r = HostRoot(root)
+    res = preflight.run(r, config=load_config(None, None, [], r.environ()), only={"net.dad"}).results
+    (one,) = [x for x in res if x.id == "net.dad"]
+    return one.to_dict()
+
+
+def test_a_second_machine_on_the_address_is_found_by_its_mac_and_fails_the_gate(netns_pair, tmp_path):
+    p = netns_pair
+    clean = _probe(p, p.a, p.va, p.ip_a)
+    assert clean["error"] is None and clean["duplicates"] == [] and clean["probes"] == 2, clean
+    # the other namespace takes this node's address too
+    p.ns(p.b, "ip", "addr", "add", f"{p.ip_a}/{p.prefix_len}", "dev", p.vb)
+    other_mac = p.ns(p.b, "cat", f"/sys/class/net/{p.vb}/address").stdout.strip()
+    dup = _probe(p, p.a, p.va, p.ip_a)
+    assert dup["error"] is None and dup["mac"] != other_mac
+    assert [(d["address"], d["mac"], d["op"]) for d in dup["duplicates"]] == [(p.ip_a, other_mac, "reply")], dup
+    assert dup["duplicates"][0]["local_netdev"] is None   # not one of this namespace's netdevs
+
+    # rename the probed netdev's record to the tree's netdev: the gate judges the real answers
+    for answer, status in ((clean, "pass"), (dup, "fail")):
+        rec = dict(answer, ifname="enP2p1s0f0np0")
+        r = _judge(tmp_path / status, rec)
+        assert r["status"] == status, r
+        if status == "fail":
+            assert other_mac in r["observed"] and p.ip_a in r["observed"], r
+
+
+def test_without_a_raw_socket_the_gate_is_not_judged_and_never_passes(netns_pair, tmp_path):
+    p = netns_pair
+    ans = _probe(p, p.a, p.va, p.ip_a, drop_net_raw=True)
+    assert ans["error"] and "CAP_NET_RAW" in ans["error"], ans
+    r = _judge(tmp_path, dict(ans, ifname="enP2p1s0f0np0"))
+    assert r["status"] == "skip" and "CAP_NET_RAW" in r["observed"], r
+    # a record without the probe (an older snapshot): not judged either
+    r = _judge(tmp_path / "old", None)
+    assert r["status"] == "skip" and "not judged" in r["observed"], r
