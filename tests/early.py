@@ -1,18 +1,16 @@
 """The slowest test beds, started as soon as collection ends, so they run beside the rest of the suite.
 
-The one soft-RoCE guest session (~100 s of emulated CPU on a quiet 2-core machine since each run is a
-fork of one warm Python, ~180 s beside the suite) and the README's quick start in a fresh venv (~185 s:
-pip, then a second pytest on one core); once both have ended, the q35 guest of the PCIe ACS test (~45 s
-of one emulated CPU).  Run in the foreground they left a core idle while the many light tests wait on
-sockets, timeouts and subprocesses, or use one core.  Started early, in a thread each, they overlap them;
-the tests that judge them are moved to the end of the run (conftest) and only take the result here.
-All three one after another was slower (quiet 2-core machine: the light tests ended at 368 s and the
-beds at 530 s); the q35 guest at the end, on its own, left a core idle for ~45 s.
+The one soft-RoCE guest session (the longest: ~12 minutes of a loaded 2-core machine with the data-path
+and lossless blocks) and the README's quick start in a fresh venv (~185 s: pip, then a second pytest on
+one core); once the quick start has ended, the q35 guest of the PCIe ACS test (~45 s of one emulated CPU).
+Run in the foreground they left a core idle while the many light tests wait on sockets, timeouts and
+subprocesses, or use one core.  Started early, in a thread each, they overlap them; the tests that judge
+them are moved to the end of the run (conftest) and only take the result here.
 
-The Ray beds never run beside any of these: beside them and a CPU hog they starved the raylets past
-their bounds.  conftest makes the first Ray test wait until every early bed has ended (on a quiet
-machine they have by then).  Nothing is skipped or shortened by this: each bed runs what it ran in the
-foreground.
+The Ray beds wait for the quick start and the q35 guest (beside them and a CPU hog they starved the
+raylets past their bounds), not for the soft-RoCE guest: behind it they added their ~200 s to the run's
+longest chain (CI: 1,132 s).  Beside it alone they passed (2-core machine, full suite: 782 s).  Nothing is
+skipped or shortened by this: each bed runs what it ran in the foreground.
 """
 
 from __future__ import annotations

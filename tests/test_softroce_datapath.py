@@ -44,6 +44,8 @@ def test_good_pair_datapath_passes_on_both_devices_through_the_guests_own_gid(gu
         assert d["params"]["gid_index"] == _gid_index(guest, dev, ip)
         assert (d["params"]["traffic_class"], d["params"]["service_level"], d["params"]["timeout"]) == (106, 3, 22)
     assert _res(ev, "net.arp")["status"] == "pass"   # the session's rails answer ARP only for their own address
+    dad = _res(ev, "net.dad")   # and so no MAC but the owner's answers the probes for either address
+    assert dad["status"] == "pass" and set(dad["details"]) == {"enP2p1s0f0np0", "enP2p1s0f1np1"}, dad
 
 
 def test_good_pair_link_passes_with_either_engine(guest):
@@ -104,6 +106,12 @@ def test_udp_4791_dropped_link_reach_fails_in_its_bound_naming_it_and_the_static
 def test_arp_flux_fails_naming_the_sysctls_and_a_wrong_mac_fails_link(guest):
     r = _res(_ev(guest, "arpflux"), "net.arp")
     assert r["status"] == "fail" and "arp_ignore=1" in r["remedy"] and "arp_announce=2" in r["remedy"], r
+    # the ARP probe sees the flux on the wire: each rail's address answered by the other rail's MAC
+    dad = _res(_ev(guest, "arpflux"), "net.dad")
+    macs = {n: guest.text(f"datapath/mac_{n}.txt").strip() for n in ("enP2p1s0f0np0", "enP2p1s0f1np1")}
+    assert dad["status"] == "warn", dad
+    for nd, other in (("enP2p1s0f0np0", "enP2p1s0f1np1"), ("enP2p1s0f1np1", "enP2p1s0f0np0")):
+        assert [(d["mac"], d["local_netdev"]) for d in dad["details"][nd]["duplicates"]] == [(macs[other], other)], dad
     w = _res(_ev(guest, "wrongmac"), "link.reach")
     assert w["status"] == "fail" and "MAC" in w["observed"], w
 

@@ -7,6 +7,7 @@ HCA_A="NCCL_IB_HCA==$DA:1"; HCA_B="NCCL_IB_HCA==$DB:1"
 # NCCL_SOCKET_IFNAME picks the address the server listens on (its bootstrap address)
 SRV_ENV=("$HCA_A" "NCCL_SOCKET_IFNAME=$A"); CLI_ENV=("$HCA_B" "NCCL_SOCKET_IFNAME=$B")
 gid_table $DA > "$D/gid_table_$DA.txt"; gid_table $DB > "$D/gid_table_$DB.txt"
+cat /sys/class/net/$A/address > "$D/mac_$A.txt"; cat /sys/class/net/$B/address > "$D/mac_$B.txt"
 
 # both devices through rdma.datapath (NCCL_IB_HCA unset: NCCL would use every ACTIVE port)
 rdmacheck "$D/both" NCCL_IB_HCA= -- preflight -q --env "$ENVFILE" --json "$D/both.json"
@@ -64,16 +65,20 @@ echo "/dev/infiniband/$N" > "$D/node.txt"
 # root without CAP_DAC_OVERRIDE/CAP_DAC_READ_SEARCH (out of the bounding set: gone after exec) is held to the
 # node's mode bits like any user, and can still run this host's Python under /root
 chmod 000 "/dev/infiniband/$N"
+# the two fresh Pythons (not forked from the warm one: their capabilities differ) run side by side
 timeout 120 setpriv --bounding-set=-dac_override,-dac_read_search --inh-caps=-dac_override,-dac_read_search \
     env -i "${BASE_ENV[@]}" "$HCA_A" \
-    "$PY" -m rdmacheck preflight -q --only rdma.datapath --env "$ENVFILE" --json "$D/perm.json" > "$D/perm.out" 2>&1
-echo $? > "$D/perm.rc"
-chmod 666 "/dev/infiniband/$N"
+    "$PY" -m rdmacheck preflight -q --only rdma.datapath --env "$ENVFILE" --json "$D/perm.json" > "$D/perm.out" 2>&1 &
+perm=$!
 # memlock 64 KiB: root registers memory past any memlock limit (CAP_IPC_LOCK), so the capability goes too
 ( ulimit -l 64
-  timeout 120 setpriv --bounding-set=-ipc_lock --inh-caps=-ipc_lock env -i "${BASE_ENV[@]}" "$HCA_A" \
+  timeout 120 setpriv --bounding-set=-ipc_lock --inh-caps=-ipc_lock env -i "${BASE_ENV[@]}" "$HCA_B" \
       "$PY" -m rdmacheck preflight -q --only rdma.datapath,limits.memlock --env "$ENVFILE" --json "$D/memlock.json" \
-      > "$D/memlock.out" 2>&1; echo $? > "$D/memlock.rc" )
+      > "$D/memlock.out" 2>&1; echo $? > "$D/memlock.rc" ) &
+mem=$!
+wait $perm; echo $? > "$D/perm.rc"
+wait $mem
+chmod 666 "/dev/infiniband/$N"
 stamp datapath-device
 
 # the mesh address on a VLAN at MTU 1500 over the 9000 base netdev (a short name: IFNAMSIZ is 16)
