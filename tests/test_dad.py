@@ -67,6 +67,7 @@ def test_a_second_machine_on_the_address_is_found_by_its_mac_and_fails_the_gate(
         rec = dict(answer, ifname="enP2p1s0f0np0")
         r = _judge(tmp_path / status, rec)
         assert r["status"] == status, r
+        assert "judged from the recorded probe answer" in r["observed"], r   # a replay says so
         if status == "fail":
             assert other_mac in r["observed"] and p.ip_a in r["observed"], r
 
@@ -80,3 +81,4 @@ def test_without_a_raw_socket_the_gate_is_not_judged_and_never_passes(netns_pair
     # a record without the probe (an older snapshot): not judged either
     r = _judge(tmp_path / "old", None)
     assert r["status"] == "skip" and "not judged" in r["observed"], r
+    assert "judged from the recorded" not in r["observed"], r   # nothing was judged: no such claim (issue E4)

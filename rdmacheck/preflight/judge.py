@@ -44,9 +44,11 @@ def judge(facts: NodeFacts, config: Config, only: set[str] | None = None, replay
             out = [Result(info.name, Status.FAIL, observed=f"probe error: {type(e).__name__}: {e}",
                           remedy="this is a bug in rdmacheck or an unexpected host state; report it with `rdmacheck snapshot`")]
         for r in out:
-            if replay and r.id in info.live_only and "live-only" not in r.observed:
-                r.observed = f"{r.observed} ({LIVE_ONLY_NOTE})"
+            if replay and r.id in info.live_only:
                 r.details["live_only"] = info.live_only[r.id]
+                # a skip judged nothing (no recorded answer, or one that could not be judged): no such claim
+                if r.status is not Status.SKIP and "live-only" not in r.observed:
+                    r.observed = f"{r.observed} ({LIVE_ONLY_NOTE})"
         results.extend(r for r in out if not only or r.id in only)
     return results
 
