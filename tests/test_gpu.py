@@ -437,3 +437,20 @@ def test_pcie_partly_not_supported_reads_na_per_field(tmp_path):
     odd = dict(H100, nvmlDeviceGetMaxPcieLinkGeneration=not_supported())
     r = by_id(gpu.gate_gpu_nvml(*make_ctx(tmp_path, nvml=nvmlf.collect(api=StandIn([odd])))))["gpu.pcie"]
     assert "Gen5/n/a x16/16" in r.observed and "Genn/a" not in r.observed and r.status is Status.PASS
+
+
+def test_gdr_on_a_capture_without_kernel_or_driver_facts_is_not_judged(tmp_path):
+    """Issue 26 E5: a capture with neither /proc/sys/kernel/osrelease nor /proc/driver/nvidia/version cannot
+    say whether DMA-BUF exists; "kernel None" is no evidence of an old kernel, so no FAIL and no WARN."""
+    (tmp_path / "sys/class/infiniband/mlx5_0").mkdir(parents=True)
+    for env in ({"NCCL_NET_GDR_LEVEL": "5"}, {}):
+        r = gpu.gate_gpu_gdr(*make_ctx(tmp_path, env, h100_facts))[0]
+        assert r.status is Status.SKIP and "not judged" in r.observed and "kernel version" in r.observed, r
+    # the driver read, the kernel not: still unknown; both read: judged (the proprietary module has no DMA-BUF)
+    _host(tmp_path, "", nvidia=PROPRIETARY)
+    (tmp_path / "proc/sys/kernel/osrelease").unlink()
+    r = gpu.gate_gpu_gdr(*make_ctx(tmp_path, {"NCCL_NET_GDR_LEVEL": "5"}, h100_facts))[0]
+    assert r.status is Status.SKIP and "the kernel version" in r.observed and "GPU driver" not in r.observed, r
+    _host(tmp_path, "", nvidia=PROPRIETARY)
+    r = gpu.gate_gpu_gdr(*make_ctx(tmp_path, {"NCCL_NET_GDR_LEVEL": "5"}, h100_facts))[0]
+    assert r.status is Status.FAIL, r
