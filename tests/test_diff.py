@@ -47,6 +47,30 @@ def test_flatten_names_groups_and_identity():
     assert f["rdma_devices"].value == '["a", "b"]'  # lists compare sorted, shown as JSON
 
 
+def test_dotted_netdev_names_stay_one_record_and_the_bootstrap_address_is_identity():
+    """Issue 26: a VLAN netdev ``mesh0.100`` was split into ``netdevs.mesh0`` + ``100.mtu``, and two healthy
+    nodes differed in ``bootstrap.addr_len`` (each node's own address with its prefix)."""
+    a = flatten({"netdevs": {"mesh0.100": {"mtu": 1500}, "mesh0": {"mtu": 9000}},
+                 "bootstrap": {"ifname": "mesh0", "addr": "192.168.100.1", "addr_len": "192.168.100.1/24"}})
+    assert set(a) >= {"netdevs[mesh0.100].mtu", "netdevs.mesh0.mtu"} and a["netdevs[mesh0.100].mtu"].group == "fabric"
+    assert not a["bootstrap.addr_len"].relevant and a["bootstrap.ifname"].relevant
+    b = flatten({"netdevs": {"mesh0": {"mtu": 9000}},
+                 "bootstrap": {"ifname": "mesh0", "addr": "192.168.100.2", "addr_len": "192.168.100.2/24"}})
+    from rdmacheck.report.diff import _one_sided
+    # the VLAN present on one node only is one record, named whole
+    assert _one_sided(a, b) == {"netdevs[mesh0.100].mtu": "netdevs[mesh0.100]"}
+
+
+def test_evidence_against_its_own_snapshot_is_the_same(tmp_path):
+    """Issue 26 E8: evidence read from its file against the same snapshot judged now reported drift in
+    ``expect.latency`` (a list of lists on one side, of tuples on the other)."""
+    ev = tmp_path / "ev.json"
+    p = run_cli("preflight", "--root", str(SNAPSHOT), "--json", str(ev))
+    assert ev.is_file(), p.stdout + p.stderr
+    p, doc = _diff(tmp_path, ev, SNAPSHOT)
+    assert p.returncode == 0 and doc["verdict"] == "same" and doc["changed"] == [], p.stdout
+
+
 def _unpack(dest: Path) -> Path:
     with tarfile.open(SNAPSHOT) as t:
         t.extractall(dest, filter="tar") if hasattr(tarfile, "data_filter") else t.extractall(dest)

@@ -37,8 +37,9 @@ _GROUP_OF = {
     "docker": "container", "container": "container", "capabilities": "container", "launch": "container",
 }
 # leaf names that identify a node rather than judge it: shown, never gate-relevant
-IDENTITY_LEAVES = {"address", "addr", "ipv4", "ipv6", "host", "hostname", "pid", "time", "serial", "uuid", "node_guid",
-                   "sys_image_guid"}
+# (addr_len: the bootstrap address with its prefix, "192.168.100.2/24": each node's own, like addr)
+IDENTITY_LEAVES = {"address", "addr", "addr_len", "ipv4", "ipv6", "host", "hostname", "pid", "time", "serial", "uuid",
+                   "node_guid", "sys_image_guid"}
 # the GID value and the IP in it (the GID *type*, index and subnet verdict are relevant)
 IDENTITY_PATHS = (".gid.gid", ".gid.ipv4")
 # keys used to name list items: [{"port": "roceP2p1s0f0:1", ...}] -> ports[roceP2p1s0f0:1]
@@ -59,7 +60,7 @@ def _group(path: str) -> str:
 
 
 def _scalar(v: Any) -> Any:
-    if isinstance(v, (dict, list)):
+    if isinstance(v, (dict, list, tuple)):
         return json.dumps(v, sort_keys=True, default=str)
     return v
 
@@ -79,7 +80,13 @@ def flatten(facts: Any, prefix: str = "") -> dict[str, Fact]:
             if not v and path:
                 leaf(path, {})
             for k in sorted(v, key=str):
-                walk(f"{path}.{k}" if path else str(k), v[k])
+                # a key with a dot (a VLAN netdev "mesh0.100") is one record name, not two levels: bracketed,
+                # as list records are, so record prefixes and groups stay whole
+                k_ = str(k)
+                if "." in k_ or "[" in k_:
+                    walk(f"{path}[{k_}]" if path else f"[{k_}]", v[k])
+                else:
+                    walk(f"{path}.{k_}" if path else k_, v[k])
         elif isinstance(v, list) and v and all(isinstance(x, dict) for x in v):
             for i, x in enumerate(v):
                 key = next((str(x[k]) for k in _ITEM_KEYS if x.get(k) not in (None, "")), str(i))
@@ -104,6 +111,8 @@ class Side:
 
 def side_from_evidence(ev: Evidence, label: str, source: str = "evidence") -> Side:
     ctx = ev.context if isinstance(ev.context, dict) else {}
+    # as a file holds it: a snapshot judged now carries tuples where the evidence file read back has lists
+    ctx = json.loads(json.dumps(ctx, default=str))
     facts = flatten(ctx.get("facts") if isinstance(ctx.get("facts"), dict) else {})
     cfg = ctx.get("config") if isinstance(ctx.get("config"), dict) else {}
     # the NCCL environment and the expectations judged against are gate-relevant too
