@@ -190,6 +190,14 @@ INSTALL = {
 }
 
 
+# Gates whose rule changed after committed evidence (tests/data) was recorded: the same facts now give
+# another verdict.  gate id -> (verdict recorded then, verdict now, why).  Tests that re-judge committed
+# evidence hold both ends of each change; nothing else may differ.
+RULE_CHANGES = {
+    "gpu.gdr": ("fail", "skip", "issue 26 E5: no GPU driver version read and no peer memory is not judged"),
+}
+
+
 def require(condition: bool, reason: str, install: str | None = None) -> None:
     """Skip (locally) or fail (in CI) when a test bed is missing; ``install`` is an INSTALL key or a line."""
     if condition:

@@ -286,26 +286,61 @@ def check_member(m: tarfile.TarInfo) -> str | None:
     return f"is {kind}"
 
 
+# A snapshot is a few MB; a capture of a large host's sysfs some hundred MB.  Past these a tarball is not a
+# host tree (a 9 MB file once declared 1.8 GB of members): refused before anything is written.
+MAX_UNPACK_BYTES = 1 << 30
+MAX_UNPACK_MEMBERS = 500_000
+# the top folders of a host tree (a snapshot's or a capture's): a tarball holding none of them at its top but
+# one folder that does is a capture packed with its folder (`tar czf node1.tar.gz node1/`) and is entered
+HOST_TOPS = frozenset({"sys", "proc", "dev", "etc", "run", "usr", "var", SNAPSHOT_META_DIR})
+
+
 def unpack(tarball: str | Path, dest: str | Path) -> Path:
-    """Unpack a snapshot safely: refuse absolute paths, '..', devices, FIFOs and links out of ``dest``."""
+    """Unpack a snapshot safely: refuse absolute paths, '..', devices, FIFOs, links out of ``dest`` and more
+    than MAX_UNPACK_BYTES / MAX_UNPACK_MEMBERS.  Returns the host tree's folder: ``dest``, or its one top
+    folder when the tree was packed inside one."""
     from rdmacheck.util.errors import UsageError
 
     d = Path(dest)
     try:
         with tarfile.open(tarball, "r:*") as tar:
-            members = tar.getmembers()
-            for m in members:
+            members, total = [], 0
+            for m in tar:
                 why = check_member(m)
                 if why:
                     raise UsageError(f"snapshot {tarball}: member {m.name!r} {why}; refusing to unpack it "
                                      "(`rdmacheck snapshot` never writes one): take the snapshot again")
+                members.append(m)
+                total += max(0, m.size)
+                if len(members) > MAX_UNPACK_MEMBERS or total > MAX_UNPACK_BYTES:
+                    raise UsageError(f"snapshot {tarball}: more than {MAX_UNPACK_MEMBERS} members or "
+                                     f"{MAX_UNPACK_BYTES >> 20} MiB (at member {m.name!r}): not a host tree; "
+                                     "pass a file written by `rdmacheck snapshot` or a sysfs capture")
             try:
                 tar.extractall(d, members=members, filter="data")
             except TypeError:  # Python < 3.11.4 has no extraction filters; check_member did the filtering
                 tar.extractall(d, members=members)
     except (OSError, tarfile.TarError, EOFError) as e:
         raise UsageError(f"cannot unpack snapshot {tarball}: {e}; pass a file written by `rdmacheck snapshot`") from None
-    return d
+    return host_tree(d, str(tarball), [m.name for m in members])
+
+
+def host_tree(d: Path, what: str, names: list[str]) -> Path:
+    """``d`` when its top holds a host tree's folders, else its single top folder when that one does; else
+    a UsageError naming a member (a tarball of something else reads as an empty host otherwise)."""
+    from rdmacheck.util.errors import UsageError
+
+    tops = {n.lstrip("./").split("/", 1)[0] for n in names if n.lstrip("./")}
+    if not tops or tops & HOST_TOPS:
+        return d
+    if len(tops) == 1:
+        inner = d / next(iter(tops))
+        if inner.is_dir() and any((inner / t).exists() for t in HOST_TOPS):
+            return inner
+    seen = max(sorted(names), key=lambda n: n.count("/"))   # a member inside, not just the folder
+    raise UsageError(f"{what}: no host tree inside (its top holds {', '.join(sorted(tops)[:4])}; e.g. member "
+                     f"{seen!r}): pass a file written by `rdmacheck snapshot`, or a capture whose top, or whose "
+                     "one top folder, holds sys/ and proc/")
 
 
 def open_root(arg: str) -> HostRoot:
@@ -321,7 +356,6 @@ def open_root(arg: str) -> HostRoot:
     if p.is_file():
         tmp = tempfile.mkdtemp(prefix="rdmacheck-root-")
         atexit.register(shutil.rmtree, tmp, True)
-        unpack(p, tmp)
-        return HostRoot(tmp)
+        return HostRoot(unpack(p, tmp))
     raise UsageError(f"--root {arg}: not a folder nor a snapshot file; pass a folder or a file written by "
                      "`rdmacheck snapshot` (FILE.tar.gz)")

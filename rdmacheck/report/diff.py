@@ -155,7 +155,7 @@ def load_side(arg: str, env: str | None = None, profile: str | None = None, expe
         d = Path(tmp.name) / f"side{len(list(Path(tmp.name).iterdir()))}"
         d.mkdir()
         try:
-            unpack(p, d)
+            d = unpack(p, d)
         except UsageError as e:  # tarfile's "r:*" error spans lines (one per method tried): one line here
             raise UsageError(" ".join(str(e).split())) from None
         ev = judge_snapshot(d, env, profile, expect)

@@ -359,15 +359,15 @@ def gate_gpu_gdr(node, config) -> list[Result]:
         return [Result("gpu.gdr", Status.PASS, observed=f"{asked}; {obs_paths}",
                        expected="nvidia_peermem or DMA-BUF", details=details)]
     if paths.get("kernel") is None or paths.get("nvidia_driver") is None:
-        # a capture without /proc/sys/kernel/osrelease or /proc/driver/nvidia/version cannot say whether DMA-BUF
-        # exists: "kernel None" is no evidence of an old kernel
-        unread = " and ".join(w for w, v in (("the kernel version", paths.get("kernel")),
-                                             ("the GPU driver (/proc/driver/nvidia/version)", paths.get("nvidia_driver")))
-                              if v is None)
+        # no kernel version, or no /proc/driver/nvidia/version (no NVIDIA driver loaded, or a capture without
+        # it): whether DMA-BUF exists is unknown, and "kernel None" is no evidence of an old kernel
+        unread = " and ".join(w for w, v in (("no kernel version", paths.get("kernel")),
+                                             ("no GPU driver version (/proc/driver/nvidia/version)",
+                                              paths.get("nvidia_driver"))) if v is None)
         return [Result("gpu.gdr", Status.SKIP, details=details, expected="nvidia_peermem or DMA-BUF",
-                       observed=f"{asked}; nvidia_peermem not loaded and {unread} not recorded, so whether DMA-BUF "
-                                "exists is unknown: not judged",
-                       remedy="run preflight on the live host, or take the snapshot with rdmacheck snapshot")]
+                       observed=f"{asked}; nvidia_peermem not loaded and {unread} read (no NVIDIA driver loaded, "
+                                "or a capture without it), so whether DMA-BUF exists is unknown: not judged",
+                       remedy="see gpu.nvml; on a capture, judge the live host or take it with rdmacheck snapshot")]
     remedy = ("load nvidia_peermem (modprobe nvidia_peermem; it ships with the driver and needs MLNX_OFED/DOCA peer "
               "memory), or use DMA-BUF: kernel >= 5.12 with NVIDIA's open GPU kernel module (nvidia-open driver); "
               "or set NCCL_NET_GDR_LEVEL=LOC to state that GPUDirect RDMA is off")
