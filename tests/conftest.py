@@ -90,7 +90,7 @@ def pytest_collection_finish(session):
         return  # a plan, not a run: start nothing
     wanted = {bed for item in session.items if (bed := _early_bed(item))}
     factory = session.config._tmp_path_factory  # pytest's basetemp: the beds' folders stay for a look after
-    if "guest" in wanted:
+    if "guest" in wanted and not KEPT_GUEST_DIR:
         from softroce import guest as harness
 
         if harness.missing_reason() is None:  # else the fixture skips (or fails in CI) with the reason
@@ -358,6 +358,9 @@ SOFTROCE_SESSION = REPO / "tests" / "softroce" / "session.sh"
 # minutes beside the suite on a 2-core machine, 17 minutes when the machine was shared with a second guest;
 # see docs/softroce.md).
 SOFTROCE_TIMEOUT_S = float(os.environ.get("SOFTROCE_TIMEOUT", "2400"))
+# SOFTROCE_GUEST_DIR=DIR: judge a session folder kept from an earlier boot (GUEST_OUT of tests/softroce/guest.py)
+# instead of booting one: the guest tests re-run in seconds while their assertions change
+KEPT_GUEST_DIR = os.environ.get("SOFTROCE_GUEST_DIR")
 
 
 class Session:
@@ -390,6 +393,10 @@ class Session:
 def guest(tmp_path_factory) -> Session:
     from softroce import guest as harness
 
+    if KEPT_GUEST_DIR:
+        out = Path(KEPT_GUEST_DIR)
+        require((out / "done").is_file(), f"SOFTROCE_GUEST_DIR={out} holds no finished session (no done file)")
+        return Session(out, None)
     reason = harness.missing_reason()
     require(reason is None, str(reason), "softroce")
     if "guest" in EARLY:  # started when collection ended (pytest_collection_finish)
