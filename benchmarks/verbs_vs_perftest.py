@@ -1,0 +1,83 @@
+"""The verbs engine against perftest on one soft-RoCE pair, interleaved, as ratios (the issue's goals).
+
+    python3 benchmarks/verbs_vs_perftest.py [GUEST_OUT_DIR]
+
+Without a folder it boots the soft-RoCE guest once (needs `bash .ci/softroce-setup.sh`; ~6 minutes under TCG
+on a quiet 2-core machine) and runs benchmarks/softroce/verbs_vs_perftest.sh there: per round and message
+size, ib_write_bw and then the engine's RDMA WRITE (rdmacheck.verbs.wire.run_link, every byte verified by
+the server) on the same devices, GID indexes, sizes, QP count (2), WRs in flight per QP (4), message count,
+traffic class 106, SL 3, MTU 4096; then ib_write_lat and the engine's ping-pong the same way.  With a folder
+it reads one kept from an earlier boot.
+
+Prints per size the best of each tool, their ratio, and the median ratio of the back-to-back pairs (the
+pairing cancels most of a shared host's load swings); then the goals: bandwidth >= 0.9x ib_write_bw for
+messages >= 1 MiB (pooled over those sizes), latency p50 within 1.3x ib_write_lat's typical.  Timings under
+TCG emulation: read the spread (each round's numbers are printed) before the ratio.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+GUEST_SCRIPT = REPO / "benchmarks" / "softroce" / "verbs_vs_perftest.sh"
+
+
+def _fmt(xs) -> str:
+    return " ".join("-" if x is None else f"{x:.4g}" for x in xs)
+
+
+def main(argv: list[str]) -> int:
+    if argv and argv[0] in ("-h", "--help"):
+        print(__doc__)
+        return 0
+    if argv:
+        out = Path(argv[0])
+    else:
+        sys.path.insert(0, str(REPO / "tests"))
+        from softroce import guest
+
+        reason = guest.missing_reason()
+        if reason:
+            print(f"verbs_vs_perftest: {reason}", file=sys.stderr)
+            return 2
+        run = guest.run_in_guest(GUEST_SCRIPT, timeout=1800)
+        out = run.outdir
+        print(f"guest: {run.seconds:.0f} s, rc {run.returncode}, folder {out}")
+    try:
+        doc = json.loads((out / "client.json").read_text())
+    except (OSError, ValueError) as e:
+        print(f"verbs_vs_perftest: no client.json in {out} ({e}); see {out}/guest.log", file=sys.stderr)
+        return 1
+    bw, lat = doc.get("bandwidth") or {}, doc.get("latency") or {}
+    print("RDMA WRITE bandwidth, GB/s (engine verified / ib_write_bw), per round:")
+    print(f"{'size':>9} {'engine best':>11} {'perftest best':>13} {'ratio':>6} {'pair median':>11}  rounds engine | perftest")
+    pooled = []
+    for r in bw.get("table", []):
+        print(f"{r['size']:>9} {r['engine_gb_per_s'] or 0:>11.4f} {r['perftest_gb_per_s'] or 0:>13.4f} "
+              f"{r['ratio'] or 0:>6.2f} {r['median_pair_ratio'] or 0:>11.2f}  {_fmt(r['engine_all'])} | "
+              f"{_fmt(r['perftest_all'])}")
+        if r["size"] >= 1 << 20:
+            pooled += [o / t for o, t in zip(r["engine_all"], r["perftest_all"]) if o and t]
+    print("ping-pong latency, one-way us (engine p50 / ib_write_lat typical), per round:")
+    print(f"{'size':>9} {'engine p50':>10} {'perftest':>9} {'ratio':>6} {'pair median':>11}  rounds engine | perftest")
+    lat8 = None
+    for r in lat.get("table", []):
+        print(f"{r['size']:>9} {r['engine_p50_us'] or 0:>10.1f} {r['perftest_p50_us'] or 0:>9.1f} "
+              f"{r['ratio_p50'] or 0:>6.2f} {r['median_pair_ratio'] or 0:>11.2f}  {_fmt(r['engine_all'])} | "
+              f"{_fmt(r['perftest_all'])}")
+        if r["size"] == 8:
+            lat8 = r["median_pair_ratio"]
+    bw_goal = statistics.median(pooled) if pooled else None
+    print(f"goal bandwidth >= 0.9x at >= 1 MiB (median of {len(pooled)} back-to-back pairs): "
+          + (f"{bw_goal:.2f}x {'met' if bw_goal >= 0.9 else 'NOT met'}" if bw_goal else "no pair measured"))
+    print("goal latency p50 <= 1.3x at 8 B (median of the back-to-back pairs): "
+          + (f"{lat8:.2f}x {'met' if lat8 <= 1.3 else 'NOT met'}" if lat8 else "no pair measured"))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
