@@ -354,9 +354,8 @@ def netns_pair():
 # including each tests/softroce/scenarios/*.sh, and leaves its files in one folder); any test module
 # takes the session-scoped ``guest`` fixture and judges those files.  Never boot a second guest.
 SOFTROCE_SESSION = REPO / "tests" / "softroce" / "session.sh"
-# Hang guard for the one guest session (not a speed goal: with the data-path and lossless blocks about 10
-# minutes beside the suite on a 2-core machine, 17 minutes when the machine was shared with a second guest;
-# see docs/softroce.md).
+# Hang guard for the one guest session (not a speed goal: with the data-path and lossless blocks 331 s alone
+# and 574 s beside the suite on a 2-core machine, 2026-12-07; see docs/softroce.md).
 SOFTROCE_TIMEOUT_S = float(os.environ.get("SOFTROCE_TIMEOUT", "2400"))
 # SOFTROCE_GUEST_DIR=DIR: judge a session folder kept from an earlier boot (GUEST_OUT of tests/softroce/guest.py)
 # instead of booting one: the guest tests re-run in seconds while their assertions change
