@@ -74,3 +74,18 @@ def test_hca_filter_on_real_tree(captures):
     assert [p.name for p in facts.selection.ports] == ["mlx4_0:2"]
     facts = gather(root, load_config(None, None, [], {"NCCL_IB_HCA": "^mlx4"}))
     assert [p.name for p in facts.selection.ports] == ["hfi1_0:1", "mlx5_0:1"]
+
+
+def test_a_capture_without_host_metadata_is_never_reported_as_this_machine(captures, tmp_path):
+    """Issue 26 E3: a sysfs capture records no host name; its evidence and console title used this machine's."""
+    import json
+    import socket
+
+    from conftest import run_cli
+    from rdmacheck.preflight.judge import NO_HOST
+
+    out = tmp_path / "ev.json"
+    p = run_cli("preflight", "--root", str(captures / "sysfs" / "node_exporter"), "--json", str(out))
+    assert json.loads(out.read_text())["host"] == NO_HOST
+    title = p.stdout.splitlines()[0]
+    assert NO_HOST in title and f"— {socket.gethostname()} " not in title, title

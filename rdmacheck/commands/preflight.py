@@ -90,8 +90,7 @@ def run(args: argparse.Namespace) -> int:
         verdict, summary = verdict_line(results)
         print(f"{verdict}: {summary}")
     else:
-        import socket
+        from rdmacheck.preflight.judge import host_of
 
-        render_results(results, title=f"rdmacheck preflight — {done.facts.host or socket.gethostname()}{where}",
-                       verbose=args.verbose)
+        render_results(results, title=f"rdmacheck preflight — {host_of(done.facts)}{where}", verbose=args.verbose)
     return exit_code(results)

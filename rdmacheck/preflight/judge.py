@@ -89,11 +89,21 @@ def facts_summary(facts: NodeFacts) -> dict[str, Any]:
     }
 
 
+# A replayed tree that recorded no host name (a sysfs capture): never this machine's name (issue 26 E3)
+NO_HOST = "(no host name recorded)"
+
+
+def host_of(facts: NodeFacts) -> str:
+    """The host the facts describe: its recorded name, this machine's when live, else NO_HOST."""
+    import socket
+
+    return facts.host or (socket.gethostname() if facts.live else NO_HOST)
+
+
 def evidence_for(facts: NodeFacts, config: Config, results: list[Result]) -> Evidence:
     """Preflight evidence: results, the config they were judged under, and the full NodeFacts record."""
     ev = Evidence(kind="preflight", results=results)
-    if facts.host:
-        ev.host = facts.host
+    ev.host = host_of(facts)
     ev.context = {
         "root": facts.root,
         "node_id": facts.node_id,   # the report keeps two nodes of one host name apart by it
