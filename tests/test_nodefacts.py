@@ -381,6 +381,15 @@ def test_snapshot_never_clobbers_an_existing_file(tmp_path):
     assert out.read_bytes() == b"the good snapshot"
     side = sorted(tmp_path.glob("node.incomplete-*.tar.gz"))
     assert len(side) == 1 and side[0].name in q.stdout
+    # the incomplete one carries its marker, and a replay refuses it in one line instead of judging a broken
+    # host (issue 26 E10)
+    with tarfile.open(side[0]) as t:
+        meta = json.loads(t.extractfile("rdmacheck/host.json").read())
+    assert meta["complete"] is False and meta["uncopied"] > 0, meta
+    for cmd in (("preflight", "--root", str(side[0])), ("diff", str(side[0]), str(side[0]))):
+        v = run_cli(*cmd)
+        assert v.returncode == 2 and "incomplete snapshot" in v.stderr and "--timeout" in v.stderr, v.stderr
+        assert len(v.stderr.strip().splitlines()) == 1
     r = run_cli("snapshot", "-o", str(out))
     assert r.returncode == 0 and "INCOMPLETE" not in r.stdout and tarfile.is_tarfile(out)
 

@@ -14,7 +14,8 @@ with every probe answer (pyverbs, NVML, dcb, IP addresses, DNS, route, ping) and
 NCCL/Gloo/Ray environment. `rdmacheck preflight --root FILE.tar.gz` then gives the
 verdicts the live host gave: how an unreachable node is diagnosed later.
 An incomplete capture (--timeout reached) never replaces an existing file: it is written
-next to it as NAME.incomplete-TIME.tar.gz.
+next to it as NAME.incomplete-TIME.tar.gz, marked so in rdmacheck/host.json ("complete": false); a
+replay (--root, diff) refuses it rather than judge a partial copy as a broken host.
 """
 
 EPILOG = """\

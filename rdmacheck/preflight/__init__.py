@@ -79,5 +79,20 @@ def run(root: "str | HostRoot" = "/", *, config: "Config | None" = None, env: st
         from rdmacheck.preflight.root import HostRoot, open_root
 
         r, cfg = (root if isinstance(root, HostRoot) else open_root(str(root or "/"))), config
+    refuse_incomplete(r, root if isinstance(root, str) else str(r.root))
     facts = gather(r, cfg)
     return Run(facts, cfg, judge(facts, cfg, only), r)
+
+
+def refuse_incomplete(r: "HostRoot", label: str) -> None:
+    """A snapshot whose copy deadline passed holds only part of the host: judged, it would read as a broken host
+    (missing devices, files and links).  Refused with the fix (issue 26 E10)."""
+    from rdmacheck.util.errors import UsageError
+
+    meta = None if r.live else r.meta("host.json")
+    if isinstance(meta, dict) and meta.get("complete") is False:
+        n = meta.get("uncopied")
+        left = f"{n} paths" if isinstance(n, int) and not isinstance(n, bool) else "paths"
+        raise UsageError(f"--root {label}: an incomplete snapshot (taken {meta.get('taken') or 'at an unknown time'}, "
+                         f"its copy deadline passed with {left} not copied): it would replay as a broken host; take "
+                         "it again with a longer deadline (rdmacheck snapshot --timeout 120 -o FILE)")

@@ -56,6 +56,7 @@ class _Copy:
         self.placed: set[str] = set()
         self.files = 0
         self.complete = True
+        self.uncopied = 0    # paths the deadline left out
 
     def _out(self, host_path: str) -> str:
         return os.path.join(str(self.dst), host_path.lstrip("/"))
@@ -153,6 +154,7 @@ class _Copy:
     def place(self, host_path: str, how: str) -> None:
         if time.monotonic() > self.deadline:
             self.complete = False
+            self.uncopied += 1
             return
         real = self._walk(host_path, follow_last=how != "link")
         if real is None or not os.path.lexists(self._in(real)):
@@ -199,8 +201,10 @@ def capture(root: HostRoot, dst: Path, config, env: dict[str, str], timeout: flo
         DOTENV_META: {"file": getattr(config, "env_file", None),
                       "env": {k: v for k, v in (getattr(config, "env", None) or {}).items() if k in from_file}},
         PROBES_META: probes,
+        # complete: false marks a copy the deadline cut short; a replay refuses it (preflight.run)
         "host.json": {"host": socket.gethostname() if root.live else facts.host,
-                      "taken": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())},
+                      "taken": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                      "complete": cp.complete, "uncopied": cp.uncopied},
     }
     for name, value in files.items():
         # no sort_keys: the order of interfaces is getifaddrs order, which NCCL follows
