@@ -20,8 +20,11 @@ from sysfs_builder import roce_tree
 
 pytestmark = pytest.mark.netns
 
+# the probe as gather calls it: the netdev's MAC and every local MAC from the node record (read_net, one root)
 PROBE = ("import json, sys; from rdmacheck.preflight.facts.dad import probe; "
-         "print(json.dumps(probe(sys.argv[1], sys.argv[2:])))")
+         "from rdmacheck.preflight.facts.net import read_net; from rdmacheck.preflight.root import HostRoot; "
+         "net = read_net(HostRoot('/'), {}); macs = {n.address: k for k, n in net.items() if n.address}; "
+         "print(json.dumps(probe(sys.argv[1], sys.argv[2:], net[sys.argv[1]].address, macs)))")
 
 
 def _probe(pair, ns: str, dev: str, *addrs: str, drop_net_raw: bool = False) -> dict:

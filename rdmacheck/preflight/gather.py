@@ -180,6 +180,11 @@ def _probe_dad(nf: NodeFacts, pr: _Prober) -> None:
 
     sel = nf.selection
     seen = set()
+    # every MAC of this node, as the record read them: its own rails answering are not another machine
+    macs: dict[str, str] = {}
+    for name, n in sorted(nf.net.items()):
+        if n.address and n.address != "00:00:00:00:00:00":
+            macs.setdefault(n.address, name)   # a VLAN shares its base's MAC: the base (sorted first) names it
     for p in sel.ports if sel else []:
         if p.state_id != ACTIVE:
             continue
@@ -188,7 +193,7 @@ def _probe_dad(nf: NodeFacts, pr: _Prober) -> None:
         if not nd or nd in seen or not info or not info.up or not info.ipv4:
             continue
         seen.add(nd)
-        pr.ask("dad", nd, lambda nd=nd, a=list(info.ipv4): dad.probe(nd, a))
+        pr.ask("dad", nd, lambda nd=nd, a=list(info.ipv4), m=info.address: dad.probe(nd, a, m, macs))
 
 
 def _probe_datapath(nf: NodeFacts, config: Config, pr: _Prober) -> None:

@@ -17,7 +17,6 @@ arrives.
 from __future__ import annotations
 
 import ipaddress
-import os
 import select
 import socket
 import struct
@@ -61,44 +60,21 @@ def parse_arp(frame: bytes) -> dict[str, Any] | None:
             "target": str(ipaddress.IPv4Address(tpa))}
 
 
-def local_macs(sysfs_net: str = "/sys/class/net") -> dict[str, str]:
-    """MAC -> netdev for every netdev of this node (its own rails answering are not another machine)."""
-    out: dict[str, str] = {}
-    try:
-        names = sorted(os.listdir(sysfs_net))
-    except OSError:
-        return out
-    for n in names:
-        try:
-            with open(os.path.join(sysfs_net, n, "address")) as f:
-                mac = f.read().strip().lower()
-        except OSError:
-            continue
-        if mac and mac != "00:00:00:00:00:00":
-            out.setdefault(mac, n)
-    return out
-
-
-def probe(ifname: str, addresses: list[str], wait_s: float = WAIT_S, sysfs_net: str = "/sys/class/net") -> dict[str, Any]:
+def probe(ifname: str, addresses: list[str], mac: str | None, local_macs: dict[str, str],
+          wait_s: float = WAIT_S) -> dict[str, Any]:
     """Probe every IPv4 address of ``ifname`` (``a.b.c.d`` or with a prefix) on its wire.
 
+    ``mac`` is the netdev's own MAC and ``local_macs`` maps every MAC of this node to its netdev (its own rails
+    answering are not another machine): both as the node record read them (NodeFacts.net, through the root).
     Returns ``{"ifname", "mac", "addresses", "duplicates": [{"address", "mac", "op", "local_netdev"}],
     "probes", "elapsed_s", "error"}``; never raises for a socket problem (the error says it)."""
     t0 = time.monotonic()
     addrs = sorted({a.split("/")[0] for a in addresses})
-    ans: dict[str, Any] = {"ifname": ifname, "mac": None, "addresses": addrs, "duplicates": [], "probes": 0,
-                           "elapsed_s": 0.0, "error": None}
-    try:
-        with open(os.path.join(sysfs_net, ifname, "address")) as f:
-            own = _mac_bytes(f.read())
-    except OSError as e:
-        own = None
-        ans["error"] = f"{ifname}: MAC not readable ({e.strerror or e})"
-    if own is None:
-        ans["error"] = ans["error"] or f"{ifname}: no Ethernet MAC"
-        return ans
-    ans["mac"] = _mac_text(own)
-    if not addrs:
+    own = _mac_bytes(mac or "")
+    ans: dict[str, Any] = {"ifname": ifname, "mac": _mac_text(own) if own else None, "addresses": addrs,
+                           "duplicates": [], "probes": 0, "elapsed_s": 0.0,
+                           "error": None if own else f"{ifname}: no Ethernet MAC ({mac or 'none read'})"}
+    if own is None or not addrs:
         return ans
     try:
         s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ARP))
@@ -110,7 +86,7 @@ def probe(ifname: str, addresses: list[str], wait_s: float = WAIT_S, sysfs_net: 
         return ans
     mine = set(addrs)
     seen: set[tuple[str, str]] = set()
-    macs = local_macs(sysfs_net)
+    macs = {k.strip().lower(): v for k, v in local_macs.items()}
     try:
         s.bind((ifname, ETH_P_ARP))
         s.setblocking(False)
