@@ -19,27 +19,10 @@ stamp start
 
 DA=rxe0; DB=rxe1; A=veth0; B=veth1; IPA=10.77.0.1; IPB=10.77.0.2
 PORT="${VERBS_PORT:-18600}"
-ZERO_GID=0000:0000:0000:0000:0000:0000:0000:0000
+. "$REPO/tests/softroce/gids.sh"   # ZERO_GID, gid_table, ipv4_gid_index (shared with the test session)
 # NCCL_IB_TC / NCCL_IB_SL as a RoCE cluster would set them; perftest gets the same (--tclass, --sl)
 QP_JSON='{"traffic_class": 106, "service_level": 3}'
 
-gid_table() {  # "index gid type netdev" for every non-zero entry of port 1's GID table
-    local d="/sys/class/infiniband/$1/ports/1" f i g t n
-    for f in "$d"/gids/*; do
-        i=${f##*/}; g=""; read -r g < "$f" 2>/dev/null
-        [ -n "$g" ] && [ "$g" != $ZERO_GID ] || continue
-        t=""; n=""; read -r t < "$d/gid_attrs/types/$i" 2>/dev/null; read -r n < "$d/gid_attrs/ndevs/$i" 2>/dev/null
-        echo "$i $g ${t// /_} $n"
-    done | sort -n
-}
-ipv4_gid_index() {  # the index of the RoCE v2 GID carrying IP (::ffff:IP), read from the table now
-    local a b c d hex
-    IFS=. read -r a b c d <<< "$2"
-    hex=$(printf '0000:0000:0000:0000:0000:ffff:%02x%02x:%02x%02x' "$a" "$b" "$c" "$d")
-    gid_table "$1" | while read -r i g t n; do
-        [ "$g" = "$hex" ] && [ "$t" = "RoCE_v2" ] && { echo "$i"; break; }
-    done
-}
 
 set -x
 modprobe -a rdma_rxe ib_uverbs veth

@@ -18,7 +18,7 @@ ENVFILE="$REPO/tests/softroce/reference.env"
 # ib_write_bw transfer: N RDMA writes of S bytes each (the known byte count of the counter math; rxe computes
 # every packet's ICRC in emulated CPU, so 300 writes, not 1000: ~20 MiB).
 WRITE_N="${WRITE_N:-300}"; WRITE_S="${WRITE_S:-65536}"
-ZERO_GID=0000:0000:0000:0000:0000:0000:0000:0000
+. "$REPO/tests/softroce/gids.sh"   # ZERO_GID, gid_table, ipv4_gid_index
 
 stamp() { echo "$(date +%s.%N) $*" >> "$O/timings.txt"; echo "== $*"; }
 stamp start
@@ -36,17 +36,6 @@ wait_gid() {
     return 1
 }
 
-# gid_table DEV: "index gid type netdev" for every non-zero entry of port 1's GID table (the ground truth
-# the tests compare rdmacheck's pick with: which index an address lands at is the kernel's choice).
-gid_table() {
-    local d="/sys/class/infiniband/$1/ports/1" f i g t n
-    for f in "$d"/gids/*; do
-        i=${f##*/}; g=""; read -r g < "$f" 2>/dev/null
-        [ -n "$g" ] && [ "$g" != $ZERO_GID ] || continue
-        t=""; n=""; read -r t < "$d/gid_attrs/types/$i" 2>/dev/null; read -r n < "$d/gid_attrs/ndevs/$i" 2>/dev/null
-        echo "$i $g ${t// /_} $n"
-    done | sort -n
-}
 # a TCP port in LISTEN (read from /proc/net/tcp{,6}: builtins only): perftest's server is up
 listening() {
     local hex _ l st
@@ -59,15 +48,6 @@ listening() {
     return 1
 }
 
-# ipv4_gid_index DEV IP: the index of the RoCE v2 GID that carries IP (::ffff:IP), read from the table now.
-ipv4_gid_index() {
-    local a b c d hex
-    IFS=. read -r a b c d <<< "$2"
-    hex=$(printf '0000:0000:0000:0000:0000:ffff:%02x%02x:%02x%02x' "$a" "$b" "$c" "$d")
-    gid_table "$1" | while read -r i g t n; do
-        [ "$g" = "$hex" ] && [ "$t" = "RoCE_v2" ] && { echo "$i"; break; }
-    done
-}
 
 # ---- devices -----------------------------------------------------------------------------------------
 # rdma_ucm gives /dev/infiniband/rdma_cm, which real nodes have (rdma.devfiles checks it).
