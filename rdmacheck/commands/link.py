@@ -201,10 +201,8 @@ def _row(plan, args, i, res: dict, mode: str) -> dict:
             "tcp_port": args.port + i, "rate_gbps": plan.rate_gbps, "result": res}
 
 
-CONNECT_GRACE_S = 20.0   # both ends are often started together: a server not listening yet is waited for
-
-
 def _run_pyverbs(plan, peer: str, port: int, args) -> dict:
+    from rdmacheck.link import CONNECT_GRACE_S
     from rdmacheck.verbs import engine, wire
 
     cfg = wire.LinkConfig(bw_duration_s=args.duration, lat_iters=args.lat_iters)

@@ -18,6 +18,9 @@ import dataclasses
 from typing import Any
 
 DEFAULT_PORT = 18515
+# Both ends are often started together: a client waits this long for a server that is not listening yet
+# (either engine), then reports the refused connection.
+CONNECT_GRACE_S = 20.0
 MiB = 1 << 20
 
 

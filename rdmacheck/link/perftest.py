@@ -14,10 +14,11 @@ import subprocess
 import time
 from typing import Any, Callable
 
+from rdmacheck.link import CONNECT_GRACE_S
+
 BW_SIZES = (1 << 20, 4 << 20)
 LAT_SIZE = 8
 STEP_TIMEOUT_S = 60.0
-CONNECT_RETRY_S = 20.0
 
 
 def _flags(plan) -> list[str]:
@@ -77,7 +78,7 @@ def run_pair(plan, peer: str, port: int, args) -> dict[str, Any]:
                            "bandwidth": {"points": []}, "latency": {"points": []}, "outputs": []}
     for tool, extra, size in _steps(getattr(args, "duration", 2.0)):
         argv = [_exe(tool), *_flags(plan), *extra, "-p", str(port), peer]
-        give_up = time.monotonic() + CONNECT_RETRY_S
+        give_up = time.monotonic() + CONNECT_GRACE_S
         while True:
             try:
                 p = subprocess.run(argv, capture_output=True, text=True, timeout=STEP_TIMEOUT_S, stdin=subprocess.DEVNULL)
