@@ -251,8 +251,12 @@ def test_gpu_memory_at_1gib(default_run, out_dir):
     assert set(gm) == {0, 1}
     ratios = {r: x["max_allocated"] / GiB for r, x in gm.items()}
     (out_dir / "gpu-memory-1gib.json").write_text(json.dumps({"per_rank": gm, "ratio_to_buffer": ratios}, indent=2))
-    print(f"torch peak at 1 GiB per rank: {ratios} x the buffer; device used {[x.get('device_used') for x in gm.values()]}")
-    assert all(1.0 <= v <= 3.0 for v in ratios.values()), ratios  # recorded against the 2x goal in benchmarks/results
+    print(f"torch peak at 1 GiB per rank: {ratios} x the buffer; reserved {[x.get('reserved') for x in gm.values()]}; device used {[x.get('device_used') for x in gm.values()]}")
+    # the goal: at most 2x the largest buffer (NCCL's own buffers are outside torch's allocator, so not in
+    # these); fill and --check work in slices and each size's blocks go back to the device after it
+    assert all(1.0 <= v <= 2.0 for v in ratios.values()), ratios
+    held = {r: x["reserved"] / GiB for r, x in gm.items()}
+    assert all(v <= 2.0 for v in held.values()), held  # no earlier size's cached blocks still held
 
 
 # ------------------------------------------------------------------ rdmacheck cluster over Ray, NCCL

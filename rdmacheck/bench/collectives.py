@@ -99,7 +99,9 @@ class Buffers:
     out: Any                  # tensor the rank receives (may alias inp)
     call: Callable[[], None]  # issues the collective once (enqueue only on GPU)
     fill: Callable[[], None]  # deterministic input values (before --check)
-    expected: Callable[[], Any]  # what ``out`` must equal after one call
+    # what out.reshape(-1)[start:start + length] must equal after one call: asked for slice by slice, so
+    # checking a 1 GiB buffer never holds a second 1 GiB copy (the bench's memory goal is <= 2x the buffer)
+    expected: Callable[[int, int], Any]
 
 
 def _pattern(torch, rank: int, dtype, device):
@@ -118,6 +120,32 @@ def periodic(torch, pattern, start: int, length: int):
     p = pattern.roll(-(start % PERIOD))
     reps = -(-length // PERIOD)
     return p.repeat(reps)[:length]
+
+
+# elements per slice when filling or checking: 16 MiB of float32, small beside any size worth a memory goal
+SLICE = 1 << 22
+
+
+def fill_periodic(torch, dst, pattern, start: int = 0) -> None:
+    """dst[i] = pattern[(start + i) % P], written slice by slice (no temporary as large as dst)."""
+    flat = dst.reshape(-1)
+    for i in range(0, flat.numel(), SLICE):
+        n = min(SLICE, flat.numel() - i)
+        flat[i:i + n].copy_(periodic(torch, pattern, start + i, n))
+
+
+def blocks(torch, parts: list, c: int, start: int, length: int):
+    """Elements [start, start + length) of the concatenation of blocks of c elements, block r being
+    periodic(parts[r][0], parts[r][1], c), without building the whole concatenation."""
+    out = []
+    i, end = start, start + length
+    while i < end:
+        r, off = divmod(i, c)
+        n = min(c - off, end - i)
+        pat, base = parts[r]
+        out.append(periodic(torch, pat, base + off, n))
+        i += n
+    return out[0] if len(out) == 1 else torch.cat(out)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -151,8 +179,8 @@ def _make_all_reduce(torch, dist, lay: Layout, rank: int, n: int, dtype, device,
     return Buffers(
         inp=buf, out=buf,
         call=lambda: dist.all_reduce(buf, group=group),
-        fill=lambda: buf.copy_(periodic(torch, p, 0, lay.count)),
-        expected=lambda: periodic(torch, s, 0, lay.count),
+        fill=lambda: fill_periodic(torch, buf, p),
+        expected=lambda i, k: periodic(torch, s, i, k),
     )
 
 
@@ -172,8 +200,8 @@ def _make_all_gather(torch, dist, lay: Layout, rank: int, n: int, dtype, device,
     return Buffers(
         inp=inp, out=out,
         call=lambda: ag(out, inp, group=group),
-        fill=lambda: inp.copy_(periodic(torch, pats[rank], 0, lay.count)),
-        expected=lambda: torch.cat([periodic(torch, pats[r], 0, lay.count) for r in range(n)]),
+        fill=lambda: fill_periodic(torch, inp, pats[rank]),
+        expected=lambda i, k: blocks(torch, [(pats[r], 0) for r in range(n)], lay.count, i, k),
     )
 
 
@@ -186,8 +214,8 @@ def _make_reduce_scatter(torch, dist, lay: Layout, rank: int, n: int, dtype, dev
     return Buffers(
         inp=inp, out=out,
         call=lambda: rs(out, inp, group=group),
-        fill=lambda: inp.copy_(periodic(torch, p, 0, lay.send)),
-        expected=lambda: periodic(torch, s, rank * lay.count, lay.count),
+        fill=lambda: fill_periodic(torch, inp, p),
+        expected=lambda i, k: periodic(torch, s, rank * lay.count + i, k),
     )
 
 
@@ -199,9 +227,9 @@ def _make_alltoall(torch, dist, lay: Layout, rank: int, n: int, dtype, device, i
     return Buffers(
         inp=inp, out=out,
         call=lambda: dist.all_to_all_single(out, inp, group=group),
-        fill=lambda: inp.copy_(periodic(torch, pats[rank], 0, lay.send)),
+        fill=lambda: fill_periodic(torch, inp, pats[rank]),
         # block r of rank q's output is block q of rank r's input
-        expected=lambda: torch.cat([periodic(torch, pats[r], rank * c, c) for r in range(n)]),
+        expected=lambda i, k: blocks(torch, [(pats[r], rank * c) for r in range(n)], c, i, k),
     )
 
 
@@ -212,8 +240,8 @@ def _make_broadcast(torch, dist, lay: Layout, rank: int, n: int, dtype, device, 
     return Buffers(
         inp=buf, out=buf,
         call=lambda: dist.broadcast(buf, src=root, group=group),
-        fill=lambda: buf.copy_(periodic(torch, p, 0, lay.count)),
-        expected=lambda: periodic(torch, pr, 0, lay.count),
+        fill=lambda: fill_periodic(torch, buf, p),
+        expected=lambda i, k: periodic(torch, pr, i, k),
     )
 
 
@@ -241,8 +269,8 @@ def _make_sendrecv(torch, dist, lay: Layout, rank: int, n: int, dtype, device, i
                 w.wait()
     return Buffers(
         inp=inp, out=out, call=call,
-        fill=lambda: inp.copy_(periodic(torch, p, 0, lay.count)),
-        expected=lambda: periodic(torch, pp, 0, lay.count),
+        fill=lambda: fill_periodic(torch, inp, p),
+        expected=lambda i, k: periodic(torch, pp, i, k),
     )
 
 

@@ -8,10 +8,11 @@ Per size, on every rank: ``before_size`` resets torch's peak counter;
 ``after_size`` reads
 
 * ``max_allocated``: ``torch.cuda.max_memory_allocated()`` since the reset, the
-  peak of the buffers the runner allocated for this size (send/receive, the
-  deterministic fill, the expected result and the comparison of ``--check``);
+  peak of the buffers the runner allocated for this size (send/receive, and the
+  slices that the deterministic fill and ``--check``'s comparison work in);
   NCCL's own buffers are not in it (NCCL allocates outside torch's allocator);
-* ``reserved``: ``torch.cuda.memory_reserved()`` (the caching allocator's pool);
+* ``reserved``: ``torch.cuda.memory_reserved()`` (the caching allocator's pool;
+  the runner empties it after each size, so it holds this size's blocks only);
 * ``device_used``: NVML's used memory of the whole device at that moment (every
   process on it: both ranks of a one-GPU test bed, NCCL's buffers, contexts);
 * ``processes``: NVML's per-process used memory on the device, where it reports it.

@@ -30,9 +30,10 @@ class PlanRow:
     def memory_need(self) -> int:
         """Bytes one rank may hold at once for this row.
 
-        Send + receive buffers, plus as much again for the deterministic fill
-        and the expected result of --check.  Deliberately generous: the guard
-        exists because running out is a frozen machine on unified-memory GPUs.
+        Send + receive buffers, plus as much again as margin for what is not
+        torch's (NCCL's own buffers, the CUDA context, the allocator's slack);
+        the fill and --check work in 16 MiB slices.  Deliberately generous: the
+        guard exists because running out is a frozen machine on unified-memory GPUs.
         """
         return 2 * (self.send + self.recv) * self.elsize
 
