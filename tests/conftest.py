@@ -196,6 +196,11 @@ INSTALL = {
 RULE_CHANGES = {
     "gpu.gdr": ("fail", "skip", "issue 26 E5: no GPU driver version read and no peer memory is not judged"),
 }
+# Gates whose words changed after committed evidence was recorded while the verdict on the same facts did not:
+# re-judging compares their status only.  gate id -> why.
+TEXT_CHANGES = {
+    "rdma.devfiles": "issue 26: a missing rdma_cm only warns (NCCL never opens it); remedies read the loaded modules",
+}
 
 
 def require(condition: bool, reason: str, install: str | None = None) -> None:

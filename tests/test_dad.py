@@ -37,19 +37,25 @@ def _probe(pair, ns: str, dev: str, *addrs: str, drop_net_raw: bool = False) -> 
     return json.loads(p.stdout)
 
 
-def _judge(tmp_path, answer: dict | None) -> dict:
+def _judge(tmp_path, answer: dict | None, gate: str = "net.dad", master: str | None = None) -> dict:
     root = roce_tree(tmp_path / "root", netdev=answer["ifname"] if answer else "enP2p1s0f0np0",
-                     addrs=[a + "/24" for a in answer["addresses"]] if answer else None)
+                     addrs=[a + "/24" for a in answer["addresses"]] if answer else None,
+                     env={"MASTER_ADDR": master} if master else None)
     if answer is not None:  # as a snapshot records its probes: the addresses and the ARP probe's answer
         nd = answer["ifname"]
-        (root / "rdmacheck/probes.json").write_text(json.dumps({
+        probes = {
             "addrs": {"kind": "addrs", "target": "", "elapsed_s": 0.0, "error": None,
                       "answer": {nd: {"ipv4": [a + "/24" for a in answer["addresses"]], "ipv6": []}}},
             f"dad:{nd}": {"kind": "dad", "target": nd, "answer": answer, "elapsed_s": answer["elapsed_s"],
-                          "error": answer["error"]}}))
+                          "error": answer["error"]}}
+        if master:  # MASTER_ADDR as an address: its resolution is itself
+            probes[f"resolve:{master}"] = {"kind": "resolve", "target": master, "elapsed_s": 0.0, "error": None,
+                                           "answer": {"addrs": [master], "error": None, "elapsed_s": 0.0}}
+        (root / "rdmacheck/probes.json").write_text(json.dumps(probes))
     r = HostRoot(root)
-    res = preflight.run(r, config=load_config(None, None, [], r.environ()), only={"net.dad"}).results
-    (one,) = [x for x in res if x.id == "net.dad"]
+    subnet = [f"subnet={master.rsplit('.', 1)[0]}.0/24"] if master else []   # the namespaces' mesh
+    res = preflight.run(r, config=load_config(None, None, subnet, r.environ()), only={gate}).results
+    (one,) = [x for x in res if x.id == gate]
     return one.to_dict()
 
 
@@ -73,6 +79,16 @@ def test_a_second_machine_on_the_address_is_found_by_its_mac_and_fails_the_gate(
         assert "judged from the recorded probe answer" in r["observed"], r   # a replay says so
         if status == "fail":
             assert other_mac in r["observed"] and p.ip_a in r["observed"], r
+        # this node is the head (MASTER_ADDR is its own address): with a second machine on that address,
+        # net.peer must not pass it as "the head" -- two nodes claim the head's address
+        peer = _judge(tmp_path / f"peer-{status}", rec, "net.peer", master=p.ip_a)
+        role = next((s for s in peer["details"]["steps"] if s["step"] == "role"), None)
+        assert "(head)" in next(s for s in peer["details"]["steps"] if s["step"] == "route")["observed"], peer
+        if status == "pass":
+            assert role is None and peer["status"] == "pass", peer
+        else:
+            assert peer["status"] == "fail" and role["status"] == "fail", peer
+            assert other_mac in role["observed"] and "two nodes claim the head's address" in role["observed"], role
 
 
 def test_without_a_raw_socket_the_gate_is_not_judged_and_never_passes(netns_pair, tmp_path):

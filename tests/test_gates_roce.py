@@ -117,6 +117,28 @@ def test_port_down_fails_when_pinned(tmp_path):
     assert v["rdma.port"].status.value == "fail"
 
 
+def test_down_port_pinned_beside_an_active_one_is_dropped_not_addressed(tmp_path):
+    """NCCL_IB_HCA names a port that is down while the other is ACTIVE: NCCL skips it, so the fix is the list
+    (or the link); its missing address GID is the link's doing, not a missing address."""
+    from sysfs_builder import dual_port_tree
+
+    tree = dual_port_tree(tmp_path, addrs=("192.168.100.1", "192.168.100.2"))
+    port2 = tree / "sys/devices/pci0000:00/0000:00:01.0/0000:01:00.0/infiniband/mlx5_0/ports/2"
+    (port2 / "state").write_text("1: DOWN\n")
+    (port2 / "phys_state").write_text("3: Disabled\n")
+    # as the kernel leaves a down netdev's port: the address GID gone (roce_gid_mgmt), the link-local one kept
+    (port2 / "gids/1").write_text("0000:0000:0000:0000:0000:0000:0000:0000\n")
+    for d in ("types", "ndevs"):
+        (port2 / "gid_attrs" / d / "1").unlink()
+    envf = tmp_path / "node.env"
+    envf.write_text("NCCL_IB_HCA==mlx5_0:1,mlx5_0:2\n")
+    v = verdicts(tree, env_file=str(envf))
+    port, gid = v["rdma.port"], v["rdma.gid"]
+    assert port.status.value == "fail" and "drop mlx5_0" in port.remedy and "from NCCL_IB_HCA" in port.remedy, port
+    assert gid.status.value == "warn" and "see rdma.port" in gid.remedy, gid
+    assert "addr add" not in gid.remedy and "assign" not in gid.remedy, gid
+
+
 def test_netdev_down_and_socket_ifname(tmp_path):
     v = verdicts(roce_tree(tmp_path / "a", operstate="down"))
     assert v["rdma.netdev"].status.value == "fail"
@@ -144,6 +166,39 @@ def test_devfiles_missing_uverbs(tmp_path):
     (tree / "dev/infiniband/uverbs0").unlink()
     r = verdicts(tree)["rdma.devfiles"]
     assert r.status.value == "fail" and "uverbs0" in r.observed
+
+
+def _modules(tree, *names):
+    """/proc/modules as the kernel writes it (name size refcount deps state address)."""
+    (tree / "proc").mkdir(exist_ok=True)
+    (tree / "proc/modules").write_text("".join(f"{n} 16384 1 - Live 0x0000000000000000\n" for n in names))
+
+
+def test_devfiles_missing_uverbs_with_module_loaded_names_the_container(tmp_path):
+    tree = roce_tree(tmp_path)
+    (tree / "dev/infiniband/uverbs0").unlink()
+    _modules(tree, "ib_uverbs", "ib_core")
+    r = verdicts(tree)["rdma.devfiles"]
+    # the module is there: loading it again fixes nothing, the container lacks the file
+    assert r.status.value == "fail" and "--device /dev/infiniband" in r.remedy and "modprobe" not in r.remedy, r
+    _modules(tree, "ib_core")
+    r = verdicts(tree)["rdma.devfiles"]
+    assert r.status.value == "fail" and "modprobe ib_uverbs" in r.remedy and "(not loaded)" in r.remedy, r
+
+
+@pytest.mark.parametrize("loaded,needle,absent", [
+    (("ib_uverbs", "rdma_ucm"), "rdma_ucm is loaded", "modprobe"),
+    (("ib_uverbs",), "modprobe rdma_ucm", "is loaded"),
+])
+def test_devfiles_missing_rdma_cm_only_warns(tmp_path, loaded, needle, absent):
+    """NCCL's IB transport never opens rdma_cm: its absence does not fail an NCCL node."""
+    tree = roce_tree(tmp_path)
+    (tree / "dev/infiniband/rdma_cm").unlink()
+    _modules(tree, *loaded)
+    r = verdicts(tree)["rdma.devfiles"]
+    assert r.status.value == "warn" and "rdma_cm missing" in r.observed, r
+    assert needle in r.remedy and absent not in r.remedy, r
+    assert r.details["modules"] == list(loaded)
 
 
 def test_memlock_finite_fails_in_tree(tmp_path):

@@ -149,6 +149,39 @@ def test_df_ping_peer_side_1500_drops_silently(nodes):
     mtu = steps(res)["mtu"]
     assert mtu["status"] == "fail" and "no reply to 8972-byte do-not-fragment pings" in mtu["observed"]
     assert mtu["elapsed_s"] < 8
+    # the remedy points at the far end: this node's netdev is healthy, "set its MTU" would fix nothing
+    assert f"{pair.va} here already has MTU 9000" in mtu["remedy"], mtu
+    assert f"ip link set {pair.va} mtu" not in mtu["remedy"], mtu
+
+
+def test_host_prefix_mesh_address_gets_the_prefix_remedy(nodes):
+    """A /32 mesh address: the interface has its address, but no connected route reaches the head."""
+    pair, a, _ = nodes
+    pair.ns(pair.a, "ip", "addr", "del", f"{pair.ip_a}/{pair.prefix_len}", "dev", pair.va)
+    pair.ns(pair.a, "ip", "addr", "add", f"{pair.ip_a}/32", "dev", pair.va)
+    route = steps(a.gate("rdmacheck.preflight.checks.peer", "gate_net_peer", worker_env(pair)))["route"]
+    assert route["status"] == "fail", route
+    assert f"{pair.va} holds {pair.ip_a}/32, whose prefix does not reach {pair.ip_b}" in route["remedy"], route
+    assert f"ip addr add {pair.ip_a}/24 dev {pair.va}" in route["remedy"] and "give" not in route["remedy"], route
+
+
+def test_more_specific_route_off_the_mesh_is_named_with_its_prefix(nodes):
+    """A /25 through another interface beats the mesh's connected /24: the remedy deletes that route."""
+    pair, a, _ = nodes
+    dm = "dm" + pair.va[2:]
+    # a second veth pair with both ends in this namespace stands for another network (no dummy module here)
+    pair.ns(pair.a, "ip", "link", "add", dm, "type", "veth", "peer", "name", "dn" + pair.va[2:])
+    pair.ns(pair.a, "ip", "addr", "add", "172.31.9.1/24", "dev", dm)
+    pair.ns(pair.a, "ip", "link", "set", "dn" + pair.va[2:], "up")
+    pair.ns(pair.a, "ip", "link", "set", dm, "up")
+    net = pair.ip_b.rsplit(".", 1)[0] + ".0/25"
+    pair.ns(pair.a, "ip", "route", "add", net, "dev", dm)
+    res = a.gate("rdmacheck.preflight.checks.peer", "gate_net_peer", worker_env(pair))
+    route = steps(res)["route"]
+    assert route["status"] == "fail" and f"leaves via {dm}" in route["observed"], route
+    assert f"the route {net} dev {dm} is more specific than {pair.va}'s {pair.ip_a}/24" in route["remedy"], route
+    assert f"ip route del {net} dev {dm}" in route["remedy"] and "give" not in route["remedy"], route
+    assert steps(res)["mtu"]["status"] == "skip"   # nothing was sent off the mesh
 
 
 def test_head_role_and_wrong_interface(nodes):

@@ -74,7 +74,7 @@ ANSWER_SCHEMA: dict[str, Any] = {
     "dcb.app": {"error": _SN, "unsupported": _BN, "missing": _BN, "timeout": _BN, "json": (dict, list, type(None))},
     "dcb.pfc": {"error": _SN, "unsupported": _BN, "missing": _BN, "timeout": _BN, "json": (dict, list, type(None))},
     "resolve": {"addrs": [_IP], "error": _SN, "elapsed_s": (int, float), "timed_out": _BN, "!": ("addrs", "error", "elapsed_s")},
-    "route": {"dev": _SN, "src": _SN, "type": _SN, "error": _SN},
+    "route": {"dev": _SN, "src": _SN, "type": _SN, "prefix": _SN, "error": _SN},
     "tcp": {"ok": _BN, "error": _SN, "elapsed_s": (int, float)},
     "ping": {"ok": _BN, "payload": _IN, "received": _IN, "reason": _SN, "cmd": _SN, "output": _SN,
              "elapsed_s": (int, float)},

@@ -118,6 +118,47 @@ def _down(facts, dev: str | None) -> bool:
     return nd is not None and not nd.up
 
 
+def _no_mesh_route_remedy(facts, config, addr: str, dev: str | None, on_subnet: dict[str, list[str]], mi: str,
+                          rt: dict[str, Any]) -> str:
+    """Why the head is not reached over the mesh, from the addresses this node holds and the route it took."""
+    prof = config.profile
+    net = prof.network()
+    if not on_subnet:
+        return (f"give {mi} this node's {prof.subnet} address (ip addr add <address>/{net.prefixlen} dev {mi}) so "
+                "the head is reached over the mesh" + ("" if dev is None else ", not through the default route"))
+    held = [(i, a) for i, lst in on_subnet.items() for a in lst]
+    target = ipaddress.ip_address(addr)
+    covering = [(i, a) for i, a in held if "/" in a and target in ipaddress.ip_interface(a).network]
+    if not covering and all("/" in a for _, a in held):
+        # the address is there, but its prefix (a /32, say) gives no connected route to the rest of the mesh
+        i, a = held[0]
+        ip = a.split("/")[0]
+        return (f"{i} holds {a}, whose prefix does not reach {addr}: write it with the mesh's prefix "
+                f"(ip addr del {a} dev {i}; ip addr add {ip}/{net.prefixlen} dev {i})")
+    i, a = (covering or held)[0]
+    prefix = rt.get("prefix")
+    if dev is not None:
+        if prefix:
+            how = f"the route {prefix} dev {dev} is more specific than {i}'s {a}"
+            fix = f"ip route del {prefix} dev {dev}"
+        else:
+            how = f"a route more specific than {i}'s {a} sends it through {dev} (`ip route show match {addr}` names it)"
+            fix = f"delete that route (ip route del <its prefix> dev {dev})"
+        return (f"{i} already holds {a}, but {how}: {fix}, so the head is reached through {i}")
+    return f"{i} holds {a}, yet no route reaches {addr}: `ip route get {addr}`; is {i} up and its route present?"
+
+
+def _also_held(facts, addr: str) -> list[str]:
+    """MACs of other machines that answered this node's ARP probe for ``addr`` (net.dad's recorded answers)."""
+    out = []
+    for p in facts.probes.values():
+        a = p.answer if p.kind == "dad" and isinstance(p.answer, dict) else None
+        for d in (a or {}).get("duplicates") or []:
+            if isinstance(d, dict) and d.get("address") == addr and not d.get("local_netdev") and d.get("mac"):
+                out.append(str(d["mac"]))
+    return out
+
+
 def master(facts) -> dict[str, Any]:
     """MASTER_ADDR, its resolution and this node's role (gathered by facts.peer.gather_peer)."""
     return facts.peer
@@ -160,9 +201,18 @@ def gate_net_peer(facts, config) -> list[Result]:
                           "copy the right .env to this node: the head's MASTER_ADDR must be its own RDMA-subnet "
                           "address, a worker's must be the head's"))
     ifspec = cfg.get("NCCL_SOCKET_IFNAME")
+    rt: dict[str, Any] = {}
     if m["local_if"]:
         dev = m["local_if"]
         how = f"{addr} is this node's own address on {dev} (head)"
+        others = _also_held(facts, addr)
+        if others:
+            # a cloned worker that kept the head's address believes it is the head: two heads, one address
+            items.append(step("role", Status.FAIL,
+                              f"{addr} (MASTER_ADDR) is this node's, and another machine ({', '.join(others)}) "
+                              "answers ARP for it too (net.dad): two nodes claim the head's address",
+                              f"give the node that is not the head its own {prof.subnet} address (find it by "
+                              f"{others[0]} in the switch's MAC table); MASTER_ADDR stays the head's"))
     else:
         rt = facts.answer("route", addr) or {"dev": None, "error": NOT_RECORDED}
         dev = rt["dev"]
@@ -175,13 +225,10 @@ def gate_net_peer(facts, config) -> list[Result]:
                           f"ip link set {dev} up (and check its cable: rdma.port shows the RDMA link state)"))
     elif dev is None:
         items.append(step("route", Status.FAIL, how,
-                          f"give {mi} this node's {prof.subnet} address "
-                          f"(ip addr add <address>/{prof.network().prefixlen} dev {mi})"))
+                          _no_mesh_route_remedy(facts, config, addr, None, on_subnet, mi, rt)))
     elif dev not in on_subnet:
         items.append(step("route", Status.FAIL, f"{how}, which has no address in {prof.subnet}",
-                          f"give {mi} this node's {prof.subnet} address (ip addr add <address>/"
-                          f"{prof.network().prefixlen} dev {mi}) so the head is reached over the mesh, "
-                          "not through the default route"))
+                          _no_mesh_route_remedy(facts, config, addr, dev, on_subnet, mi, rt)))
     elif ifspec and not pf.ifname_matches(ifspec, dev):
         items.append(step("route", Status.FAIL, f"{how}, but NCCL_SOCKET_IFNAME={ifspec} does not name it",
                           f"set NCCL_SOCKET_IFNAME={dev} and GLOO_SOCKET_IFNAME={dev} (the interface the head is "
@@ -235,8 +282,15 @@ def gate_net_peer(facts, config) -> list[Result]:
         items.append(step("mtu", Status.PASS, f"DF ping {p['payload']} B payload to {addr}: {p['received']} replies",
                           cmd=p["cmd"]))
     else:
+        local = facts.net.get(dev) if dev else None
+        if local is not None and local.mtu is not None and local.mtu >= prof.mtu:
+            # this end is right: the packets die at the head or a switch port between
+            fix = (f"{dev} here already has MTU {local.mtu}: set MTU {prof.mtu} on the head's mesh interface "
+                   f"(ip link set <its netdev> mtu {prof.mtu}) and on every switch port between the two")
+        else:
+            have = f" (it has {local.mtu})" if local is not None and local.mtu is not None else ""
+            fix = (f"ip link set {dev or 'IF'} mtu {prof.mtu} here{have}, and the same MTU on the head and every "
+                   "switch port between them")
         items.append(step("mtu", Status.FAIL, f"DF ping {p['payload']} B to {addr} failed: {p['reason']}",
-                          f"set MTU {prof.mtu} on both ends and every switch port between them "
-                          f"(ip link set {dev or 'IF'} mtu {prof.mtu})", cmd=p["cmd"], output=p["output"],
-                          elapsed_s=p["elapsed_s"]))
+                          fix, cmd=p["cmd"], output=p["output"], elapsed_s=p["elapsed_s"]))
     return [combine("net.peer", items, expected)]

@@ -179,8 +179,12 @@ def gate_port(facts, config) -> list[Result]:
         bad = pinned_down or down
         why = ("no selected port is ACTIVE: NCCL finds no RDMA device and falls back to NET/Socket" if not up
                else f"NCCL_IB_HCA={sel.spec.raw} names {', '.join(p.name for p in bad)}, which NCCL skips while not ACTIVE")
-        return [Result("rdma.port", Status.FAIL, observed=f"{obs} — {why}", expected=exp,
-                       remedy="; ".join(_up_remedy(facts, p) for p in bad),
+        fix = "; ".join(_up_remedy(facts, p) for p in bad)
+        if up:
+            # NCCL runs on the ACTIVE ones and skips these: the list, not the link, is what is wrong for this job
+            fix = (f"drop {', '.join(p.name for p in bad)} from NCCL_IB_HCA (NCCL uses "
+                   f"{', '.join(p.name for p in up)} and skips a port that is not ACTIVE), or bring it up: {fix}")
+        return [Result("rdma.port", Status.FAIL, observed=f"{obs} — {why}", expected=exp, remedy=fix,
                        details={"ports": rows})]
     if down:
         how = (f"NCCL_IB_HCA={sel.spec.raw} matches them by prefix" if sel.spec.entries and not sel.spec.exclude
@@ -308,6 +312,14 @@ def gate_gid(facts, config) -> list[Result]:
                          f" (GIDs: {listing})")
         good_idx = in_subnet[-1].index if in_subnet else None
         nd = p.netdevs[0] if p.netdevs else "<netdev>"
+        if not any_ver and p.state_id != ACTIVE:
+            # a port that is not ACTIVE has lost its address GIDs with its netdev (roce_gid_mgmt drops them on
+            # NETDEV_DOWN): the address may well be there, the link is the cause, and rdma.port judges it
+            warns.append((f"{p.name}: no {fam_word} GID while the port is {p.state or 'not ACTIVE'} (a down link's "
+                          "netdev has no address GIDs)",
+                          f"see rdma.port: bring {nd} up, or drop {p.name} from NCCL_IB_HCA (NCCL skips a port "
+                          "that is not ACTIVE)"))
+            continue
         if not any_ver:
             ip_cmd = "ip addr add" if subnet.version == 4 else "ip -6 addr add"
             fails.append((f"{p.name}: no RoCE GID with an {fam_word} address in {subnet}",
@@ -482,13 +494,20 @@ def gate_qos(facts, config) -> list[Result]:
     return [Result("rdma.qos", Status.PASS, observed=obs, expected=exp)]
 
 
+def _devfile_fix(df, module: str, what: str) -> str:
+    """Load the module, or (it is loaded, the file is not here) pass the files to the container."""
+    if df.modules is not None and module in df.modules:
+        return (f"{module} is loaded, so {what} exists on the host but not here: pass the RDMA device files to the "
+                "container (`--device /dev/infiniband`; compose: devices: - /dev/infiniband)")
+    how = "not loaded" if df.modules is not None else "not known to be loaded"
+    return f"`modprobe {module}` ({how}); in a container also pass `--device /dev/infiniband`"
+
+
 def gate_devfiles(facts, config) -> list[Result]:
     df = facts.devfiles
     sel = facts.selection
-    exp = "/dev/infiniband/rdma_cm and a uverbs device per selected HCA; /etc/rdma present"
-    problems = []
-    if "rdma_cm" not in df.present:
-        problems.append("/dev/infiniband/rdma_cm missing")
+    exp = "a uverbs device file per selected HCA (NCCL opens it); /dev/infiniband/rdma_cm and /etc/rdma present"
+    problems, fixes = [], []
     hcas = sorted({p.device for p in sel.ports})
     rows = {}
     for h in hcas:
@@ -498,16 +517,25 @@ def gate_devfiles(facts, config) -> list[Result]:
             problems.append(f"no uverbs device for {h}")
         elif not any(u in df.present for u in uv):
             problems.append(f"/dev/infiniband/{uv[0]} ({h}) missing")
+    if problems:
+        fixes.append(_devfile_fix(df, "ib_uverbs", "/dev/infiniband/uverbsN"))
     obs = "; ".join([f"/dev/infiniband: {', '.join(df.present) or 'absent'}"]
                     + [f"{h} -> {', '.join(u) or '?'}" for h, u in rows.items()]
                     + [f"/etc/rdma {'present' if df.etc_rdma else 'absent'}"])
-    details = {"dev_infiniband": df.present, "uverbs": rows}
+    details = {"dev_infiniband": df.present, "uverbs": rows, "modules": df.modules}
     if problems:
         return [Result("rdma.devfiles", Status.FAIL, observed=obs + " — " + "; ".join(problems), expected=exp,
-                       remedy="load ib_uverbs and rdma_ucm (`modprobe ib_uverbs rdma_ucm`); in a container pass "
-                              "`--device /dev/infiniband` (compose: devices: - /dev/infiniband)", details=details)]
+                       remedy="; ".join(fixes), details=details)]
+    # NCCL's IB transport never opens rdma_cm (it exchanges QP numbers over its own sockets): a missing
+    # rdma_cm breaks RDMA-CM users (UCX, perftest -R, NIXL), not the NCCL job this gate is asked about
+    warns, wfixes = [], []
+    if "rdma_cm" not in df.present:
+        warns.append("/dev/infiniband/rdma_cm missing (NCCL does not open it; RDMA-CM users such as UCX do)")
+        wfixes.append(_devfile_fix(df, "rdma_ucm", "/dev/infiniband/rdma_cm"))
     if not df.etc_rdma:
-        return [Result("rdma.devfiles", Status.WARN, observed=obs, expected=exp,
-                       remedy="install rdma-core (it provides /etc/rdma); the container mounts it read-only",
-                       details=details)]
+        warns.append("/etc/rdma absent")
+        wfixes.append("install rdma-core (it provides /etc/rdma); the container mounts it read-only")
+    if warns:
+        return [Result("rdma.devfiles", Status.WARN, observed=obs + " — " + "; ".join(warns), expected=exp,
+                       remedy="; ".join(wfixes), details=details)]
     return [Result("rdma.devfiles", Status.PASS, observed=obs, expected=exp, details=details)]

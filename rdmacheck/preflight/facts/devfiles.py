@@ -3,7 +3,9 @@
 A container that lacks /dev/infiniband/uverbsN silently falls back to
 NET/Socket in NCCL, so the files matter as much as the devices.
 
-uverbsN -> HCA comes from /sys/class/infiniband_verbs/uverbsN/ibdev.
+uverbsN -> HCA comes from /sys/class/infiniband_verbs/uverbsN/ibdev.  The RDMA
+modules loaded (/proc/modules, or /sys/module for built-in ones) tell "load the
+module" apart from "the module is loaded, the container was not given the file".
 """
 
 from __future__ import annotations
@@ -19,9 +21,25 @@ class DevFiles:
     uverbs_to_ibdev: dict[str, str]       # uverbs0 -> roceP2p1s0f0
     etc_rdma: bool
     etc_rdma_entries: list[str]
+    # of RDMA_MODULES, those loaded; None when neither /proc/modules nor /sys/module could be read
+    modules: list[str] | None = None
 
     def uverbs_for(self, ibdev: str) -> list[str]:
         return [u for u, d in self.uverbs_to_ibdev.items() if d == ibdev]
+
+
+# the modules behind /dev/infiniband: uverbsN (ib_uverbs) and rdma_cm (rdma_ucm)
+RDMA_MODULES = ("ib_uverbs", "rdma_ucm")
+
+
+def _modules(root: HostRoot) -> list[str] | None:
+    text = root.read("/proc/modules")
+    loaded = {line.split(" ", 1)[0] for line in (text or "").splitlines()}
+    # a built-in module is not in /proc/modules but has its /sys/module folder
+    found = [m for m in RDMA_MODULES if m in loaded or root.is_dir(f"/sys/module/{m}")]
+    if text is None and not found and not root.is_dir("/sys/module"):
+        return None
+    return found
 
 
 def read_devfiles(root: HostRoot) -> DevFiles:
@@ -37,4 +55,5 @@ def read_devfiles(root: HostRoot) -> DevFiles:
         uverbs_to_ibdev=mapping,
         etc_rdma=root.is_dir("/etc/rdma"),
         etc_rdma_entries=root.listdir("/etc/rdma"),
+        modules=_modules(root),
     )

@@ -80,8 +80,34 @@ def _run(cmd: list[str], timeout: float) -> tuple[int | None, str, str]:
     return p.returncode, p.stdout, p.stderr
 
 
+def _prefix_len(dst: Any, version: int) -> int:
+    if dst == "default":
+        return 0
+    try:
+        return ipaddress.ip_network(str(dst), strict=False).prefixlen
+    except ValueError:
+        return -1
+
+
+def route_prefix(addr: str, dev: str | None, timeout: float = 3.0) -> str | None:
+    """The main table's route that sends ``addr`` out of ``dev``, as ``ip route`` writes its destination
+    ("10.0.0.0/25", "10.0.0.2" for a host route, "default"): the longest prefix covering ``addr`` on that
+    device.  None when the table says nothing (policy routing through another table, an error)."""
+    if not dev:
+        return None
+    rc, out, _ = _run(["ip", "-j", "route", "show", "match", addr], timeout)
+    try:
+        routes = json.loads(out) if rc == 0 else []
+    except ValueError:
+        return None
+    version = 6 if ":" in addr else 4
+    mine = [r for r in routes if isinstance(r, dict) and r.get("dev") == dev and r.get("dst")]
+    best = max(mine, key=lambda r: _prefix_len(r["dst"], version), default=None)
+    return str(best["dst"]) if best else None
+
+
 def route_get(addr: str, timeout: float = 3.0) -> dict[str, Any]:
-    """{"dev": ifname|None, "src": addr|None, "type": ..., "error": str|None}."""
+    """{"dev": ifname|None, "src": addr|None, "type": ..., "prefix": the route's destination|None, "error": str|None}."""
     rc, out, err = _run(["ip", "-j", "route", "get", addr], timeout)
     if rc != 0:
         return {"dev": None, "src": None, "error": (err or out).strip() or f"ip route get exited {rc}"}
@@ -90,7 +116,8 @@ def route_get(addr: str, timeout: float = 3.0) -> dict[str, Any]:
         r = routes[0] if isinstance(routes, list) and routes else {}
     except ValueError:
         return {"dev": None, "src": None, "error": f"unparsable ip -j route get output: {out[:80]!r}"}
-    return {"dev": r.get("dev"), "src": r.get("prefsrc"), "type": r.get("type"), "error": None}
+    return {"dev": r.get("dev"), "src": r.get("prefsrc"), "type": r.get("type"),
+            "prefix": route_prefix(addr, r.get("dev"), timeout), "error": None}
 
 
 def tcp_connect(host: str, port: int, timeout: float = CONNECT_TIMEOUT_S) -> dict[str, Any]:
