@@ -19,6 +19,9 @@ stamp start
 
 DA=rxe0; DB=rxe1; A=veth0; B=veth1; IPA=10.77.0.1; IPB=10.77.0.2
 PORT="${VERBS_PORT:-18600}"
+# arguments from benchmarks/verbs_vs_perftest.py: which parts (all | latency) and the rounds of each
+ONLY="${1:-all}"; BW_ROUNDS="${2:-5}"; LAT_ROUNDS="${3:-3}"
+case "$ONLY" in all) ONLY_JSON='[]' ;; latency) ONLY_JSON='["latency"]' ;; *) echo "unknown part $ONLY"; echo fail > "$O/done"; exit 2 ;; esac
 . "$REPO/tests/softroce/gids.sh"   # ZERO_GID, gid_table, ipv4_gid_index (shared with the test session)
 # NCCL_IB_TC / NCCL_IB_SL as a RoCE cluster would set them; perftest gets the same (--tclass, --sl)
 QP_JSON='{"traffic_class": 106, "service_level": 3}'
@@ -56,8 +59,8 @@ if [ -z "$XA" ] || [ -z "$XB" ]; then echo "no RoCE v2 IPv4 GID"; echo fail > "$
 cat > "$O/config.json" <<JSON
 {"a": {"dev": "$DA", "gidx": $XA, "ip": "$IPA"}, "b": {"dev": "$DB", "gidx": $XB, "ip": "$IPB"},
  "port": $PORT, "qp": $QP_JSON,
- "bw_sizes": [65536, 1048576, 8388608], "bw_target_bytes": 50331648, "num_qps": 2, "depth": 4, "rounds": 5,
- "lat_sizes": [8, 4096, 65536], "lat_iters": 1000, "lat_rounds": 3}
+ "bw_sizes": [65536, 1048576, 8388608], "bw_target_bytes": 50331648, "num_qps": 2, "depth": 4, "rounds": $BW_ROUNDS,
+ "lat_sizes": [8, 4096, 65536], "lat_iters": 1000, "lat_rounds": $LAT_ROUNDS, "only": $ONLY_JSON}
 JSON
 
 PYENV=(env -i PATH="$PATH" HOME=/root PYTHONPATH="$REPO")

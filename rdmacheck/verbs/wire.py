@@ -38,6 +38,9 @@ MAX_DEPTH = 8
 HEADER = struct.Struct("!4sI")
 MAX_MSG_SIZE = 1 << 30          # one RDMA message in a probe
 MAX_MR = 1 << 30
+# inline data per send WR asked of both ends' QPs (ib_write_lat's default is 220 too); an HCA that offers
+# less gets QPs without inline (engine.Endpoint retries) and the ping-pong writes from the MR instead
+INLINE_BYTES = 220
 
 
 class WireError(Exception):
@@ -611,7 +614,8 @@ def link_handler(params: eng.QpParams, max_mr: int = 256 << 20, max_op_s: float 
             q = msg["qp"]
             p = dataclasses.replace(params, traffic_class=q["traffic_class"], service_level=q["service_level"])
             info = msg["info"]
-            ep = eng.Endpoint(p, mr_size=msg["mr_size"], num_qps=len(info["qpns"]))
+            # inline sends as the client's (and as ib_write_lat's): a small ping-pong answer is copied at the post
+            ep = eng.Endpoint(p, mr_size=msg["mr_size"], num_qps=len(info["qpns"]), max_inline=INLINE_BYTES)
             s.state["ep"] = ep
             s.on_close.append(ep.close)
             s.state["log"] = {"verified": [], "latency": None, "client_result": None}
@@ -677,7 +681,7 @@ def run_link(params: eng.QpParams, addr: str, port: int, config: LinkConfig | No
         lat_need = 2 * max(cfg.lat_sizes) if cfg.lat_sizes else 0
         mr_size = max(bw_need, lat_need, 4096)
         ep = eng.Endpoint(params, mr_size=mr_size, num_qps=cfg.num_qps, max_send_wr=max(32, cfg.depth * 2),
-                          max_inline=220)
+                          max_inline=INLINE_BYTES)
         res.local = ep.info()
         lap("open")
         res.stage = "wire"
