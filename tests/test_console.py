@@ -16,7 +16,7 @@ import uuid
 
 import pytest
 
-from conftest import REPO, require_tool
+from conftest import REPO, require_module, require_tool
 from rdmacheck.evidence.model import Result, Status
 from rdmacheck.output.console import detail_lines, shorten, summary_lines, verdict_line
 
@@ -52,12 +52,12 @@ def test_summary_and_details_fit_and_never_split_a_word():
     assert verdict_line([long_id, ok]) == ("FAIL", "1 pass, 0 warn, 1 fail, 0 skip")
 
 
-def _tmux_preflight(tmp_path, columns: int) -> tuple[list[str], dict]:
-    """Run the real `rdmacheck preflight` in a tmux pane ``columns`` wide; (pane lines, the run's evidence)."""
+def _tmux(tmp_path, columns: int, args: str, tag: str, guard_s: float = 240) -> tuple[list[str], str]:
+    """Run the real `rdmacheck ARGS` in a tmux pane ``columns`` wide; (pane lines, its exit code)."""
     sock = f"rc-{uuid.uuid4().hex[:8]}"
-    out, done = tmp_path / f"pf{columns}.json", tmp_path / f"rc{columns}"
+    done = tmp_path / f"rc-{tag}{columns}"
     cmd = (f"cd {REPO} && env -u COLUMNS -u LINES -u NO_COLOR PYTHONPATH={REPO} {sys.executable} -m rdmacheck "
-           f"preflight --env {EXAMPLE} --json {out}; echo $? > {done}; sleep 300")
+           f"{args}; echo $? > {done}; sleep 300")
     conf = tmp_path / "tmux.conf"
     conf.write_text("")  # no user or system configuration: the pane is exactly the size asked for
     tmux = ["tmux", "-L", sock, "-f", str(conf)]
@@ -65,10 +65,10 @@ def _tmux_preflight(tmp_path, columns: int) -> tuple[list[str], dict]:
                    check=True, timeout=30, env={**os.environ, "TERM": "xterm"})
     try:
         subprocess.run([*tmux, "set-option", "-t", "t", "history-limit", "5000"], timeout=30)
-        deadline = time.monotonic() + 240  # hang guard: a live preflight takes seconds
+        deadline = time.monotonic() + guard_s  # hang guard, not a speed goal
         while not done.exists() and time.monotonic() < deadline:
             time.sleep(0.5)
-        assert done.exists(), "preflight did not finish in the tmux pane"
+        assert done.exists(), f"rdmacheck {args} did not finish in the tmux pane"
         width = subprocess.run([*tmux, "display-message", "-p", "-t", "t", "#{pane_width}"], capture_output=True,
                                text=True, timeout=30).stdout.strip()
         assert width == str(columns)
@@ -77,11 +77,50 @@ def _tmux_preflight(tmp_path, columns: int) -> tuple[list[str], dict]:
                               text=True, timeout=30, check=True).stdout
     finally:
         subprocess.run([*tmux, "kill-server"], capture_output=True, timeout=30)
-    assert done.read_text().strip() in ("0", "1")
     lines = [line.rstrip() for line in pane.splitlines()]
     while lines and not lines[-1]:
         lines.pop()
+    return lines, done.read_text().strip()
+
+
+def _tmux_preflight(tmp_path, columns: int) -> tuple[list[str], dict]:
+    """Run the real `rdmacheck preflight` in a tmux pane ``columns`` wide; (pane lines, the run's evidence)."""
+    out = tmp_path / f"pf{columns}.json"
+    lines, rc = _tmux(tmp_path, columns, f"preflight --env {EXAMPLE} --json {out}", "pf")
+    assert rc in ("0", "1")
     return lines, json.loads(out.read_text())
+
+
+@pytest.mark.parametrize("columns", [80, 140])
+def test_bench_table_fits_the_terminal(tmp_path, columns):
+    """A real 2-rank gloo bench in a pane: at 80 columns the compact table (every line fits), at 140 the
+    nccl-tests table; the rows carry the sizes and busbw the evidence of the same run holds."""
+    require_tool("tmux", "tmux")
+    require_module("torch")
+    out = tmp_path / f"b{columns}.json"
+    lines, rc = _tmux(tmp_path, columns, f"bench --backend gloo --nproc 2 --sizes 1K..64K --op all_gather "
+                                         f"--expect-busbw 0 --json {out}", "bench", guard_s=300)
+    assert rc == "0", lines[-15:]
+    recs = json.loads(out.read_text())["records"]
+    sizes = sorted({r["bytes"] for r in recs})
+    rows = [line for line in lines if line and not line.startswith("#") and line.split()[0].replace(".", "").isdigit()]
+    assert len(rows) == len(sizes), rows
+    if columns == 80:
+        assert max(len(line) for line in lines) <= 80, [line for line in lines if len(line) > 80]
+        assert any(line.startswith("#") and "out-of-place" in line and "in-place" in line for line in lines)
+        from rdmacheck.util.units import human_bytes
+
+        assert [" ".join(r.split()[:2]) for r in rows] == [human_bytes(n) for n in sizes], rows
+        # all_gather runs both variants: each row holds out-of-place then in-place busbw, as the evidence has it
+        for r, n in zip(rows, sizes):
+            cols = r.split()
+            by = {x["in_place"]: x for x in recs if x["bytes"] == n}
+            assert float(cols[4]) == pytest.approx(by[False]["busbw"], abs=0.006, rel=0.01), (r, by[False])
+            assert float(cols[8]) == pytest.approx(by[True]["busbw"], abs=0.006, rel=0.01), (r, by[True])
+    else:
+        # nccl-tests' own layout: size in bytes first, then count, type, redop, root
+        assert [int(r.split()[0]) for r in rows] == sizes and all(r.split()[2] == "float" for r in rows), rows
+        assert max(len(line) for line in rows) > 100
 
 
 @pytest.mark.parametrize("columns", [80, 160])

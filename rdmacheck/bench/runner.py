@@ -30,8 +30,10 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import shutil
 import socket
 import sys
+import textwrap
 import threading
 import time
 from pathlib import Path
@@ -46,7 +48,7 @@ from .latency import applicable_limits, latency_gate
 from .hooks import HOOKS, BenchHooks, RunInfo, load_hook
 from .plan import PlanRow, build_plan
 from .sizes import human_bytes
-from .table import blank_columns_note, header, row_line, write_csv
+from .table import blank_columns_note, compact_header, compact_row, header, row_line, use_compact, write_csv
 
 STATUS_DIR_ENV = "RDMACHECK_BENCH_STATUS_DIR"
 # the last phase a rank enters: its results are written, its exit code is its verdict (launch.py)
@@ -76,6 +78,7 @@ class BenchOptions:
     hooks: list[str] = dataclasses.field(default_factory=list)
     config: dict[str, Any] = dataclasses.field(default_factory=dict)
     progress: bool | None = None      # None: when stderr is a tty
+    table: str = "auto"               # auto | compact | nccl-tests (bench/table.py use_compact)
     argv: list[str] = dataclasses.field(default_factory=list)
     algo: str | None = None           # None: ring across nodes, auto on one (bench/algo.py)
     # bench.latency ceilings as (op or None, bytes, us): explicit --expect-latency, and the profile's table
@@ -435,6 +438,9 @@ class Runner:
         timer = _Timer(torch, device)
         tdtype = getattr(torch, DTYPES[o.dtype][0])
         progress = o.progress if o.progress is not None else sys.stderr.isatty()
+        compact = self.rank == 0 and use_compact(o.table)
+        self.say_width = shutil.get_terminal_size().columns if compact else None
+        head, line_of = (compact_header, compact_row) if compact else (header, row_line)
         if self.rank == 0:
             self._print_preamble(infos, graph, device)
         current_op = None
@@ -443,8 +449,8 @@ class Runner:
             tag = f"{row.op} {human_bytes(row.nbytes)}"
             if self.rank == 0 and row.op != current_op:
                 current_op = row.op
-                print(f"#\n# Collective: {row.op}  (dtype {row.dtype}, {self.world} ranks, algo {algo_label(self.algo)})", flush=True)
-                for line in header():
+                self._say(f"#\n# Collective: {row.op}  (dtype {row.dtype}, {self.world} ranks, algo {algo_label(self.algo)})")
+                for line in head():
                     print(line, flush=True)
             if progress and self.rank == 0:
                 _progress(row, tag)
@@ -475,7 +481,7 @@ class Runner:
             if self.rank == 0:
                 if progress:
                     sys.stderr.write("\r\033[K")
-                print(row_line(row, by_variant), flush=True)
+                print(line_of(row, by_variant), flush=True)
             self._write(complete=False)
 
         self.context["wall_s"]["sweep"] = round(time.monotonic() - t_sweep, 3)
@@ -634,41 +640,49 @@ class Runner:
                 torch.cuda.synchronize()
 
     # -- printing (rank 0) ---------------------------------------------------------------------------
+    def _say(self, text: str) -> None:
+        """One of rank 0's '#' lines; beside the compact table (a narrow terminal) wrapped on words to the
+        terminal's width, each continuation starting '#     ' so the nccl-tests importer still skips it."""
+        w = getattr(self, "say_width", None)
+        for line in text.split("\n"):
+            if w and len(line) > w:
+                line = "\n".join(textwrap.wrap(line, w, subsequent_indent="#     ", break_long_words=False,
+                                               break_on_hyphens=False))
+            print(line, flush=True)
+
     def _print_preamble(self, infos, graph: bool, device) -> None:
         o = self.opts
         it = (f"{o.iters}" if o.iters else f"time-based ({o.time_per_size * 1e3:g} ms per size, {o.min_iters}..{o.max_iters})")
-        print(f"# rdmacheck bench: {', '.join(o.ops)}  ranks {self.world}  backend {self.backend}  dtype {o.dtype}  "
+        self._say(f"# rdmacheck bench: {', '.join(o.ops)}  ranks {self.world}  backend {self.backend}  dtype {o.dtype}  "
               f"warmup {o.warmup}  iters {it}  graph {'auto' if self.graph_auto else ('on' if graph else 'off')}  "
               f"check {'on' if o.check else 'off'}  algo {algo_label(self.algo)}")
         for i in infos:
             where = f"{i.get('gpu_bus_id', '')} {i.get('gpu', 'CPU')}".strip()
             hcas = ",".join(i.get("hcas") or []) or "-"
-            print(f"#  Rank {i['rank']:2d} Pid {i['pid']:6d} on {i['host']:>10s} device {i['local_rank']:2d} [{where}]  HCAs {hcas}")
+            self._say(f"#  Rank {i['rank']:2d} Pid {i['pid']:6d} on {i['host']:>10s} device {i['local_rank']:2d} [{where}]  HCAs {hcas}")
         t = "CUDA events" if device.type == "cuda" else "perf_counter after a barrier"
-        print(f"# time = MAX over the {self.world} ranks of each rank's mean time per call ({t}); "
+        self._say(f"# time = MAX over the {self.world} ranks of each rank's mean time per call ({t}); "
               "algbw = size/time, busbw = algbw x nccl-tests factor; GB/s = 1e9 B/s")
         for n in self.notes:
-            print(f"# note: {n}")
-        sys.stdout.flush()
+            self._say(f"# note: {n}")
 
     def _print_summary(self, results: list[Result]) -> None:
         wrong = sum(int(r["wrong"] or 0) for r in self.records)
-        print(f"# Out of bounds values : {wrong} {'OK' if wrong == 0 else 'FAILED'}" if self.opts.check else "# #wrong not checked (--no-check)")
+        self._say(f"# Out of bounds values : {wrong} {'OK' if wrong == 0 else 'FAILED'}" if self.opts.check else "# #wrong not checked (--no-check)")
         for line in blank_columns_note(dict.fromkeys(r.op for r in self.plan)):
-            print(f"# note: {line}")
-        print("#")
+            self._say(f"# note: {line}")
+        self._say("#")
         for r in results:
-            print(f"# [{r.status.value.upper():4s}] {r.id}: {r.observed}" + (f"  (expected {r.expected})" if r.status is not Status.PASS else ""))
+            self._say(f"# [{r.status.value.upper():4s}] {r.id}: {r.observed}" + (f"  (expected {r.expected})" if r.status is not Status.PASS else ""))
             if r.status in (Status.FAIL, Status.WARN) and r.remedy:
-                print(f"#        -> {r.remedy}")
+                self._say(f"#        -> {r.remedy}")
         w = self.context.get("wall_s") or {}
         if w:
-            print("# wall: " + ", ".join(f"{k.replace('_', ' ')} {v:.2f} s" for k, v in w.items()))
+            self._say("# wall: " + ", ".join(f"{k.replace('_', ' ')} {v:.2f} s" for k, v in w.items()))
         if self.opts.json_path:
-            print(f"# evidence: {self.opts.json_path}")
+            self._say(f"# evidence: {self.opts.json_path}")
         if self.opts.csv_path:
-            print(f"# csv: {self.opts.csv_path}")
-        sys.stdout.flush()
+            self._say(f"# csv: {self.opts.csv_path}")
 
 
 def _progress(row: PlanRow, tag: str) -> None:

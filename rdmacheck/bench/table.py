@@ -49,6 +49,55 @@ def row_line(row, by_variant: dict[bool, dict[str, Any]]) -> str:
     return pre + _body(by_variant.get(False)) + _body(by_variant.get(True))
 
 
+# The nccl-tests row is 116 characters wide; a terminal narrower than that gets the compact table, which keeps
+# what the gates judge (time, algbw, busbw, #wrong per variant) in 75 columns and drops count/type/redop/root
+# (the "# Collective:" line above the table names the type).
+NCCL_TESTS_WIDTH = 116
+
+
+def compact_header(time_label: str = "time") -> list[str]:
+    return [
+        ("# %9s  %-30s  %s" % ("", "out-of-place", "in-place")).rstrip(),
+        "# %9s  %8s %7s %7s %6s  %8s %7s %7s %6s" % (
+            "size", time_label + " us", "algbw", "busbw", "#wrong", time_label + " us", "algbw", "busbw", "#wrong"),
+    ]
+
+
+def _compact_body(rec: dict[str, Any] | None) -> str:
+    if rec is None:
+        return "%30s" % ""
+    wrong = rec.get("wrong")
+    w = "N/A" if wrong is None else "%g" % float(wrong)
+    return "%8s %7s %7s %6s" % (_fs(rec["time_us"], 8).strip(), _fs(rec["algbw"], 7).strip(),
+                                _fs(rec["busbw"], 7).strip(), w)
+
+
+def compact_row(row, by_variant: dict[bool, dict[str, Any]]) -> str:
+    """One line of the compact table: the size in binary units, then out-of-place and in-place."""
+    from rdmacheck.util.units import human_bytes
+
+    return ("%11s  %s  %s" % (human_bytes(row.nbytes), _compact_body(by_variant.get(False)),
+                              _compact_body(by_variant.get(True)))).rstrip()
+
+
+def use_compact(choice: str, stdout=None, columns: int | None = None) -> bool:
+    """--table: 'compact', 'nccl-tests', or 'auto' (compact on a terminal narrower than the nccl-tests row;
+    a file or a pipe always gets nccl-tests' layout, which its own tools and `report --import` read)."""
+    import shutil
+    import sys
+
+    if choice != "auto":
+        return choice == "compact"
+    out = stdout or sys.stdout
+    try:
+        tty = out.isatty()
+    except (AttributeError, ValueError):
+        tty = False
+    if not tty:
+        return False
+    return (columns or shutil.get_terminal_size().columns) < NCCL_TESTS_WIDTH
+
+
 def blank_columns_note(ops: Iterable[str]) -> list[str]:
     """Footer lines saying which columns of the table are blank and why (empty when none is)."""
     from .collectives import COLLECTIVES

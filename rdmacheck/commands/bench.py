@@ -112,6 +112,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--csv", default=None, metavar="FILE", help="write the table as CSV")
     g.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                    help="progress bar on stderr (default: when stderr is a terminal)")
+    g.add_argument("--table", choices=["auto", "compact", "nccl-tests"], default="auto",
+                   help="the table on stdout: nccl-tests' layout (116 columns, what its tools and "
+                        "`report --import` read) or a compact one (size, then time/algbw/busbw/#wrong per "
+                        "variant, 75 columns); auto (default): compact on a terminal narrower than 116 "
+                        "columns, nccl-tests' layout otherwise and always into a file or pipe")
+    g.add_argument("--verbose", "-v", action="store_const", const="nccl-tests", dest="table",
+                   help="the full nccl-tests table on any terminal (= --table nccl-tests)")
 
 
 def build_options(args: argparse.Namespace):
@@ -146,7 +153,7 @@ def build_options(args: argparse.Namespace):
         graph=args.graph, check=args.check, backend=args.backend, timeout=args.timeout,
         json_path=args.json, csv_path=args.csv, expect_busbw=expect, expect_explicit=explicit,
         plateau_min_bytes=cfg.profile.plateau_min_bytes, max_memory=max_mem, hooks=list(args.hook),
-        config=cfg.to_dict(), progress=args.progress, argv=list(sys.argv[1:]),
+        config=cfg.to_dict(), progress=args.progress, table=args.table, argv=list(sys.argv[1:]),
         algo=args.algo, expect_latency=latency, latency_profile=list(cfg.profile.latency),
     )
 

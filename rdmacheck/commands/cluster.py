@@ -180,6 +180,7 @@ def _options(args: argparse.Namespace):
     # the bench's own validation and defaults, so both commands mean the same by each flag
     ns = argparse.Namespace(**vars(args))
     ns.nproc, ns.json, ns.csv, ns.progress, ns.hook, ns.graph, ns.timeout = None, None, None, False, [], None, args.node_timeout
+    ns.table = "nccl-tests"  # rank actors print no table to a terminal
     # bench-only flags the cluster does not take: NCCL_ALGO by the bench's rule (ring across nodes), the profile's latency table
     ns.algo, ns.expect_latency = getattr(args, "algo", None), getattr(args, "expect_latency", None)
     bench_opts = build_options(ns)
