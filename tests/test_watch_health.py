@@ -114,3 +114,33 @@ def test_gpu_health_metrics_and_na_with_its_code():
     assert ("rdmacheck_gpu_remap_failure", (("gpu", "1"),)) not in s
     assert s[("rdmacheck_gpu_health_na", (("fact", "pcie_replay"), ("gpu", "1"),
                                           ("reason", "n/a (NVML_ERROR_NOT_SUPPORTED=3)")))] == 1
+
+
+def test_the_terminal_gets_the_verdict_on_start_and_on_each_change(tmp_path):
+    """Driven cycle by cycle in-process: the first cycle prints the node's verdict (the failing and warning
+    gates by name, as `preflight` would exit on the same tree), an unchanged cycle prints nothing, a change
+    prints the gate's transition and the new verdict."""
+    from rdmacheck import preflight
+    from rdmacheck.config import load_config
+    from rdmacheck.evidence.model import exit_code
+    from rdmacheck.preflight.root import HostRoot
+
+    root = roce_tree(tmp_path / "node")
+    lines: list[str] = []
+    w = Watcher(preflight_judge(str(root), None, None, []), log=lines.append)
+    first = w.cycle()
+    r = HostRoot(root)
+    same = preflight.run(r, config=load_config(None, None, [], r.environ())).results
+    assert [x.status for x in first.results] == [x.status for x in same]
+    (line,) = lines
+    verdict = "FAIL" if exit_code(same) else "PASS"
+    assert f" cycle 1: {verdict}: " in line, line
+    for x in same:
+        if x.status.value in ("fail", "warn") and not x.unjudged and not x.waiver:
+            assert x.id in line, (x.id, line)
+    w.cycle()
+    assert len(lines) == 1, lines  # nothing changed: nothing printed
+    (root / "sys/devices/virtual/net/enP2p1s0f0np0/mtu").write_text("1500\n")
+    w.cycle()
+    assert len(lines) == 3 and "gate rdma.mtu: pass -> fail" in lines[1], lines
+    assert " cycle 3: FAIL: fail " in lines[2] and "rdma.mtu" in lines[2], lines

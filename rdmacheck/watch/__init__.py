@@ -24,7 +24,7 @@ import time
 from typing import Any, Callable
 
 from rdmacheck.preflight.facts.counters import counter_delta, parse_counter, read_sample
-from rdmacheck.evidence.model import Result, Status
+from rdmacheck.evidence.model import Result, Status, exit_code
 
 # Gauge values of rdmacheck_gate_status: what the issue and the alert rules use.
 STATUS_VALUE = {Status.PASS: 0, Status.WARN: 1, Status.FAIL: 2, Status.SKIP: 3}
@@ -116,6 +116,19 @@ def sample_counters(root, devices: list[str] | None, netdevs: list[str] | None) 
     return out
 
 
+def verdict_line(results: list[Result]) -> str:
+    """FAIL / PASS for the node (a waived fail does not fail it), the failing and warning gates by name, the
+    others counted: what a terminal or a journal shows once per change."""
+    by: dict[str, list[str]] = {}
+    for r in results:
+        key = "waived" if r.status is Status.FAIL and r.waiver else ("unjudged" if r.unjudged else r.status.value)
+        by.setdefault(key, []).append(r.id)
+    verdict = "FAIL" if exit_code(results) else "PASS"   # preflight's own exit rule
+    named = [f"{k} {', '.join(by[k])}" for k in ("fail", "unjudged", "warn") if by.get(k)]
+    counted = [f"{len(by[k])} {k}" for k in ("waived", "pass", "skip") if by.get(k)]
+    return f"{verdict}: " + "; ".join(named + [", ".join(counted)] if counted else named)
+
+
 class Watcher:
     """Runs cycles; ``state`` is the latest one (None before the first)."""
 
@@ -170,16 +183,22 @@ class Watcher:
         return st
 
     def _log_changes(self, results: list[Result]) -> None:
-        """One line per gate whose status changed since the previous cycle (and on first sight: none)."""
+        """The node's verdict on the first cycle and whenever a gate changed (one line: the failing and warning
+        gates by name, the rest counted), and one line per gate whose status changed since the previous cycle."""
         now = {r.id: r.status for r in results}
+        stamp = time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime(self.clock()))
+        changed = False
         if self._last_status:
             for gid in sorted(set(now) | set(self._last_status)):
                 a, b = self._last_status.get(gid), now.get(gid)
                 if a != b:
+                    changed = True
                     obs = next((r.observed for r in results if r.id == gid), "")
-                    self.log(f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime(self.clock()))} gate {gid}: "
+                    self.log(f"{stamp} gate {gid}: "
                              f"{a.value if a else 'absent'} -> {b.value if b else 'absent'}"
                              + (f" ({obs[:200]})" if obs else ""))
+        if results and (not self._last_status or changed):
+            self.log(f"{stamp} cycle {self.cycles}: {verdict_line(results)}")
         self._last_status = now
 
     def run_forever(self, interval: float, stop: threading.Event) -> None:
