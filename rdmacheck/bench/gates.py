@@ -275,17 +275,40 @@ def check_transport(
     """Judge NCCL's account of the inter-node transport (see module doc)."""
     expect = expect or PathExpectation()
     exp_s = expect.describe()
+    if backend != "nccl" or log is None or log.nccl_lines == 0:
+        return _transport_unjudgeable(log, backend, exp_s)
+    d = _transport_details(log, expect, backend)
+    nets = log.net_channels
+    if not nets:
+        return _transport_without_net(log, multi_node, exp_s, d)
+
+    plugin = max({c.net for c in nets}, key=[c.net for c in nets].count) or "?"
+    d["net_plugin"] = plugin
+    by_index = {x.index: x for x in log.ib_devices}
+    links = sorted({by_index[c.net_dev].link for c in nets if c.net == "IB" and c.net_dev in by_index and by_index[c.net_dev].link})
+    d["links"] = links
+    status, problems, remedies = _transport_problems(log, expect, plugin, links, d, env, preflight)
+    summary = _transport_summary(log, plugin, links, d)
+    observed = summary if not problems else "; ".join(problems) + (f" [{summary}]" if plugin == "IB" else "")
+    return Result(TRANSPORT_ID, status, observed=observed, expected=exp_s, remedy="; ".join(remedies), details=d)
+
+
+def _transport_unjudgeable(log: NcclLog | None, backend: str, exp_s: str) -> Result:
+    """No NCCL account to judge: another backend (skip) or no NCCL debug output (fail)."""
     if backend != "nccl":
         return Result(TRANSPORT_ID, Status.SKIP, observed=f"backend {backend}: NCCL not in use",
                       expected=exp_s, remedy="", details={"backend": backend,
                       "note": "gloo talks TCP over GLOO_SOCKET_IFNAME; bench.wire proves which interface carried it"})
-    if log is None or log.nccl_lines == 0:
-        return Result(TRANSPORT_ID, Status.FAIL, observed="no NCCL debug output to read: the path cannot be proven",
-                      expected=exp_s,
-                      remedy="run with NCCL_DEBUG=INFO NCCL_DEBUG_SUBSYS=INIT,NET,GRAPH and NCCL_DEBUG_FILE "
-                             "(rdmacheck bench --hook rdmacheck.bench.path_proof:install sets them)",
-                      details={"backend": backend, "sources": list(log.sources) if log else []})
-    d: dict[str, Any] = {
+    return Result(TRANSPORT_ID, Status.FAIL, observed="no NCCL debug output to read: the path cannot be proven",
+                  expected=exp_s,
+                  remedy="run with NCCL_DEBUG=INFO NCCL_DEBUG_SUBSYS=INIT,NET,GRAPH and NCCL_DEBUG_FILE "
+                         "(rdmacheck bench --hook rdmacheck.bench.path_proof:install sets them)",
+                  details={"backend": backend, "sources": list(log.sources) if log else []})
+
+
+def _transport_details(log: NcclLog, expect: PathExpectation, backend: str) -> dict[str, Any]:
+    """What NCCL's log says and what was expected; net_plugin, links, causes (and nodes) are filled in later."""
+    return {
         "backend": backend,
         "nccl_version": log.version,
         "hosts": list(log.hosts),
@@ -305,35 +328,44 @@ def check_transport(
         "causes": [],
         "sources": list(log.sources),
     }
-    nets = log.net_channels
-    if not nets:
-        intra = ", ".join(f"{k} x{v}" for k, v in log.path_kinds.items()) or "no channel lines"
-        nodes = log.nodes()
-        d["nodes"] = nodes
-        # The caller knows the world's hosts (bench); else the log itself says how many nodes took part.
-        if multi_node is None:
-            multi_node = len(nodes) > 1
-        if multi_node:
-            who = f"{_count(len(nodes))} nodes ({', '.join(nodes)})" if len(nodes) > 1 else "several nodes"
-            problems = [f"ranks on {who} but no NET channel in NCCL's log ({intra})"]
-            remedies = ["run with NCCL_DEBUG=INFO NCCL_DEBUG_SUBSYS=INIT,NET,GRAPH so NCCL logs its channels, "
-                        "and keep every rank's NCCL_DEBUG_FILE"]
-            if log.completion_errors:
-                e = log.completion_errors[0]
-                problems.append(f"NET/IB completion error {e.status} ({e.status_name or '?'}, vendor err "
-                                f"{e.vendor_err}) from peer {e.peer}")
-                remedies.append("compare both nodes' preflight (rdma.gid, rdma.mtu, rdma.pfc): a GID/subnet or MTU "
-                                "mismatch, PFC/ECN drops or a down link")
-            return Result(TRANSPORT_ID, Status.FAIL, observed="; ".join(problems), expected=exp_s,
-                          remedy="; ".join(remedies), details=d)
+
+
+def _transport_without_net(log: NcclLog, multi_node: bool | None, exp_s: str, d: dict[str, Any]) -> Result:
+    """No NET channel in the log: fine on one node (skip), unproven across several (fail)."""
+    intra = ", ".join(f"{k} x{v}" for k, v in log.path_kinds.items()) or "no channel lines"
+    nodes = log.nodes()
+    d["nodes"] = nodes
+    # The caller knows the world's hosts (bench); else the log itself says how many nodes took part.
+    if multi_node is None:
+        multi_node = len(nodes) > 1
+    if not multi_node:
         return Result(TRANSPORT_ID, Status.SKIP, observed=f"one node ({', '.join(nodes) or 'host not named'}): "
                       f"no network path used ({intra})", expected=exp_s, details=d)
+    who = f"{_count(len(nodes))} nodes ({', '.join(nodes)})" if len(nodes) > 1 else "several nodes"
+    problems = [f"ranks on {who} but no NET channel in NCCL's log ({intra})"]
+    remedies = ["run with NCCL_DEBUG=INFO NCCL_DEBUG_SUBSYS=INIT,NET,GRAPH so NCCL logs its channels, "
+                "and keep every rank's NCCL_DEBUG_FILE"]
+    if log.completion_errors:
+        e = log.completion_errors[0]
+        problems.append(f"NET/IB completion error {e.status} ({e.status_name or '?'}, vendor err "
+                        f"{e.vendor_err}) from peer {e.peer}")
+        remedies.append("compare both nodes' preflight (rdma.gid, rdma.mtu, rdma.pfc): a GID/subnet or MTU "
+                        "mismatch, PFC/ECN drops or a down link")
+    return Result(TRANSPORT_ID, Status.FAIL, observed="; ".join(problems), expected=exp_s,
+                  remedy="; ".join(remedies), details=d)
 
-    plugin = max({c.net for c in nets}, key=[c.net for c in nets].count) or "?"
-    d["net_plugin"] = plugin
-    by_index = {x.index: x for x in log.ib_devices}
-    links = sorted({by_index[c.net_dev].link for c in nets if c.net == "IB" and c.net_dev in by_index and by_index[c.net_dev].link})
-    d["links"] = links
+
+def _transport_problems(
+    log: NcclLog,
+    expect: PathExpectation,
+    plugin: str,
+    links: list[str],
+    d: dict[str, Any],
+    env: Mapping[str, str] | None,
+    preflight: Any,
+) -> tuple[Status, list[str], list[str]]:
+    """Each way the NET channels miss the expectation, as (status, problems, remedies) in a fixed order."""
+    nets = log.net_channels
     problems: list[str] = []
     remedies: list[str] = []
     status = Status.PASS
@@ -364,13 +396,7 @@ def check_transport(
         no_gdr = [c for c in nets if not c.gdr]
         if no_gdr:
             status = Status.FAIL
-            why = [g for g in log.gdr if not g.enabled]
-            extra = ""
-            if why and why[0].distance is not None:
-                extra = f" (NCCL: distance {why[0].distance} > level {why[0].level})"
-            elif why and why[0].hca_name:
-                extra = f" (NCCL: GPU Direct RDMA Disabled for HCA '{why[0].hca_name}')"
-            problems.append(f"GPUDirect RDMA off on {len(no_gdr)} of {len(nets)} NET channels{extra}")
+            problems.append(f"GPUDirect RDMA off on {len(no_gdr)} of {len(nets)} NET channels{_gdr_off_reason(log)}")
             remedies.append("load nvidia_peermem (or use a dma-buf capable kernel/driver) and check NCCL_NET_GDR_LEVEL "
                             "covers the GPU-NIC distance (PCI topology: nvidia-smi topo -m)")
     if log.completion_errors:
@@ -380,6 +406,21 @@ def check_transport(
                         f"from peer {e.peer}")
         remedies.append("retry-exceeded errors point at the fabric: GID/subnet mismatch between nodes, MTU, PFC/ECN "
                         "drops or a down link; compare both nodes' preflight (rdma.gid, rdma.mtu, rdma.pfc)")
+    return status, problems, remedies
+
+
+def _gdr_off_reason(log: NcclLog) -> str:
+    """NCCL's own reason for GPUDirect RDMA being off, as a parenthesised suffix ("" when it gave none)."""
+    why = [g for g in log.gdr if not g.enabled]
+    if why and why[0].distance is not None:
+        return f" (NCCL: distance {why[0].distance} > level {why[0].level})"
+    if why and why[0].hca_name:
+        return f" (NCCL: GPU Direct RDMA Disabled for HCA '{why[0].hca_name}')"
+    return ""
+
+
+def _transport_summary(log: NcclLog, plugin: str, links: list[str], d: Mapping[str, Any]) -> str:
+    """The path NCCL took in one line: plugin, links and, for NET/IB, GDR, HCAs and GID indexes."""
     summary = f"NET/{plugin}" + (f" over {'/'.join(links)}" if links else "")
     if plugin == "IB":
         summary += ", GDRDMA" if log.gdr_enabled else ", no GDRDMA"
@@ -387,9 +428,8 @@ def check_transport(
             summary += f", HCA {', '.join(log.used_hcas())}"
         if d["gid_indexes"]:
             summary += f", GID index {','.join(map(str, d['gid_indexes']))}"
-    summary += f" ({len(nets)} NET channels)"
-    observed = summary if not problems else "; ".join(problems) + (f" [{summary}]" if plugin == "IB" else "")
-    return Result(TRANSPORT_ID, status, observed=observed, expected=exp_s, remedy="; ".join(remedies), details=d)
+    summary += f" ({len(log.net_channels)} NET channels)"
+    return summary
 
 
 # ------------------------------------------------------------------ bench.wire
@@ -449,7 +489,7 @@ def check_wire(
     counters, so each is judged against the sum of those nodes' expected bytes.  ``details``
     say what was compared: ``compared_by``, ``nodes`` and ``shared_counters``.
     """
-    from rdmacheck.preflight.facts.nodeid import describe_sources, short
+    from rdmacheck.preflight.facts.nodeid import describe_sources
 
     world = int(context.get("world_size") or 0)
     backend = str(context.get("backend") or "nccl")
@@ -467,62 +507,8 @@ def check_wire(
         if not wire:
             continue
         nodes = [n for n in wire.get("nodes", []) if n]
-        scope_nodes: dict[str, set[str]] = {}
-        for n in nodes:
-            key = _node_key(n)
-            hosts.add(key)
-            sources.add(n.get("node_source") if n.get("node") is not None else None)
-            labels[key] = short(key, n.get("node_source")) if n.get("node") is not None else key
-            if n.get("scope"):
-                scope_nodes.setdefault(str(n["scope"]), set()).add(key)
-            watched[str(n.get("host"))] = {"hcas": sorted((n.get("hcas") or {}).keys()),
-                                           "netdevs": sorted((n.get("netdevs") or {}).keys())}
-        for sc, keys in scope_nodes.items():
-            if len(keys) > 1:
-                shared[sc] = sorted(keys)
-        factor = wire_factor(op, world, backend)
-        calls = calls_in_window(recs)
-        row: dict[str, Any] = {"op": op, "bytes": nbytes, "calls": calls, "factor": factor, "nodes": []}
-        expected = factor * nbytes * calls if factor is not None and calls is not None else None
-        row["expected_bytes"] = expected
-        unreadable_hosts = []
-        for n in nodes:
-            measured = node_bytes(n)
-            # NCCL nodes that read one namespace's counters: the counters hold all of their traffic
-            share = len(scope_nodes.get(str(n.get("scope")), ())) if n.get("scope") else 1
-            n_expected = expected * max(share, 1) if expected is not None else None
-            bad = [k for fam in ("hcas", "netdevs") for k, v in (n.get(fam) or {}).items()
-                   if v.get("tx") is None or v.get("rx") is None]
-            if bad:
-                unreadable_hosts.append(f"{n.get('host')}: {', '.join(bad)}")
-            others = {k: max(int(v.get("tx") or 0), int(v.get("rx") or 0)) for k, v in (n.get("others") or {}).items()}
-            top = max(others.items(), key=lambda kv: kv[1]) if others else None
-            row["nodes"].append({
-                "host": n.get("host"), "rank": n.get("rank"), "node": _node_key(n), "measured_bytes": measured,
-                "ratio": (measured / n_expected) if n_expected else None,
-                "expected_bytes": n_expected, "sharing": share if share > 1 else None,
-                "hcas": n.get("hcas") or {}, "netdevs": n.get("netdevs") or {},
-                "top_other": {"name": top[0], "bytes": top[1]} if top and top[1] > 0 else None,
-                "unreadable": bad,
-            })
-        if calls is None:
-            row["verdict"] = "not judged (no call count recorded: evidence older than schema 2)"
-        elif expected is None:
-            row["verdict"] = "not judged (unknown op)"
-        elif expected < min_bytes:
-            row["verdict"] = f"not judged (< {min_bytes} B expected)"
-        elif unreadable_hosts and any(x["ratio"] < min_ratio for x in row["nodes"] if x["unreadable"]):
-            # a counter reset or saturated in the window: too little counted proves nothing
-            row["verdict"] = "not judged (counter reset or saturated: " + "; ".join(unreadable_hosts) + ")"
-        else:
-            ratios = [x["ratio"] for x in row["nodes"]]
-            if any(x < min_ratio for x in ratios):
-                row["verdict"] = "fail"
-            elif any(x > max_ratio for x in ratios):
-                row["verdict"] = "warn"
-            else:
-                row["verdict"] = "pass"
-        rows.append(row)
+        scope_nodes = _note_wire_nodes(nodes, watched, hosts, sources, labels, shared)
+        rows.append(_wire_row(op, nbytes, recs, nodes, scope_nodes, world, backend, min_ratio, max_ratio, min_bytes))
     by = describe_sources(sources)
     node_list = sorted(hosts)
     d: dict[str, Any] = {"rows": rows, "min_ratio": min_ratio, "max_ratio": max_ratio, "min_bytes": min_bytes,
@@ -530,18 +516,130 @@ def check_wire(
                          "compared_by": by, "nodes": node_list, "shared_counters": shared,
                          "factor_note": "per node per call: all_reduce 2(n-1)/n, all_gather/reduce_scatter/alltoall "
                                         "(n-1)/n, broadcast/sendrecv 1 x bytes (gloo: the same, but reduce_scatter 2(n-1)/n)"}
+    return _wire_result(d, labels, min_ratio=min_ratio, max_ratio=max_ratio, min_bytes=min_bytes)
+
+
+def _note_wire_nodes(
+    nodes: list[Mapping[str, Any]],
+    watched: dict[str, dict[str, list[str]]],
+    hosts: set[str],
+    sources: set[str | None],
+    labels: dict[str, str],
+    shared: dict[str, list[str]],
+) -> dict[str, set[str]]:
+    """Record one size's counter samples in the run-wide accumulators (updated in place); return its
+    nodes grouped by network namespace (``scope``), which decides whose counters are shared."""
+    from rdmacheck.preflight.facts.nodeid import short
+
+    scope_nodes: dict[str, set[str]] = {}
+    for n in nodes:
+        key = _node_key(n)
+        hosts.add(key)
+        sources.add(n.get("node_source") if n.get("node") is not None else None)
+        labels[key] = short(key, n.get("node_source")) if n.get("node") is not None else key
+        if n.get("scope"):
+            scope_nodes.setdefault(str(n["scope"]), set()).add(key)
+        watched[str(n.get("host"))] = {"hcas": sorted((n.get("hcas") or {}).keys()),
+                                       "netdevs": sorted((n.get("netdevs") or {}).keys())}
+    for sc, keys in scope_nodes.items():
+        if len(keys) > 1:
+            shared[sc] = sorted(keys)
+    return scope_nodes
+
+
+def _wire_row(
+    op: str,
+    nbytes: int,
+    recs: list[Mapping[str, Any]],
+    nodes: list[Mapping[str, Any]],
+    scope_nodes: Mapping[str, set[str]],
+    world: int,
+    backend: str,
+    min_ratio: float,
+    max_ratio: float,
+    min_bytes: int,
+) -> dict[str, Any]:
+    """One op and size: the bytes each node's counters measured against what the collective moves, and a verdict."""
+    factor = wire_factor(op, world, backend)
+    calls = calls_in_window(recs)
+    row: dict[str, Any] = {"op": op, "bytes": nbytes, "calls": calls, "factor": factor, "nodes": []}
+    expected = factor * nbytes * calls if factor is not None and calls is not None else None
+    row["expected_bytes"] = expected
+    unreadable_hosts = []
+    for n in nodes:
+        entry = _wire_node(n, expected, scope_nodes)
+        if entry["unreadable"]:
+            unreadable_hosts.append(f"{n.get('host')}: {', '.join(entry['unreadable'])}")
+        row["nodes"].append(entry)
+    row["verdict"] = _wire_verdict(row["nodes"], calls, expected, unreadable_hosts, min_ratio, max_ratio, min_bytes)
+    return row
+
+
+def _wire_node(n: Mapping[str, Any], expected: float | None, scope_nodes: Mapping[str, set[str]]) -> dict[str, Any]:
+    """One node's entry in a row: measured bytes, its expected share, and the counters it could not read."""
+    measured = node_bytes(n)
+    # NCCL nodes that read one namespace's counters: the counters hold all of their traffic
+    share = len(scope_nodes.get(str(n.get("scope")), ())) if n.get("scope") else 1
+    n_expected = expected * max(share, 1) if expected is not None else None
+    bad = [k for fam in ("hcas", "netdevs") for k, v in (n.get(fam) or {}).items()
+           if v.get("tx") is None or v.get("rx") is None]
+    others = {k: max(int(v.get("tx") or 0), int(v.get("rx") or 0)) for k, v in (n.get("others") or {}).items()}
+    top = max(others.items(), key=lambda kv: kv[1]) if others else None
+    return {
+        "host": n.get("host"), "rank": n.get("rank"), "node": _node_key(n), "measured_bytes": measured,
+        "ratio": (measured / n_expected) if n_expected else None,
+        "expected_bytes": n_expected, "sharing": share if share > 1 else None,
+        "hcas": n.get("hcas") or {}, "netdevs": n.get("netdevs") or {},
+        "top_other": {"name": top[0], "bytes": top[1]} if top and top[1] > 0 else None,
+        "unreadable": bad,
+    }
+
+
+def _wire_verdict(
+    node_rows: list[Mapping[str, Any]],
+    calls: int | None,
+    expected: float | None,
+    unreadable_hosts: list[str],
+    min_ratio: float,
+    max_ratio: float,
+    min_bytes: int,
+) -> str:
+    """A row's verdict: "pass", "fail", "warn", or "not judged (why)"."""
+    if calls is None:
+        return "not judged (no call count recorded: evidence older than schema 2)"
+    if expected is None:
+        return "not judged (unknown op)"
+    if expected < min_bytes:
+        return f"not judged (< {min_bytes} B expected)"
+    if unreadable_hosts and any(x["ratio"] < min_ratio for x in node_rows if x["unreadable"]):
+        # a counter reset or saturated in the window: too little counted proves nothing
+        return "not judged (counter reset or saturated: " + "; ".join(unreadable_hosts) + ")"
+    ratios = [x["ratio"] for x in node_rows]
+    if any(x < min_ratio for x in ratios):
+        return "fail"
+    if any(x > max_ratio for x in ratios):
+        return "warn"
+    return "pass"
+
+
+def _wire_result(
+    d: dict[str, Any], labels: Mapping[str, str], *, min_ratio: float, max_ratio: float, min_bytes: int,
+) -> Result:
+    """The bench.wire Result from the details ``d`` (rows, watched devices, nodes): skip when nothing could be
+    judged, else the worst verdict."""
+    rows, watched, by, node_list = d["rows"], d["watched"], d["compared_by"], d["nodes"]
     exp_s = f"each node's selected NIC carries >= {min_ratio:g}x the collective's bytes"
     if not rows:
         return Result(WIRE_ID, Status.SKIP, observed="no counter samples (path proof not enabled, or a single rank)",
                       expected=exp_s, details=d)
     who = ", ".join(labels.get(h, h) for h in node_list)
-    if len(hosts) < 2:
+    if len(node_list) < 2:
         return Result(WIRE_ID, Status.SKIP, observed=f"all ranks on one node ({who or '?'}; nodes by {by}): "
                       "no inter-node traffic to count", expected=exp_s, details=d)
     basis = f"nodes by {by}: {who}"
-    if shared:
+    if d["shared_counters"]:
         basis += "; " + "; ".join(f"{' and '.join(labels.get(k, k) for k in ks)} read one network namespace's counters, "
-                                  "judged against their summed bytes" for ks in shared.values())
+                                  "judged against their summed bytes" for ks in d["shared_counters"].values())
     judged = [r for r in rows if r["verdict"] in ("pass", "fail", "warn")]
     if not judged:
         return Result(WIRE_ID, Status.SKIP, observed=f"no size moves >= {min_bytes} B per node; too small to judge",
@@ -552,15 +650,8 @@ def check_wire(
     dev_names = ", ".join(sorted(set(sum((v["hcas"] + v["netdevs"] for v in watched.values()), [])))) or "?"
     fails = [r for r in judged if r["verdict"] == "fail"]
     if fails:
-        w = worst_node
-        w_devs = ", ".join(sorted(list(w["hcas"]) + list(w["netdevs"]))) or "(no watched device)"
-        msg = (f"{worst['op']} {worst['bytes']} B: {labels.get(w['node'], w['node'])} {w_devs} carried {w['measured_bytes']} B, "
-               f"{w['ratio']:.2f}x of the {w['expected_bytes']:.0f} B the collective moves "
-               f"({len(fails)} of {len(judged)} sizes below {min_ratio:g}x)")
-        if w.get("top_other"):
-            msg += f"; {w['top_other']['name']} carried {w['top_other']['bytes']} B"
-        msg += f" ({basis})"
-        return Result(WIRE_ID, Status.FAIL, observed=msg, expected=exp_s,
+        observed = _wire_fail_observed(worst, worst_node, labels, len(fails), len(judged), min_ratio, basis)
+        return Result(WIRE_ID, Status.FAIL, observed=observed, expected=exp_s,
                       remedy="the traffic took another path: pin NCCL_SOCKET_IFNAME/GLOO_SOCKET_IFNAME and NCCL_IB_HCA "
                              "to the data NIC, check bench.transport and the routes between the nodes",
                       details=d)
@@ -571,7 +662,22 @@ def check_wire(
                       f"{len(judged)} sizes (more than {max_ratio:g}x somewhere; {basis})", expected=exp_s,
                       remedy="other traffic shares the NIC during the bench, or a counter's unit is wrong", details=d)
     return Result(WIRE_ID, Status.PASS, observed=f"{dev_names} carried {span} of the expected bytes on "
-                  f"{len(hosts)} nodes over {len(judged)} sizes ({basis})", expected=exp_s, details=d)
+                  f"{len(node_list)} nodes over {len(judged)} sizes ({basis})", expected=exp_s, details=d)
+
+
+def _wire_fail_observed(
+    worst: Mapping[str, Any], w: Mapping[str, Any], labels: Mapping[str, str], n_fails: int, n_judged: int,
+    min_ratio: float, basis: str,
+) -> str:
+    """The fail message: the worst size's worst node, what it carried, and the busiest other device on it."""
+    w_devs = ", ".join(sorted(list(w["hcas"]) + list(w["netdevs"]))) or "(no watched device)"
+    msg = (f"{worst['op']} {worst['bytes']} B: {labels.get(w['node'], w['node'])} {w_devs} carried {w['measured_bytes']} B, "
+           f"{w['ratio']:.2f}x of the {w['expected_bytes']:.0f} B the collective moves "
+           f"({n_fails} of {n_judged} sizes below {min_ratio:g}x)")
+    if w.get("top_other"):
+        msg += f"; {w['top_other']['name']} carried {w['top_other']['bytes']} B"
+    msg += f" ({basis})"
+    return msg
 
 
 def _node_key(sample: Mapping[str, Any]) -> str:

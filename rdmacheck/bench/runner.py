@@ -349,17 +349,34 @@ class Runner:
 
     def _run(self) -> int:
         o = self.opts
-        wd = self.wd
         # importing torch is local work that can take tens of seconds on a loaded machine: its own bound
-        wd.enter("init: import torch", timeout=max(o.timeout, 300))
+        self.wd.enter("init: import torch", timeout=max(o.timeout, 300))
         t_start = time.monotonic()
-        import datetime
-
         import torch
         import torch.distributed as dist
 
         t_import = time.monotonic()
+        backend, device, graph = self._select_backend(torch)
+        self._init_process_group(dist, backend, device)
+        self.backend = backend  # only once the group is up: until then _results goes by --backend
+        t_init = time.monotonic()
+        self.plan, self.notes = build_plan(o.ops, o.sizes, o.dtype, self.world)
+        if not self.plan:
+            raise UsageError("nothing to run: " + "; ".join(self.notes or ["no sizes"]))
+        infos = self._gather_rank_facts(torch, dist, device)
+        self._record_context(torch, backend, device, graph, infos)
+        self.context["wall_s"] = {"import_torch": round(t_import - t_start, 3), "init": round(t_init - t_import, 3)}
+        # the context is on disk before the first size, so a crash in the sweep still leaves it
+        self._write(complete=False)
+        t_sweep = time.monotonic()
+        self._sweep(torch, dist, device, graph, infos)
+        self.context["wall_s"]["sweep"] = round(time.monotonic() - t_sweep, 3)
+        return self._finish(dist, backend)
 
+    # -- phases of _run ----------------------------------------------------------------------------
+    def _select_backend(self, torch) -> tuple[str, Any, bool]:
+        """Backend, device and graph mode for this rank; sets self.graph_auto and self.algo."""
+        o = self.opts
         backend = o.backend or ("nccl" if torch.cuda.is_available() else "gloo")
         if backend == "nccl" and not torch.cuda.is_available():
             raise UsageError("--backend nccl needs CUDA, and torch sees no GPU; use --backend gloo")
@@ -383,29 +400,34 @@ class Runner:
             raise UsageError("--graph needs CUDA (gloo collectives cannot be captured); drop --graph")
         # NCCL reads NCCL_ALGO when the communicator is created: decide before init, on every rank
         self.algo = apply_algo(resolve_algo(o.algo, self.world, self.local_world), backend)
-        if self.world > 1 or not dist.is_initialized():
-            addr = os.environ.get("MASTER_ADDR")
-            port = os.environ.get("MASTER_PORT")
-            if self.world == 1 and not (addr and port):
-                os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
-                os.environ.setdefault("MASTER_PORT", str(_free_port()))
-            elif not (addr and port):
-                raise UsageError("WORLD_SIZE > 1 but MASTER_ADDR/MASTER_PORT are not set; launch with torchrun or use --nproc N")
-            wd.enter(f"init: rendezvous of {self.world} ranks at {os.environ['MASTER_ADDR']}:{os.environ['MASTER_PORT']} ({backend})")
-            kw: dict[str, Any] = {}
-            if backend == "nccl":
-                kw["device_id"] = device  # eager communicator init: a bad fabric fails here, named
-            # torch's own timeout a little after ours, so our named cause wins
-            dist.init_process_group(backend, init_method="env://", rank=self.rank, world_size=self.world,
-                                    timeout=datetime.timedelta(seconds=o.timeout + 15), **kw)
-        self.backend = backend
-        t_init = time.monotonic()
-        self.plan, self.notes = build_plan(o.ops, o.sizes, o.dtype, self.world)
-        if not self.plan:
-            raise UsageError("nothing to run: " + "; ".join(self.notes or ["no sizes"]))
+        return backend, device, graph
 
-        # memory guard: every rank decides, everybody learns everybody's verdict
-        wd.enter("init: memory guard and rank facts")
+    def _init_process_group(self, dist, backend: str, device) -> None:
+        """Rendezvous with the other ranks (a lone rank makes up a local address)."""
+        import datetime
+
+        o = self.opts
+        if self.world <= 1 and dist.is_initialized():
+            return  # a lone rank already in a group (the caller's) uses it
+        addr = os.environ.get("MASTER_ADDR")
+        port = os.environ.get("MASTER_PORT")
+        if self.world == 1 and not (addr and port):
+            os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
+            os.environ.setdefault("MASTER_PORT", str(_free_port()))
+        elif not (addr and port):
+            raise UsageError("WORLD_SIZE > 1 but MASTER_ADDR/MASTER_PORT are not set; launch with torchrun or use --nproc N")
+        self.wd.enter(f"init: rendezvous of {self.world} ranks at {os.environ['MASTER_ADDR']}:{os.environ['MASTER_PORT']} ({backend})")
+        kw: dict[str, Any] = {}
+        if backend == "nccl":
+            kw["device_id"] = device  # eager communicator init: a bad fabric fails here, named
+        # torch's own timeout a little after ours, so our named cause wins
+        dist.init_process_group(backend, init_method="env://", rank=self.rank, world_size=self.world,
+                                timeout=datetime.timedelta(seconds=o.timeout + 15), **kw)
+
+    def _gather_rank_facts(self, torch, dist, device) -> list[Any]:
+        """Memory guard: every rank decides, everybody learns everybody's verdict; returns every rank's facts."""
+        o = self.opts
+        self.wd.enter("init: memory guard and rank facts")
         need = max(r.memory_need() for r in self.plan)
         mem = (o.max_memory, "--max-memory") if o.max_memory is not None else detect_memory(torch, device, self.local_world)
         verdict = memory_verdict(need, mem[0], mem[1], o.max_memory)
@@ -415,6 +437,11 @@ class Runner:
         for i in infos:
             if i and i.get("memory_refusal"):
                 raise UsageError(f"rank {i['rank']} on {i['host']}: {i['memory_refusal']}")
+        return infos
+
+    def _record_context(self, torch, backend: str, device, graph: bool, infos: list[Any]) -> None:
+        """The evidence context: how this run was set up, for every later write."""
+        o = self.opts
         nccl_version = None
         if backend == "nccl":
             try:
@@ -432,9 +459,10 @@ class Runner:
             "ranks": infos, "torch_version": torch.__version__, "nccl_version": nccl_version,
             "notes": self.notes, "argv": o.argv, "config": o.config, "algo": self.algo,
         }
-        self.context["wall_s"] = {"import_torch": round(t_import - t_start, 3), "init": round(t_init - t_import, 3)}
-        self._write(complete=False)
-        t_sweep = time.monotonic()
+
+    def _sweep(self, torch, dist, device, graph: bool, infos: list[Any]) -> None:
+        """Every planned size in order: print the preamble and a table row per size, write evidence after each."""
+        o = self.opts
         timer = _Timer(torch, device)
         tdtype = getattr(torch, DTYPES[o.dtype][0])
         progress = o.progress if o.progress is not None else sys.stderr.isatty()
@@ -454,37 +482,47 @@ class Runner:
                     print(line, flush=True)
             if progress and self.rank == 0:
                 _progress(row, tag)
-            wd.enter(f"{tag}: before_size hooks")
-            for h in self.hooks.before_size:
-                self._hook(h, row)
-            by_variant: dict[bool, dict[str, Any]] = {}
-            for in_place in row.variants:
-                phase = f"{tag} {'in-place' if in_place else 'out-of-place'}"
-                wd.enter(f"{phase}: measure")
-                try:
-                    rec = self._measure(torch, dist, device, tdtype, timer, row, in_place, graph, phase)
-                except (UsageError, RankFailure):
-                    raise
-                except Exception as e:  # a peer died, NCCL/gloo error, OOM ...
-                    msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-                    raise RankFailure(f"rank {self.rank}: {type(e).__name__} in phase '{self.wd.phase}': {msg[:300]}") from None
-                by_variant[in_place] = rec
-            main = by_variant.get(False) or by_variant[True]
-            wd.enter(f"{tag}: after_size hooks")
-            for h in self.hooks.after_size:
-                self._hook(h, row, main)
-            if device.type == "cuda":
-                # hand this size's freed buffers back to the device: torch's allocator would otherwise keep
-                # every earlier size's blocks, and a 1 GiB sweep would hold ~4x the largest buffer at its end
-                torch.cuda.empty_cache()
-            self.records.extend(by_variant[v] for v in row.variants)
+            by_variant = self._run_size(torch, dist, device, tdtype, timer, row, graph, tag)
             if self.rank == 0:
                 if progress:
                     sys.stderr.write("\r\033[K")
                 print(line_of(row, by_variant), flush=True)
             self._write(complete=False)
 
-        self.context["wall_s"]["sweep"] = round(time.monotonic() - t_sweep, 3)
+    def _run_size(self, torch, dist, device, tdtype, timer: _Timer, row: PlanRow, graph: bool,
+                  tag: str) -> dict[bool, dict[str, Any]]:
+        """One size: hooks around every variant's measurement; its records join self.records."""
+        wd = self.wd
+        wd.enter(f"{tag}: before_size hooks")
+        for h in self.hooks.before_size:
+            self._hook(h, row)
+        by_variant: dict[bool, dict[str, Any]] = {}
+        for in_place in row.variants:
+            phase = f"{tag} {'in-place' if in_place else 'out-of-place'}"
+            wd.enter(f"{phase}: measure")
+            try:
+                rec = self._measure(torch, dist, device, tdtype, timer, row, in_place, graph, phase)
+            except (UsageError, RankFailure):
+                raise
+            except Exception as e:  # a peer died, NCCL/gloo error, OOM ...
+                msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+                raise RankFailure(f"rank {self.rank}: {type(e).__name__} in phase '{self.wd.phase}': {msg[:300]}") from None
+            by_variant[in_place] = rec
+        main = by_variant.get(False) or by_variant[True]
+        wd.enter(f"{tag}: after_size hooks")
+        for h in self.hooks.after_size:
+            self._hook(h, row, main)
+        if device.type == "cuda":
+            # hand this size's freed buffers back to the device: torch's allocator would otherwise keep
+            # every earlier size's blocks, and a 1 GiB sweep would hold ~4x the largest buffer at its end
+            torch.cuda.empty_cache()
+        self.records.extend(by_variant[v] for v in row.variants)
+        return by_variant
+
+    def _finish(self, dist, backend: str) -> int:
+        """after_run hooks, the final evidence, CSV and summary, then leave the group; returns the exit code."""
+        o = self.opts
+        wd = self.wd
         wd.enter("finish: after_run hooks")
         info_run = RunInfo(self.rank, self.world, backend, self.records, self.context, self._results(True))
         extra: list[Result] = []

@@ -29,7 +29,7 @@ from rdmacheck.evidence.model import Evidence, Result, Status, now_iso
 from . import proc, waivers as waivers_mod
 from .compose import (DEFAULT_COMPOSE_FILE, SERVICE, ComposeDriver, ComposeInvocation, check_variables,
                       detect_driver, read_compose_file)
-from .gates import IMAGE, UNWAIVABLE, container_gates
+from .gates import IMAGE, UNWAIVABLE, DockerState, container_gates
 
 ROLES = ("head", "worker")
 UP_TIMEOUT = 600.0      # creating the container; image pulls have their own bound
@@ -155,18 +155,59 @@ def _print_results(results: list[Result], title: str) -> None:
     render_results(results, title=title)
 
 
+@dataclasses.dataclass
+class _Launch:
+    """One `up` once its gates are judged: what the later phases read, and the evidence they fill in."""
+    opts: LaunchOptions
+    prep: Prepared
+    state: DockerState
+    results: list[Result]
+    ev: Evidence
+    ctx: dict                 # ev.context
+    evidence_path: Path
+
+
 def launch(opts: LaunchOptions, root, config) -> int:
     """The `up` path; ``root`` and ``config`` are preflight's (``preflight.open_config``) from the same arguments."""
     from rdmacheck import preflight
 
     prep = prepare(opts)
     wv = waivers_mod.validate(opts.waivers)
+    evidence_path = _checked_evidence_path(opts)
+    done = preflight.run(root, config=config)
+    results, state = _judge(opts, prep, done, wv)
+    ev = Evidence(kind="launch", results=results)
+    ev.context = ctx = _launch_context(opts, prep, state, root, config, wv, done)
+    job = _Launch(opts, prep, state, results, ev, ctx, evidence_path)
+
+    _print_gates(job, root)
+    if _refuse_failed_gates(job):
+        return _finish(job, 1)
+    inv = prep.inv
+    if inv is None:
+        _refuse_without_compose(job)
+        return _finish(job, 1)
+    if opts.dry_run:
+        _show_dry_run(job, inv)
+        return _finish(job, 0)
+    if not _pull(job):
+        return _finish(job, 1)
+    if not _compose_up(job, inv):
+        return _finish(job, 1)
+    return _finish(job, _await_health(job, inv))
+
+
+def _checked_evidence_path(opts: LaunchOptions) -> Path:
     evidence_path = Path(opts.json_path) if opts.json_path else _default_evidence_path(opts.role)
     if not (opts.dry_run and not opts.json_path):
         from rdmacheck.util.outpath import check_output_path
 
         check_output_path(evidence_path, "--json")  # before the gates: never "cannot write" after the work
-    done = preflight.run(root, config=config)
+    return evidence_path
+
+
+def _judge(opts: LaunchOptions, prep: Prepared, done, wv: list) -> tuple[list[Result], DockerState]:
+    """Preflight's results plus the docker.* gates, with the waivers applied."""
     results = list(done.results)
     docker_results, state = container_gates(prep.inv, prep.driver, opts.docker, opts.pull,
                                             None if opts.compose_driver == "auto" else f"--compose-driver {opts.compose_driver}")
@@ -174,8 +215,10 @@ def launch(opts: LaunchOptions, root, config) -> int:
     notes = waivers_mod.apply(results, wv, UNWAIVABLE)
     for n in notes:
         _say(f"note: {n}")
+    return results, state
 
-    ev = Evidence(kind="launch", results=results)
+
+def _launch_context(opts: LaunchOptions, prep: Prepared, state: DockerState, root, config, wv: list, done) -> dict:
     ctx: dict = {
         "role": opts.role,
         "project": prep.inv.project if prep.inv else None,
@@ -193,92 +236,118 @@ def launch(opts: LaunchOptions, root, config) -> int:
         "launched": False,
         "waivers": [{"gate": w.gate, "reason": w.reason} for w in wv],
     }
-    ev.context = ctx
     try:
         ctx["facts"] = done.summary()
     except Exception as e:  # facts are context, not a gate: never let them stop the record
         ctx["facts"] = {"error": f"{type(e).__name__}: {e}"}
+    return ctx
 
-    def finish(code: int) -> int:
-        ctx["finished"] = now_iso()  # ev.time stays the start: gates were judged then
-        if not (opts.dry_run and not opts.json_path):
-            from rdmacheck.evidence.jsonout import write_evidence
 
-            write_evidence(ev, evidence_path)
-            _say(f"evidence: {evidence_path}")
-        return code
+def _finish(job: _Launch, code: int) -> int:
+    """Every way out of an `up` past the gates: the evidence is written, refused or not."""
+    job.ctx["finished"] = now_iso()  # ev.time stays the start: gates were judged then
+    if not (job.opts.dry_run and not job.opts.json_path):
+        from rdmacheck.evidence.jsonout import write_evidence
 
-    title = f"rdmacheck launch --role {opts.role} — {ev.host}" + (
+        write_evidence(job.ev, job.evidence_path)
+        _say(f"evidence: {job.evidence_path}")
+    return code
+
+
+def _print_gates(job: _Launch, root) -> None:
+    title = f"rdmacheck launch --role {job.opts.role} — {job.ev.host}" + (
         "" if root.live else f" (host gates from {root.root})")
-    blocking = [r for r in results if r.effective_status is Status.FAIL
-                and not (r.id == IMAGE and state.pull_pending)]
-    _print_results(results, title)
-    waived = [r for r in results if r.waiver and r.status is Status.FAIL]
+    _print_results(job.results, title)
+    waived = [r for r in job.results if r.waiver and r.status is Status.FAIL]
     for r in waived:
         _say(f"WAIVED {r.id}: {r.waiver['reason']} (by {r.waiver['user']} at {r.waiver['time']})")
-    if blocking:
-        ctx["refused"] = sorted({r.id for r in blocking})
-        _say(f"REFUSED: not launching the {opts.role} container; {len(blocking)} gate(s) failed:")
-        for r in blocking:
-            _say(f"  [{r.id}] {r.observed}\n      remedy: {r.remedy or '-'}")
-        if any(r.id not in UNWAIVABLE for r in blocking):
-            _say("Fix them, or accept one explicitly with --waive ID --reason TEXT (recorded in the evidence).")
-        # the command is shown refused or not, so the operator sees exactly what a passing node would run
-        _say(f"{'would run' if opts.dry_run else 'would have run'} once every gate passes: "
-             f"{proc.display(prep.planned.argv('up', '-d'))}")
-        _say(f"  with RAY_MODE={opts.role} RDMACHECK_ENV_FILE={prep.planned.env_file} in its environment")
-        return finish(1)
 
-    if prep.inv is None:
-        # docker.compose failed and was waived: a waiver accepts a gate, it cannot start a container without a
-        # compose command (this was `assert prep.inv is not None`, exit 3, on a box with docker but no compose)
-        why = "no compose implementation found, so nothing can start the container (docker.compose was waived)"
-        results.append(Result("launch.up", Status.FAIL, observed=why, expected="compose up starts the container",
+
+def _refuse_failed_gates(job: _Launch) -> bool:
+    """True (refused, said why) if a gate failed unwaived; an image still to pull is judged by the pull."""
+    opts, planned = job.opts, job.prep.planned
+    blocking = [r for r in job.results if r.effective_status is Status.FAIL
+                and not (r.id == IMAGE and job.state.pull_pending)]
+    if not blocking:
+        return False
+    job.ctx["refused"] = sorted({r.id for r in blocking})
+    _say(f"REFUSED: not launching the {opts.role} container; {len(blocking)} gate(s) failed:")
+    for r in blocking:
+        _say(f"  [{r.id}] {r.observed}\n      remedy: {r.remedy or '-'}")
+    if any(r.id not in UNWAIVABLE for r in blocking):
+        _say("Fix them, or accept one explicitly with --waive ID --reason TEXT (recorded in the evidence).")
+    # the command is shown refused or not, so the operator sees exactly what a passing node would run
+    _say(f"{'would run' if opts.dry_run else 'would have run'} once every gate passes: "
+         f"{proc.display(planned.argv('up', '-d'))}")
+    _say(f"  with RAY_MODE={opts.role} RDMACHECK_ENV_FILE={planned.env_file} in its environment")
+    return True
+
+
+def _refuse_without_compose(job: _Launch) -> None:
+    # docker.compose failed and was waived: a waiver accepts a gate, it cannot start a container without a
+    # compose command (this was `assert prep.inv is not None`, exit 3, on a box with docker but no compose)
+    why = "no compose implementation found, so nothing can start the container (docker.compose was waived)"
+    job.results.append(Result("launch.up", Status.FAIL, observed=why, expected="compose up starts the container",
                               remedy="install the compose plugin (docker-compose-plugin) or Debian's docker-compose"))
-        _say(f"{'would not run' if opts.dry_run else 'not launching'}: {why}: "
-             f"{proc.display(prep.planned.argv('up', '-d'))}")
-        return finish(1)
-    up_argv = prep.inv.argv("up", "-d")
-    if opts.dry_run:
-        if state.pull_pending:
-            _say(f"would run: {proc.display([opts.docker, 'pull', state.image or '?'])}")
-        _say(f"would run: {proc.display(up_argv)}")
-        _say(f"  with RAY_MODE={opts.role} RDMACHECK_ENV_FILE={prep.inv.env_file} in its environment")
-        _say(f"then wait up to {opts.health_timeout:g} s for {state.container_name or SERVICE} to be healthy")
-        return finish(0)
+    _say(f"{'would not run' if job.opts.dry_run else 'not launching'}: {why}: "
+         f"{proc.display(job.prep.planned.argv('up', '-d'))}")
 
-    if state.pull_pending and state.image:
-        _say(f"pulling {state.image} ...")
-        p = proc.run([opts.docker, "pull", state.image], PULL_TIMEOUT)
-        pulled = Result(IMAGE, Status.PASS if p.ok else Status.FAIL,
-                        observed=f"{state.image} pulled" if p.ok else f"pull failed: {p.tail(300)}",
-                        expected="image present locally or pullable (--pull)",
-                        remedy="" if p.ok else "check registry access and credentials (docker login)")
-        idx = next(i for i, r in enumerate(results) if r.id == IMAGE)
-        pulled.waiver = results[idx].waiver
-        results[idx] = pulled
-        if pulled.effective_status is Status.FAIL:
-            ctx["refused"] = [IMAGE]
-            _say(f"REFUSED: {pulled.observed}")
-            return finish(1)
 
-    _say(f"running: {proc.display(up_argv)}")
-    up = prep.inv.run("up", "-d", timeout=UP_TIMEOUT)
-    ctx["compose_up"] = {"rc": up.rc, "output": (up.stderr + up.stdout)[-2000:]}
+def _show_dry_run(job: _Launch, inv: ComposeInvocation) -> None:
+    opts, state = job.opts, job.state
+    if state.pull_pending:
+        _say(f"would run: {proc.display([opts.docker, 'pull', state.image or '?'])}")
+    _say(f"would run: {proc.display(inv.argv('up', '-d'))}")
+    _say(f"  with RAY_MODE={opts.role} RDMACHECK_ENV_FILE={inv.env_file} in its environment")
+    _say(f"then wait up to {opts.health_timeout:g} s for {state.container_name or SERVICE} to be healthy")
+
+
+def _pull(job: _Launch) -> bool:
+    """The pull --pull asked for, judged in place of the image gate; False: it failed, launch refused."""
+    opts, state, results = job.opts, job.state, job.results
+    if not (state.pull_pending and state.image):
+        return True
+    _say(f"pulling {state.image} ...")
+    p = proc.run([opts.docker, "pull", state.image], PULL_TIMEOUT)
+    pulled = Result(IMAGE, Status.PASS if p.ok else Status.FAIL,
+                    observed=f"{state.image} pulled" if p.ok else f"pull failed: {p.tail(300)}",
+                    expected="image present locally or pullable (--pull)",
+                    remedy="" if p.ok else "check registry access and credentials (docker login)")
+    idx = next(i for i, r in enumerate(results) if r.id == IMAGE)
+    pulled.waiver = results[idx].waiver  # a waiver of the image gate still covers the pull's verdict
+    results[idx] = pulled
+    if pulled.effective_status is Status.FAIL:
+        job.ctx["refused"] = [IMAGE]
+        _say(f"REFUSED: {pulled.observed}")
+        return False
+    return True
+
+
+def _compose_up(job: _Launch, inv: ComposeInvocation) -> bool:
+    """compose up -d; False: it failed, and the project was taken down again."""
+    _say(f"running: {proc.display(inv.argv('up', '-d'))}")
+    up = inv.run("up", "-d", timeout=UP_TIMEOUT)
+    job.ctx["compose_up"] = {"rc": up.rc, "output": (up.stderr + up.stdout)[-2000:]}
     if not up.ok:
-        results.append(Result("launch.up", Status.FAIL, observed=f"compose up failed: {up.tail(400)}",
-                              expected="container created and started",
-                              remedy=("the Docker daemon is not answering: check dockerd (systemctl status docker) "
-                                      "and DOCKER_HOST, then launch again" if proc.daemon_silent() else
-                                      "read the error above; the project was taken down again so nothing half-started remains")))
+        job.results.append(Result("launch.up", Status.FAIL, observed=f"compose up failed: {up.tail(400)}",
+                                  expected="container created and started",
+                                  remedy=("the Docker daemon is not answering: check dockerd (systemctl status docker) "
+                                          "and DOCKER_HOST, then launch again" if proc.daemon_silent() else
+                                          "read the error above; the project was taken down again so nothing half-started remains")))
         # compose leaves a Created-but-not-started container behind on a start error: remove it.
-        prep.inv.run("down", "--timeout", "10", timeout=DOWN_TIMEOUT)
-        _print_results(results[-1:], "compose up")
-        return finish(1)
-    ctx["launched"] = True
-    ref = state.container_name or ""
+        inv.run("down", "--timeout", "10", timeout=DOWN_TIMEOUT)
+        _print_results(job.results[-1:], "compose up")
+        return False
+    job.ctx["launched"] = True
+    return True
+
+
+def _await_health(job: _Launch, inv: ComposeInvocation) -> int:
+    """Find the started container, record it, and wait (bounded) for it to be healthy; the exit code."""
+    opts, ctx, results = job.opts, job.ctx, job.results
+    ref = job.state.container_name or ""
     if not ref:
-        ps = prep.inv.run("ps", "-q", SERVICE, timeout=30)
+        ps = inv.run("ps", "-q", SERVICE, timeout=30)
         ref = ps.stdout.strip().splitlines()[0] if ps.ok and ps.stdout.strip() else ""
     info = _container_info(opts.docker, ref) if ref else None
     ctx["container_id"] = info.get("Id") if info else None
@@ -290,7 +359,7 @@ def launch(opts: LaunchOptions, root, config) -> int:
     _say(f"[{health.id}] {health.status.value.upper()}: {health.observed}")
     if health.status is Status.FAIL:
         _say(f"the container was left as it is for inspection; remove it with: rdmacheck launch --role {opts.role} down")
-    return finish(1 if health.status is Status.FAIL else 0)
+    return 1 if health.status is Status.FAIL else 0
 
 
 def down(opts: LaunchOptions) -> int:

@@ -95,113 +95,45 @@ def _run_label(ev: Evidence, path: str) -> str:
     return label
 
 
+@dataclasses.dataclass
+class _Gathered:
+    """What build's one pass over the evidence files sorts out, for the later phases."""
+    by_host: dict[str, list[Loaded]] = dataclasses.field(default_factory=dict)
+    runs: list[Run] = dataclasses.field(default_factory=list)
+    path_proof: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    bench_gates: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    fingerprint: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    cluster_gates: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    path_nodes: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    pairwise: dict[str, Any] | None = None
+    # what keeps the page from PASS although no gate failed
+    unjudged: list[str] = dataclasses.field(default_factory=list)
+
+
 def build(loaded: list[Loaded], imported: list[Loaded] | None = None, title: str | None = None,
           expected_busbw: float | None = None) -> dict[str, Any]:
-    imported = imported or []
-    everything = loaded + imported
-    by_host: dict[str, list[Loaded]] = {}
-    runs: list[Run] = []
-    path_proof: list[dict[str, Any]] = []
-    bench_gates: list[dict[str, Any]] = []
-    fingerprint: list[dict[str, Any]] = []
-    cluster_gates: list[dict[str, Any]] = []
-    path_nodes: list[dict[str, Any]] = []
-    pairwise: dict[str, Any] | None = None
-    unjudged: list[str] = []   # what keeps the page from PASS although no gate failed
-    for l in everything:
-        ev = l.evidence
-        ctx = ev.context
-        typed = context_of(ev, l.path)
-        unjudged += _unjudged(l)
-        imported = isinstance(typed, BenchContext) and typed.source == "nccl-tests"
-        fingerprint.append({
-            "file": l.path, "kind": ev.kind, "host": ev.host, "time": ev.time,
-            "tool": "nccl-tests " + (typed.nccl_tests_version or "") if imported else f"rdmacheck {ev.tool_version}",
-            "status": ev.status.value if ev.results else "",
-            "versions": _versions(ev),
-        })
-        if isinstance(typed, ClusterContext) and typed.is_fleet:
-            # the cluster-wide document of `rdmacheck cluster` (host "ray-cluster"): its gates
-            # judge the fleet, not a node, and it carries the pairwise matrix
-            for r in ev.results:
-                row = _result_row(r, ev.kind)
-                row["host"] = ev.host
-                cluster_gates.append(row)
-            if typed.pairwise is not None:
-                pairwise = _pairwise_view(typed.pairwise)
-        elif ev.kind in GATE_KINDS:
-            by_host.setdefault(_node_key(ev), []).append(l)
-        if isinstance(typed, BenchContext):
-            if ev.records:
-                runs.append(Run(label=_run_label(ev, l.path), source=typed.source,
-                                path=l.path, host=ev.host, time=ev.time, context=ctx, records=bench_records(ev, l.path),
-                                plateau_min_bytes=typed.plateau_min_bytes or DEFAULT_MIN_BYTES))
-            pp = typed.path_proof
-            if isinstance(pp, dict) and isinstance(pp.get("nodes"), dict) and pp["nodes"]:
-                path_nodes.append({"run": _run_label(ev, l.path), "rows": _path_nodes(pp["nodes"], ev.records)})
-            for r in ev.results:
-                row = _result_row(r, ev.kind)
-                row["host"] = ev.host
-                if r.id == "bench.latency":
-                    row["_details"] = r.details  # structured, for the latency panel's ceilings
-                if r.id in PATH_PROOF_IDS:
-                    row.update(_proof_view(r, ev.records))
-                    path_proof.append(row)
-                else:
-                    bench_gates.append(row)
+    everything = loaded + (imported or [])
+    g = _gather(everything)
+    g.bench_gates += _fabric_rows(everything)
 
-    # fabric vs NCCL: each link run against each bench run with a path proof (report/fabric.py)
-    from . import fabric
-
-    links = [l.evidence for l in everything if l.evidence.kind == "link"]
-    benches = [l.evidence for l in everything if l.evidence.kind == "bench"
-               and any(r.id == "bench.transport" for r in l.evidence.results)]
-    for lk in links:
-        for bn in benches:
-            r = fabric.verdict(lk, bn)
-            row = _result_row(r, "bench")
-            row["host"] = f"{lk.host} link / {bn.host} bench"
-            bench_gates.append(row)
-
-    by_host = _split_same_names(by_host)
-    nodes: list[Node] = []
-    for host in sorted(by_host):
-        merged: dict[str, tuple[Result, str]] = {}
-        ls = sorted(by_host[host], key=lambda x: x.evidence.time or "")
-        for l in ls:
-            for r in l.evidence.results:
-                merged[r.id] = (r, l.evidence.kind)  # newest evidence wins per gate
-        nodes.append(Node(host, list(merged.values()), [l.path for l in ls],
-                          [l.evidence.time for l in ls], sorted({l.evidence.kind for l in ls})))
-
+    by_host = _split_same_names(g.by_host)
+    nodes = _merge_nodes(by_host)
     facts = [consistency.node_facts(h, [l.evidence for l in by_host[h]]) for h in sorted(by_host)]
     rows = consistency.compare(facts) if len(facts) >= 2 else []
     mism = consistency.mismatches(rows)
-
-    waivers = [_waiver(n.host, r.id, r.observed, r.waiver) for n in nodes for r, _ in n.results if isinstance(r.waiver, dict)]
-    waivers += [_waiver(g["host"], g["id"], g["observed"], g["waiver"]) for g in bench_gates + path_proof if g.get("waiver")]
+    waivers = _waiver_rows(nodes, g.bench_gates + g.path_proof)
 
     expected = _expected_busbw(everything, expected_busbw)
     from . import bench as benchmod
 
     # pandas and matplotlib cost seconds to import: only when there is something to plot
-    df = benchmod.frame(runs) if runs else None
-    summ = benchmod.summaries(df, expected) if runs else []
-    verdict, reason = _verdict(nodes, mism, bench_gates + path_proof, summ, expected, cluster_gates, unjudged)
+    df = benchmod.frame(g.runs) if g.runs else None
+    summ = benchmod.summaries(df, expected) if g.runs else []
+    verdict, reason = _verdict(nodes, mism, g.bench_gates + g.path_proof, summ, expected, g.cluster_gates, g.unjudged)
 
     many = len(nodes) > OPEN_FAILING_UP_TO
-    node_rows = []
     quarantined = _quarantine_view(everything)
-    q_hosts = {q["node"] for q in quarantined}
-    # quarantined nodes first: they are what an operator acts on
-    for n in sorted(nodes, key=lambda n: n.host not in q_hosts):
-        c = n.counts()
-        node_rows.append({
-            "host": n.host, "status": n.status.value, "counts": c, "failing": n.failing(),
-            "kinds": n.kinds, "times": n.times, "files": n.files,
-            "open": (not many) and n.status is Status.FAIL,
-            "results": [_result_row(r, k) for r, k in n.results],
-        })
+    node_rows = _node_rows(nodes, {q["node"] for q in quarantined}, many)
     return {
         "title": title or "Cluster acceptance report",
         "generated": now_iso(),
@@ -217,6 +149,135 @@ def build(loaded: list[Loaded], imported: list[Loaded] | None = None, title: str
         "consistency": [_row_dict(r) for r in rows],
         "consistency_single": len(facts) == 1,
         "mismatches": [r.label for r in mism],
+        **_bench_context(g.runs, df, summ, expected, g.bench_gates),
+        "expected_busbw": expected,
+        "bench_gates": g.bench_gates,
+        "cluster_gates": g.cluster_gates,
+        "pairwise": g.pairwise,
+        "quarantined": quarantined,
+        "path_proof": g.path_proof,
+        "path_nodes": g.path_nodes,
+        "waivers": waivers,
+        "fingerprint": g.fingerprint,
+        "skipped_files": [],
+        "changed_since": [],   # report --baseline fills it (rdmacheck/report/diff.py)
+    }
+
+
+def _gather(everything: list[Loaded]) -> _Gathered:
+    """One pass over every file: its fingerprint row, then fleet gates, node gate evidence or bench output."""
+    g = _Gathered()
+    for l in everything:
+        ev = l.evidence
+        typed = context_of(ev, l.path)
+        g.unjudged += _unjudged(l)
+        g.fingerprint.append(_fingerprint_row(l, typed))
+        if isinstance(typed, ClusterContext) and typed.is_fleet:
+            # the cluster-wide document of `rdmacheck cluster` (host "ray-cluster"): its gates
+            # judge the fleet, not a node, and it carries the pairwise matrix
+            for r in ev.results:
+                row = _result_row(r, ev.kind)
+                row["host"] = ev.host
+                g.cluster_gates.append(row)
+            if typed.pairwise is not None:
+                g.pairwise = _pairwise_view(typed.pairwise)
+        elif ev.kind in GATE_KINDS:
+            g.by_host.setdefault(_node_key(ev), []).append(l)
+        if isinstance(typed, BenchContext):
+            _gather_bench(g, l, typed)
+    return g
+
+
+def _fingerprint_row(l: Loaded, typed: Any) -> dict[str, Any]:
+    ev = l.evidence
+    imported = isinstance(typed, BenchContext) and typed.source == "nccl-tests"
+    return {
+        "file": l.path, "kind": ev.kind, "host": ev.host, "time": ev.time,
+        "tool": "nccl-tests " + (typed.nccl_tests_version or "") if imported else f"rdmacheck {ev.tool_version}",
+        "status": ev.status.value if ev.results else "",
+        "versions": _versions(ev),
+    }
+
+
+def _gather_bench(g: _Gathered, l: Loaded, typed: BenchContext) -> None:
+    """A bench file's run to plot, its per-node path rows, and its gates (path proofs kept apart)."""
+    ev = l.evidence
+    if ev.records:
+        g.runs.append(Run(label=_run_label(ev, l.path), source=typed.source,
+                          path=l.path, host=ev.host, time=ev.time, context=ev.context, records=bench_records(ev, l.path),
+                          plateau_min_bytes=typed.plateau_min_bytes or DEFAULT_MIN_BYTES))
+    pp = typed.path_proof
+    if isinstance(pp, dict) and isinstance(pp.get("nodes"), dict) and pp["nodes"]:
+        g.path_nodes.append({"run": _run_label(ev, l.path), "rows": _path_nodes(pp["nodes"], ev.records)})
+    for r in ev.results:
+        row = _result_row(r, ev.kind)
+        row["host"] = ev.host
+        if r.id == "bench.latency":
+            row["_details"] = r.details  # structured, for the latency panel's ceilings
+        if r.id in PATH_PROOF_IDS:
+            row.update(_proof_view(r, ev.records))
+            g.path_proof.append(row)
+        else:
+            g.bench_gates.append(row)
+
+
+def _fabric_rows(everything: list[Loaded]) -> list[dict[str, Any]]:
+    """Fabric vs NCCL: each link run against each bench run with a path proof (report/fabric.py)."""
+    from . import fabric
+
+    links = [l.evidence for l in everything if l.evidence.kind == "link"]
+    benches = [l.evidence for l in everything if l.evidence.kind == "bench"
+               and any(r.id == "bench.transport" for r in l.evidence.results)]
+    rows = []
+    for lk in links:
+        for bn in benches:
+            r = fabric.verdict(lk, bn)
+            row = _result_row(r, "bench")
+            row["host"] = f"{lk.host} link / {bn.host} bench"
+            rows.append(row)
+    return rows
+
+
+def _merge_nodes(by_host: dict[str, list[Loaded]]) -> list[Node]:
+    """One Node per host, its files taken oldest first so the newest result per gate id wins."""
+    nodes: list[Node] = []
+    for host in sorted(by_host):
+        merged: dict[str, tuple[Result, str]] = {}
+        ls = sorted(by_host[host], key=lambda x: x.evidence.time or "")
+        for l in ls:
+            for r in l.evidence.results:
+                merged[r.id] = (r, l.evidence.kind)  # newest evidence wins per gate
+        nodes.append(Node(host, list(merged.values()), [l.path for l in ls],
+                          [l.evidence.time for l in ls], sorted({l.evidence.kind for l in ls})))
+    return nodes
+
+
+def _waiver_rows(nodes: list[Node], gates: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    waivers = [_waiver(n.host, r.id, r.observed, r.waiver) for n in nodes for r, _ in n.results if isinstance(r.waiver, dict)]
+    waivers += [_waiver(g["host"], g["id"], g["observed"], g["waiver"]) for g in gates if g.get("waiver")]
+    return waivers
+
+
+def _node_rows(nodes: list[Node], q_hosts: set[str], many: bool) -> list[dict[str, Any]]:
+    node_rows = []
+    # quarantined nodes first: they are what an operator acts on
+    for n in sorted(nodes, key=lambda n: n.host not in q_hosts):
+        c = n.counts()
+        node_rows.append({
+            "host": n.host, "status": n.status.value, "counts": c, "failing": n.failing(),
+            "kinds": n.kinds, "times": n.times, "files": n.files,
+            "open": (not many) and n.status is Status.FAIL,
+            "results": [_result_row(r, k) for r, k in n.results],
+        })
+    return node_rows
+
+
+def _bench_context(runs: list[Run], df: Any, summ: list[dict[str, Any]], expected: float | None,
+                   bench_gates: list[dict[str, Any]]) -> dict[str, Any]:
+    """The runs' part of the context, in the template's key order; no pandas work without runs."""
+    from . import bench as benchmod
+
+    return {
         "runs": [{"label": r.label, "source": r.source, "path": r.path, "host": r.host, "time": r.time,
                   "notes": r.context.get("notes") or [], "world_size": r.context.get("world_size"),
                   "avg_busbw": r.context.get("avg_busbw"), "algo": _algo(r.context)} for r in runs],
@@ -224,17 +285,6 @@ def build(loaded: list[Loaded], imported: list[Loaded] | None = None, title: str
         "tables": benchmod.tables(df) if runs else [],
         "plots": benchmod.plots(df, expected, _latency_limits(bench_gates)) if runs else [],
         "csv_uri": benchmod.csv_data_uri(df) if runs else None,
-        "expected_busbw": expected,
-        "bench_gates": bench_gates,
-        "cluster_gates": cluster_gates,
-        "pairwise": pairwise,
-        "quarantined": quarantined,
-        "path_proof": path_proof,
-        "path_nodes": path_nodes,
-        "waivers": waivers,
-        "fingerprint": fingerprint,
-        "skipped_files": [],
-        "changed_since": [],   # report --baseline fills it (rdmacheck/report/diff.py)
     }
 
 
