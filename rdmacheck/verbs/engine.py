@@ -1063,54 +1063,12 @@ def write_latency(local: Endpoint, sizes: Sequence[int] = DEFAULT_LAT_SIZES, ite
                     chunk = vals[pos:pos + every]
                     if pending:
                         _reap(cq, local, what, stall_s, t_begin)
-                    if initiator and inline:
-                        for v in chunk[:-1]:
-                            post(wr_uns)
-                            stamp(clock())
-                            buf[post_at] = (v + 1) & 0xFF   # the next value of vals
-                            if buf[poll_at] != v:
-                                _spin(v, limit, *wait)
-                        v = chunk[-1]
-                        post(wr_sig)
-                        stamp(clock())
-                        buf[post_at] = (v + 1) & 0xFF
-                        if buf[poll_at] != v:
-                            _spin(v, limit, *wait)
-                    elif initiator:
-                        for v in chunk[:-1]:
-                            buf[post_at] = v
-                            post(wr_uns)
-                            stamp(clock())
-                            if buf[poll_at] != v:
-                                _spin(v, limit, *wait)
-                        v = chunk[-1]
-                        buf[post_at] = v
-                        post(wr_sig)
-                        stamp(clock())
-                        if buf[poll_at] != v:
-                            _spin(v, limit, *wait)
-                    elif inline:
-                        for v in chunk[:-1]:
-                            buf[post_at] = v
-                            if buf[poll_at] != v:
-                                _spin(v, limit, *wait)
-                            post(wr_uns)
-                        v = chunk[-1]
-                        buf[post_at] = v
-                        if buf[poll_at] != v:
-                            _spin(v, limit, *wait)
-                        post(wr_sig)
+                    if initiator:
+                        (_ping_inline if inline else _ping)(chunk, post, wr_uns, wr_sig, stamp, clock, buf,
+                                                            post_at, poll_at, limit, wait)
                     else:
-                        for v in chunk[:-1]:
-                            if buf[poll_at] != v:
-                                _spin(v, limit, *wait)
-                            buf[post_at] = v
-                            post(wr_uns)
-                        v = chunk[-1]
-                        if buf[poll_at] != v:
-                            _spin(v, limit, *wait)
-                        buf[post_at] = v
-                        post(wr_sig)
+                        (_pong_inline if inline else _pong)(chunk, post, wr_uns, wr_sig, buf, post_at, poll_at,
+                                                            limit, wait)
                     pending = True
                     limit = stall_s   # start_s covers the first chunk: the peer may start a little later
                 if pending:
@@ -1141,6 +1099,68 @@ def write_latency(local: Endpoint, sizes: Sequence[int] = DEFAULT_LAT_SIZES, ite
 
 
 _SPINS = range(1024)
+
+
+# One chunk of the ping-pong (write_latency), one function per side and send kind: a call per chunk of up to
+# 16 messages, and inside it only what each message needs.  The last message of a chunk is the signaled one.
+def _ping_inline(chunk, post, wr_uns, wr_sig, stamp, clock, buf, post_at, poll_at, limit, wait) -> None:
+    """Initiator, inline sends: buf[post_at] already holds chunk[0]; the next byte is written in flight."""
+    for v in chunk[:-1]:
+        post(wr_uns)
+        stamp(clock())
+        buf[post_at] = (v + 1) & 0xFF   # the next value of vals
+        if buf[poll_at] != v:
+            _spin(v, limit, *wait)
+    v = chunk[-1]
+    post(wr_sig)
+    stamp(clock())
+    buf[post_at] = (v + 1) & 0xFF
+    if buf[poll_at] != v:
+        _spin(v, limit, *wait)
+
+
+def _ping(chunk, post, wr_uns, wr_sig, stamp, clock, buf, post_at, poll_at, limit, wait) -> None:
+    """Initiator, sends the adapter reads from the MR: the byte is written just before each post."""
+    for v in chunk[:-1]:
+        buf[post_at] = v
+        post(wr_uns)
+        stamp(clock())
+        if buf[poll_at] != v:
+            _spin(v, limit, *wait)
+    v = chunk[-1]
+    buf[post_at] = v
+    post(wr_sig)
+    stamp(clock())
+    if buf[poll_at] != v:
+        _spin(v, limit, *wait)
+
+
+def _pong_inline(chunk, post, wr_uns, wr_sig, buf, post_at, poll_at, limit, wait) -> None:
+    """Responder, inline sends: the answer's byte is written before the ping lands, posted once it has."""
+    for v in chunk[:-1]:
+        buf[post_at] = v
+        if buf[poll_at] != v:
+            _spin(v, limit, *wait)
+        post(wr_uns)
+    v = chunk[-1]
+    buf[post_at] = v
+    if buf[poll_at] != v:
+        _spin(v, limit, *wait)
+    post(wr_sig)
+
+
+def _pong(chunk, post, wr_uns, wr_sig, buf, post_at, poll_at, limit, wait) -> None:
+    """Responder, sends the adapter reads from the MR: the byte is written after the ping, just before the post."""
+    for v in chunk[:-1]:
+        if buf[poll_at] != v:
+            _spin(v, limit, *wait)
+        buf[post_at] = v
+        post(wr_uns)
+    v = chunk[-1]
+    if buf[poll_at] != v:
+        _spin(v, limit, *wait)
+    buf[post_at] = v
+    post(wr_sig)
 
 
 def _spin(v: int, limit_s: float, buf: memoryview, at: int, hard_end: float, local: Endpoint, cq: Any, what: str,
