@@ -113,9 +113,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                    help="progress bar on stderr (default: when stderr is a terminal)")
     g.add_argument("--table", choices=["auto", "compact", "nccl-tests"], default="auto",
-                   help="the table on stdout: nccl-tests' layout (116 columns, what its tools and "
+                   help="the table on stdout: nccl-tests' layout (118 columns, what its tools and "
                         "`report --import` read) or a compact one (size, then time/algbw/busbw/#wrong per "
-                        "variant, 75 columns); auto (default): compact on a terminal narrower than 116 "
+                        "variant, 75 columns); auto (default): compact on a terminal narrower than 118 "
                         "columns, nccl-tests' layout otherwise and always into a file or pipe")
     g.add_argument("--verbose", "-v", action="store_const", const="nccl-tests", dest="table",
                    help="the full nccl-tests table on any terminal (= --table nccl-tests)")
