@@ -50,14 +50,14 @@ def row_line(row, by_variant: dict[bool, dict[str, Any]]) -> str:
 
 
 # The nccl-tests row is 118 characters wide; a terminal narrower than that gets the compact table, which keeps
-# what the gates judge (time, algbw, busbw, #wrong per variant) in 75 columns and drops count/type/redop/root
+# what the gates judge (time, algbw, busbw, #wrong per variant) in 77 columns and drops count/type/redop/root
 # (the "# Collective:" line above the table names the type).
 NCCL_TESTS_WIDTH = 118
 
 
 def compact_header(time_label: str = "time") -> list[str]:
     return [
-        ("# %9s  %-30s  %s" % ("", "out-of-place", "in-place")).rstrip(),
+        ("# %9s  %-31s  %s" % ("", "out-of-place", "in-place")).rstrip(),
         "# %9s  %8s %7s %7s %6s  %8s %7s %7s %6s" % (
             "size", time_label + " us", "algbw", "busbw", "#wrong", time_label + " us", "algbw", "busbw", "#wrong"),
     ]
@@ -65,7 +65,7 @@ def compact_header(time_label: str = "time") -> list[str]:
 
 def _compact_body(rec: dict[str, Any] | None) -> str:
     if rec is None:
-        return "%30s" % ""
+        return "%31s" % ""   # as wide as a body: "%8s %7s %7s %6s"
     wrong = rec.get("wrong")
     w = "N/A" if wrong is None else "%g" % float(wrong)
     return "%8s %7s %7s %6s" % (_fs(rec["time_us"], 8).strip(), _fs(rec["algbw"], 7).strip(),

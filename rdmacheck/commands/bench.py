@@ -115,7 +115,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--table", choices=["auto", "compact", "nccl-tests"], default="auto",
                    help="the table on stdout: nccl-tests' layout (118 columns, what its tools and "
                         "`report --import` read) or a compact one (size, then time/algbw/busbw/#wrong per "
-                        "variant, 75 columns); auto (default): compact on a terminal narrower than 118 "
+                        "variant, 77 columns); auto (default): compact on a terminal narrower than 118 "
                         "columns, nccl-tests' layout otherwise and always into a file or pipe")
     g.add_argument("--verbose", "-v", action="store_const", const="nccl-tests", dest="table",
                    help="the full nccl-tests table on any terminal (= --table nccl-tests)")
