@@ -123,6 +123,7 @@ KEYS = ["NCCL_SOCKET_IFNAME", "GLOO_SOCKET_IFNAME", "NCCL_IB_HCA", "NCCL_IB_DISA
 @given(st.dictionaries(st.sampled_from(KEYS), st.text(max_size=12)))
 @example({"WORLD_SIZE": "0\x1f"})  # isdigit() says yes, int() says no: found by this test in CI
 @example({"WORLD_SIZE": "\u00b9"})
+@example({"MASTER_PORT": "1\x1f"})  # str.strip() takes the \x1f, int() does not: found by this test in CI
 def test_arbitrary_env_never_raises(tmp_path, env):
     # snapshot root: MASTER_ADDR is not resolved when replaying, so no DNS traffic here
     r, _ = judge(node(tmp_path), env)
@@ -143,3 +144,10 @@ def test_master_port_8000_is_the_model_server_port_its_compose_role(tmp_path):
     env = dict(REFERENCE, MASTER_PORT="8000")
     r, st_ = judge(node(tmp_path), env)
     assert st_["MASTER_PORT"]["status"] == "pass" and "model server" in st_["MASTER_PORT"]["observed"]
+
+
+@pytest.mark.parametrize("raw", ["1\x1f", "\u00b9", "29500\x1c", "0", "65536"])
+def test_master_port_torch_cannot_read_fails(raw):
+    """MASTER_PORT as torch reads it (int()): what int() refuses or what is no TCP port fails, never raises."""
+    _, st_ = judge("/", {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": raw}, subnet="127.0.0.0/8")
+    assert st_["MASTER_PORT"]["status"] == "fail", st_["MASTER_PORT"]

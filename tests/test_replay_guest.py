@@ -15,7 +15,7 @@ import re
 
 import pytest
 
-from conftest import REPO, run_cli
+from conftest import REPO, run_cli, snapshot_probe_timed_out
 from rdmacheck.preflight.registry import live_only
 
 LIVE_ONLY = live_only()
@@ -41,9 +41,15 @@ def test_guest_snapshot_tarball_replays_the_live_verdicts(guest, tmp_path):
     live, replay = _by_id(live_ev), _by_id(json.loads(out.read_text()))
     assert p.returncode == guest.rc("preflight/pass"), p.stdout + p.stderr
     assert set(live) == set(replay) and len(live) >= 19
-    assert {k: r["status"] for k, r in live.items()} == {k: r["status"] for k, r in replay.items()}
+    # a probe that timed out while the snapshot was taken left nothing to judge: that gate may skip (said so)
+    late = {k for k, r in replay.items() if snapshot_probe_timed_out(r) and live[k]["status"] != "skip"}
+    assert not late & set(CORE), late
+    assert {k: r["status"] for k, r in live.items() if k not in late} == \
+        {k: r["status"] for k, r in replay.items() if k not in late}
     assert all(live[g]["status"] == "pass" for g in CORE)
     for k in live:
+        if k in late:
+            continue
         if k in LIVE_ONLY:  # judged from a recorded answer says so; a skip judged nothing and claims nothing
             assert ("live-only" in replay[k]["observed"]) == (replay[k]["status"] != "skip"), replay[k]
         else:

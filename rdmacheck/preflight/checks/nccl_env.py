@@ -191,10 +191,15 @@ def _master_port(facts, config) -> dict[str, Any]:
     raw = config.get("MASTER_PORT")
     if raw is None:
         return step("MASTER_PORT", Status.PASS, "MASTER_PORT unset (torch.distributed default 29500)")
-    if not raw.strip().isdecimal() or not 0 < int(raw.strip()) < 65536:  # isdigit() passes '¹', int() refuses it
+    # as torch reads it: int(os.environ["MASTER_PORT"]).  str.strip() and int() disagree on what is blank
+    # ('1\x1f' strips to '1', int() refuses it), and isdigit() passes '¹', which int() refuses too
+    try:
+        port = int(raw)
+    except ValueError:
+        port = None
+    if port is None or not raw.strip().isdecimal() or not 0 < port < 65536:
         return step("MASTER_PORT", Status.FAIL, f"MASTER_PORT={raw!r} is not a TCP port",
                     "set MASTER_PORT to a free port in 1024-65535, e.g. 29500")
-    port = int(raw)
     ray = parse_ray_address(config.get("RAY_ADDRESS"))
     taken = {p: why for p, why in WELL_KNOWN_PORTS.items() if p not in MASTER_PORT_SAME_ROLE}
     if ray:
