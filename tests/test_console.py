@@ -166,3 +166,14 @@ def test_preflight_in_a_real_terminal(tmp_path, columns):
     stray = [t for line in lines for t in line.split() if _norm(t) not in words]
     assert not stray, stray[:20]
     assert lines[-1].startswith(f"{verdict}: ")
+
+
+def test_verdict_line_is_the_exit_codes_rule():
+    """A gate that could not be judged exits 1: the console's last line must not say PASS beside it."""
+    from rdmacheck.evidence.model import could_not_judge, exit_code
+
+    results = [Result("rdma.devices", Status.PASS, observed="one"),
+               could_not_judge("rdma.port", "the state of roceP2p1s0f0:1 could not be read")]
+    assert exit_code(results) == 1
+    assert verdict_line(results) == ("FAIL", "1 pass, 0 warn, 0 fail, 1 skip")
+    assert verdict_line(results[:1])[0] == "PASS"

@@ -17,7 +17,7 @@ import sys
 import textwrap
 from typing import Iterable, TextIO
 
-from rdmacheck.evidence.model import Result, Status, worst
+from rdmacheck.evidence.model import Result, Status, exit_code
 
 _STYLE = {Status.PASS: "green", Status.WARN: "yellow", Status.FAIL: "bold red", Status.SKIP: "dim"}
 _ANSI = {Status.PASS: "\x1b[32m", Status.WARN: "\x1b[33m", Status.FAIL: "\x1b[1;31m", Status.SKIP: "\x1b[2m"}
@@ -173,8 +173,8 @@ def render_table(results: list[Result], title: str = "", file: TextIO | None = N
 
 
 def verdict_line(results: list[Result]) -> tuple[str, str]:
-    """("PASS"|"FAIL", "3 pass, 1 warn, 0 fail, 2 skip"): the line both the table and --quiet end with."""
-    overall = worst(r.effective_status for r in results)
+    """("PASS"|"FAIL", "3 pass, 1 warn, 0 fail, 2 skip"): the line both the table and --quiet end with.  The
+    verdict is the exit code's (evidence.model.exit_code): a gate that could not be judged fails it too."""
     counts = {s: sum(1 for r in results if r.status is s) for s in Status}
     summary = ", ".join(f"{counts[s]} {s.value}" for s in (Status.PASS, Status.WARN, Status.FAIL, Status.SKIP))
-    return ("FAIL" if overall is Status.FAIL else "PASS"), summary
+    return ("FAIL" if exit_code(results) else "PASS"), summary

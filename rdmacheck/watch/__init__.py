@@ -24,7 +24,7 @@ import time
 from typing import Any, Callable
 
 from rdmacheck.preflight.facts.counters import counter_delta, parse_counter, read_sample
-from rdmacheck.evidence.model import Result, Status, exit_code
+from rdmacheck.evidence.model import Result, Status
 
 # Gauge values of rdmacheck_gate_status: what the issue and the alert rules use.
 STATUS_VALUE = {Status.PASS: 0, Status.WARN: 1, Status.FAIL: 2, Status.SKIP: 3}
@@ -117,13 +117,15 @@ def sample_counters(root, devices: list[str] | None, netdevs: list[str] | None) 
 
 
 def verdict_line(results: list[Result]) -> str:
-    """FAIL / PASS for the node (a waived fail does not fail it), the failing and warning gates by name, the
-    others counted: what a terminal or a journal shows once per change."""
+    """preflight's verdict for the node (output.console.verdict_line, the exit code's rule), the failing and
+    warning gates by name, the others counted: what a terminal or a journal shows once per change."""
+    from rdmacheck.output.console import verdict_line as console_verdict
+
     by: dict[str, list[str]] = {}
     for r in results:
         key = "waived" if r.status is Status.FAIL and r.waiver else ("unjudged" if r.unjudged else r.status.value)
         by.setdefault(key, []).append(r.id)
-    verdict = "FAIL" if exit_code(results) else "PASS"   # preflight's own exit rule
+    verdict = console_verdict(results)[0]
     named = [f"{k} {', '.join(by[k])}" for k in ("fail", "unjudged", "warn") if by.get(k)]
     counted = [f"{len(by[k])} {k}" for k in ("waived", "pass", "skip") if by.get(k)]
     return f"{verdict}: " + "; ".join(named + [", ".join(counted)] if counted else named)

@@ -118,7 +118,7 @@ def _down(facts, dev: str | None) -> bool:
     return nd is not None and not nd.up
 
 
-def _no_mesh_route_remedy(facts, config, addr: str, dev: str | None, on_subnet: dict[str, list[str]], mi: str,
+def _no_mesh_route_remedy(config, addr: str, dev: str | None, on_subnet: dict[str, list[str]], mi: str,
                           rt: dict[str, Any]) -> str:
     """Why the head is not reached over the mesh, from the addresses this node holds and the route it took."""
     prof = config.profile
@@ -225,10 +225,10 @@ def gate_net_peer(facts, config) -> list[Result]:
                           f"ip link set {dev} up (and check its cable: rdma.port shows the RDMA link state)"))
     elif dev is None:
         items.append(step("route", Status.FAIL, how,
-                          _no_mesh_route_remedy(facts, config, addr, None, on_subnet, mi, rt)))
+                          _no_mesh_route_remedy(config, addr, None, on_subnet, mi, rt)))
     elif dev not in on_subnet:
         items.append(step("route", Status.FAIL, f"{how}, which has no address in {prof.subnet}",
-                          _no_mesh_route_remedy(facts, config, addr, dev, on_subnet, mi, rt)))
+                          _no_mesh_route_remedy(config, addr, dev, on_subnet, mi, rt)))
     elif ifspec and not pf.ifname_matches(ifspec, dev):
         items.append(step("route", Status.FAIL, f"{how}, but NCCL_SOCKET_IFNAME={ifspec} does not name it",
                           f"set NCCL_SOCKET_IFNAME={dev} and GLOO_SOCKET_IFNAME={dev} (the interface the head is "

@@ -80,7 +80,7 @@ def _run(cmd: list[str], timeout: float) -> tuple[int | None, str, str]:
     return p.returncode, p.stdout, p.stderr
 
 
-def _prefix_len(dst: Any, version: int) -> int:
+def _prefix_len(dst: Any) -> int:
     if dst == "default":
         return 0
     try:
@@ -100,9 +100,8 @@ def route_prefix(addr: str, dev: str | None, timeout: float = 3.0) -> str | None
         routes = json.loads(out) if rc == 0 else []
     except ValueError:
         return None
-    version = 6 if ":" in addr else 4
     mine = [r for r in routes if isinstance(r, dict) and r.get("dev") == dev and r.get("dst")]
-    best = max(mine, key=lambda r: _prefix_len(r["dst"], version), default=None)
+    best = max(mine, key=lambda r: _prefix_len(r["dst"]), default=None)
     return str(best["dst"]) if best else None
 
 
