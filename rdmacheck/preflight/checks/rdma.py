@@ -507,7 +507,7 @@ def gate_devfiles(facts, config) -> list[Result]:
     df = facts.devfiles
     sel = facts.selection
     exp = "a uverbs device file per selected HCA (NCCL opens it); /dev/infiniband/rdma_cm and /etc/rdma present"
-    problems, fixes = [], []
+    problems = []
     hcas = sorted({p.device for p in sel.ports})
     rows = {}
     for h in hcas:
@@ -517,15 +517,13 @@ def gate_devfiles(facts, config) -> list[Result]:
             problems.append(f"no uverbs device for {h}")
         elif not any(u in df.present for u in uv):
             problems.append(f"/dev/infiniband/{uv[0]} ({h}) missing")
-    if problems:
-        fixes.append(_devfile_fix(df, "ib_uverbs", "/dev/infiniband/uverbsN"))
     obs = "; ".join([f"/dev/infiniband: {', '.join(df.present) or 'absent'}"]
                     + [f"{h} -> {', '.join(u) or '?'}" for h, u in rows.items()]
                     + [f"/etc/rdma {'present' if df.etc_rdma else 'absent'}"])
     details = {"dev_infiniband": df.present, "uverbs": rows, "modules": df.modules}
     if problems:
         return [Result("rdma.devfiles", Status.FAIL, observed=obs + " — " + "; ".join(problems), expected=exp,
-                       remedy="; ".join(fixes), details=details)]
+                       remedy=_devfile_fix(df, "ib_uverbs", "/dev/infiniband/uverbsN"), details=details)]
     # NCCL's IB transport never opens rdma_cm (it exchanges QP numbers over its own sockets): a missing
     # rdma_cm breaks RDMA-CM users (UCX, perftest -R, NIXL), not the NCCL job this gate is asked about
     warns, wfixes = [], []

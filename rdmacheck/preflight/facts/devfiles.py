@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 
+from rdmacheck.preflight.facts.kmod import loaded_modules
 from rdmacheck.preflight.root import HostRoot
 
 
@@ -32,16 +33,6 @@ class DevFiles:
 RDMA_MODULES = ("ib_uverbs", "rdma_ucm")
 
 
-def _modules(root: HostRoot) -> list[str] | None:
-    text = root.read("/proc/modules")
-    loaded = {line.split(" ", 1)[0] for line in (text or "").splitlines()}
-    # a built-in module is not in /proc/modules but has its /sys/module folder
-    found = [m for m in RDMA_MODULES if m in loaded or root.is_dir(f"/sys/module/{m}")]
-    if text is None and not found and not root.is_dir("/sys/module"):
-        return None
-    return found
-
-
 def read_devfiles(root: HostRoot) -> DevFiles:
     present = root.listdir("/dev/infiniband")
     mapping = {}
@@ -55,5 +46,5 @@ def read_devfiles(root: HostRoot) -> DevFiles:
         uverbs_to_ibdev=mapping,
         etc_rdma=root.is_dir("/etc/rdma"),
         etc_rdma_entries=root.listdir("/etc/rdma"),
-        modules=_modules(root),
+        modules=loaded_modules(root, RDMA_MODULES),
     )

@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from rdmacheck.preflight.facts.kmod import loaded_modules
 from rdmacheck.preflight.root import HostRoot
 
 
@@ -20,8 +21,7 @@ def kernel_version(text: str | None) -> tuple[int, int] | None:
 
 
 def read_gdr(root: HostRoot) -> dict[str, Any]:
-    modules = {line.split(" ", 1)[0] for line in (root.read("/proc/modules") or "").splitlines()}
-    sources = [m for m in ("nvidia_peermem", "nv_peer_mem") if m in modules or root.is_dir(f"/sys/module/{m}")]
+    sources = loaded_modules(root, ("nvidia_peermem", "nv_peer_mem")) or []
     sources += [f"memory_peers/{c}" for c in ("nv_mem", "nv_mem_nc")
                 if root.exists(f"/sys/kernel/mm/memory_peers/{c}/version")]
     peermem = bool(sources)
