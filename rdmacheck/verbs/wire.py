@@ -38,8 +38,9 @@ MAX_DEPTH = 8
 HEADER = struct.Struct("!4sI")
 MAX_MSG_SIZE = 1 << 30          # one RDMA message in a probe
 MAX_MR = 1 << 30
-# inline data per send WR asked of both ends' QPs (ib_write_lat's default is 220 too); an HCA that offers
-# less gets QPs without inline (engine.Endpoint retries) and the ping-pong writes from the MR instead
+# inline data per send WR asked of both ends' QPs (ib_write_lat's default on the HCAs it knows is 220 too); an
+# HCA that offers less, or a software device (engine.SOFT_VENDOR_IDS), gets QPs without inline and the
+# ping-pong writes from the MR instead
 INLINE_BYTES = 220
 
 
