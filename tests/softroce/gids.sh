@@ -1,5 +1,5 @@
 # GID-table helpers of the soft-RoCE guest scripts (tests/softroce/session.sh and
-# benchmarks/softroce/verbs_vs_perftest.sh source this): builtins only, every fork counts under TCG.
+# benchmarks/softroce/pair.sh source this): builtins only, every fork counts under TCG.
 ZERO_GID=0000:0000:0000:0000:0000:0000:0000:0000
 
 # gid_table DEV: "index gid type netdev" for every non-zero entry of port 1's GID table (the ground truth
