@@ -151,17 +151,12 @@ def _rdma_netdevs(root) -> list[str]:
 
 
 def _judge(before, after, root, eth=None):
-    """Per RDMA port: the lossless verdict of the window, and the cross-row findings (facts.lossless).
+    """Per RDMA port: the lossless verdict of the window, and the cross-row findings (facts.window).
     ``eth``: the window's driver-statistics deltas of the ports' netdevs (facts.ethtool; live only)."""
-    from rdmacheck.preflight.facts.counters import sample_delta
     from rdmacheck.preflight.facts.infiniband import port_netdevs, read_infiniband
-    from rdmacheck.preflight.facts.lossless import findings, port_verdicts
+    from rdmacheck.preflight.facts.window import judge
 
-    delta = sample_delta(before, after)
-    if eth:
-        delta["ethtool"] = eth
-    nds = port_netdevs(read_infiniband(root))
-    return port_verdicts(delta, nds), findings(delta, nds)
+    return judge(before, after, port_netdevs(read_infiniband(root)), eth)
 
 
 def _print_verdicts(verdicts, found) -> None:

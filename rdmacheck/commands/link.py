@@ -19,7 +19,9 @@ Every wait is bounded: a dropped path ends in seconds with its cause.
 
 Results: link.reach (a QP reached the peer's; when it did not while TCP to the same address works,
 it says RoCE v2 / UDP 4791 is dropped or the peer's MAC is wrong), link.bandwidth (GB/s against the
-port's line rate x --floor, or --min-bandwidth), link.latency (p50/p99 of the smallest message).
+port's line rate x --floor, or --min-bandwidth), link.latency (p50/p99 of the smallest message),
+link.lossless (this node's port counters over each run: lossless, lossless under congestion, lossy
+(retransmits: warns) or a broken lossless contract (pause storm, overrun: fails)).
 """
 
 EPILOG = """\
@@ -153,6 +155,8 @@ def _serve(args, facts, plans) -> int:
 
 
 def _client(args, facts, config, plans) -> int:
+    from rdmacheck.preflight.facts.window import Window
+    from rdmacheck.preflight.root import HostRoot
     from rdmacheck.evidence.jsonout import write_evidence
     from rdmacheck.evidence.model import Evidence, exit_code
     from rdmacheck.link import gates
@@ -162,26 +166,29 @@ def _client(args, facts, config, plans) -> int:
         from rdmacheck.link.perftest import run_pair
     else:
         run_pair = _run_pyverbs
+    nds = _port_netdevs(plans)
     runs = []
     for i, plan in enumerate(plans):
         _say(f"{plan.name} -> {args.peer}:{args.port + i} ...")
         t0 = time.monotonic()
-        res = run_pair(plan, args.peer, args.port + i, args)
-        runs.append(_row(plan, args, i, res, "pair"))
+        with Window(HostRoot("/"), {plan.name: nds.get(plan.name, [])}) as w:
+            res = run_pair(plan, args.peer, args.port + i, args)
+        runs.append(_row(plan, args, i, res, "pair", w))
         _say(f"{plan.name}: {'reached' if res.get('ok') else 'failed at ' + str(res.get('stage'))} "
              f"({time.monotonic() - t0:.1f} s)")
     if len(plans) > 1 and all((r["result"] or {}).get("ok") for r in runs):
         together: list = [None] * len(plans)
         ths = [threading.Thread(target=lambda i=i, p=p: together.__setitem__(i, run_pair(p, args.peer, args.port + i, args)))
                for i, p in enumerate(plans)]
-        for t in ths:
-            t.start()
-        for t in ths:
-            t.join()
-        runs += [_row(p, args, i, together[i] or {}, "together") for i, p in enumerate(plans)]
+        with Window(HostRoot("/"), {p.name: nds.get(p.name, []) for p in plans}) as w:
+            for t in ths:
+                t.start()
+            for t in ths:
+                t.join()
+        runs += [_row(p, args, i, together[i] or {}, "together", w) for i, p in enumerate(plans)]
     lo, hi = args.max_latency
     results = [gates.judge_reach(runs), gates.judge_bandwidth(runs, args.floor, args.min_bandwidth),
-               gates.judge_latency([r for r in runs if r["mode"] == "pair"], lo, hi)]
+               gates.judge_latency([r for r in runs if r["mode"] == "pair"], lo, hi), gates.judge_lossless(runs)]
     if args.json:
         ev = Evidence(kind="link", results=results)
         if facts.host:
@@ -195,10 +202,23 @@ def _client(args, facts, config, plans) -> int:
     return exit_code(results)
 
 
-def _row(plan, args, i, res: dict, mode: str) -> dict:
+def _row(plan, args, i, res: dict, mode: str, window) -> dict:
     remote = (res.get("server") or {}).get("device") or (res.get("remote") or {}).get("device")
+    key = plan.name.replace(":", "/")
     return {"mode": mode, "local_port": plan.name, "remote_port": remote, "peer": args.peer,
-            "tcp_port": args.port + i, "rate_gbps": plan.rate_gbps, "result": res}
+            "tcp_port": args.port + i, "rate_gbps": plan.rate_gbps, "result": res,
+            # this node's counters over the run (the peer's are the peer's to read)
+            "lossless": {key: window.verdicts[key].to_dict()} if key in window.verdicts else {},
+            "counter_findings": [f.to_dict() for f in window.findings]}
+
+
+def _port_netdevs(plans) -> dict:
+    """Each planned port's netdevs (facts.infiniband's map), for the counter windows of its runs."""
+    from rdmacheck.preflight.facts.infiniband import port_netdevs, read_infiniband
+    from rdmacheck.preflight.root import HostRoot
+
+    nds = port_netdevs(read_infiniband(HostRoot("/")))
+    return {p.name: list(nds.get(p.name) or ([p.netdev] if p.netdev else [])) for p in plans}
 
 
 def _run_pyverbs(plan, peer: str, port: int, args) -> dict:

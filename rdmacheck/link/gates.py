@@ -4,6 +4,10 @@ link.reach      a QP reached the peer's QP and bytes came back verified
 link.bandwidth  RDMA WRITE GB/s (1e9 B/s, the unit busbw uses) at messages >= 1 MiB against the port's line
                 rate from sysfs times a floor (default 0.8), or an explicit --min-bandwidth
 link.latency    ping-pong p50/p99 (one-way, as ib_write_lat reports) of the smallest message against a bound
+link.lossless   this node's ports' counters over each run (facts.lossless): lossless or lossless under
+                congestion passes, lossy (retransmits: go-back-N) warns, a broken lossless contract (pause
+                storm, buffer overrun) fails; no readable retransmit counter, or no run that reached
+                the peer, is not judged
 """
 
 from __future__ import annotations
@@ -115,3 +119,40 @@ def judge_latency(runs: list[dict[str, Any]], max_p50_us: float, max_p99_us: flo
                       remedy="see link.reach first; a slow p99 with a fast p50 is loss or congestion "
                              "(retransmits, pause: `rdmacheck counters`)")
     return Result("link.latency", Status.PASS, observed=obs, expected=exp, details=details)
+
+
+def judge_lossless(runs: list[dict[str, Any]]) -> Result:
+    """Each run's window of this node's counters (``row["lossless"]``: port -> facts.lossless Verdict dict)."""
+    from rdmacheck.evidence.model import could_not_judge
+    from rdmacheck.preflight.facts.lossless import BROKEN, CONGESTED, LOSSLESS, LOSSY
+
+    exp = "no retransmit, sequence error or drop counter of this node's ports rose during a run (pause/CNP may)"
+    parts, details, states = [], {}, []
+    # a run that never reached the peer moved nothing to judge (its ACK timeout outlasts the run): link.reach
+    reached = [r for r in runs if (r.get("result") or {}).get("ok")]
+    if runs and not reached:
+        return could_not_judge("link.lossless", "no run reached the peer (see link.reach)", expected=exp)
+    for r in reached:
+        for port, v in sorted((r.get("lossless") or {}).items()):
+            if not isinstance(v, dict):
+                continue
+            key = f"{r.get('mode')} {port}"
+            details[key] = {"state": v.get("state"), "moved": v.get("moved"), "patterns": v.get("patterns")}
+            states.append(v.get("state"))
+            parts.append(f"{key}: {v.get('summary')}")
+    obs = "; ".join(parts)
+    if not states:
+        return could_not_judge("link.lossless", "no counter window was taken around the runs", expected=exp)
+    if BROKEN in states:
+        return Result("link.lossless", Status.FAIL, observed=obs, expected=exp, details=details,
+                      remedy="the lossless contract is broken on this node's port: the switch's PFC/buffer settings "
+                             "for the RoCE priority, and a port that pauses without end (rdma.pfc, `rdmacheck counters`)")
+    if LOSSY in states:
+        return Result("link.lossless", Status.WARN, observed=obs, expected=exp, details=details,
+                      remedy="packets were lost and sent again: PFC on the RoCE priority end to end (rdma.pfc), the "
+                             "cable and switch port (link errors), or a filter dropping part of the traffic; under "
+                             "NCCL this loss costs the tail of every collective")
+    if all(s in (LOSSLESS, CONGESTED) for s in states):
+        return Result("link.lossless", Status.PASS, observed=obs, expected=exp, details=details)
+    return could_not_judge("link.lossless", "no retransmit counter was readable on this node's ports: "
+                           + obs, expected=exp, **details)

@@ -75,8 +75,10 @@ def verdict(link: Evidence, bench: Evidence, agree: float = AGREE) -> Result:
                       observed=f"cannot compare: {facts}", remedy="pass link evidence with verified bandwidth and "
                                                                   "bench evidence with all_reduce sizes >= 1 MiB")
     if lb is not None and lb.status is Status.FAIL:
+        lo = _result(link, "link.lossless")   # the link runs' own counter windows, when recorded
+        loss = f"; its counters: {lo.observed}" if lo is not None and lo.status in (Status.WARN, Status.FAIL) else ""
         return Result("fabric.vs_nccl", Status.FAIL, expected=exp, details=details,
-                      observed=f"the fabric itself is slow ({facts}): {lb.observed}",
+                      observed=f"the fabric itself is slow ({facts}): {lb.observed}{loss}",
                       remedy="fix the fabric first: link speed/width, PFC/ECN and retransmits (`rdmacheck counters` "
                              "during `rdmacheck link`), the switch port; NCCL cannot beat it")
     ratio = busbw / fab if fab else 0.0

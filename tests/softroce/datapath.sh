@@ -20,8 +20,11 @@ link_pair() {  # link_pair NAME [client args...]: a server for one client, then 
     rdmacheck "$D/$name.server" "${SRV_ENV[@]}" -- link --serve --lifetime 600 "${clients[@]}" --env "$ENVFILE" "$@" &
     local s=$!
     for _ in $(seq 1 600); do grep -q "listening on\|server on port" "$D/$name.server.out" 2>/dev/null && break; sleep 0.2; done
+    # the client device's rxe counters around the client: ground truth for link.lossless's window
+    grep -H . /sys/class/infiniband/$DB/ports/1/hw_counters/* > "$D/$name.hw_before.txt" 2>&1
     rdmacheck "$D/$name" "${CLI_ENV[@]}" -- link --peer $IPA --env "$ENVFILE" --duration 0.5 --lat-iters 100 \
         --min-bandwidth 0.001 --max-latency 100000 100000 --json "$D/$name.json" "$@"
+    grep -H . /sys/class/infiniband/$DB/ports/1/hw_counters/* > "$D/$name.hw_after.txt" 2>&1
     wait $s 2>/dev/null
 }
 link_pair good
