@@ -83,13 +83,9 @@ def main(argv: list[str]) -> int:
         sys.path.insert(0, str(REPO / "tests"))
         from softroce import guest
 
-        reason = guest.missing_reason()
-        if reason:
-            print(f"latency_trace: {reason}", file=sys.stderr)
+        out = guest.boot_for("latency_trace", GUEST_SCRIPT, [str(a.rounds), str(a.iters)], timeout=900)
+        if out is None:
             return 2
-        run = guest.run_in_guest(GUEST_SCRIPT, [str(a.rounds), str(a.iters)], timeout=900)
-        out = run.outdir
-        print(f"guest: {run.seconds:.0f} s, rc {run.returncode}, folder {out}")
     rows = []
     for trace in sorted(out.glob("trace_*_*.txt")):
         tool, rnd = trace.stem.split("_")[1:]

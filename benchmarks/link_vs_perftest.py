@@ -31,12 +31,9 @@ def main(argv: list[str]) -> int:
         sys.path.insert(0, str(REPO / "tests"))
         from softroce import guest
 
-        reason = guest.missing_reason()
-        if reason:
-            print(f"link_vs_perftest: {reason}", file=sys.stderr)
+        out = guest.boot_for("link_vs_perftest", REPO / "tests" / "softroce" / "session.sh", timeout=1500)
+        if out is None:
             return 2
-        run = guest.run_in_guest(REPO / "tests" / "softroce" / "session.sh", timeout=1500)
-        out = run.outdir
     d = out / "datapath"
     good = json.loads((d / "good.json").read_text())
     perf = json.loads((d / "perftest.json").read_text())

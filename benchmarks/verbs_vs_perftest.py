@@ -54,15 +54,11 @@ def main(argv: list[str]) -> int:
         sys.path.insert(0, str(REPO / "tests"))
         from softroce import guest
 
-        reason = guest.missing_reason()
-        if reason:
-            print(f"verbs_vs_perftest: {reason}", file=sys.stderr)
+        out = guest.boot_for("verbs_vs_perftest", GUEST_SCRIPT, ["latency" if a.latency_only else "all",
+                                                                str(a.rounds), str(a.lat_rounds)], timeout=1800,
+                             vng_args=["--append", "clocksource=tsc tsc=reliable"] if a.tsc else ())
+        if out is None:
             return 2
-        run = guest.run_in_guest(GUEST_SCRIPT, ["latency" if a.latency_only else "all", str(a.rounds),
-                                                str(a.lat_rounds)], timeout=1800,
-                                 vng_args=["--append", "clocksource=tsc tsc=reliable"] if a.tsc else ())
-        out = run.outdir
-        print(f"guest: {run.seconds:.0f} s, rc {run.returncode}, folder {out}")
     try:
         doc = json.loads((out / "client.json").read_text())
     except (OSError, ValueError) as e:

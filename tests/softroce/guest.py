@@ -156,6 +156,19 @@ def run_in_guest(
     )
 
 
+def boot_for(prog: str, script: str | os.PathLike, args: list[str] | tuple[str, ...] = (), timeout: float = 1800,
+             vng_args: list[str] | tuple[str, ...] = ()) -> Path | None:
+    """The benchmarks' boot: one run of ``script`` in the guest, its folder; None (after saying why on stderr,
+    prefixed with ``prog``) when the guest cannot boot here."""
+    reason = missing_reason()
+    if reason:
+        print(f"{prog}: {reason}", file=sys.stderr)
+        return None
+    run = run_in_guest(script, args, timeout=timeout, vng_args=vng_args)
+    print(f"guest: {run.seconds:.0f} s, rc {run.returncode}, folder {run.outdir}")
+    return run.outdir
+
+
 def _kill_group(proc: subprocess.Popen) -> None:
     try:
         os.killpg(proc.pid, signal.SIGKILL)
