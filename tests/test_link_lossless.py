@@ -36,7 +36,7 @@ def _run(root, names, after: dict, ok: bool = True) -> dict:
     r = _tree(root, names)
     with Window(r, {"roceP2p1s0f0:1": [ND]}) as w:
         _tree(root, names, **after)      # the transfer moves the counters
-    assert not w.live                    # a tree: no ethtool ioctl on this host's netdevs
+    assert not w.root.live               # a tree: no ethtool ioctl on this host's netdevs
     key = PORT
     return {"mode": "pair", "local_port": "roceP2p1s0f0:1", "peer": "10.0.0.1", "result": {"ok": ok},
             "lossless": {key: w.verdicts[key].to_dict()} if key in w.verdicts else {}}

@@ -166,7 +166,7 @@ def _client(args, facts, config, plans) -> int:
         from rdmacheck.link.perftest import run_pair
     else:
         run_pair = _run_pyverbs
-    nds = _port_netdevs(plans)
+    nds = _port_netdevs(facts, plans)
     runs = []
     for i, plan in enumerate(plans):
         _say(f"{plan.name} -> {args.peer}:{args.port + i} ...")
@@ -212,13 +212,11 @@ def _row(plan, args, i, res: dict, mode: str, window) -> dict:
             "counter_findings": [f.to_dict() for f in window.findings]}
 
 
-def _port_netdevs(plans) -> dict:
-    """Each planned port's netdevs (facts.infiniband's map), for the counter windows of its runs."""
-    from rdmacheck.preflight.facts.infiniband import port_netdevs, read_infiniband
-    from rdmacheck.preflight.root import HostRoot
-
-    nds = port_netdevs(read_infiniband(HostRoot("/")))
-    return {p.name: list(nds.get(p.name) or ([p.netdev] if p.netdev else [])) for p in plans}
+def _port_netdevs(facts, plans) -> dict:
+    """Each planned port's netdevs (gather's selection already holds facts.infiniband's map), for the
+    counter windows of its runs."""
+    sel = {p.name: list(p.netdevs) for p in (facts.selection.ports if facts.selection else [])}
+    return {p.name: sel.get(p.name) or ([p.netdev] if p.netdev else []) for p in plans}
 
 
 def _run_pyverbs(plan, peer: str, port: int, args) -> dict:

@@ -1115,6 +1115,10 @@ _SPINS = range(1024)
 
 # One chunk of the ping-pong (write_latency), one function per side and send kind: a call per chunk of up to
 # 16 messages, and inside it only what each message needs.  The last message of a chunk is the signaled one.
+# The first 1024 spins of each wait are written out in place (``for ... else``) rather than called: a seen
+# answer then goes straight to the post, not through a function's return first (under TCG each costs
+# microseconds of the peer's reaction, which benchmarks/latency_trace.py measures); only a longer wait
+# calls _spin, which watches the clock.
 def _ping_inline(chunk, post, wr_uns, wr_sig, stamp, clock, buf, post_at, poll_at, limit, wait) -> None:
     """Initiator, inline sends: buf[post_at] already holds chunk[0]; the next byte is written in flight."""
     for v in chunk[:-1]:

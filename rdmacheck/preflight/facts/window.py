@@ -31,8 +31,6 @@ class Window:
         self.port_netdevs = {k.replace(":", "/"): list(v) for k, v in port_netdevs.items()}
         self.devices = sorted({k.split("/")[0] for k in self.port_netdevs})
         self.netdevs = sorted({n for v in self.port_netdevs.values() for n in v})
-        # driver statistics are an ioctl on this host: a replayed or copied tree has none
-        self.live = root.live
         self.verdicts: dict[str, Any] = {}
         self.findings: list[Any] = []
         self._before: tuple[CounterSample, dict] | None = None
@@ -40,7 +38,8 @@ class Window:
     def _read(self) -> tuple[CounterSample, dict]:
         from rdmacheck.preflight.facts.ethtool import read_many
 
-        return read_sample(self.root, self.devices, self.netdevs), (read_many(self.netdevs) if self.live else {})
+        # driver statistics are an ioctl on this host: a replayed or copied tree has none
+        return read_sample(self.root, self.devices, self.netdevs), (read_many(self.netdevs) if self.root.live else {})
 
     def __enter__(self) -> "Window":
         self._before = self._read()
@@ -52,10 +51,7 @@ class Window:
         if self._before is None:
             return
         (b, eb), (a, ea) = self._before, self._read()
-        v, f = judge(b, a, self.port_netdevs, eth_delta(eb, ea) if self.live else None)
+        v, f = judge(b, a, self.port_netdevs, eth_delta(eb, ea) if self.root.live else None)
         self.verdicts = {k: x for k, x in v.items() if k in self.port_netdevs}
         self.findings = f
 
-    def to_dict(self) -> dict[str, Any]:
-        return {"verdicts": {k: v.to_dict() for k, v in sorted(self.verdicts.items())},
-                "findings": [f.to_dict() for f in self.findings]}
