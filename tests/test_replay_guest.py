@@ -17,6 +17,7 @@ import pytest
 
 from conftest import REPO, run_cli, snapshot_probe_timed_out
 from rdmacheck.preflight.registry import live_only
+from test_softroce import good_state_indexes, ibv_devinfo_gids
 
 LIVE_ONLY = live_only()
 
@@ -70,9 +71,14 @@ def test_guest_only_keeps_every_fact(guest):
     assert list(_by_id(only)) == ["rdma.devices"]
     assert a["facts"]["ports"] == b["facts"]["ports"]
     port = b["facts"]["ports"][0]
-    # NCCL's pick on rxe: index 1, the IPv4-mapped RoCE v2 GID (ibv_devinfo lists it as GID[1])
-    assert "GID[  1]:\t\t::ffff:192.168.100.1, RoCE v2" in guest.text("facts/ibv_devinfo_v.txt")
-    assert port["gid_index"] == 1 and port["active_mtu"] == 4096
+    assert port["port"] == "roceP2p1s0f0:1"
+    # NCCL's pick on rxe: the IPv4-mapped RoCE v2 GID, at the index the guest's own GID table gives it (1, or
+    # 2 when a second link-local entry came first in this boot), which ibv_devinfo lists there too
+    want = good_state_indexes(guest, "roceP2p1s0f0", "192.168.100.1")
+    assert port["gid_index"] in want, (port, want)
+    listed = ibv_devinfo_gids(guest.text("facts/ibv_devinfo_v.txt"), "roceP2p1s0f0")
+    assert listed.get(port["gid_index"]) == "::ffff:192.168.100.1, RoCE v2", listed
+    assert port["active_mtu"] == 4096
     for key in ("ib", "selection", "port_netdevs", "peer", "bootstrap", "devfiles", "limits"):
         assert a["node_facts"][key] == b["node_facts"][key], key
 
